@@ -1,0 +1,622 @@
+//! Platform settings: a TOML file plus environment overrides, validated once at start-up
+//! with every problem listed.
+//!
+//! ```toml
+//! [aws]
+//! region = "eu-west-1"
+//! # endpoint_url = "http://127.0.0.1:5000"   # an emulator
+//!
+//! [queue]
+//! url = "https://sqs.eu-west-1.amazonaws.com/123456789012/ingest-work"
+//! dead_letter_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/ingest-work-dlq"
+//!
+//! [catalog]
+//! path = "catalog/ecommerce.toml"
+//!
+//! [warehouse]
+//! url = "postgres://loader:secret@127.0.0.1:5432/analytics"
+//! ```
+//!
+//! Any key can be overridden from the environment: `INGEST_` followed by the path with
+//! `__` between levels, e.g. `INGEST_QUEUE__URL`, `INGEST_AWS__ENDPOINTS__SQS`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use crate::aws::AwsSettings;
+use crate::envelope::{MessageSizeLimit, SQS_MAX_MESSAGE_BYTES};
+use crate::error::{Classify, Retryability};
+use crate::toml_walk::{Fields, Issues};
+pub use crate::toml_walk::{Issue, render_issues};
+
+/// Environment variables starting with this prefix override config keys.
+pub const ENV_PREFIX: &str = "INGEST_";
+/// The environment variable naming the config file (read by the binaries).
+pub const CONFIG_PATH_ENV: &str = "INGEST_CONFIG";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, no colours: Lambda, Fargate, CloudWatch.
+    Json,
+    /// Human-readable, for terminals.
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info,processor=debug`.
+    pub log_filter: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_filter: "info".to_owned(),
+        }
+    }
+}
+
+/// The work queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub url: String,
+    /// The dead-letter queue, for `redrive`.
+    pub dead_letter_url: Option<String>,
+    pub max_message_bytes: MessageSizeLimit,
+    /// Long-poll wait, 0 to 20 s.
+    pub wait_time: Duration,
+    /// How long a received message stays hidden; the processor extends it while working.
+    pub visibility_timeout: Duration,
+}
+
+/// A value that must never reach a log: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The warehouse connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WarehouseSettings {
+    /// `postgres://user:password@host:port/db` (PostgreSQL or Redshift's PostgreSQL
+    /// protocol). Holds the password, so it is only shown redacted.
+    pub url: Secret,
+}
+
+impl WarehouseSettings {
+    /// The URL with its password replaced by `***`, for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose())
+    }
+}
+
+impl fmt::Debug for WarehouseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WarehouseSettings")
+            .field("url", &self.redacted_url())
+            .finish()
+    }
+}
+
+/// Replaces the password of a URL with `***`; a URL that does not parse is hidden whole.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+                return "***".to_owned();
+            }
+            parsed.to_string()
+        }
+        Err(_) => "***".to_owned(),
+    }
+}
+
+/// Sections a binary can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Queue,
+    Catalog,
+    Warehouse,
+}
+
+impl Section {
+    fn name(self) -> &'static str {
+        match self {
+            Section::Queue => "queue",
+            Section::Catalog => "catalog",
+            Section::Warehouse => "warehouse",
+        }
+    }
+}
+
+/// All platform settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformConfig {
+    pub aws: AwsSettings,
+    pub queue: Option<QueueSettings>,
+    pub catalog_path: Option<PathBuf>,
+    pub warehouse: Option<WarehouseSettings>,
+    pub telemetry: TelemetrySettings,
+}
+
+/// Why the platform config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin} is not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("config {origin} has {} error(s):\n{}", issues.len(), render_issues(issues))]
+    Invalid { origin: String, issues: Vec<Issue> },
+}
+
+impl Classify for ConfigError {
+    fn retryability(&self) -> Retryability {
+        Retryability::Permanent
+    }
+}
+
+impl PlatformConfig {
+    /// Loads the config file (if any) and applies the `INGEST_*` overrides found in `env`.
+    /// Binaries pass `std::env::vars()`; tests pass what they need.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (text, origin) = match file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "(environment)".to_owned()),
+        };
+        Self::from_toml(&text, &origin, env)
+    }
+
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut document: Table =
+            text.parse()
+                .map_err(|err: toml::de::Error| ConfigError::Syntax {
+                    origin: origin.to_owned(),
+                    message: err.to_string(),
+                })?;
+        let mut issues = Issues::default();
+        apply_env_overrides(&mut document, env, &mut issues);
+        let config = read_config(&document, &mut issues);
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                issues: issues.into_vec(),
+            })
+        }
+    }
+
+    /// Fails with every missing section listed when a binary needs sections the config
+    /// does not have.
+    pub fn require(&self, sections: &[Section]) -> Result<(), ConfigError> {
+        let issues: Vec<Issue> = sections
+            .iter()
+            .filter(|section| match section {
+                Section::Queue => self.queue.is_none(),
+                Section::Catalog => self.catalog_path.is_none(),
+                Section::Warehouse => self.warehouse.is_none(),
+            })
+            .map(|section| Issue {
+                path: section.name().to_owned(),
+                message: format!(
+                    "required by this command; set it in the config file or with {ENV_PREFIX}{}__…",
+                    section.name().to_ascii_uppercase()
+                ),
+            })
+            .collect();
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                origin: "(config)".to_owned(),
+                issues,
+            })
+        }
+    }
+}
+
+fn apply_env_overrides(
+    document: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    issues: &mut Issues,
+) {
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != CONFIG_PATH_ENV)
+        .collect();
+    overrides.sort();
+    for (name, value) in overrides {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            issues.push(name, "malformed override: use INGEST_SECTION__KEY");
+            continue;
+        }
+        if let Err(message) = set_path(document, &path, value) {
+            issues.push(name, message);
+        }
+    }
+}
+
+fn set_path(table: &mut Table, path: &[String], value: String) -> Result<(), String> {
+    let (first, rest) = path.split_first().expect("split yields at least one part");
+    if rest.is_empty() {
+        table.insert(first.clone(), Value::String(value));
+        return Ok(());
+    }
+    match table
+        .entry(first.clone())
+        .or_insert_with(|| Value::Table(Table::new()))
+    {
+        Value::Table(inner) => set_path(inner, rest, value),
+        _ => Err(format!(
+            "cannot override inside {first:?}: it is not a table"
+        )),
+    }
+}
+
+fn seconds(value: i64) -> Duration {
+    Duration::from_secs(value.unsigned_abs())
+}
+
+fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
+    let mut root = Fields::new("", document);
+    let mut aws = AwsSettings::default();
+    if let Some(mut section) = root.table("aws", issues) {
+        aws.region = section.string("region", issues).map(str::to_owned);
+        aws.endpoint_url = read_url(&mut section, "endpoint_url", issues);
+        if let Some(mut endpoints) = section.table("endpoints", issues) {
+            aws.sqs_endpoint_url = read_url(&mut endpoints, "sqs", issues);
+            aws.kinesis_endpoint_url = read_url(&mut endpoints, "kinesis", issues);
+            aws.s3_endpoint_url = read_url(&mut endpoints, "s3", issues);
+            endpoints.finish(issues);
+        }
+        if let Some(flag) = section.boolean("s3_force_path_style", issues) {
+            aws.s3_force_path_style = flag;
+        }
+        if let Some(n) = section.integer_in("max_attempts", 1..=20, issues) {
+            aws.max_attempts = u32::try_from(n).expect("range checked");
+        }
+        if let Some(ms) = section.integer_in("initial_backoff_ms", 1..=60_000, issues) {
+            aws.initial_backoff = Duration::from_millis(ms.unsigned_abs());
+        }
+        if let Some(ms) = section.integer_in("connect_timeout_ms", 100..=60_000, issues) {
+            aws.connect_timeout = Duration::from_millis(ms.unsigned_abs());
+        }
+        if let Some(s) = section.integer_in("attempt_timeout_secs", 1..=900, issues) {
+            aws.attempt_timeout = seconds(s);
+        }
+        if let Some(s) = section.integer_in("operation_timeout_secs", 1..=3600, issues) {
+            aws.operation_timeout = seconds(s);
+        }
+        if aws.operation_timeout < aws.attempt_timeout {
+            issues.push(
+                section.path_of("operation_timeout_secs"),
+                "must be at least attempt_timeout_secs",
+            );
+        }
+        section.finish(issues);
+    }
+
+    let queue = root.table("queue", issues).and_then(|mut section| {
+        let url = read_url(&mut section, "url", issues);
+        if url.is_none() && !section.contains("url") {
+            issues.push(section.path_of("url"), "required field is missing");
+        }
+        let dead_letter_url = read_url(&mut section, "dead_letter_url", issues);
+        let max_message_bytes = section
+            .integer_in(
+                "max_message_bytes",
+                MessageSizeLimit::MIN_BYTES as i64..=SQS_MAX_MESSAGE_BYTES as i64,
+                issues,
+            )
+            .map(|n| MessageSizeLimit::new(n.unsigned_abs() as usize).expect("range checked"))
+            .unwrap_or_default();
+        let wait_time = section
+            .integer_in("wait_time_secs", 0..=20, issues)
+            .map_or(Duration::from_secs(20), seconds);
+        let visibility_timeout = section
+            .integer_in("visibility_timeout_secs", 10..=43_200, issues)
+            .map_or(Duration::from_secs(300), seconds);
+        if aws.attempt_timeout <= wait_time {
+            issues.push(
+                "aws.attempt_timeout_secs",
+                format!(
+                    "must be longer than queue.wait_time_secs ({} s), or every long poll times out",
+                    wait_time.as_secs()
+                ),
+            );
+        }
+        section.finish(issues);
+        Some(QueueSettings {
+            url: url?,
+            dead_letter_url,
+            max_message_bytes,
+            wait_time,
+            visibility_timeout,
+        })
+    });
+
+    let catalog_path = root.table("catalog", issues).and_then(|mut section| {
+        let path = section.required_string("path", issues).map(PathBuf::from);
+        section.finish(issues);
+        path
+    });
+
+    let warehouse = root.table("warehouse", issues).and_then(|mut section| {
+        let url = section.required_string("url", issues).and_then(|text| {
+            match url::Url::parse(text) {
+                Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
+                    Some(Secret::new(text))
+                }
+                Ok(parsed) => {
+                    issues.push(
+                        section.path_of("url"),
+                        format!(
+                            "unsupported scheme {:?}; expected postgres://",
+                            parsed.scheme()
+                        ),
+                    );
+                    None
+                }
+                // The text may hold a password: never echo it.
+                Err(err) => {
+                    issues.push(section.path_of("url"), format!("not a valid URL ({err})"));
+                    None
+                }
+            }
+        });
+        section.finish(issues);
+        Some(WarehouseSettings { url: url? })
+    });
+
+    let mut telemetry = TelemetrySettings::default();
+    if let Some(mut section) = root.table("telemetry", issues) {
+        match section.string("log_format", issues) {
+            Some("json") => telemetry.log_format = LogFormat::Json,
+            Some("text") => telemetry.log_format = LogFormat::Text,
+            Some(other) => issues.push(
+                section.path_of("log_format"),
+                format!("unknown log format {other:?}; expected json or text"),
+            ),
+            None => {}
+        }
+        if let Some(filter) = section.string("log_filter", issues) {
+            telemetry.log_filter = filter.to_owned();
+        }
+        section.finish(issues);
+    }
+    root.finish(issues);
+
+    PlatformConfig {
+        aws,
+        queue,
+        catalog_path,
+        warehouse,
+        telemetry,
+    }
+}
+
+fn read_url(fields: &mut Fields<'_>, key: &'static str, issues: &mut Issues) -> Option<String> {
+    let text = fields.string(key, issues)?;
+    match url::Url::parse(text) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(text.to_owned()),
+        Ok(parsed) => {
+            issues.push(
+                fields.path_of(key),
+                format!(
+                    "unsupported scheme {:?}; expected http:// or https://",
+                    parsed.scheme()
+                ),
+            );
+            None
+        }
+        Err(err) => {
+            issues.push(
+                fields.path_of(key),
+                format!("{text:?} is not a valid URL ({err})"),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn issues_of(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
+        match PlatformConfig::from_toml(text, "test", env(vars)) {
+            Err(ConfigError::Invalid { issues, .. }) => {
+                issues.iter().map(Issue::to_string).collect()
+            }
+            other => panic!("expected validation errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_config_has_sensible_defaults() {
+        let config = PlatformConfig::from_toml("", "test", env(&[])).expect("valid");
+        assert_eq!(config.aws, AwsSettings::default());
+        assert_eq!(config.queue, None);
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
+        let err = config
+            .require(&[Section::Queue, Section::Warehouse])
+            .expect_err("missing sections");
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "queue: required by this command; set it in the config file or with INGEST_QUEUE__…"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("warehouse: required by this command"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn file_values_are_read_and_environment_overrides_them() {
+        let text = r#"
+[aws]
+region = "eu-west-1"
+max_attempts = 4
+[aws.endpoints]
+sqs = "http://127.0.0.1:1"
+
+[queue]
+url = "https://sqs.eu-west-1.amazonaws.com/1/work"
+wait_time_secs = 10
+
+[catalog]
+path = "catalog/ecommerce.toml"
+"#;
+        let config = PlatformConfig::from_toml(
+            text,
+            "test",
+            env(&[
+                ("INGEST_QUEUE__URL", "http://127.0.0.1:5000/1/other"),
+                ("INGEST_AWS__MAX_ATTEMPTS", "7"),
+                ("INGEST_TELEMETRY__LOG_FORMAT", "text"),
+                ("INGEST_CONFIG", "ignored.toml"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.aws.max_attempts, 7);
+        assert_eq!(
+            config.aws.sqs_endpoint_url.as_deref(),
+            Some("http://127.0.0.1:1")
+        );
+        let queue = config.queue.expect("queue section");
+        assert_eq!(queue.url, "http://127.0.0.1:5000/1/other");
+        assert_eq!(queue.wait_time, Duration::from_secs(10));
+        assert_eq!(queue.visibility_timeout, Duration::from_secs(300));
+        assert_eq!(queue.max_message_bytes.bytes(), 256 * 1024);
+        assert_eq!(config.telemetry.log_format, LogFormat::Text);
+        assert_eq!(
+            config.catalog_path,
+            Some(PathBuf::from("catalog/ecommerce.toml"))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let text = r#"
+[aws]
+max_attempts = 0
+endpoint_url = "ftp://x"
+attempt_timeout_secs = 20
+
+[queue]
+max_message_bytes = 2000000
+visibility_timeout_secs = "soon"
+
+[warehouse]
+url = "mysql://u:hunter2@h/db"
+
+[telemetry]
+log_format = "xml"
+"#;
+        assert_eq!(
+            issues_of(
+                text,
+                &[
+                    ("INGEST_QUEUE__WAIT_TIME_SECS", "21"),
+                    ("INGEST_COLOUR", "blue")
+                ]
+            ),
+            [
+                "aws.endpoint_url: unsupported scheme \"ftp\"; expected http:// or https://",
+                "aws.max_attempts: 0 is out of range; expected 1 to 20",
+                "queue.url: required field is missing",
+                "queue.max_message_bytes: 2000000 is out of range; expected 1024 to 1048576",
+                "queue.wait_time_secs: 21 is out of range; expected 0 to 20",
+                "queue.visibility_timeout_secs: expected an integer, found \"soon\"",
+                "aws.attempt_timeout_secs: must be longer than queue.wait_time_secs (20 s), or every long poll times out",
+                "warehouse.url: unsupported scheme \"mysql\"; expected postgres://",
+                "telemetry.log_format: unknown log format \"xml\"; expected json or text",
+                "colour: unknown field; expected one of: aws, catalog, queue, telemetry, warehouse",
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let text = "[warehouse]\nurl = \"postgres://loader:hunter2@db.example.com:5439/dev\"\n";
+        let config = PlatformConfig::from_toml(text, "test", env(&[])).expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let warehouse = config.warehouse.expect("warehouse section");
+        assert_eq!(
+            warehouse.redacted_url(),
+            "postgres://loader:***@db.example.com:5439/dev"
+        );
+        assert_eq!(
+            warehouse.url.expose(),
+            "postgres://loader:hunter2@db.example.com:5439/dev"
+        );
+        assert_eq!(format!("{}", warehouse.url), "***");
+
+        let bad = "[warehouse]\nurl = \"postgres://loader:hunter2@[bad\"\n";
+        let message = PlatformConfig::from_toml(bad, "test", env(&[]))
+            .expect_err("invalid")
+            .to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}

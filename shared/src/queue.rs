@@ -1,0 +1,380 @@
+//! The work queue: a small interface with an SQS implementation.
+//!
+//! Batch operations never fail as a whole: they report, per entry, what succeeded and
+//! what failed (and whether retrying may help), after retrying only the failed entries.
+//! Nothing is reported as sent or deleted that the service did not confirm.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
+    SendMessageBatchRequestEntry,
+};
+
+use crate::envelope::MessageSizeLimit;
+use crate::error::{
+    Classify, Retryability, classify_sdk_error, describe_sdk_error, is_retryable_service_code,
+};
+use crate::retry::{EntryFailure, EntryReport, RetryPolicy, retry_failed_entries};
+
+/// The most entries SQS accepts in one batch call.
+pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
+
+/// One message received from the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    /// Needed to delete the message or change its visibility; valid for this receive only.
+    pub receipt_handle: String,
+    pub body: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+    /// When the message was first sent, milliseconds since the Unix epoch.
+    pub sent_at_ms: Option<i64>,
+}
+
+/// Per-entry outcome of a send: the message id of each sent body.
+pub type SendReport = EntryReport<String>;
+/// Per-entry outcome of a delete.
+pub type DeleteReport = EntryReport<()>;
+
+/// A whole queue call failed (after the SDK's own retries).
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} on queue {queue_url} failed: {message}")]
+pub struct QueueError {
+    pub operation: &'static str,
+    pub queue_url: String,
+    pub message: String,
+    pub retryability: Retryability,
+}
+
+impl Classify for QueueError {
+    fn retryability(&self) -> Retryability {
+        self.retryability
+    }
+}
+
+/// What the platform needs from a work queue.
+#[async_trait]
+pub trait WorkQueue: Send + Sync + fmt::Debug {
+    /// Sends message bodies in as few batch calls as the limits allow.
+    async fn send(&self, bodies: &[String]) -> SendReport;
+
+    /// Receives up to `max_messages` (1 to 10), waiting up to `wait` for the first, and
+    /// hides them for `visibility`.
+    async fn receive(
+        &self,
+        max_messages: u8,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Deletes messages by receipt handle.
+    async fn delete(&self, receipt_handles: &[String]) -> DeleteReport;
+
+    /// Hides a received message for `timeout` from now (the heartbeat of long work).
+    async fn extend_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+}
+
+/// An SQS queue, standard or FIFO (FIFO needs group ids, which the platform does not use).
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+    size_limit: MessageSizeLimit,
+    retry: RetryPolicy,
+}
+
+impl SqsQueue {
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        url: impl Into<String>,
+        size_limit: MessageSizeLimit,
+    ) -> Self {
+        Self {
+            client,
+            url: url.into(),
+            size_limit,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn call_error<E>(
+        &self,
+        operation: &'static str,
+        err: &aws_sdk_sqs::error::SdkError<E>,
+    ) -> QueueError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        QueueError {
+            operation,
+            queue_url: self.url.clone(),
+            message: describe_sdk_error(err),
+            retryability: classify_sdk_error(err),
+        }
+    }
+
+    /// Every entry of a batch call that failed as a whole fails with the call's error.
+    fn call_failure<E, S>(
+        &self,
+        operation: &'static str,
+        indices: &[usize],
+        err: &aws_sdk_sqs::error::SdkError<E>,
+    ) -> EntryReport<S>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let error = self.call_error(operation, err);
+        let code = err.code().unwrap_or("CallFailed");
+        EntryReport::all_failed(indices, code, &error.to_string(), error.is_retryable())
+    }
+
+    async fn send_batch_once(&self, bodies: &[String], indices: Vec<usize>) -> SendReport {
+        let entries: Vec<SendMessageBatchRequestEntry> = indices
+            .iter()
+            .map(|&index| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .message_body(bodies[index].clone())
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let result = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match result {
+            Ok(output) => EntryReport {
+                succeeded: output
+                    .successful()
+                    .iter()
+                    .filter_map(|ok| {
+                        Some((ok.id().parse::<usize>().ok()?, ok.message_id().to_owned()))
+                    })
+                    .collect(),
+                failed: entry_failures(output.failed()),
+            },
+            Err(err) => self.call_failure("SendMessageBatch", &indices, &err),
+        }
+    }
+
+    async fn delete_batch_once(&self, handles: &[String], indices: Vec<usize>) -> DeleteReport {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = indices
+            .iter()
+            .map(|&index| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(handles[index].clone())
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let result = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match result {
+            Ok(output) => EntryReport {
+                succeeded: output
+                    .successful()
+                    .iter()
+                    .filter_map(|ok| Some((ok.id().parse::<usize>().ok()?, ())))
+                    .collect(),
+                failed: entry_failures(output.failed()),
+            },
+            Err(err) => self.call_failure("DeleteMessageBatch", &indices, &err),
+        }
+    }
+}
+
+/// Splits entries into batches of at most `max_entries` whose sizes add up to at most
+/// `max_bytes`; an entry larger than `max_bytes` on its own is returned separately.
+pub fn plan_batches(
+    sizes: &[usize],
+    max_entries: usize,
+    max_bytes: usize,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let mut batches = Vec::new();
+    let mut oversized = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut current_bytes = 0usize;
+    for (index, &size) in sizes.iter().enumerate() {
+        if size > max_bytes {
+            oversized.push(index);
+            continue;
+        }
+        if current.len() == max_entries || current_bytes + size > max_bytes {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current.push(index);
+        current_bytes += size;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    (batches, oversized)
+}
+
+#[async_trait]
+impl WorkQueue for SqsQueue {
+    async fn send(&self, bodies: &[String]) -> SendReport {
+        let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
+        // A batch may not carry more than one message's limit in total.
+        let (batches, oversized) =
+            plan_batches(&sizes, SQS_MAX_BATCH_ENTRIES, self.size_limit.bytes());
+        let mut report = EntryReport::all_failed(
+            &oversized,
+            "MessageTooLong",
+            &format!("message is over the {}-byte limit", self.size_limit.bytes()),
+            false,
+        );
+        for batch in batches {
+            report.merge(
+                retry_failed_entries(&self.retry, batch, |indices| {
+                    self.send_batch_once(bodies, indices)
+                })
+                .await,
+            );
+        }
+        report.sort_by_index();
+        report
+    }
+
+    async fn receive(
+        &self,
+        max_messages: u8,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::from(max_messages.clamp(1, 10)))
+            .wait_time_seconds(duration_secs_i32(wait.min(Duration::from_secs(20))))
+            .visibility_timeout(duration_secs_i32(visibility))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(|err| self.call_error("ReceiveMessage", &err))?;
+        Ok(output
+            .messages()
+            .iter()
+            .filter_map(|message| {
+                let attributes = message.attributes();
+                let attribute = |name: MessageSystemAttributeName| {
+                    attributes
+                        .and_then(|a| a.get(&name))
+                        .and_then(|v| v.parse::<i64>().ok())
+                };
+                Some(ReceivedMessage {
+                    message_id: message.message_id()?.to_owned(),
+                    receipt_handle: message.receipt_handle()?.to_owned(),
+                    body: message.body().unwrap_or_default().to_owned(),
+                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(1),
+                    sent_at_ms: attribute(MessageSystemAttributeName::SentTimestamp),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt_handles: &[String]) -> DeleteReport {
+        let indices: Vec<usize> = (0..receipt_handles.len()).collect();
+        let mut report = DeleteReport::default();
+        for batch in indices.chunks(SQS_MAX_BATCH_ENTRIES) {
+            report.merge(
+                retry_failed_entries(&self.retry, batch.to_vec(), |indices| {
+                    self.delete_batch_once(receipt_handles, indices)
+                })
+                .await,
+            );
+        }
+        report
+    }
+
+    async fn extend_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(duration_secs_i32(timeout))
+            .send()
+            .await
+            .map_err(|err| self.call_error("ChangeMessageVisibility", &err))?;
+        Ok(())
+    }
+}
+
+/// Entries SQS refused; the entry id is the index in the caller's list. A sender fault
+/// (bad input) is permanent unless its code names throttling.
+fn entry_failures(failed: &[BatchResultErrorEntry]) -> Vec<EntryFailure> {
+    failed
+        .iter()
+        .filter_map(|bad| {
+            Some(EntryFailure {
+                index: bad.id().parse::<usize>().ok()?,
+                code: bad.code().to_owned(),
+                message: bad.message().unwrap_or_default().to_owned(),
+                retryable: !bad.sender_fault() || is_retryable_service_code(bad.code()),
+            })
+        })
+        .collect()
+}
+
+fn duration_secs_i32(duration: Duration) -> i32 {
+    i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_entry_and_byte_limits() {
+        let (batches, oversized) = plan_batches(&[10; 25], 10, 1000);
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [10, 10, 5]
+        );
+        assert!(oversized.is_empty());
+
+        let (batches, oversized) = plan_batches(&[400, 400, 400, 1001, 100], 10, 1000);
+        assert_eq!(batches, vec![vec![0, 1], vec![2, 4]]);
+        assert_eq!(oversized, vec![3]);
+
+        let (batches, _) = plan_batches(&[], 10, 1000);
+        assert!(batches.is_empty());
+    }
+}

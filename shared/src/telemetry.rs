@@ -1,0 +1,153 @@
+//! Logging set-up and the names of every metric the platform emits.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, TelemetrySettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter {filter:?}: {reason}")]
+    InvalidFilter { filter: String, reason: String },
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the global tracing subscriber: JSON lines without colours for Lambda and
+/// Fargate (CloudWatch), or human-readable text for terminals. `RUST_LOG`-style filter.
+pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), TelemetryError> {
+    let filter =
+        EnvFilter::try_new(&settings.log_filter).map_err(|err| TelemetryError::InvalidFilter {
+            filter: settings.log_filter.clone(),
+            reason: err.to_string(),
+        })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match settings.log_format {
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|_| TelemetryError::AlreadyInstalled)
+}
+
+/// What kind of instrument a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric: its name (snake_case, unit as suffix, `_total` only on counters), kind,
+/// labels (each with a bounded set of values) and meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+/// Metric names, in one place so dashboards, alarms and code agree.
+pub mod names {
+    pub const WORK_ITEMS_SENT_TOTAL: &str = "ingest_work_items_sent_total";
+    pub const WORK_ITEMS_SEND_FAILED_TOTAL: &str = "ingest_work_items_send_failed_total";
+    pub const QUEUE_MESSAGES_DELETED_TOTAL: &str = "ingest_queue_messages_deleted_total";
+    pub const STREAM_RECORDS_PUT_TOTAL: &str = "ingest_stream_records_put_total";
+    pub const STREAM_RECORDS_PUT_FAILED_TOTAL: &str = "ingest_stream_records_put_failed_total";
+    pub const BATCH_ENTRY_RETRIES_TOTAL: &str = "ingest_batch_entry_retries_total";
+}
+
+/// Every metric the platform may emit.
+pub const METRICS: &[MetricSpec] = &[
+    MetricSpec {
+        name: names::WORK_ITEMS_SENT_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["source"],
+        help: "Work items sent to the work queue.",
+    },
+    MetricSpec {
+        name: names::WORK_ITEMS_SEND_FAILED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["source", "retryable"],
+        help: "Work items that could not be sent after retries.",
+    },
+    MetricSpec {
+        name: names::QUEUE_MESSAGES_DELETED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Work-queue messages deleted after their load committed.",
+    },
+    MetricSpec {
+        name: names::STREAM_RECORDS_PUT_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Records put to a stream.",
+    },
+    MetricSpec {
+        name: names::STREAM_RECORDS_PUT_FAILED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["retryable"],
+        help: "Records that could not be put after retries.",
+    },
+    MetricSpec {
+        name: names::BATCH_ENTRY_RETRIES_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["operation"],
+        help: "Entries of batch calls retried after a per-entry failure.",
+    },
+];
+
+/// Looks a metric up by name.
+pub fn spec(name: &str) -> Option<&'static MetricSpec> {
+    METRICS.iter().find(|m| m.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_follow_the_conventions() {
+        let mut seen = std::collections::HashSet::new();
+        for metric in METRICS {
+            assert!(seen.insert(metric.name), "{} listed twice", metric.name);
+            assert!(metric.name.starts_with("ingest_"), "{}", metric.name);
+            assert!(
+                metric
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{} is not snake_case",
+                metric.name
+            );
+            assert_eq!(
+                metric.name.ends_with("_total"),
+                metric.kind == MetricKind::Counter,
+                "{}: _total is for counters and only counters",
+                metric.name
+            );
+            assert!(!metric.help.is_empty());
+        }
+        assert!(spec(names::WORK_ITEMS_SENT_TOTAL).is_some());
+        assert!(spec("nope").is_none());
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_a_clear_error() {
+        let settings = TelemetrySettings {
+            log_format: LogFormat::Json,
+            log_filter: "info,[".to_owned(),
+        };
+        let err = init_tracing(&settings).expect_err("invalid filter");
+        assert!(
+            err.to_string().starts_with("invalid log filter \"info,[\""),
+            "{err}"
+        );
+    }
+}
