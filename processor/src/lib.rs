@@ -1,1 +1,5 @@
+//! The processor: consumes work items, transforms them with DataFusion and loads the
+//! warehouse; also the operator CLI (catalog check; replay, redrive and backfill to come).
 
+pub mod check;
+pub mod cli;

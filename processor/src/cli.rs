@@ -1,0 +1,27 @@
+//! The processor's command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
+#[derive(Debug, Parser)]
+#[command(name = "processor", version, about)]
+pub struct Cli {
+    /// Platform config file (TOML); every key can be overridden with INGEST_SECTION__KEY.
+    #[arg(long, global = true, env = shared::config::CONFIG_PATH_ENV)]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and the dataset catalog, planning every transform.
+    Check {
+        /// Catalog file; defaults to [catalog] path of the config.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+}
