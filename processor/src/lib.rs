@@ -3,3 +3,6 @@
 
 pub mod check;
 pub mod cli;
+pub mod lineage;
+pub mod typing;
+pub mod warehouse;

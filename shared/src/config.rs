@@ -597,6 +597,17 @@ log_format = "xml"
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../config/example.toml");
+        let config =
+            PlatformConfig::from_toml(text, "config/example.toml", env(&[])).expect("valid");
+        config
+            .require(&[Section::Queue, Section::Catalog, Section::Warehouse])
+            .expect("every section present");
+        assert!(!format!("{config:?}").contains("change-me"));
+    }
+
+    #[test]
     fn secrets_are_never_printed() {
         let text = "[warehouse]\nurl = \"postgres://loader:hunter2@db.example.com:5439/dev\"\n";
         let config = PlatformConfig::from_toml(text, "test", env(&[])).expect("valid");

@@ -1,0 +1,30 @@
+//! Lineage columns: every loaded row names its exact origin, so a load that packs or
+//! splits the same source rows differently still cannot create a duplicate (datasets
+//! without key columns merge on these), and an operator can trace any row to its source.
+
+use datafusion::arrow::datatypes::{DataType, Field};
+
+/// `s3://bucket/key` for a file row, `kinesis://stream` for a stream record.
+pub const SOURCE: &str = "_ingest_source";
+/// The object's entity tag for a file row, the shard id for a stream record.
+pub const PARTITION: &str = "_ingest_partition";
+/// The byte offset of the row in the object, or the record's sequence number (text:
+/// Kinesis sequence numbers have up to 128 digits).
+pub const OFFSET: &str = "_ingest_offset";
+/// The sub-sequence number of a user record in a KPL-aggregated record; 0 for file rows.
+pub const SUB_OFFSET: &str = "_ingest_sub_offset";
+/// When the row was last written by a load; set by the warehouse.
+pub const LOADED_AT: &str = "_ingest_loaded_at";
+
+/// The lineage columns the readers add to every batch, in order.
+pub const COLUMNS: [&str; 4] = [SOURCE, PARTITION, OFFSET, SUB_OFFSET];
+
+/// The Arrow fields of [`COLUMNS`].
+pub fn fields() -> Vec<Field> {
+    vec![
+        Field::new(SOURCE, DataType::Utf8, false),
+        Field::new(PARTITION, DataType::Utf8, false),
+        Field::new(OFFSET, DataType::Utf8, false),
+        Field::new(SUB_OFFSET, DataType::Int64, false),
+    ]
+}

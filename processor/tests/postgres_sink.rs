@@ -1,0 +1,536 @@
+//! The load protocol against a real PostgreSQL (started by scripts/test.sh): idempotent,
+//! transactional, last-write-wins within a micro-batch, lineage-deduplicated appends.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use processor::lineage;
+use processor::warehouse::postgres::PostgresWarehouse;
+use processor::warehouse::{ItemRows, Reject, Warehouse};
+use shared::catalog::{Catalog, Dataset};
+use shared::envelope::{
+    IdempotencyKey, RecordsItem, RecordsPayload, StreamPosition, StreamRecord, WorkItem,
+};
+use shared::error::Classify;
+
+fn postgres_url() -> String {
+    std::env::var("INGEST_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| panic!("INGEST_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL"))
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn dataset(schema: &str, key: &str) -> Dataset {
+    let text = format!(
+        r#"
+[datasets.orders]
+format = "csv"
+target = "{schema}.orders"
+key = [{key}]
+s3 = {{ prefix = "orders/" }}
+columns = [
+  {{ name = "order_id", type = "int64", nullable = false }},
+  {{ name = "status", type = "string" }},
+]
+"#
+    );
+    Catalog::from_toml(&text, "test")
+        .expect("valid")
+        .get("orders")
+        .expect("present")
+        .clone()
+}
+
+fn load_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, true),
+    ];
+    fields.extend(lineage::fields());
+    Arc::new(Schema::new(fields))
+}
+
+/// Rows (order_id, status, offset) from one source.
+fn batch(rows: &[(i64, &str, u64)]) -> RecordBatch {
+    let n = rows.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            "kinesis://orders",
+            n,
+        ))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            "shardId-000000000000",
+            n,
+        ))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.2.to_string()),
+        )),
+        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(0, n))),
+    ];
+    RecordBatch::try_new(load_schema(), columns).expect("batch")
+}
+
+fn key(first: u64, last: u64) -> IdempotencyKey {
+    let position = |n: u64| StreamPosition {
+        sequence_number: n.to_string(),
+        sub_sequence_number: 0,
+    };
+    WorkItem::Records(RecordsItem {
+        dataset: "orders".into(),
+        stream: "orders".into(),
+        shard_id: "shardId-000000000000".into(),
+        first: position(first),
+        last: position(last),
+        payload: RecordsPayload::Inline(vec![StreamRecord {
+            position: position(first),
+            arrival_ms: None,
+            data: serde_json::json!({}),
+        }]),
+        created_at_ms: None,
+    })
+    .idempotency_key()
+}
+
+fn item(first: u64, last: u64, rows: &[(i64, &str, u64)]) -> ItemRows {
+    ItemRows {
+        key: key(first, last),
+        source: "kinesis://orders".into(),
+        batches: vec![batch(rows)],
+        rejects: Vec::new(),
+    }
+}
+
+async fn query_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+async fn rows(client: &tokio_postgres::Client, schema: &str) -> Vec<(i64, String)> {
+    client
+        .query(
+            &format!("SELECT order_id, status FROM {schema}.orders ORDER BY order_id"),
+            &[],
+        )
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.expect("count").get(0)
+}
+
+async fn warehouse(platform: &str) -> PostgresWarehouse {
+    let warehouse = PostgresWarehouse::connect(&postgres_url(), platform)
+        .await
+        .expect("connect");
+    warehouse
+        .ensure_platform_tables()
+        .await
+        .expect("platform tables");
+    warehouse
+}
+
+fn owned(rows: &[(i64, &str)]) -> Vec<(i64, String)> {
+    rows.iter().map(|(id, s)| (*id, (*s).to_owned())).collect()
+}
+
+#[tokio::test]
+async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins() {
+    let schema = unique("keyed");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "\"order_id\"");
+    let warehouse = warehouse(&platform).await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+
+    let first = item(1, 2, &[(1, "placed", 1), (2, "placed", 2)]);
+    let report = warehouse
+        .load(&dataset, &load_schema(), std::slice::from_ref(&first))
+        .await
+        .expect("load");
+    assert_eq!(
+        (
+            report.items_loaded,
+            report.items_skipped,
+            report.rows_written
+        ),
+        (1, 0, 2)
+    );
+
+    // The same item again (a redelivery): skipped, nothing changes.
+    let report = warehouse
+        .load(&dataset, &load_schema(), &[first])
+        .await
+        .expect("reload");
+    assert_eq!(
+        (
+            report.items_loaded,
+            report.items_skipped,
+            report.rows_written
+        ),
+        (0, 1, 0)
+    );
+    assert_eq!(
+        rows(&client, &schema).await,
+        owned(&[(1, "placed"), (2, "placed")])
+    );
+
+    // A micro-batch of two items updating the same order: the later one wins.
+    let batch = [
+        item(3, 4, &[(2, "shipped", 3), (3, "placed", 4)]),
+        item(5, 5, &[(3, "cancelled", 5)]),
+    ];
+    let report = warehouse
+        .load(&dataset, &load_schema(), &batch)
+        .await
+        .expect("micro-batch");
+    assert_eq!(
+        (report.items_loaded, report.rows_staged, report.rows_written),
+        (2, 3, 2)
+    );
+    assert_eq!(
+        rows(&client, &schema).await,
+        owned(&[(1, "placed"), (2, "shipped"), (3, "cancelled")])
+    );
+
+    // Replaying an old item whose key is in the ledger does not resurrect stale values.
+    let report = warehouse
+        .load(
+            &dataset,
+            &load_schema(),
+            &[item(3, 4, &[(2, "shipped", 3), (3, "placed", 4)])],
+        )
+        .await
+        .expect("replay");
+    assert_eq!(report.items_skipped, 1);
+    assert_eq!(
+        rows(&client, &schema).await,
+        owned(&[(1, "placed"), (2, "shipped"), (3, "cancelled")])
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM {platform}.load_ledger")
+        )
+        .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn appends_merge_on_lineage_so_repacked_records_load_once() {
+    let schema = unique("append");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "");
+    let warehouse = warehouse(&platform).await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+
+    warehouse
+        .load(
+            &dataset,
+            &load_schema(),
+            &[item(1, 3, &[(10, "a", 1), (11, "b", 2), (12, "c", 3)])],
+        )
+        .await
+        .expect("first load");
+    // A retry packed the records differently: 2..4 is a new key, but 2 and 3 are loaded.
+    let report = warehouse
+        .load(
+            &dataset,
+            &load_schema(),
+            &[item(2, 4, &[(11, "b", 2), (12, "c", 3), (13, "d", 4)])],
+        )
+        .await
+        .expect("repacked load");
+    assert_eq!(
+        (report.items_loaded, report.rows_staged, report.rows_written),
+        (1, 3, 1)
+    );
+    assert_eq!(
+        rows(&client, &schema).await,
+        owned(&[(10, "a"), (11, "b"), (12, "c"), (13, "d")])
+    );
+}
+
+#[tokio::test]
+async fn rejects_and_ledger_are_written_with_the_rows() {
+    let schema = unique("rejects");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "\"order_id\"");
+    let warehouse = warehouse(&platform).await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+
+    let mut with_rejects = item(1, 3, &[(1, "placed", 1)]);
+    with_rejects.rejects = vec![
+        Reject {
+            row_number: Some(2),
+            raw: Some("two,\0placed".into()),
+            reason: "order_id: \"two\" is not an int64".into(),
+        },
+        Reject {
+            row_number: Some(3),
+            raw: None,
+            reason: "order_id is required".into(),
+        },
+    ];
+    let report = warehouse
+        .load(&dataset, &load_schema(), &[with_rejects])
+        .await
+        .expect("load");
+    assert_eq!((report.rows_written, report.rows_rejected), (1, 2));
+    let rejects = client
+        .query(&format!("SELECT row_number, raw, reason, dataset FROM {platform}.rejects ORDER BY row_number"), &[])
+        .await
+        .expect("rejects");
+    assert_eq!(rejects.len(), 2);
+    assert_eq!(
+        rejects[0].get::<_, Option<String>>(1).as_deref(),
+        Some("two,\u{FFFD}placed")
+    );
+    assert_eq!(rejects[1].get::<_, String>(2), "order_id is required");
+    assert_eq!(rejects[1].get::<_, String>(3), "orders");
+    let ledger = client
+        .query_one(
+            &format!("SELECT rows_loaded, rows_rejected FROM {platform}.load_ledger"),
+            &[],
+        )
+        .await
+        .expect("ledger");
+    assert_eq!((ledger.get::<_, i64>(0), ledger.get::<_, i64>(1)), (1, 2));
+}
+
+#[tokio::test]
+async fn a_failed_load_leaves_nothing_behind_and_can_be_retried() {
+    let schema = unique("atomic");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "\"order_id\"");
+    let warehouse = warehouse(&platform).await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+
+    // The second batch cannot be encoded (NUL in text): the first must not stay behind.
+    let mut broken = item(1, 4, &[(1, "placed", 1), (2, "placed", 2)]);
+    broken.batches.push(batch(&[(3, "bad\0status", 3)]));
+    let err = warehouse
+        .load(&dataset, &load_schema(), &[broken])
+        .await
+        .expect_err("NUL cannot be stored");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("NUL"), "{err}");
+    assert!(rows(&client, &schema).await.is_empty());
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM {platform}.load_ledger")
+        )
+        .await,
+        0
+    );
+
+    let fixed = item(
+        1,
+        4,
+        &[(1, "placed", 1), (2, "placed", 2), (3, "bad status", 3)],
+    );
+    let report = warehouse
+        .load(&dataset, &load_schema(), &[fixed])
+        .await
+        .expect("retry loads");
+    assert_eq!(report.rows_written, 3);
+}
+
+#[tokio::test]
+async fn concurrent_loads_of_the_same_item_write_it_once() {
+    let schema = unique("race");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "");
+    let setup = warehouse(&platform).await;
+    setup
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+
+    let rows_in: Vec<(i64, &str, u64)> = (0..2000).map(|i| (i, "placed", i as u64)).collect();
+    let the_item = item(0, 1999, &rows_in);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let dataset = dataset.clone();
+        let the_item = the_item.clone();
+        let platform = platform.clone();
+        tasks.push(tokio::spawn(async move {
+            let warehouse = PostgresWarehouse::connect(&postgres_url(), &platform)
+                .await
+                .expect("connect");
+            warehouse
+                .load(&dataset, &load_schema(), &[the_item])
+                .await
+                .expect("load")
+        }));
+    }
+    let mut loaded = 0;
+    let mut skipped = 0;
+    for task in tasks {
+        let report = task.await.expect("task");
+        loaded += report.items_loaded;
+        skipped += report.items_skipped;
+    }
+    assert_eq!((loaded, skipped), (1, 3));
+    assert_eq!(
+        count(&client, &format!("SELECT count(*) FROM {schema}.orders")).await,
+        2000
+    );
+}
+
+#[tokio::test]
+async fn every_supported_type_round_trips_through_binary_copy() {
+    let schema_name = unique("types");
+    let platform = unique("platform");
+    let text = format!(
+        r#"
+[datasets.typed]
+format = "csv"
+target = "{schema_name}.typed"
+s3 = {{ prefix = "t/" }}
+columns = [{{ name = "id", type = "int64" }}]
+"#
+    );
+    let dataset = Catalog::from_toml(&text, "t")
+        .expect("valid")
+        .get("typed")
+        .expect("present")
+        .clone();
+    let mut fields = vec![
+        Field::new("flag", DataType::Boolean, true),
+        Field::new("ratio", DataType::Float64, true),
+        Field::new("amount", DataType::Decimal128(12, 2), true),
+        Field::new("day", DataType::Date32, true),
+        Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("label", DataType::Utf8, true),
+    ];
+    fields.extend(lineage::fields());
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+        Arc::new(Float64Array::from(vec![Some(0.5), None, Some(-1e300)])),
+        Arc::new(
+            Decimal128Array::from(vec![Some(123_456_789_012), None, Some(-5)])
+                .with_precision_and_scale(12, 2)
+                .expect("decimal"),
+        ),
+        Arc::new(Date32Array::from(vec![Some(19_875), None, Some(-1)])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_717_200_000_123_456), None, Some(0)])
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from(vec![
+            Some("été 🚚 \"quoted\", comma"),
+            None,
+            Some(""),
+        ])),
+        Arc::new(StringArray::from(vec!["s3://b/k"; 3])),
+        Arc::new(StringArray::from(vec!["etag"; 3])),
+        Arc::new(StringArray::from(vec!["0", "10", "20"])),
+        Arc::new(Int64Array::from(vec![0; 3])),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let warehouse = warehouse(&platform).await;
+    warehouse
+        .ensure_target(&dataset, &schema)
+        .await
+        .expect("target");
+    let the_item = ItemRows {
+        key: key(1, 1),
+        source: "s3://b/k".into(),
+        batches: vec![batch],
+        rejects: Vec::new(),
+    };
+    warehouse
+        .load(&dataset, &schema, &[the_item])
+        .await
+        .expect("load");
+    let client = query_client().await;
+    client
+        .batch_execute("SET TIME ZONE 'UTC'")
+        .await
+        .expect("session time zone");
+    let got: Vec<Vec<Option<String>>> = client
+        .query(
+            &format!(
+                "SELECT flag::text, ratio::text, amount::text, day::text, at::text, label FROM {schema_name}.typed ORDER BY _ingest_offset::int"
+            ),
+            &[],
+        )
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| (0..6).map(|i| r.get::<_, Option<String>>(i)).collect())
+        .collect();
+    let some = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        got[0],
+        vec![
+            some("true"),
+            some("0.5"),
+            some("1234567890.12"),
+            some("2024-06-01"),
+            some("2024-06-01 00:00:00.123456+00"),
+            some("été 🚚 \"quoted\", comma")
+        ]
+    );
+    assert_eq!(got[1], vec![None; 6]);
+    assert_eq!(
+        got[2],
+        vec![
+            some("false"),
+            some("-1e+300"),
+            some("-0.05"),
+            some("1969-12-31"),
+            some("1970-01-01 00:00:00+00"),
+            some("")
+        ]
+    );
+}
