@@ -4,5 +4,6 @@
 pub mod check;
 pub mod cli;
 pub mod lineage;
+pub mod read;
 pub mod typing;
 pub mod warehouse;

@@ -16,7 +16,7 @@ use datafusion::arrow::compute::{CastOptions, cast_with_options, filter};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::FormatOptions;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use shared::catalog::{Dataset, type_label};
 
 use crate::lineage;
@@ -113,22 +113,63 @@ pub struct Typed {
     pub rejects: Vec<Reject>,
 }
 
-fn display(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.chars().count() > MAX {
-        format!("{:?}…", text.chars().take(MAX).collect::<String>())
-    } else {
-        format!("{text:?}")
+impl TextRows {
+    /// Casts the text rows to the dataset's types and adds the lineage columns.
+    pub fn into_typed(mut self, dataset: &Dataset, origin: &Origin) -> Result<Typed, ArrowError> {
+        let columns = self
+            .columns
+            .iter_mut()
+            .map(|builder| Arc::new(builder.finish()) as ArrayRef)
+            .collect();
+        conform(
+            dataset,
+            origin,
+            RowsIn {
+                columns,
+                row_numbers: self.row_numbers,
+                raw: self.raw,
+                offsets: self.offsets,
+                sub_offsets: self.sub_offsets,
+                rejects: self.rejects,
+            },
+        )
     }
 }
 
-/// Casts the text rows to the dataset's types and adds the lineage columns.
-pub fn type_rows(
-    dataset: &Dataset,
-    origin: &Origin,
-    mut rows: TextRows,
-) -> Result<Typed, ArrowError> {
-    let row_count = rows.len();
+/// Rows in any types, one array per catalog column, with their lineage.
+#[derive(Debug)]
+pub struct RowsIn {
+    pub columns: Vec<ArrayRef>,
+    pub row_numbers: Vec<u64>,
+    pub raw: Vec<Option<String>>,
+    pub offsets: Vec<String>,
+    pub sub_offsets: Vec<i64>,
+    /// Rows already refused by the reader.
+    pub rejects: Vec<Reject>,
+}
+
+fn display(value: &str) -> String {
+    const MAX: usize = 80;
+    if value.chars().count() > MAX {
+        format!("{:?}…", value.chars().take(MAX).collect::<String>())
+    } else {
+        format!("{value:?}")
+    }
+}
+
+/// Casts every column to the dataset's type and adds the lineage columns. A value that
+/// does not convert, or a missing required value, rejects its row with the reason; text
+/// is trimmed before it is converted to a non-text type.
+pub fn conform(dataset: &Dataset, origin: &Origin, rows: RowsIn) -> Result<Typed, ArrowError> {
+    let RowsIn {
+        columns,
+        row_numbers,
+        mut raw,
+        offsets,
+        sub_offsets,
+        mut rejects,
+    } = rows;
+    let row_count = row_numbers.len();
     let mut reasons: Vec<Option<String>> = vec![None; row_count];
     let cast_options = CastOptions {
         safe: true,
@@ -136,50 +177,66 @@ pub fn type_rows(
     };
     let mut typed_columns: Vec<ArrayRef> =
         Vec::with_capacity(dataset.columns.len() + lineage::COLUMNS.len());
-    for (column, builder) in dataset.columns.iter().zip(rows.columns.iter_mut()) {
-        let text = builder.finish();
-        let typed: ArrayRef = if column.data_type == DataType::Utf8 {
-            Arc::new(text.clone())
+    for (column, source) in dataset.columns.iter().zip(columns) {
+        let source = if column.data_type != DataType::Utf8 && source.data_type() == &DataType::Utf8
+        {
+            let text = source
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("checked to be Utf8");
+            Arc::new(
+                text.iter()
+                    .map(|cell| cell.map(str::trim))
+                    .collect::<StringArray>(),
+            ) as ArrayRef
         } else {
-            let trimmed: StringArray = text.iter().map(|cell| cell.map(str::trim)).collect();
-            cast_with_options(&trimmed, &column.data_type, &cast_options)?
+            source
         };
+        let typed = if source.data_type() == &column.data_type {
+            Arc::clone(&source)
+        } else {
+            cast_with_options(&source, &column.data_type, &cast_options)?
+        };
+        let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())?;
         for (row, reason) in reasons.iter_mut().enumerate() {
             if reason.is_some() || !typed.is_null(row) {
                 continue;
             }
-            if text.is_valid(row) && !text.value(row).trim().is_empty() {
-                *reason = Some(format!(
-                    "column {}: {} is not a valid {}",
-                    column.name,
-                    display(text.value(row)),
-                    type_label(&column.data_type)
-                ));
-            } else if !column.nullable {
-                *reason = Some(format!("column {}: a value is required", column.name));
+            let value = source
+                .is_valid(row)
+                .then(|| formatter.value(row).to_string());
+            match value {
+                Some(value) if !value.trim().is_empty() => {
+                    *reason = Some(format!(
+                        "column {}: {} is not a valid {}",
+                        column.name,
+                        display(&value),
+                        type_label(&column.data_type)
+                    ));
+                }
+                _ if !column.nullable => {
+                    *reason = Some(format!("column {}: a value is required", column.name));
+                }
+                _ => {}
             }
         }
         typed_columns.push(typed);
     }
-    let n = row_count;
     typed_columns.push(Arc::new(StringArray::from_iter_values(
-        std::iter::repeat_n(origin.source.as_str(), n),
+        std::iter::repeat_n(origin.source.as_str(), row_count),
     )));
     typed_columns.push(Arc::new(StringArray::from_iter_values(
-        std::iter::repeat_n(origin.partition.as_str(), n),
+        std::iter::repeat_n(origin.partition.as_str(), row_count),
     )));
-    typed_columns.push(Arc::new(StringArray::from_iter_values(rows.offsets.iter())));
-    typed_columns.push(Arc::new(Int64Array::from(std::mem::take(
-        &mut rows.sub_offsets,
-    ))));
+    typed_columns.push(Arc::new(StringArray::from_iter_values(offsets.iter())));
+    typed_columns.push(Arc::new(Int64Array::from(sub_offsets)));
 
     let keep: BooleanArray = reasons.iter().map(|r| Some(r.is_none())).collect();
-    let mut rejects = std::mem::take(&mut rows.rejects);
     for (row, reason) in reasons.into_iter().enumerate() {
         if let Some(reason) = reason {
             rejects.push(Reject {
-                row_number: Some(rows.row_numbers[row]),
-                raw: rows.raw[row].take(),
+                row_number: Some(row_numbers[row]),
+                raw: raw[row].take(),
                 reason,
             });
         }
@@ -301,7 +358,7 @@ columns = [
             raw: Some("1,2,3,4,5".into()),
             reason: "expected 4 fields, found 5".into(),
         });
-        let typed = type_rows(&dataset, &origin(), rows).expect("types");
+        let typed = rows.into_typed(&dataset, &origin()).expect("types");
         let reasons: Vec<(Option<u64>, &str)> = typed
             .rejects
             .iter()

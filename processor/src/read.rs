@@ -1,0 +1,539 @@
+//! Reads a `file` work item into typed Arrow rows with their lineage, streaming.
+//!
+//! CSV and JSON lines are parsed here rather than by DataFusion's readers because the
+//! platform needs what those readers cannot give: a reject (with the raw text and the
+//! reason) for each bad row while the good rows load, and the byte offset of every row for
+//! its lineage. Parquet is read through DataFusion with the object store registered for
+//! the bucket. Objects are streamed and decompressed on the fly (gzip, zstd); rows are
+//! handed on in chunks, never the whole file at once.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, new_null_array};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat};
+use shared::envelope::{FileItem, normalize_etag};
+use shared::error::{Classify, Retryability};
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::typing::{Origin, RowsIn, TextRows, Typed, conform, json_cells};
+use crate::warehouse::Reject;
+
+/// Rows handed on at a time.
+pub const CHUNK_ROWS: usize = 8192;
+/// A JSON line longer than this is rejected without being parsed.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a file could not be read; its rows are not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {source_url}: {reason}")]
+    Object {
+        source_url: String,
+        reason: String,
+        retryable: bool,
+    },
+    #[error("{source_url} is not valid {compression} data: {reason}")]
+    Corrupt {
+        source_url: String,
+        compression: &'static str,
+        reason: String,
+    },
+    #[error("{source_url} does not match dataset {dataset:?}: {reason}")]
+    Shape {
+        source_url: String,
+        dataset: String,
+        reason: String,
+    },
+    #[error("{source_url}: {reason}")]
+    Convert { source_url: String, reason: String },
+}
+
+impl Classify for ReadError {
+    fn retryability(&self) -> Retryability {
+        match self {
+            ReadError::Object {
+                retryable: true, ..
+            } => Retryability::Retryable,
+            _ => Retryability::Permanent,
+        }
+    }
+}
+
+/// The `s3://bucket/key` of a file item.
+pub fn source_url(item: &FileItem) -> String {
+    format!("s3://{}/{}", item.bucket, item.key)
+}
+
+fn origin(item: &FileItem) -> Origin {
+    Origin {
+        source: source_url(item),
+        partition: normalize_etag(&item.etag),
+    }
+}
+
+fn object_error(item: &FileItem, err: &object_store::Error) -> ReadError {
+    let retryable = !matches!(
+        err,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    );
+    ReadError::Object {
+        source_url: source_url(item),
+        reason: err.to_string(),
+        retryable,
+    }
+}
+
+/// Reads the item in a background task; chunks of typed rows (and then the end, or an
+/// error) arrive on the returned channel. The channel is bounded, so a slow consumer
+/// slows the reader instead of filling memory.
+pub fn spawn_read(
+    store: Arc<dyn ObjectStore>,
+    item: FileItem,
+    dataset: Dataset,
+) -> mpsc::Receiver<Result<Typed, ReadError>> {
+    let (sender, receiver) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let result = match item.format {
+            FileFormat::Parquet => read_parquet(store, &item, &dataset, &sender).await,
+            FileFormat::Csv | FileFormat::Jsonl => {
+                read_text(store, item.clone(), dataset, sender.clone()).await
+            }
+        };
+        if let Err(err) = result {
+            // The receiver may be gone (the consumer gave up): nothing to tell then.
+            let _ = sender.send(Err(err)).await;
+        }
+    });
+    receiver
+}
+
+async fn read_text(
+    store: Arc<dyn ObjectStore>,
+    item: FileItem,
+    dataset: Dataset,
+    sender: mpsc::Sender<Result<Typed, ReadError>>,
+) -> Result<(), ReadError> {
+    let path = ObjectPath::from(item.key.as_str());
+    let options = GetOptions {
+        range: item.range.map(|r| GetRange::Bounded(r.start..r.end)),
+        ..GetOptions::default()
+    };
+    let result = store
+        .get_opts(&path, options)
+        .await
+        .map_err(|err| object_error(&item, &err))?;
+    let stream = result
+        .into_stream()
+        .map_err(|err| std::io::Error::other(FetchError(err.to_string())));
+    let reader = StreamReader::new(stream);
+    tokio::task::spawn_blocking(move || {
+        let bridge = SyncIoBridge::new(reader);
+        let decoded: Box<dyn Read> = match item.compression {
+            Compression::None => Box::new(bridge),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bridge)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(bridge).map_err(|err| {
+                    ReadError::Corrupt {
+                        source_url: source_url(&item),
+                        compression: "zstd",
+                        reason: err.to_string(),
+                    }
+                })?)
+            }
+        };
+        let mut emit = |rows: TextRows| -> Result<bool, ReadError> {
+            let typed =
+                rows.into_typed(&dataset, &origin(&item))
+                    .map_err(|err| ReadError::Convert {
+                        source_url: source_url(&item),
+                        reason: err.to_string(),
+                    })?;
+            Ok(sender.blocking_send(Ok(typed)).is_ok())
+        };
+        match item.format {
+            FileFormat::Csv => read_csv(decoded, &item, &dataset, &mut emit),
+            _ => read_jsonl(decoded, &item, &dataset, &mut emit),
+        }
+    })
+    .await
+    .map_err(|err| ReadError::Convert {
+        source_url: String::new(),
+        reason: format!("reader task failed: {err}"),
+    })?
+}
+
+/// An object-store failure carried through the byte stream, so it can be told apart
+/// from a decoder's complaint about the bytes themselves.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct FetchError(String);
+
+/// Classifies an I/O error met while reading: a failed fetch may succeed later; a decoder
+/// error on compressed data means the file is corrupt and never will.
+fn io_error(item: &FileItem, err: &std::io::Error) -> ReadError {
+    let fetch_failed = err.get_ref().is_some_and(|inner| inner.is::<FetchError>());
+    if fetch_failed || item.compression == Compression::None {
+        ReadError::Object {
+            source_url: source_url(item),
+            reason: err.to_string(),
+            retryable: true,
+        }
+    } else {
+        ReadError::Corrupt {
+            source_url: source_url(item),
+            compression: item.compression.as_str(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// Hands a chunk on; `false` when nobody listens any more.
+type Emit<'a> = dyn FnMut(TextRows) -> Result<bool, ReadError> + 'a;
+
+/// Hands the rows on once they fill a chunk; `false` when nobody listens any more.
+fn flush_if_full(
+    rows: &mut TextRows,
+    column_count: usize,
+    emit: &mut Emit<'_>,
+) -> Result<bool, ReadError> {
+    if rows.len() + rows.reject_count() < CHUNK_ROWS {
+        return Ok(true);
+    }
+    emit(std::mem::replace(rows, TextRows::new(column_count)))
+}
+
+fn read_csv(
+    reader: impl Read,
+    item: &FileItem,
+    dataset: &Dataset,
+    emit: &mut Emit<'_>,
+) -> Result<(), ReadError> {
+    let CsvOptions {
+        delimiter,
+        quote,
+        escape,
+        has_header,
+    } = dataset.csv;
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .quote(quote)
+        .escape(escape)
+        .double_quote(escape.is_none())
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
+    let column_count = dataset.columns.len();
+    let mut record = csv::ByteRecord::new();
+    let read = |csv: &mut csv::Reader<_>, record: &mut csv::ByteRecord| {
+        csv.read_byte_record(record)
+            .map_err(|err| match err.kind() {
+                csv::ErrorKind::Io(io) => io_error(item, io),
+                _ => ReadError::Convert {
+                    source_url: source_url(item),
+                    reason: err.to_string(),
+                },
+            })
+    };
+    // Which field holds each catalog column: by header name, or by position.
+    let mut field_of_column: Vec<usize> = (0..column_count).collect();
+    let mut expected_fields = column_count;
+    if has_header && item.range.is_none_or(|r| r.start == 0) {
+        if !read(&mut csv, &mut record)? {
+            return Ok(()); // an empty file: nothing to load
+        }
+        let names: Vec<String> = record
+            .iter()
+            .map(|name| {
+                String::from_utf8_lossy(name)
+                    .trim()
+                    .trim_start_matches('\u{feff}')
+                    .to_ascii_lowercase()
+            })
+            .collect();
+        let missing: Vec<&str> = dataset
+            .columns
+            .iter()
+            .filter(|c| !names.contains(&c.name))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ReadError::Shape {
+                source_url: source_url(item),
+                dataset: dataset.name.clone(),
+                reason: format!(
+                    "the header lacks column(s) {}; it has {}",
+                    missing.join(", "),
+                    names.join(", ")
+                ),
+            });
+        }
+        field_of_column = dataset
+            .columns
+            .iter()
+            .map(|c| {
+                names
+                    .iter()
+                    .position(|n| n == &c.name)
+                    .expect("checked present")
+            })
+            .collect();
+        expected_fields = names.len();
+    }
+    let mut rows = TextRows::new(column_count);
+    while read(&mut csv, &mut record)? {
+        let (byte, row_number) = record.position().map_or((0, 0), |p| (p.byte(), p.line()));
+        let offset = item.range.map_or(0, |r| r.start) + byte;
+        let raw = || {
+            record
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect::<Vec<_>>()
+                .join(&char::from(delimiter).to_string())
+        };
+        if record.len() != expected_fields {
+            rows.reject(Reject {
+                row_number: Some(row_number),
+                raw: Some(raw()),
+                reason: format!("expected {expected_fields} fields, found {}", record.len()),
+            });
+        } else {
+            let cells: Result<Vec<&str>, _> = field_of_column
+                .iter()
+                .map(|&i| std::str::from_utf8(&record[i]))
+                .collect();
+            match cells {
+                Ok(cells) => rows.push(
+                    cells.into_iter().map(Some),
+                    row_number,
+                    Some(raw()),
+                    offset.to_string(),
+                    0,
+                ),
+                Err(err) => rows.reject(Reject {
+                    row_number: Some(row_number),
+                    raw: Some(raw()),
+                    reason: format!("row is not valid UTF-8 ({err})"),
+                }),
+            }
+        }
+        if !flush_if_full(&mut rows, column_count, emit)? {
+            return Ok(());
+        }
+    }
+    if !rows.is_empty() || rows.reject_count() > 0 {
+        emit(rows)?;
+    }
+    Ok(())
+}
+
+fn read_jsonl(
+    reader: impl Read,
+    item: &FileItem,
+    dataset: &Dataset,
+    emit: &mut Emit<'_>,
+) -> Result<(), ReadError> {
+    let column_count = dataset.columns.len();
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    let mut line = Vec::new();
+    let mut offset = item.range.map_or(0, |r| r.start);
+    let mut line_number = 0u64;
+    let mut rows = TextRows::new(column_count);
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|err| io_error(item, &err))?;
+        if read == 0 {
+            break;
+        }
+        line_number += 1;
+        let start = offset;
+        offset += read as u64;
+        if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+            // Skip the rest of the over-long line.
+            let mut skipped = Vec::new();
+            let rest = reader
+                .read_until(b'\n', &mut skipped)
+                .map_err(|err| io_error(item, &err))?;
+            offset += rest as u64;
+            rows.reject(Reject {
+                row_number: Some(line_number),
+                raw: Some(String::from_utf8_lossy(&line[..256]).into_owned() + "…"),
+                reason: format!("line is longer than {MAX_LINE_BYTES} bytes"),
+            });
+            continue;
+        }
+        let text = trim_line(&line);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let raw = String::from_utf8_lossy(text).into_owned();
+        match serde_json::from_slice::<serde_json::Value>(text) {
+            Err(err) => rows.reject(Reject {
+                row_number: Some(line_number),
+                raw: Some(raw),
+                reason: format!("not valid JSON: {err}"),
+            }),
+            Ok(value) => match json_cells(dataset, &value) {
+                Ok(cells) => rows.push(
+                    cells.iter().map(Option::as_deref),
+                    line_number,
+                    Some(raw),
+                    start.to_string(),
+                    0,
+                ),
+                Err(reason) => rows.reject(Reject {
+                    row_number: Some(line_number),
+                    raw: Some(raw),
+                    reason,
+                }),
+            },
+        }
+        if !flush_if_full(&mut rows, column_count, emit)? {
+            return Ok(());
+        }
+    }
+    if !rows.is_empty() || rows.reject_count() > 0 {
+        emit(rows)?;
+    }
+    Ok(())
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    let start = if line.starts_with(b"\xef\xbb\xbf") {
+        3
+    } else {
+        0
+    };
+    &line[start.min(end)..end]
+}
+
+async fn read_parquet(
+    store: Arc<dyn ObjectStore>,
+    item: &FileItem,
+    dataset: &Dataset,
+    sender: &mpsc::Sender<Result<Typed, ReadError>>,
+) -> Result<(), ReadError> {
+    let url = source_url(item);
+    let convert = |reason: String| ReadError::Convert {
+        source_url: url.clone(),
+        reason,
+    };
+    let context = SessionContext::new();
+    let bucket_url = url::Url::parse(&format!("s3://{}", item.bucket))
+        .map_err(|err| convert(err.to_string()))?;
+    context.register_object_store(&bucket_url, store);
+    let frame = context
+        .read_parquet(url.as_str(), ParquetReadOptions::default())
+        .await
+        .map_err(|err| ReadError::Shape {
+            source_url: url.clone(),
+            dataset: dataset.name.clone(),
+            reason: format!("not a readable Parquet file: {err}"),
+        })?;
+    let file_schema = frame.schema().as_arrow().clone();
+    let mut column_indices = Vec::with_capacity(dataset.columns.len());
+    let mut missing = Vec::new();
+    for column in &dataset.columns {
+        match file_schema.index_of(&column.name) {
+            Ok(index) => column_indices.push(Some(index)),
+            Err(_) if column.nullable => column_indices.push(None),
+            Err(_) => missing.push(column.name.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        let found: Vec<&str> = file_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        return Err(ReadError::Shape {
+            source_url: url.clone(),
+            dataset: dataset.name.clone(),
+            reason: format!(
+                "the file lacks required column(s) {}; it has {}",
+                missing.join(", "),
+                found.join(", ")
+            ),
+        });
+    }
+    let mut stream = frame
+        .execute_stream()
+        .await
+        .map_err(|err| convert(err.to_string()))?;
+    let mut row_offset: u64 = 0;
+    while let Some(batch) = stream.next().await {
+        let batch: RecordBatch = batch.map_err(|err| convert(err.to_string()))?;
+        let rows = batch.num_rows();
+        let columns: Vec<ArrayRef> = column_indices
+            .iter()
+            .zip(&dataset.columns)
+            .map(|(index, column)| match index {
+                Some(i) => Arc::clone(batch.column(*i)),
+                None => new_null_array(&column.data_type, rows),
+            })
+            .collect();
+        let row_numbers: Vec<u64> = (row_offset + 1..=row_offset + rows as u64).collect();
+        let typed = conform(
+            dataset,
+            &origin(item),
+            RowsIn {
+                columns,
+                offsets: (row_offset..row_offset + rows as u64)
+                    .map(|n| n.to_string())
+                    .collect(),
+                row_numbers,
+                raw: vec![None; rows],
+                sub_offsets: vec![0; rows],
+                rejects: Vec::new(),
+            },
+        )
+        .map_err(|err| convert(err.to_string()))?;
+        row_offset += rows as u64;
+        if sender.send(Ok(typed)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Every chunk of an item, collected (for small items and tests).
+pub async fn read_all(
+    store: Arc<dyn ObjectStore>,
+    item: FileItem,
+    dataset: Dataset,
+) -> Result<(Vec<RecordBatch>, Vec<Reject>), ReadError> {
+    let mut receiver = spawn_read(store, item, dataset);
+    let mut batches = Vec::new();
+    let mut rejects = Vec::new();
+    while let Some(chunk) = receiver.recv().await {
+        let typed = chunk?;
+        if typed.batch.num_rows() > 0 {
+            batches.push(typed.batch);
+        }
+        rejects.extend(typed.rejects);
+    }
+    Ok((batches, rejects))
+}
+
+/// Rows in a list of batches.
+pub fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
