@@ -5,13 +5,12 @@
 //! statement that is not a query, or a key column the transform drops is found at deploy
 //! time instead of on the first file.
 
-use std::sync::Arc;
-
 use arrow_schema::DataType;
-use datafusion::datasource::MemTable;
-use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::SessionContext;
 use shared::catalog::{Catalog, Dataset, RESERVED_COLUMN_PREFIX, check_identifier, type_label};
+
+use crate::lineage;
+use crate::transform::{TransformError, Transformer};
+use crate::warehouse::pg_binary::pg_type;
 
 /// One output column of a dataset's transform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,22 +36,7 @@ impl DatasetCheck {
 
 /// Whether the warehouse sinks can store a column of this type.
 pub fn warehouse_supports(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Boolean
-            | DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Utf8View
-            | DataType::Date32
-            | DataType::Timestamp(_, _)
-            | DataType::Decimal128(_, _)
-    )
+    pg_type(data_type).is_some()
 }
 
 /// Plans the transform of one dataset over an empty `input` table of its schema.
@@ -96,24 +80,20 @@ pub async fn check_dataset(dataset: &Dataset) -> DatasetCheck {
     }
 }
 
+/// The transform's output columns, without the lineage columns the platform adds.
 async fn plan_output(dataset: &Dataset) -> Result<Vec<OutputColumn>, String> {
-    let context = SessionContext::new();
-    let schema = Arc::new(dataset.input_schema());
-    let input = MemTable::try_new(schema, vec![vec![]]).map_err(|err| err.to_string())?;
-    context
-        .register_table("input", Arc::new(input))
-        .map_err(|err| err.to_string())?;
-    // A transform is one query: no DDL, no DML, no SET.
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    let frame = context
-        .sql_with_options(&dataset.transform_sql, options)
+    let schema = Transformer::new(dataset)
+        .output_schema()
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| match err {
+            TransformError::Plan { reason, .. } | TransformError::Execute { reason, .. } => reason,
+        })?;
     let mut output = Vec::new();
-    for field in frame.schema().fields() {
+    for field in schema
+        .fields()
+        .iter()
+        .filter(|f| !lineage::COLUMNS.contains(&f.name().as_str()))
+    {
         if !warehouse_supports(field.data_type()) {
             return Err(format!(
                 "output column {:?} has type {} which the warehouse sinks cannot store; CAST it",

@@ -5,5 +5,6 @@ pub mod check;
 pub mod cli;
 pub mod lineage;
 pub mod read;
+pub mod transform;
 pub mod typing;
 pub mod warehouse;
