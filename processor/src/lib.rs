@@ -4,6 +4,7 @@
 pub mod check;
 pub mod cli;
 pub mod lineage;
+pub mod objects;
 pub mod read;
 pub mod transform;
 pub mod typing;

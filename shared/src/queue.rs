@@ -4,13 +4,14 @@
 //! what failed (and whether retrying may help), after retrying only the failed entries.
 //! Nothing is reported as sent or deleted that the service did not confirm.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
+    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     SendMessageBatchRequestEntry,
 };
 
@@ -23,6 +24,40 @@ use crate::retry::{EntryFailure, EntryReport, RetryPolicy, retry_failed_entries}
 /// The most entries SQS accepts in one batch call.
 pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
 
+/// A message to send: a body and string attributes (e.g. why it was dead-lettered).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl OutgoingMessage {
+    pub fn with_attribute(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(name.into(), value.into());
+        self
+    }
+
+    /// Bytes counted against the SQS size limit: the body plus each attribute's name,
+    /// type and value.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(name, value)| name.len() + "String".len() + value.len())
+                .sum::<usize>()
+    }
+}
+
+impl From<String> for OutgoingMessage {
+    fn from(body: String) -> Self {
+        Self {
+            body,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
 /// One message received from the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -34,6 +69,8 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
     /// When the message was first sent, milliseconds since the Unix epoch.
     pub sent_at_ms: Option<i64>,
+    /// String message attributes.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// Per-entry outcome of a send: the message id of each sent body.
@@ -60,8 +97,8 @@ impl Classify for QueueError {
 /// What the platform needs from a work queue.
 #[async_trait]
 pub trait WorkQueue: Send + Sync + fmt::Debug {
-    /// Sends message bodies in as few batch calls as the limits allow.
-    async fn send(&self, bodies: &[String]) -> SendReport;
+    /// Sends messages in as few batch calls as the limits allow.
+    async fn send(&self, messages: &[OutgoingMessage]) -> SendReport;
 
     /// Receives up to `max_messages` (1 to 10), waiting up to `wait` for the first, and
     /// hides them for `visibility`.
@@ -146,13 +183,27 @@ impl SqsQueue {
         EntryReport::all_failed(indices, code, &error.to_string(), error.is_retryable())
     }
 
-    async fn send_batch_once(&self, bodies: &[String], indices: Vec<usize>) -> SendReport {
+    async fn send_batch_once(&self, messages: &[OutgoingMessage], indices: Vec<usize>) -> SendReport {
         let entries: Vec<SendMessageBatchRequestEntry> = indices
             .iter()
             .map(|&index| {
+                let message = &messages[index];
+                let attributes = message
+                    .attributes
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(value)
+                            .build()
+                            .expect("data type is set");
+                        (name.clone(), value)
+                    })
+                    .collect();
                 SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
-                    .message_body(bodies[index].clone())
+                    .message_body(message.body.clone())
+                    .set_message_attributes((!message.attributes.is_empty()).then_some(attributes))
                     .build()
                     .expect("id and body are set")
             })
@@ -242,8 +293,8 @@ pub fn plan_batches(
 
 #[async_trait]
 impl WorkQueue for SqsQueue {
-    async fn send(&self, bodies: &[String]) -> SendReport {
-        let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
+    async fn send(&self, messages: &[OutgoingMessage]) -> SendReport {
+        let sizes: Vec<usize> = messages.iter().map(OutgoingMessage::size).collect();
         // A batch may not carry more than one message's limit in total.
         let (batches, oversized) =
             plan_batches(&sizes, SQS_MAX_BATCH_ENTRIES, self.size_limit.bytes());
@@ -256,7 +307,7 @@ impl WorkQueue for SqsQueue {
         for batch in batches {
             report.merge(
                 retry_failed_entries(&self.retry, batch, |indices| {
-                    self.send_batch_once(bodies, indices)
+                    self.send_batch_once(messages, indices)
                 })
                 .await,
             );
@@ -280,6 +331,7 @@ impl WorkQueue for SqsQueue {
             .visibility_timeout(duration_secs_i32(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("All")
             .send()
             .await
             .map_err(|err| self.call_error("ReceiveMessage", &err))?;
@@ -301,6 +353,14 @@ impl WorkQueue for SqsQueue {
                         .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or(1),
                     sent_at_ms: attribute(MessageSystemAttributeName::SentTimestamp),
+                    attributes: message
+                        .message_attributes()
+                        .map(|all| {
+                            all.iter()
+                                .filter_map(|(name, value)| Some((name.clone(), value.string_value()?.to_owned())))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 })
             })
             .collect())

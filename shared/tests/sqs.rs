@@ -10,7 +10,7 @@ use common::{clients, eventually, unique_name};
 use shared::catalog::{Compression, FileFormat};
 use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
 use shared::error::Classify;
-use shared::queue::{SqsQueue, WorkQueue};
+use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
 
 async fn create_queue(
     client: &aws_sdk_sqs::Client,
@@ -72,7 +72,8 @@ async fn work_item_survives_send_receive_delete() {
         .to_json(MessageSizeLimit::default())
         .expect("serializes");
 
-    let report = queue.send(std::slice::from_ref(&body)).await;
+    let message = OutgoingMessage::from(body.clone()).with_attribute("origin", "test été");
+    let report = queue.send(&[message]).await;
     assert!(report.all_succeeded(), "{report:?}");
     assert_eq!(report.succeeded.len(), 1);
 
@@ -84,6 +85,7 @@ async fn work_item_survives_send_receive_delete() {
     assert_eq!(received[0].receive_count, 1);
     assert!(received[0].sent_at_ms.is_some());
     assert_eq!(received[0].message_id, report.succeeded[0].1);
+    assert_eq!(received[0].attributes.get("origin").map(String::as_str), Some("test été"));
     let decoded = WorkItem::from_json(&received[0].body).expect("decodes");
     assert_eq!(decoded, item);
     assert_eq!(decoded.idempotency_key(), item.idempotency_key());
@@ -110,7 +112,8 @@ async fn batches_of_ten_carry_every_message_and_refuse_oversized_ones() {
         .collect();
     bodies.insert(7, "y".repeat(5000));
 
-    let report = queue.send(&bodies).await;
+    let messages: Vec<OutgoingMessage> = bodies.iter().cloned().map(OutgoingMessage::from).collect();
+    let report = queue.send(&messages).await;
     assert_eq!(report.succeeded.len(), 25, "{report:?}");
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].index, 7);
@@ -171,10 +174,7 @@ async fn a_message_received_max_receive_count_times_lands_in_the_dlq() {
         .to_json(MessageSizeLimit::default())
         .expect("serializes");
     assert!(
-        queue
-            .send(std::slice::from_ref(&body))
-            .await
-            .all_succeeded()
+        queue.send(&[body.clone().into()]).await.all_succeeded()
     );
 
     // A worker that fails without deleting: the message comes back (visibility 0).
@@ -213,7 +213,7 @@ async fn extending_visibility_keeps_a_message_hidden() {
     let clients = clients().await;
     let url = create_queue(&clients.sqs, &[]).await;
     let queue = SqsQueue::new(clients.sqs.clone(), &url, MessageSizeLimit::default());
-    assert!(queue.send(&["heartbeat".to_owned()]).await.all_succeeded());
+    assert!(queue.send(&["heartbeat".to_owned().into()]).await.all_succeeded());
 
     let first = queue
         .receive(1, Duration::from_secs(5), Duration::from_secs(1))
@@ -268,7 +268,7 @@ async fn a_missing_queue_is_a_permanent_error_that_names_it() {
         .expect_err("queue does not exist");
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains(&url), "{err}");
-    let report = queue.send(&["x".to_owned()]).await;
+    let report = queue.send(&["x".to_owned().into()]).await;
     assert!(report.succeeded.is_empty());
     assert_eq!(report.failed.len(), 1);
     assert!(!report.failed[0].retryable, "{report:?}");

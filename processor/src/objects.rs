@@ -1,0 +1,125 @@
+//! Object stores for the buckets work items name, built from the platform's AWS settings
+//! so the processor reads S3 through the same endpoint, region and credentials as every
+//! SDK client (one credential chain: IAM task role on Fargate, environment locally).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use object_store::aws::{AmazonS3Builder, AwsCredential};
+use object_store::{CredentialProvider, ObjectStore};
+use shared::aws::AwsSettings;
+
+/// Credentials are refreshed this long before they expire.
+const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+
+/// Hands the AWS SDK's credential chain to `object_store`, caching until near expiry.
+#[derive(Debug)]
+struct SdkCredentials {
+    provider: SharedCredentialsProvider,
+    cached: Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+}
+
+#[async_trait]
+impl CredentialProvider for SdkCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        if let Ok(cached) = self.cached.lock()
+            && let Some((credential, expiry)) = cached.as_ref()
+            && expiry.is_none_or(|at| SystemTime::now() + REFRESH_BEFORE_EXPIRY < at)
+        {
+            return Ok(Arc::clone(credential));
+        }
+        let fresh = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|err| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(err),
+            })?;
+        let credential = Arc::new(AwsCredential {
+            key_id: fresh.access_key_id().to_owned(),
+            secret_key: fresh.secret_access_key().to_owned(),
+            token: fresh.session_token().map(str::to_owned),
+        });
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = Some((Arc::clone(&credential), fresh.expiry()));
+        }
+        Ok(credential)
+    }
+}
+
+/// Where objects are read from.
+pub trait ObjectStores: Send + Sync + std::fmt::Debug {
+    /// The store holding `bucket`'s objects (keys are object paths within it).
+    fn for_bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error>;
+}
+
+/// One S3 store per bucket, built on first use.
+#[derive(Debug)]
+pub struct S3Stores {
+    region: String,
+    endpoint: Option<String>,
+    path_style: bool,
+    credentials: Option<Arc<SdkCredentials>>,
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl S3Stores {
+    pub fn new(sdk_config: &SdkConfig, settings: &AwsSettings) -> Self {
+        Self {
+            region: sdk_config.region().map_or_else(|| "us-east-1".to_owned(), |r| r.to_string()),
+            endpoint: settings.s3_endpoint_url.clone().or_else(|| settings.endpoint_url.clone()),
+            path_style: settings.s3_force_path_style,
+            credentials: sdk_config.credentials_provider().map(|provider| {
+                Arc::new(SdkCredentials {
+                    provider,
+                    cached: Mutex::new(None),
+                })
+            }),
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ObjectStores for S3Stores {
+    fn for_bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        let mut stores = self.stores.lock().map_err(|_| object_store::Error::Generic {
+            store: "S3",
+            source: "object store cache poisoned".into(),
+        })?;
+        if let Some(store) = stores.get(bucket) {
+            return Ok(Arc::clone(store));
+        }
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(&self.region)
+            .with_virtual_hosted_style_request(!self.path_style);
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(credentials) = &self.credentials {
+            builder = builder.with_credentials(Arc::clone(credentials) as _);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+        stores.insert(bucket.to_owned(), Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+/// A fixed store for every bucket (tests; the embedded demo).
+#[derive(Debug, Clone)]
+pub struct FixedStore(pub Arc<dyn ObjectStore>);
+
+impl ObjectStores for FixedStore {
+    fn for_bucket(&self, _bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        Ok(Arc::clone(&self.0))
+    }
+}
