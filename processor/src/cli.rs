@@ -24,4 +24,6 @@ pub enum Command {
         #[arg(long)]
         catalog: Option<PathBuf>,
     },
+    /// Consume the work queue and load the warehouse until SIGTERM or Ctrl-C.
+    Serve,
 }

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod lineage;
 pub mod objects;
 pub mod read;
+pub mod service;
 pub mod transform;
 pub mod typing;
 pub mod warehouse;
+pub mod worker;

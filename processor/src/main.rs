@@ -1,11 +1,13 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use processor::check::{check_catalog, render_report};
 use processor::cli::{Cli, Command};
 use shared::catalog::Catalog;
-use shared::config::PlatformConfig;
+use shared::config::{PlatformConfig, Section};
+use shared::telemetry::init_tracing;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,5 +43,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Serve => {
+            config.require(&[Section::Queue, Section::Catalog, Section::Warehouse])?;
+            init_tracing(&config.telemetry)?;
+            let path = config
+                .catalog_path
+                .clone()
+                .context("[catalog] path is required")?;
+            let catalog = Arc::new(Catalog::from_file(&path)?);
+            processor::service::serve(&config, catalog, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Completes on SIGTERM (ECS stopping the task) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
     }
 }

@@ -34,14 +34,12 @@ impl CredentialProvider for SdkCredentials {
         {
             return Ok(Arc::clone(credential));
         }
-        let fresh = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|err| object_store::Error::Generic {
+        let fresh = self.provider.provide_credentials().await.map_err(|err| {
+            object_store::Error::Generic {
                 store: "S3",
                 source: Box::new(err),
-            })?;
+            }
+        })?;
         let credential = Arc::new(AwsCredential {
             key_id: fresh.access_key_id().to_owned(),
             secret_key: fresh.secret_access_key().to_owned(),
@@ -73,8 +71,13 @@ pub struct S3Stores {
 impl S3Stores {
     pub fn new(sdk_config: &SdkConfig, settings: &AwsSettings) -> Self {
         Self {
-            region: sdk_config.region().map_or_else(|| "us-east-1".to_owned(), |r| r.to_string()),
-            endpoint: settings.s3_endpoint_url.clone().or_else(|| settings.endpoint_url.clone()),
+            region: sdk_config
+                .region()
+                .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string()),
+            endpoint: settings
+                .s3_endpoint_url
+                .clone()
+                .or_else(|| settings.endpoint_url.clone()),
             path_style: settings.s3_force_path_style,
             credentials: sdk_config.credentials_provider().map(|provider| {
                 Arc::new(SdkCredentials {
@@ -89,10 +92,13 @@ impl S3Stores {
 
 impl ObjectStores for S3Stores {
     fn for_bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-        let mut stores = self.stores.lock().map_err(|_| object_store::Error::Generic {
-            store: "S3",
-            source: "object store cache poisoned".into(),
-        })?;
+        let mut stores = self
+            .stores
+            .lock()
+            .map_err(|_| object_store::Error::Generic {
+                store: "S3",
+                source: "object store cache poisoned".into(),
+            })?;
         if let Some(store) = stores.get(bucket) {
             return Ok(Arc::clone(store));
         }

@@ -95,6 +95,16 @@ fn object_error(item: &FileItem, err: &object_store::Error) -> ReadError {
     }
 }
 
+/// The object-store path of an S3 key, taken as it is: `Path::from` would percent-encode
+/// non-ASCII characters and the request would name another key.
+pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
+    ObjectPath::parse(&item.key).map_err(|err| ReadError::Object {
+        source_url: source_url(item),
+        reason: format!("the key cannot be addressed through object_store ({err})"),
+        retryable: false,
+    })
+}
+
 /// Reads the item in a background task; chunks of typed rows (and then the end, or an
 /// error) arrive on the returned channel. The channel is bounded, so a slow consumer
 /// slows the reader instead of filling memory.
@@ -125,7 +135,7 @@ async fn read_text(
     dataset: Dataset,
     sender: mpsc::Sender<Result<Typed, ReadError>>,
 ) -> Result<(), ReadError> {
-    let path = ObjectPath::from(item.key.as_str());
+    let path = object_path(&item)?;
     let options = GetOptions {
         range: item.range.map(|r| GetRange::Bounded(r.start..r.end)),
         ..GetOptions::default()

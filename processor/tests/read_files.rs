@@ -30,7 +30,10 @@ fn dataset(name: &str) -> Dataset {
 async fn put(store: &InMemory, key: &str, bytes: Vec<u8>) -> FileItem {
     let size = bytes.len() as u64;
     store
-        .put(&ObjectPath::from(key), PutPayload::from(bytes))
+        .put(
+            &ObjectPath::parse(key).expect("valid path"),
+            PutPayload::from(bytes),
+        )
         .await
         .expect("put");
     FileItem {

@@ -75,6 +75,32 @@ pub struct QueueSettings {
     pub visibility_timeout: Duration,
 }
 
+/// How the processor service runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorSettings {
+    /// Concurrent workers per task, each with its own warehouse connection.
+    pub workers: usize,
+    /// Schema of the load ledger and the rejects table.
+    pub platform_schema: String,
+    /// How long in-flight work may take to finish after SIGTERM; below ECS's 30 s.
+    pub shutdown_grace: Duration,
+    /// First delay before a retryable failure is retried; doubles per receive.
+    pub retry_backoff: Duration,
+    pub max_retry_backoff: Duration,
+}
+
+impl Default for ProcessorSettings {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            platform_schema: "ingest".to_owned(),
+            shutdown_grace: Duration::from_secs(25),
+            retry_backoff: Duration::from_secs(10),
+            max_retry_backoff: Duration::from_secs(900),
+        }
+    }
+}
+
 /// A value that must never reach a log: `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -163,6 +189,7 @@ pub struct PlatformConfig {
     pub queue: Option<QueueSettings>,
     pub catalog_path: Option<PathBuf>,
     pub warehouse: Option<WarehouseSettings>,
+    pub processor: ProcessorSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -416,6 +443,29 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         Some(WarehouseSettings { url: url? })
     });
 
+    let mut processor = ProcessorSettings::default();
+    if let Some(mut section) = root.table("processor", issues) {
+        if let Some(n) = section.integer_in("workers", 1..=256, issues) {
+            processor.workers = usize::try_from(n).expect("range checked");
+        }
+        if let Some(schema) = section.string("platform_schema", issues) {
+            match crate::catalog::check_identifier(schema) {
+                Ok(()) => processor.platform_schema = schema.to_owned(),
+                Err(message) => issues.push(section.path_of("platform_schema"), message),
+            }
+        }
+        if let Some(s) = section.integer_in("shutdown_grace_secs", 1..=3600, issues) {
+            processor.shutdown_grace = seconds(s);
+        }
+        if let Some(s) = section.integer_in("retry_backoff_secs", 0..=43_200, issues) {
+            processor.retry_backoff = seconds(s);
+        }
+        if let Some(s) = section.integer_in("max_retry_backoff_secs", 0..=43_200, issues) {
+            processor.max_retry_backoff = seconds(s);
+        }
+        section.finish(issues);
+    }
+
     let mut telemetry = TelemetrySettings::default();
     if let Some(mut section) = root.table("telemetry", issues) {
         match section.string("log_format", issues) {
@@ -439,6 +489,7 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         queue,
         catalog_path,
         warehouse,
+        processor,
         telemetry,
     }
 }
@@ -591,7 +642,7 @@ log_format = "xml"
                 "aws.attempt_timeout_secs: must be longer than queue.wait_time_secs (20 s), or every long poll times out",
                 "warehouse.url: unsupported scheme \"mysql\"; expected postgres://",
                 "telemetry.log_format: unknown log format \"xml\"; expected json or text",
-                "colour: unknown field; expected one of: aws, catalog, queue, telemetry, warehouse",
+                "colour: unknown field; expected one of: aws, catalog, processor, queue, telemetry, warehouse",
             ]
         );
     }

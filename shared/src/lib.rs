@@ -19,4 +19,6 @@ pub mod queue;
 pub mod retry;
 pub mod stream;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod toml_walk;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
+    MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 
 use crate::envelope::MessageSizeLimit;
@@ -183,7 +183,11 @@ impl SqsQueue {
         EntryReport::all_failed(indices, code, &error.to_string(), error.is_retryable())
     }
 
-    async fn send_batch_once(&self, messages: &[OutgoingMessage], indices: Vec<usize>) -> SendReport {
+    async fn send_batch_once(
+        &self,
+        messages: &[OutgoingMessage],
+        indices: Vec<usize>,
+    ) -> SendReport {
         let entries: Vec<SendMessageBatchRequestEntry> = indices
             .iter()
             .map(|&index| {
@@ -357,7 +361,9 @@ impl WorkQueue for SqsQueue {
                         .message_attributes()
                         .map(|all| {
                             all.iter()
-                                .filter_map(|(name, value)| Some((name.clone(), value.string_value()?.to_owned())))
+                                .filter_map(|(name, value)| {
+                                    Some((name.clone(), value.string_value()?.to_owned()))
+                                })
                                 .collect()
                         })
                         .unwrap_or_default(),

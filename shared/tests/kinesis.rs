@@ -1,15 +1,13 @@
 //! The record stream through the real Kinesis client against the AWS emulator.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_kinesis::types::StreamStatus;
 use bytes::Bytes;
-use common::{clients, eventually, unique_name};
 use shared::envelope::compare_sequence_numbers;
 use shared::stream::{KinesisStream, OutgoingRecord, RecordStream, ShardRecord, StartPosition};
+use shared::testing::{clients, eventually, unique_name};
 
 async fn create_stream(client: &aws_sdk_kinesis::Client, shards: i32) -> KinesisStream {
     let name = unique_name("events");

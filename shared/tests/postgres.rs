@@ -1,9 +1,7 @@
 //! The warehouse stand-in: PostgreSQL started by scripts/test.sh is reachable and runs the
 //! statements the load protocol relies on (MERGE, temporary staging tables, transactions).
 
-mod common;
-
-use common::{postgres_url, unique_name};
+use shared::testing::{postgres_url, unique_name};
 use tokio_postgres::NoTls;
 
 async fn connect() -> tokio_postgres::Client {

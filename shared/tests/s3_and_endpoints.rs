@@ -1,11 +1,9 @@
 //! The SDK config builder: per-service endpoint overrides and path-style S3 against the
 //! AWS emulator.
 
-mod common;
-
 use aws_sdk_s3::primitives::ByteStream;
-use common::{aws_endpoint, unique_name};
 use shared::aws::{AwsClients, AwsSettings};
+use shared::testing::{aws_endpoint, unique_name};
 
 #[tokio::test]
 async fn per_service_endpoints_override_the_global_one() {
@@ -52,7 +50,7 @@ async fn per_service_endpoints_override_the_global_one() {
 
 #[tokio::test]
 async fn path_style_s3_stores_keys_with_spaces_and_unicode() {
-    let clients = common::clients().await;
+    let clients = shared::testing::clients().await;
     let bucket = unique_name("landing");
     clients
         .s3

@@ -1,50 +1,15 @@
 //! The work queue through the real SQS client against the AWS emulator.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
-use common::{clients, eventually, unique_name};
 use shared::catalog::{Compression, FileFormat};
 use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
 use shared::error::Classify;
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
-
-async fn create_queue(
-    client: &aws_sdk_sqs::Client,
-    attributes: &[(QueueAttributeName, String)],
-) -> String {
-    let mut request = client.create_queue().queue_name(unique_name("work"));
-    for (name, value) in attributes {
-        request = request.attributes(name.clone(), value.clone());
-    }
-    let output = request.send().await.expect("create queue");
-    output.queue_url().expect("queue url").to_owned()
-}
-
-async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    let output = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes");
-    let get = |name: QueueAttributeName| {
-        output
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
+use shared::testing::{
+    clients, create_queue, create_queue_with_dlq, eventually, queue_depth, unique_name,
+};
 
 fn work_item(key: &str) -> WorkItem {
     WorkItem::File(FileItem {
@@ -85,7 +50,10 @@ async fn work_item_survives_send_receive_delete() {
     assert_eq!(received[0].receive_count, 1);
     assert!(received[0].sent_at_ms.is_some());
     assert_eq!(received[0].message_id, report.succeeded[0].1);
-    assert_eq!(received[0].attributes.get("origin").map(String::as_str), Some("test été"));
+    assert_eq!(
+        received[0].attributes.get("origin").map(String::as_str),
+        Some("test été")
+    );
     let decoded = WorkItem::from_json(&received[0].body).expect("decodes");
     assert_eq!(decoded, item);
     assert_eq!(decoded.idempotency_key(), item.idempotency_key());
@@ -112,7 +80,8 @@ async fn batches_of_ten_carry_every_message_and_refuse_oversized_ones() {
         .collect();
     bodies.insert(7, "y".repeat(5000));
 
-    let messages: Vec<OutgoingMessage> = bodies.iter().cloned().map(OutgoingMessage::from).collect();
+    let messages: Vec<OutgoingMessage> =
+        bodies.iter().cloned().map(OutgoingMessage::from).collect();
     let report = queue.send(&messages).await;
     assert_eq!(report.succeeded.len(), 25, "{report:?}");
     assert_eq!(report.failed.len(), 1);
@@ -149,33 +118,13 @@ async fn batches_of_ten_carry_every_message_and_refuse_oversized_ones() {
 #[tokio::test]
 async fn a_message_received_max_receive_count_times_lands_in_the_dlq() {
     let clients = clients().await;
-    let dlq_url = create_queue(&clients.sqs, &[]).await;
-    let dlq_arn = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("dlq attributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("dlq arn");
-    let redrive =
-        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string();
-    let url = create_queue(
-        &clients.sqs,
-        &[(QueueAttributeName::RedrivePolicy, redrive)],
-    )
-    .await;
+    let (url, dlq_url) = create_queue_with_dlq(&clients.sqs, 2).await;
     let queue = SqsQueue::new(clients.sqs.clone(), &url, MessageSizeLimit::default());
     let dlq = SqsQueue::new(clients.sqs.clone(), &dlq_url, MessageSizeLimit::default());
     let body = work_item("poison.csv")
         .to_json(MessageSizeLimit::default())
         .expect("serializes");
-    assert!(
-        queue.send(&[body.clone().into()]).await.all_succeeded()
-    );
+    assert!(queue.send(&[body.clone().into()]).await.all_succeeded());
 
     // A worker that fails without deleting: the message comes back (visibility 0).
     let mut counts = Vec::new();
@@ -213,7 +162,12 @@ async fn extending_visibility_keeps_a_message_hidden() {
     let clients = clients().await;
     let url = create_queue(&clients.sqs, &[]).await;
     let queue = SqsQueue::new(clients.sqs.clone(), &url, MessageSizeLimit::default());
-    assert!(queue.send(&["heartbeat".to_owned().into()]).await.all_succeeded());
+    assert!(
+        queue
+            .send(&["heartbeat".to_owned().into()])
+            .await
+            .all_succeeded()
+    );
 
     let first = queue
         .receive(1, Duration::from_secs(5), Duration::from_secs(1))
@@ -258,7 +212,7 @@ async fn a_missing_queue_is_a_permanent_error_that_names_it() {
     let clients = clients().await;
     let url = format!(
         "{}/123456789012/{}",
-        common::aws_endpoint(),
+        shared::testing::aws_endpoint(),
         unique_name("missing")
     );
     let queue = SqsQueue::new(clients.sqs.clone(), &url, MessageSizeLimit::default());

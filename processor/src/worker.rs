@@ -1,0 +1,479 @@
+//! The consume → transform → load loop of `processor serve`.
+//!
+//! A worker long-polls the work queue, and for each message: decodes the work item, keeps
+//! the message hidden with a heartbeat while it works, reads and transforms the rows,
+//! loads them with the load protocol, and deletes the message only after the load
+//! committed. A retryable failure releases the message with a backoff; a permanent one
+//! sends it to the dead-letter queue at once with the reason as a message attribute.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use shared::catalog::{Catalog, Dataset};
+use shared::envelope::{EnvelopeError, RecordsItem, RecordsPayload, WorkItem};
+use shared::error::{Classify, Retryability};
+use shared::queue::{OutgoingMessage, ReceivedMessage, WorkQueue};
+use tokio::sync::watch;
+
+use crate::objects::ObjectStores;
+use crate::read::{ReadError, source_url, spawn_read};
+use crate::transform::{TransformError, Transformer};
+use crate::typing::{Origin, TextRows, json_cells};
+use crate::warehouse::{ItemRows, LoadReport, Reject, Warehouse, WarehouseError};
+
+/// Message attributes set on a dead-lettered message.
+pub const REASON_ATTRIBUTE: &str = "ingest_failure_reason";
+pub const DATASET_ATTRIBUTE: &str = "ingest_dataset";
+
+/// Why a work item could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("dataset {dataset:?} is not in the catalog")]
+    UnknownDataset { dataset: String },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    #[error(
+        "{source_url}: {rejected} rows rejected, over the dataset's limit of {limit}; most common: {reasons}"
+    )]
+    TooManyRejects {
+        source_url: String,
+        rejected: usize,
+        limit: u64,
+        reasons: String,
+    },
+    #[error("{source_url}: {what} is not supported yet")]
+    Unsupported {
+        source_url: String,
+        what: &'static str,
+    },
+}
+
+impl Classify for ProcessError {
+    fn retryability(&self) -> Retryability {
+        match self {
+            ProcessError::Read(err) => err.retryability(),
+            ProcessError::Warehouse(err) => err.retryability(),
+            _ => Retryability::Permanent,
+        }
+    }
+}
+
+/// The catalog with every transform planned, shared by the workers.
+#[derive(Debug)]
+pub struct Pipeline {
+    catalog: Arc<Catalog>,
+    stores: Arc<dyn ObjectStores>,
+    transformers: HashMap<String, (Transformer, SchemaRef)>,
+}
+
+impl Pipeline {
+    /// Plans every dataset's transform: a bad transform stops start-up, not the first file.
+    pub async fn new(
+        catalog: Arc<Catalog>,
+        stores: Arc<dyn ObjectStores>,
+    ) -> Result<Self, TransformError> {
+        let mut transformers = HashMap::new();
+        for dataset in catalog.datasets() {
+            let transformer = Transformer::new(dataset);
+            let schema = transformer.output_schema().await?;
+            transformers.insert(dataset.name.clone(), (transformer, schema));
+        }
+        Ok(Self {
+            catalog,
+            stores,
+            transformers,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The load schema of a dataset (transform output plus lineage).
+    pub fn load_schema(&self, dataset: &str) -> Option<&SchemaRef> {
+        self.transformers.get(dataset).map(|(_, schema)| schema)
+    }
+
+    /// Reads and transforms the rows of one work item.
+    pub async fn rows(
+        &self,
+        item: &WorkItem,
+    ) -> Result<(ItemRows, &Dataset, &SchemaRef), ProcessError> {
+        let dataset =
+            self.catalog
+                .get(item.dataset())
+                .ok_or_else(|| ProcessError::UnknownDataset {
+                    dataset: item.dataset().to_owned(),
+                })?;
+        let (transformer, schema) =
+            self.transformers
+                .get(&dataset.name)
+                .ok_or_else(|| ProcessError::UnknownDataset {
+                    dataset: dataset.name.clone(),
+                })?;
+        let mut batches = Vec::new();
+        let mut rejects = Vec::new();
+        let source = match item {
+            WorkItem::File(file) => {
+                let store =
+                    self.stores
+                        .for_bucket(&file.bucket)
+                        .map_err(|err| ReadError::Object {
+                            source_url: source_url(file),
+                            reason: err.to_string(),
+                            retryable: false,
+                        })?;
+                let mut chunks = spawn_read(store, file.clone(), dataset.clone());
+                while let Some(chunk) = chunks.recv().await {
+                    let typed = chunk?;
+                    rejects.extend(typed.rejects);
+                    check_reject_limit(dataset, &source_url(file), &rejects)?;
+                    let (output, transform_rejects) = transformer.apply(vec![typed.batch]).await?;
+                    rejects.extend(transform_rejects);
+                    batches.extend(output.into_iter().filter(|b| b.num_rows() > 0));
+                }
+                source_url(file)
+            }
+            WorkItem::Records(records) => {
+                let source = format!("kinesis://{}", records.stream);
+                let (typed, record_rejects) = typed_records(dataset, records)?;
+                rejects.extend(record_rejects);
+                let (output, transform_rejects) = transformer.apply(vec![typed]).await?;
+                rejects.extend(transform_rejects);
+                batches.extend(output.into_iter().filter(|b| b.num_rows() > 0));
+                source
+            }
+        };
+        check_reject_limit(dataset, &source, &rejects)?;
+        Ok((
+            ItemRows {
+                key: item.idempotency_key(),
+                source,
+                batches,
+                rejects,
+            },
+            dataset,
+            schema,
+        ))
+    }
+}
+
+fn typed_records(
+    dataset: &Dataset,
+    records: &RecordsItem,
+) -> Result<(RecordBatch, Vec<Reject>), ProcessError> {
+    let source_url = format!("kinesis://{}/{}", records.stream, records.shard_id);
+    let RecordsPayload::Inline(list) = &records.payload else {
+        return Err(ProcessError::Unsupported {
+            source_url,
+            what: "a claim-check (S3) records payload",
+        });
+    };
+    let mut rows = TextRows::new(dataset.columns.len());
+    for (index, record) in list.iter().enumerate() {
+        let row_number = index as u64 + 1;
+        match json_cells(dataset, &record.data) {
+            Ok(cells) => rows.push(
+                cells.iter().map(Option::as_deref),
+                row_number,
+                Some(record.data.to_string()),
+                record.position.sequence_number.clone(),
+                i64::try_from(record.position.sub_sequence_number).unwrap_or(i64::MAX),
+            ),
+            Err(reason) => rows.reject(Reject {
+                row_number: Some(row_number),
+                raw: Some(record.data.to_string()),
+                reason,
+            }),
+        }
+    }
+    let origin = Origin {
+        source: format!("kinesis://{}", records.stream),
+        partition: records.shard_id.clone(),
+    };
+    let typed = rows
+        .into_typed(dataset, &origin)
+        .map_err(|err| ReadError::Convert {
+            source_url,
+            reason: err.to_string(),
+        })?;
+    Ok((typed.batch, typed.rejects))
+}
+
+fn check_reject_limit(
+    dataset: &Dataset,
+    source_url: &str,
+    rejects: &[Reject],
+) -> Result<(), ProcessError> {
+    if (rejects.len() as u64) <= dataset.reject_limit {
+        return Ok(());
+    }
+    // Group reasons by what precedes the offending value, e.g. "column amount".
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for reject in rejects {
+        let kind = reject.reason.split(": ").next().unwrap_or(&reject.reason);
+        *counts.entry(kind).or_default() += 1;
+    }
+    let mut common: Vec<(&str, usize)> = counts.into_iter().collect();
+    common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let reasons = common
+        .iter()
+        .take(3)
+        .map(|(kind, n)| format!("{kind} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(ProcessError::TooManyRejects {
+        source_url: source_url.to_owned(),
+        rejected: rejects.len(),
+        limit: dataset.reject_limit,
+        reasons,
+    })
+}
+
+/// Worker timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    pub wait_time: Duration,
+    pub visibility_timeout: Duration,
+    pub retry_backoff: Duration,
+    pub max_retry_backoff: Duration,
+}
+
+impl WorkerSettings {
+    /// The heartbeat extends visibility three times per timeout, so one late call does
+    /// not expose the message.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.visibility_timeout / 3).max(Duration::from_millis(200))
+    }
+
+    /// Delay before a retryable failure is tried again: doubles with each receive.
+    pub fn backoff(&self, receive_count: u32) -> Duration {
+        let exponent = receive_count.saturating_sub(1).min(16);
+        self.retry_backoff
+            .saturating_mul(1 << exponent)
+            .min(self.max_retry_backoff)
+    }
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Loaded (or found in the ledger) and deleted.
+    Done(LoadReport),
+    /// A retryable failure: the message comes back after `retry_in`.
+    Released { reason: String, retry_in: Duration },
+    /// A permanent failure: the message is in the dead-letter queue (or, without one,
+    /// left to the queue's redrive policy).
+    DeadLettered { reason: String },
+}
+
+/// One worker: a queue consumer with its own warehouse connection.
+#[derive(Debug)]
+pub struct Worker {
+    pub queue: Arc<dyn WorkQueue>,
+    pub dead_letter: Option<Arc<dyn WorkQueue>>,
+    pub pipeline: Arc<Pipeline>,
+    pub warehouse: Arc<dyn Warehouse>,
+    pub settings: WorkerSettings,
+}
+
+impl Worker {
+    /// Receives and handles messages until `shutdown` turns true; the message in hand is
+    /// finished first.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            let received = tokio::select! {
+                received = self.queue.receive(1, self.settings.wait_time, self.settings.visibility_timeout) => received,
+                _ = shutdown.changed() => break,
+            };
+            match received {
+                Ok(messages) => {
+                    for message in messages {
+                        let outcome = self.handle(&message).await;
+                        tracing::info!(message_id = %message.message_id, ?outcome, "work item handled");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "receive failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Handles one received message end to end.
+    pub async fn handle(&self, message: &ReceivedMessage) -> Outcome {
+        let item = match WorkItem::from_json(&message.body) {
+            Ok(item) => item,
+            Err(err) => return self.dead_letter(message, None, &err.to_string()).await,
+        };
+        let heartbeat = self.start_heartbeat(message.receipt_handle.clone());
+        let result = self.load(&item).await;
+        heartbeat.abort();
+        match result {
+            Ok(report) => {
+                let deleted = self
+                    .queue
+                    .delete(std::slice::from_ref(&message.receipt_handle))
+                    .await;
+                if let Some(failure) = deleted.failed.first() {
+                    // The rows are committed; a redelivery will find the key in the ledger.
+                    tracing::warn!(message_id = %message.message_id, code = %failure.code, "delete after load failed");
+                }
+                Outcome::Done(report)
+            }
+            Err(err) if err.is_retryable() => {
+                let retry_in = self.settings.backoff(message.receive_count);
+                if let Err(release) = self
+                    .queue
+                    .extend_visibility(&message.receipt_handle, retry_in)
+                    .await
+                {
+                    tracing::warn!(error = %release, "could not set the retry backoff");
+                }
+                tracing::warn!(error = %err, retry_in_secs = retry_in.as_secs(), "retryable failure; message released");
+                Outcome::Released {
+                    reason: err.to_string(),
+                    retry_in,
+                }
+            }
+            Err(err) => {
+                self.dead_letter(message, Some(item.dataset()), &err.to_string())
+                    .await
+            }
+        }
+    }
+
+    async fn load(&self, item: &WorkItem) -> Result<LoadReport, ProcessError> {
+        let (rows, dataset, schema) = self.pipeline.rows(item).await?;
+        Ok(self
+            .warehouse
+            .load(dataset, schema, std::slice::from_ref(&rows))
+            .await?)
+    }
+
+    fn start_heartbeat(&self, receipt_handle: String) -> tokio::task::JoinHandle<()> {
+        let queue = Arc::clone(&self.queue);
+        let interval = self.settings.heartbeat_interval();
+        let timeout = self.settings.visibility_timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Err(err) = queue.extend_visibility(&receipt_handle, timeout).await {
+                    tracing::warn!(error = %err, "heartbeat failed to extend visibility");
+                }
+            }
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        dataset: Option<&str>,
+        reason: &str,
+    ) -> Outcome {
+        tracing::error!(message_id = %message.message_id, reason, "permanent failure");
+        let Some(dead_letter) = &self.dead_letter else {
+            // Without a DLQ of our own the queue's redrive policy moves it after
+            // maxReceiveCount receives; make it visible again now.
+            let _ = self
+                .queue
+                .extend_visibility(&message.receipt_handle, Duration::ZERO)
+                .await;
+            return Outcome::DeadLettered {
+                reason: reason.to_owned(),
+            };
+        };
+        let mut outgoing = OutgoingMessage::from(message.body.clone())
+            .with_attribute(REASON_ATTRIBUTE, truncate(reason, 4096));
+        if let Some(dataset) = dataset {
+            outgoing = outgoing.with_attribute(DATASET_ATTRIBUTE, dataset);
+        }
+        let sent = dead_letter.send(&[outgoing]).await;
+        if sent.all_succeeded() {
+            let deleted = self
+                .queue
+                .delete(std::slice::from_ref(&message.receipt_handle))
+                .await;
+            if !deleted.all_succeeded() {
+                tracing::warn!(message_id = %message.message_id, "dead-lettered message could not be deleted; it may be dead-lettered twice");
+            }
+        } else {
+            tracing::warn!(message_id = %message.message_id, ?sent, "could not send to the dead-letter queue; the redrive policy will");
+        }
+        Outcome::DeadLettered {
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+fn truncate(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_receive_and_is_capped() {
+        let settings = WorkerSettings {
+            wait_time: Duration::from_secs(20),
+            visibility_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(10),
+            max_retry_backoff: Duration::from_secs(60),
+        };
+        let delays: Vec<u64> = (1..=5).map(|n| settings.backoff(n).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 60, 60]);
+        assert_eq!(settings.heartbeat_interval(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn too_many_rejects_names_the_count_and_the_common_reasons() {
+        let text = r#"
+[datasets.t]
+format = "csv"
+target = "s.t"
+reject_limit = 2
+s3 = { prefix = "t/" }
+columns = [{ name = "id", type = "int64" }]
+"#;
+        let catalog = Catalog::from_toml(text, "t").expect("valid");
+        let dataset = catalog.get("t").expect("present");
+        let reject = |reason: &str| Reject {
+            row_number: None,
+            raw: None,
+            reason: reason.to_owned(),
+        };
+        let rejects = vec![
+            reject("column id: \"a\" is not a valid int64"),
+            reject("column id: \"b\" is not a valid int64"),
+        ];
+        assert!(check_reject_limit(dataset, "s3://b/t/1.csv", &rejects).is_ok());
+        let mut more = rejects.clone();
+        more.push(reject("expected 1 fields, found 2"));
+        let err = check_reject_limit(dataset, "s3://b/t/1.csv", &more).expect_err("over the limit");
+        assert_eq!(
+            err.to_string(),
+            "s3://b/t/1.csv: 3 rows rejected, over the dataset's limit of 2; most common: column id (2), expected 1 fields, found 2 (1)"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(truncate("ééé", 3), "é…");
+    }
+}

@@ -1,0 +1,289 @@
+//! `processor serve` end to end: objects in the emulator's S3, work items on its SQS,
+//! rows in PostgreSQL. Duplicate deliveries load once; bad rows land in the rejects table;
+//! an undecodable message goes to the dead-letter queue at once with its reason.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use processor::worker::REASON_ATTRIBUTE;
+use shared::catalog::{Catalog, Compression, FileFormat};
+use shared::config::PlatformConfig;
+use shared::envelope::{
+    FileItem, MessageSizeLimit, RecordsItem, RecordsPayload, StreamPosition, StreamRecord, WorkItem,
+};
+use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
+use shared::testing::{
+    aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url, queue_depth,
+    unique_name,
+};
+
+const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).expect("compress");
+    encoder.finish().expect("finish")
+}
+
+async fn pg() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or(-1)
+}
+
+fn position(sequence: &str) -> StreamPosition {
+    StreamPosition {
+        sequence_number: sequence.to_owned(),
+        sub_sequence_number: 0,
+    }
+}
+
+#[tokio::test]
+async fn files_and_records_load_once_and_poison_goes_to_the_dlq() {
+    // Worker logs show up in the output of a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info")
+        .try_init();
+    let clients = clients().await;
+    let sales = unique_name("sales").replace('-', "_");
+    let events = unique_name("events").replace('-', "_");
+    let platform = unique_name("ingest").replace('-', "_");
+    let catalog_text = CATALOG
+        .replace("target = \"sales.", &format!("target = \"{sales}."))
+        .replace("target = \"events.", &format!("target = \"{events}."));
+    let catalog = Arc::new(Catalog::from_toml(&catalog_text, "test catalog").expect("valid"));
+
+    // A gzip CSV with one bad row, under a key with spaces, '+' and unicode.
+    let bucket = unique_name("landing");
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let key = "landing/order_items/2024 01/items été+1.csv.gz";
+    let csv = "order_id,line_number,product_sku,quantity,unit_price\n\
+               1,1,SKU-1,2,9.99\n1,2,SKU-2,1,5.00\n2,1,SKU-3,3,1.10\n2,2,SKU-4,many,1.00\n";
+    let body = gzip(csv);
+    let size = body.len() as u64;
+    let put = clients
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .expect("put object");
+    let file_item = WorkItem::File(FileItem {
+        dataset: "order_items".into(),
+        bucket: bucket.clone(),
+        key: key.into(),
+        version_id: None,
+        etag: put.e_tag().expect("etag").to_owned(),
+        size,
+        range: None,
+        part: None,
+        format: FileFormat::Csv,
+        compression: Compression::Gzip,
+        created_at_ms: None,
+    });
+    let event = |id: &str, order: serde_json::Value, status: &str| serde_json::json!({"event_type": "order_status_changed", "event_id": id, "order_id": order, "status": status, "occurred_at": "2024-06-01T10:00:00Z"});
+    let records_item = WorkItem::Records(RecordsItem {
+        dataset: "order_status_events".into(),
+        stream: "order-events".into(),
+        shard_id: "shardId-000000000000".into(),
+        first: position("1"),
+        last: position("3"),
+        payload: RecordsPayload::Inline(vec![
+            StreamRecord {
+                position: position("1"),
+                arrival_ms: None,
+                data: event("e1", 1.into(), "shipped"),
+            },
+            StreamRecord {
+                position: position("2"),
+                arrival_ms: None,
+                data: event("e2", "not a number".into(), "lost"),
+            },
+            StreamRecord {
+                position: position("3"),
+                arrival_ms: None,
+                data: event("e3", 2.into(), "delivered"),
+            },
+        ]),
+        created_at_ms: None,
+    });
+
+    let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, 5).await;
+    let queue = SqsQueue::new(clients.sqs.clone(), &queue_url, MessageSizeLimit::default());
+    let limit = MessageSizeLimit::default();
+    let messages: Vec<OutgoingMessage> = vec![
+        file_item.to_json(limit).expect("json").into(),
+        file_item.to_json(limit).expect("json").into(), // a duplicate delivery
+        records_item.to_json(limit).expect("json").into(),
+        "{this is not a work item".to_owned().into(),
+    ];
+    assert!(queue.send(&messages).await.all_succeeded());
+
+    let config_text = format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+s3_force_path_style = true
+max_attempts = 2
+
+[queue]
+url = "{queue_url}"
+dead_letter_url = "{dlq_url}"
+wait_time_secs = 1
+visibility_timeout_secs = 30
+
+[warehouse]
+url = "{warehouse}"
+
+[processor]
+workers = 2
+platform_schema = "{platform}"
+shutdown_grace_secs = 10
+"#,
+        endpoint = aws_endpoint(),
+        warehouse = postgres_url(),
+    );
+    let config =
+        PlatformConfig::from_toml(&config_text, "test config", Vec::new()).expect("valid config");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        processor::service::serve(&config, catalog, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let client = pg().await;
+    let items_table = format!("{sales}.order_items");
+    let events_table = format!("{events}.order_status");
+    eventually(
+        "both items loaded and the queue drained",
+        Duration::from_secs(60),
+        || async {
+            let items = count(&client, &format!("SELECT count(*) FROM {items_table}")).await;
+            let events = count(&client, &format!("SELECT count(*) FROM {events_table}")).await;
+            let depth = queue_depth(&clients.sqs, &queue_url).await;
+            (items == 3 && events == 2 && depth == (0, 0)).then_some(())
+        },
+    )
+    .await;
+    stop.send(()).expect("service still running");
+    let summary = tokio::time::timeout(Duration::from_secs(30), service)
+        .await
+        .expect("stops within the grace period")
+        .expect("task")
+        .expect("serve");
+    assert_eq!((summary.workers_finished, summary.workers_aborted), (2, 0));
+
+    let rows: Vec<(i64, i32, String, String)> = client
+        .query(
+            &format!("SELECT order_id, line_number, line_total::text, _ingest_source FROM {items_table} ORDER BY 1, 2"),
+            &[],
+        )
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let source = format!("s3://{bucket}/{key}");
+    assert_eq!(
+        rows,
+        [
+            (1, 1, "19.98".to_owned(), source.clone()),
+            (1, 2, "5.00".to_owned(), source.clone()),
+            (2, 1, "3.30".to_owned(), source.clone()),
+        ]
+    );
+    let statuses: Vec<(String, String)> = client
+        .query(
+            &format!("SELECT status, _ingest_offset FROM {events_table} ORDER BY 2"),
+            &[],
+        )
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("shipped".to_owned(), "1".to_owned()),
+            ("delivered".to_owned(), "3".to_owned())
+        ]
+    );
+
+    let rejects: Vec<(String, String)> = client
+        .query(
+            &format!("SELECT dataset, reason FROM {platform}.rejects ORDER BY dataset"),
+            &[],
+        )
+        .await
+        .expect("rejects")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rejects,
+        [
+            (
+                "order_items".to_owned(),
+                "column quantity: \"many\" is not a valid int32".to_owned()
+            ),
+            (
+                "order_status_events".to_owned(),
+                "column order_id: \"not a number\" is not a valid int64".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM {platform}.load_ledger")
+        )
+        .await,
+        2
+    );
+
+    let dlq = SqsQueue::new(clients.sqs.clone(), &dlq_url, MessageSizeLimit::default());
+    let dead = dlq
+        .receive(10, Duration::from_secs(2), Duration::from_secs(30))
+        .await
+        .expect("receive dlq");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].body, "{this is not a work item");
+    let reason = dead[0]
+        .attributes
+        .get(REASON_ATTRIBUTE)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("work item is not valid JSON"),
+        "{reason}"
+    );
+    assert_eq!(
+        dead[0].receive_count, 1,
+        "dead-lettered on first receipt, not after maxReceiveCount"
+    );
+}

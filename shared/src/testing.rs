@@ -1,0 +1,126 @@
+//! Helpers for integration tests (feature `testing`): the peers started by
+//! `scripts/test.sh`, unique names, and waiting for a condition with a timeout.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::aws::{AwsClients, AwsSettings};
+
+/// The emulator endpoint exported by `scripts/test.sh`. Tests never skip when it is
+/// missing: they fail and say how to run them.
+pub fn aws_endpoint() -> String {
+    std::env::var("INGEST_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("INGEST_TEST_AWS_ENDPOINT is not set: run the tests with scripts/test.sh, which starts the AWS emulator")
+    })
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("INGEST_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("INGEST_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+    })
+}
+
+pub fn emulator_settings() -> AwsSettings {
+    AwsSettings::emulator(&aws_endpoint(), "us-east-1")
+}
+
+pub async fn clients() -> AwsClients {
+    AwsClients::new(&emulator_settings()).await
+}
+
+/// A name no other test (or earlier run) uses: prefix, process id, time and a counter.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `check` until it yields `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates a standard queue with a unique name and the given attributes; returns its URL.
+pub async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    attributes: &[(aws_sdk_sqs::types::QueueAttributeName, String)],
+) -> String {
+    let mut request = client.create_queue().queue_name(unique_name("work"));
+    for (name, value) in attributes {
+        request = request.attributes(name.clone(), value.clone());
+    }
+    let output = request.send().await.expect("create queue");
+    output.queue_url().expect("queue url").to_owned()
+}
+
+/// Creates a dead-letter queue and a work queue that moves a message there after
+/// `max_receive_count` receives; returns (work queue URL, dead-letter queue URL).
+pub async fn create_queue_with_dlq(
+    client: &aws_sdk_sqs::Client,
+    max_receive_count: u32,
+) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let dlq_url = create_queue(client, &[]).await;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dlq attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("dlq arn");
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": max_receive_count.to_string(),
+    })
+    .to_string();
+    let url = create_queue(client, &[(QueueAttributeName::RedrivePolicy, redrive)]).await;
+    (url, dlq_url)
+}
+
+/// (visible, in flight) message counts of a queue.
+pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let output = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let get = |name: QueueAttributeName| {
+        output
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    (
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
