@@ -534,3 +534,32 @@ columns = [{{ name = "id", type = "int64" }}]
         ]
     );
 }
+
+#[tokio::test]
+async fn tasks_starting_together_create_the_tables_without_racing() {
+    let schema = unique("startup");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "\"order_id\"");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let dataset = dataset.clone();
+        let platform = platform.clone();
+        tasks.push(tokio::spawn(async move {
+            let warehouse = PostgresWarehouse::connect(&postgres_url(), &platform)
+                .await
+                .expect("connect");
+            warehouse.ensure_platform_tables().await?;
+            warehouse.ensure_target(&dataset, &load_schema()).await
+        }));
+    }
+    for task in tasks {
+        task.await
+            .expect("task")
+            .expect("concurrent CREATE IF NOT EXISTS succeeds");
+    }
+    let client = query_client().await;
+    assert_eq!(
+        count(&client, &format!("SELECT count(*) FROM {schema}.orders")).await,
+        0
+    );
+}

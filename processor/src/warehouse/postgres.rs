@@ -119,6 +119,33 @@ impl PostgresWarehouse {
         })
     }
 
+    /// Runs DDL in one transaction under a cluster-wide advisory lock: concurrent
+    /// `CREATE … IF NOT EXISTS` from several starting tasks would otherwise race and fail.
+    async fn run_ddl(
+        &self,
+        dataset: &str,
+        action: &'static str,
+        statements: &[String],
+    ) -> Result<(), WarehouseError> {
+        let mut client = self.client.lock().await;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(statement_error(dataset, action))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('redshift-ingest ddl', 0))",
+            &[],
+        )
+        .await
+        .map_err(statement_error(dataset, action))?;
+        for statement in statements {
+            tx.batch_execute(statement)
+                .await
+                .map_err(statement_error(dataset, action))?;
+        }
+        tx.commit().await.map_err(statement_error(dataset, action))
+    }
+
     fn ledger(&self) -> String {
         format!("{}.\"load_ledger\"", quote_ident(&self.platform_schema))
     }
@@ -131,17 +158,13 @@ impl PostgresWarehouse {
 #[async_trait]
 impl Warehouse for PostgresWarehouse {
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
-        let client = self.client.lock().await;
-        for statement in sql::platform_tables(&self.platform_schema, "text", "timestamptz") {
-            client
-                .batch_execute(&statement)
-                .await
-                .map_err(statement_error(
-                    "(platform)",
-                    "creating the ledger and rejects tables",
-                ))?;
-        }
-        Ok(())
+        let statements = sql::platform_tables(&self.platform_schema, "text", "timestamptz");
+        self.run_ddl(
+            "(platform)",
+            "creating the ledger and rejects tables",
+            &statements,
+        )
+        .await
     }
 
     async fn ensure_target(
@@ -160,18 +183,13 @@ impl Warehouse for PostgresWarehouse {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let client = self.client.lock().await;
-        for statement in [
+        let statements = [
             sql::create_schema(&dataset.target.schema),
             sql::create_target_table(&dataset.target, &columns, "timestamptz"),
             index,
-        ] {
-            client
-                .batch_execute(&statement)
-                .await
-                .map_err(statement_error(&dataset.name, "creating the target table"))?;
-        }
-        Ok(())
+        ];
+        self.run_ddl(&dataset.name, "creating the target table", &statements)
+            .await
     }
 
     async fn load(

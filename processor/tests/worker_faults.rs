@@ -1,0 +1,442 @@
+//! Worker behaviour under slow loads, aborted loads and bad files, against the emulator's
+//! SQS and S3 and a real PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use datafusion::arrow::datatypes::SchemaRef;
+use processor::objects::S3Stores;
+use processor::warehouse::postgres::PostgresWarehouse;
+use processor::warehouse::{ItemRows, LoadReport, Warehouse, WarehouseError};
+use processor::worker::{Outcome, Pipeline, REASON_ATTRIBUTE, Worker, WorkerSettings};
+use shared::aws::load_sdk_config;
+use shared::catalog::{Catalog, Compression, Dataset, FileFormat};
+use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
+use shared::queue::{SqsQueue, WorkQueue};
+use shared::testing::{
+    clients, create_queue, emulator_settings, postgres_url, queue_depth, unique_name,
+};
+
+const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
+
+/// A real warehouse whose loads start late, to make them outlast the visibility timeout.
+#[derive(Debug)]
+struct Slow {
+    inner: PostgresWarehouse,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Warehouse for Slow {
+    async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
+        self.inner.ensure_platform_tables().await
+    }
+    async fn ensure_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<(), WarehouseError> {
+        self.inner.ensure_target(dataset, schema).await
+    }
+    async fn load(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        items: &[ItemRows],
+    ) -> Result<LoadReport, WarehouseError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.load(dataset, schema, items).await
+    }
+}
+
+struct Fixture {
+    clients: shared::aws::AwsClients,
+    queue: Arc<SqsQueue>,
+    queue_url: String,
+    dead_letter: Arc<SqsQueue>,
+    pipeline: Arc<Pipeline>,
+    bucket: String,
+    sales: String,
+    platform: String,
+}
+
+impl Fixture {
+    async fn new(reject_limit: Option<u64>) -> Self {
+        let clients = clients().await;
+        let sales = unique_name("sales").replace('-', "_");
+        let platform = unique_name("ingest").replace('-', "_");
+        let mut catalog_text =
+            CATALOG.replace("target = \"sales.", &format!("target = \"{sales}."));
+        if let Some(limit) = reject_limit {
+            catalog_text = catalog_text.replace(
+                "key = [\"order_id\", \"line_number\"]",
+                &format!("key = [\"order_id\", \"line_number\"]\nreject_limit = {limit}"),
+            );
+        }
+        let catalog = Arc::new(Catalog::from_toml(&catalog_text, "test").expect("valid"));
+        let sdk_config = load_sdk_config(&emulator_settings()).await;
+        let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
+        let pipeline = Arc::new(
+            Pipeline::new(Arc::clone(&catalog), stores)
+                .await
+                .expect("plans"),
+        );
+        let setup = PostgresWarehouse::connect(&postgres_url(), &platform)
+            .await
+            .expect("connect");
+        setup
+            .ensure_platform_tables()
+            .await
+            .expect("platform tables");
+        for dataset in catalog.datasets() {
+            let schema = pipeline.load_schema(&dataset.name).expect("planned");
+            setup.ensure_target(dataset, schema).await.expect("target");
+        }
+        let queue_url = create_queue(&clients.sqs, &[]).await;
+        let dlq_url = create_queue(&clients.sqs, &[]).await;
+        let bucket = unique_name("landing");
+        clients
+            .s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("bucket");
+        Self {
+            queue: Arc::new(SqsQueue::new(
+                clients.sqs.clone(),
+                &queue_url,
+                MessageSizeLimit::default(),
+            )),
+            dead_letter: Arc::new(SqsQueue::new(
+                clients.sqs.clone(),
+                &dlq_url,
+                MessageSizeLimit::default(),
+            )),
+            clients,
+            queue_url,
+            pipeline,
+            bucket,
+            sales,
+            platform,
+        }
+    }
+
+    async fn upload_items_csv(&self, key: &str, rows: usize, bad_every: Option<usize>) -> WorkItem {
+        let mut csv = String::from("order_id,line_number,product_sku,quantity,unit_price\n");
+        for i in 0..rows {
+            let quantity = if bad_every.is_some_and(|n| i % n == 0) {
+                "x".to_owned()
+            } else {
+                (i % 5 + 1).to_string()
+            };
+            csv.push_str(&format!(
+                "{},{},SKU-{},{},{}.25\n",
+                i / 4,
+                i % 4,
+                i % 97,
+                quantity,
+                i % 50
+            ));
+        }
+        let size = csv.len() as u64;
+        let put = self
+            .clients
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(csv.into_bytes()))
+            .send()
+            .await
+            .expect("put");
+        WorkItem::File(FileItem {
+            dataset: "order_items".into(),
+            bucket: self.bucket.clone(),
+            key: key.into(),
+            version_id: None,
+            etag: put.e_tag().expect("etag").to_owned(),
+            size,
+            range: None,
+            part: None,
+            format: FileFormat::Csv,
+            compression: Compression::None,
+            created_at_ms: None,
+        })
+    }
+
+    fn worker(&self, warehouse: Arc<dyn Warehouse>, visibility: Duration) -> Worker {
+        Worker {
+            queue: self.queue.clone(),
+            dead_letter: Some(self.dead_letter.clone()),
+            pipeline: Arc::clone(&self.pipeline),
+            warehouse,
+            settings: WorkerSettings {
+                wait_time: Duration::from_secs(1),
+                visibility_timeout: visibility,
+                retry_backoff: Duration::from_secs(1),
+                max_retry_backoff: Duration::from_secs(5),
+            },
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client.query_one(sql, &[]).await.expect("count").get(0)
+    }
+}
+
+#[tokio::test]
+async fn the_heartbeat_keeps_a_slow_load_from_being_delivered_twice() {
+    let fixture = Fixture::new(None).await;
+    let item = fixture
+        .upload_items_csv("landing/order_items/slow.csv", 40, None)
+        .await;
+    assert!(
+        fixture
+            .queue
+            .send(&[item
+                .to_json(MessageSizeLimit::default())
+                .expect("json")
+                .into()])
+            .await
+            .all_succeeded()
+    );
+
+    let visibility = Duration::from_secs(2);
+    let slow = Slow {
+        inner: PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+        delay: Duration::from_secs(5),
+    };
+    let worker = fixture.worker(Arc::new(slow), visibility);
+    let message = fixture
+        .queue
+        .receive(1, Duration::from_secs(5), visibility)
+        .await
+        .expect("receive")
+        .pop()
+        .expect("one message");
+    let handling = tokio::spawn(async move { worker.handle(&message).await });
+
+    // A second consumer polls for the whole load, well past the 2 s visibility timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        let stolen = fixture
+            .queue
+            .receive(1, Duration::from_secs(1), Duration::from_secs(30))
+            .await
+            .expect("receive");
+        assert!(
+            stolen.is_empty(),
+            "the message was delivered again while it was being loaded"
+        );
+    }
+    let outcome = handling.await.expect("handled");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Done(LoadReport {
+                items_loaded: 1,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        fixture
+            .count(&format!(
+                "SELECT count(*) FROM {}.order_items",
+                fixture.sales
+            ))
+            .await,
+        40
+    );
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_load_aborted_before_commit_leaves_nothing_and_the_redelivery_loads_once() {
+    let fixture = Fixture::new(None).await;
+    let rows = 200_000;
+    let item = fixture
+        .upload_items_csv("landing/order_items/big.csv", rows, None)
+        .await;
+    assert!(
+        fixture
+            .queue
+            .send(&[item
+                .to_json(MessageSizeLimit::default())
+                .expect("json")
+                .into()])
+            .await
+            .all_succeeded()
+    );
+    let warehouse: Arc<dyn Warehouse> = Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+    );
+    let worker = Arc::new(fixture.worker(Arc::clone(&warehouse), Duration::from_secs(30)));
+    let message = fixture
+        .queue
+        .receive(1, Duration::from_secs(5), Duration::from_secs(3))
+        .await
+        .expect("receive")
+        .pop()
+        .expect("one message");
+
+    // Abort the worker while its COPY into the staging table is running.
+    let running = Arc::clone(&worker);
+    let first = message.clone();
+    let handling = tokio::spawn(async move { running.handle(&first).await });
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let copying: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY \"_ingest_staging\"%'",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if copying > 0 {
+            break;
+        }
+        assert!(
+            !handling.is_finished(),
+            "the load finished before it could be aborted"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the COPY never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handling.abort();
+    assert!(
+        handling.await.is_err_and(|e| e.is_cancelled()),
+        "aborted mid-load"
+    );
+    let ledger = format!("SELECT count(*) FROM {}.load_ledger", fixture.platform);
+    let target = format!("SELECT count(*) FROM {}.order_items", fixture.sales);
+    // Give the server a moment to notice the dropped transaction, then look.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        (fixture.count(&ledger).await, fixture.count(&target).await),
+        (0, 0)
+    );
+
+    // The message comes back after its visibility timeout; a new worker loads it once.
+    let again = shared::testing::eventually("the redelivery", Duration::from_secs(30), || async {
+        fixture
+            .queue
+            .receive(1, Duration::from_secs(1), Duration::from_secs(60))
+            .await
+            .ok()?
+            .pop()
+    })
+    .await;
+    assert_eq!(again.receive_count, 2);
+    let fresh: Arc<dyn Warehouse> = Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+    );
+    let outcome = fixture
+        .worker(fresh, Duration::from_secs(30))
+        .handle(&again)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Done(LoadReport {
+                items_loaded: 1,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(fixture.count(&target).await, rows as i64);
+    assert_eq!(fixture.count(&ledger).await, 1);
+}
+
+#[tokio::test]
+async fn a_file_over_its_reject_limit_goes_to_the_dlq_with_the_reasons() {
+    let fixture = Fixture::new(Some(3)).await;
+    let item = fixture
+        .upload_items_csv("landing/order_items/dirty.csv", 40, Some(5))
+        .await;
+    assert!(
+        fixture
+            .queue
+            .send(&[item
+                .to_json(MessageSizeLimit::default())
+                .expect("json")
+                .into()])
+            .await
+            .all_succeeded()
+    );
+    let warehouse: Arc<dyn Warehouse> = Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+    );
+    let message = fixture
+        .queue
+        .receive(1, Duration::from_secs(5), Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .pop()
+        .expect("one message");
+    let outcome = fixture
+        .worker(warehouse, Duration::from_secs(30))
+        .handle(&message)
+        .await;
+    let Outcome::DeadLettered { reason } = outcome else {
+        panic!("expected dead-lettering, got {outcome:?}");
+    };
+    assert!(
+        reason.ends_with(
+            "8 rows rejected, over the dataset's limit of 3; most common: column quantity (8)"
+        ),
+        "{reason}"
+    );
+    assert_eq!(
+        fixture
+            .count(&format!(
+                "SELECT count(*) FROM {}.order_items",
+                fixture.sales
+            ))
+            .await,
+        0
+    );
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
+    );
+    let dead = fixture
+        .dead_letter
+        .receive(1, Duration::from_secs(2), Duration::from_secs(30))
+        .await
+        .expect("dlq");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attributes.get(REASON_ATTRIBUTE), Some(&reason));
+    assert_eq!(
+        dead[0].attributes.get("ingest_dataset").map(String::as_str),
+        Some("order_items")
+    );
+}
