@@ -6,23 +6,29 @@
 //! committed. A retryable failure releases the message with a backoff; a permanent one
 //! sends it to the dead-letter queue at once with the reason as a message attribute.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use object_store::ObjectStore;
 use shared::catalog::{Catalog, Dataset};
+use shared::envelope::FileItem;
 use shared::envelope::{EnvelopeError, RecordsItem, RecordsPayload, WorkItem};
 use shared::error::{Classify, Retryability};
 use shared::queue::{OutgoingMessage, ReceivedMessage, WorkQueue};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::objects::ObjectStores;
 use crate::read::{ReadError, source_url, spawn_read};
 use crate::transform::{TransformError, Transformer};
+use crate::typing::Typed;
 use crate::typing::{Origin, TextRows, json_cells};
-use crate::warehouse::{ItemRows, LoadReport, Reject, Warehouse, WarehouseError};
+use crate::warehouse::{
+    ItemSource, LoadReport, MemoryRows, Reject, RowSource, SourceError, Warehouse, WarehouseError,
+};
 
 /// Message attributes set on a dead-lettered message.
 pub const REASON_ATTRIBUTE: &str = "ingest_failure_reason";
@@ -103,11 +109,13 @@ impl Pipeline {
         self.transformers.get(dataset).map(|(_, schema)| schema)
     }
 
-    /// Reads and transforms the rows of one work item.
-    pub async fn rows(
+    /// The rows of one work item as a source the warehouse pulls from while it loads:
+    /// files are read, typed and transformed chunk by chunk, and only once the ledger
+    /// said the item is new.
+    pub fn item_source(
         &self,
         item: &WorkItem,
-    ) -> Result<(ItemRows, &Dataset, &SchemaRef), ProcessError> {
+    ) -> Result<(ItemSource, &Dataset, &SchemaRef), ProcessError> {
         let dataset =
             self.catalog
                 .get(item.dataset())
@@ -120,9 +128,7 @@ impl Pipeline {
                 .ok_or_else(|| ProcessError::UnknownDataset {
                     dataset: dataset.name.clone(),
                 })?;
-        let mut batches = Vec::new();
-        let mut rejects = Vec::new();
-        let source = match item {
+        let (source, rows): (String, Box<dyn RowSource>) = match item {
             WorkItem::File(file) => {
                 let store =
                     self.stores
@@ -132,38 +138,120 @@ impl Pipeline {
                             reason: err.to_string(),
                             retryable: false,
                         })?;
-                let mut chunks = spawn_read(store, file.clone(), dataset.clone());
-                while let Some(chunk) = chunks.recv().await {
-                    let typed = chunk?;
-                    rejects.extend(typed.rejects);
-                    check_reject_limit(dataset, &source_url(file), &rejects)?;
-                    let (output, transform_rejects) = transformer.apply(vec![typed.batch]).await?;
-                    rejects.extend(transform_rejects);
-                    batches.extend(output.into_iter().filter(|b| b.num_rows() > 0));
-                }
-                source_url(file)
+                let rows = FileRows {
+                    unread: Some((store, file.clone())),
+                    chunks: None,
+                    dataset: dataset.clone(),
+                    transformer: transformer.clone(),
+                    source_url: source_url(file),
+                    pending: VecDeque::new(),
+                    rejects: Vec::new(),
+                };
+                (source_url(file), Box::new(rows))
             }
             WorkItem::Records(records) => {
                 let source = format!("kinesis://{}", records.stream);
-                let (typed, record_rejects) = typed_records(dataset, records)?;
-                rejects.extend(record_rejects);
-                let (output, transform_rejects) = transformer.apply(vec![typed]).await?;
-                rejects.extend(transform_rejects);
-                batches.extend(output.into_iter().filter(|b| b.num_rows() > 0));
-                source
+                (
+                    source,
+                    Box::new(RecordsRows {
+                        records: Some(records.clone()),
+                        dataset: dataset.clone(),
+                        transformer: transformer.clone(),
+                        rows: MemoryRows::default(),
+                    }),
+                )
             }
         };
-        check_reject_limit(dataset, &source, &rejects)?;
-        Ok((
-            ItemRows {
-                key: item.idempotency_key(),
-                source,
-                batches,
+        let item_source = ItemSource {
+            key: item.idempotency_key(),
+            source,
+            rows,
+        };
+        Ok((item_source, dataset, schema))
+    }
+}
+
+/// The rows of a file item, read and transformed chunk by chunk.
+#[derive(Debug)]
+struct FileRows {
+    /// Reading starts at the first pull, so an item the ledger skips is never read.
+    unread: Option<(Arc<dyn ObjectStore>, FileItem)>,
+    chunks: Option<mpsc::Receiver<Result<Typed, ReadError>>>,
+    dataset: Dataset,
+    transformer: Transformer,
+    source_url: String,
+    pending: VecDeque<RecordBatch>,
+    rejects: Vec<Reject>,
+}
+
+#[async_trait]
+impl RowSource for FileRows {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        loop {
+            if let Some(batch) = self.pending.pop_front() {
+                return Ok(Some(batch));
+            }
+            if let Some((store, file)) = self.unread.take() {
+                self.chunks = Some(spawn_read(store, file, self.dataset.clone()));
+            }
+            let Some(chunks) = self.chunks.as_mut() else {
+                return Ok(None);
+            };
+            match chunks.recv().await {
+                None => {
+                    self.chunks = None;
+                    check_reject_limit(&self.dataset, &self.source_url, &self.rejects)?;
+                    return Ok(None);
+                }
+                Some(chunk) => {
+                    let typed = chunk?;
+                    self.rejects.extend(typed.rejects);
+                    check_reject_limit(&self.dataset, &self.source_url, &self.rejects)?;
+                    let (output, rejects) = self.transformer.apply(vec![typed.batch]).await?;
+                    self.rejects.extend(rejects);
+                    self.pending
+                        .extend(output.into_iter().filter(|b| b.num_rows() > 0));
+                }
+            }
+        }
+    }
+
+    fn take_rejects(&mut self) -> Vec<Reject> {
+        std::mem::take(&mut self.rejects)
+    }
+}
+
+/// The rows of a records item: small, decoded and transformed at the first pull.
+#[derive(Debug)]
+struct RecordsRows {
+    records: Option<RecordsItem>,
+    dataset: Dataset,
+    transformer: Transformer,
+    rows: MemoryRows,
+}
+
+#[async_trait]
+impl RowSource for RecordsRows {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        if let Some(records) = self.records.take() {
+            let (typed, mut rejects) = typed_records(&self.dataset, &records)?;
+            let (output, transform_rejects) = self.transformer.apply(vec![typed]).await?;
+            rejects.extend(transform_rejects);
+            check_reject_limit(
+                &self.dataset,
+                &format!("kinesis://{}/{}", records.stream, records.shard_id),
+                &rejects,
+            )?;
+            self.rows = MemoryRows::new(
+                output.into_iter().filter(|b| b.num_rows() > 0).collect(),
                 rejects,
-            },
-            dataset,
-            schema,
-        ))
+            );
+        }
+        self.rows.next_batch().await
+    }
+
+    fn take_rejects(&mut self) -> Vec<Reject> {
+        self.rows.take_rejects()
     }
 }
 
@@ -354,11 +442,8 @@ impl Worker {
     }
 
     async fn load(&self, item: &WorkItem) -> Result<LoadReport, ProcessError> {
-        let (rows, dataset, schema) = self.pipeline.rows(item).await?;
-        Ok(self
-            .warehouse
-            .load(dataset, schema, std::slice::from_ref(&rows))
-            .await?)
+        let (source, dataset, schema) = self.pipeline.item_source(item)?;
+        Ok(self.warehouse.load(dataset, schema, vec![source]).await?)
     }
 
     fn start_heartbeat(&self, receipt_handle: String) -> tokio::task::JoinHandle<()> {

@@ -173,7 +173,7 @@ async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins() {
 
     let first = item(1, 2, &[(1, "placed", 1), (2, "placed", 2)]);
     let report = warehouse
-        .load(&dataset, &load_schema(), std::slice::from_ref(&first))
+        .load_rows(&dataset, &load_schema(), std::slice::from_ref(&first))
         .await
         .expect("load");
     assert_eq!(
@@ -187,7 +187,7 @@ async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins() {
 
     // The same item again (a redelivery): skipped, nothing changes.
     let report = warehouse
-        .load(&dataset, &load_schema(), &[first])
+        .load_rows(&dataset, &load_schema(), &[first])
         .await
         .expect("reload");
     assert_eq!(
@@ -209,7 +209,7 @@ async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins() {
         item(5, 5, &[(3, "cancelled", 5)]),
     ];
     let report = warehouse
-        .load(&dataset, &load_schema(), &batch)
+        .load_rows(&dataset, &load_schema(), &batch)
         .await
         .expect("micro-batch");
     assert_eq!(
@@ -223,7 +223,7 @@ async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins() {
 
     // Replaying an old item whose key is in the ledger does not resurrect stale values.
     let report = warehouse
-        .load(
+        .load_rows(
             &dataset,
             &load_schema(),
             &[item(3, 4, &[(2, "shipped", 3), (3, "placed", 4)])],
@@ -258,7 +258,7 @@ async fn appends_merge_on_lineage_so_repacked_records_load_once() {
     let client = query_client().await;
 
     warehouse
-        .load(
+        .load_rows(
             &dataset,
             &load_schema(),
             &[item(1, 3, &[(10, "a", 1), (11, "b", 2), (12, "c", 3)])],
@@ -267,7 +267,7 @@ async fn appends_merge_on_lineage_so_repacked_records_load_once() {
         .expect("first load");
     // A retry packed the records differently: 2..4 is a new key, but 2 and 3 are loaded.
     let report = warehouse
-        .load(
+        .load_rows(
             &dataset,
             &load_schema(),
             &[item(2, 4, &[(11, "b", 2), (12, "c", 3), (13, "d", 4)])],
@@ -310,7 +310,7 @@ async fn rejects_and_ledger_are_written_with_the_rows() {
         },
     ];
     let report = warehouse
-        .load(&dataset, &load_schema(), &[with_rejects])
+        .load_rows(&dataset, &load_schema(), &[with_rejects])
         .await
         .expect("load");
     assert_eq!((report.rows_written, report.rows_rejected), (1, 2));
@@ -351,7 +351,7 @@ async fn a_failed_load_leaves_nothing_behind_and_can_be_retried() {
     let mut broken = item(1, 4, &[(1, "placed", 1), (2, "placed", 2)]);
     broken.batches.push(batch(&[(3, "bad\0status", 3)]));
     let err = warehouse
-        .load(&dataset, &load_schema(), &[broken])
+        .load_rows(&dataset, &load_schema(), &[broken])
         .await
         .expect_err("NUL cannot be stored");
     assert!(!err.is_retryable(), "{err}");
@@ -372,7 +372,7 @@ async fn a_failed_load_leaves_nothing_behind_and_can_be_retried() {
         &[(1, "placed", 1), (2, "placed", 2), (3, "bad status", 3)],
     );
     let report = warehouse
-        .load(&dataset, &load_schema(), &[fixed])
+        .load_rows(&dataset, &load_schema(), &[fixed])
         .await
         .expect("retry loads");
     assert_eq!(report.rows_written, 3);
@@ -402,7 +402,7 @@ async fn concurrent_loads_of_the_same_item_write_it_once() {
                 .await
                 .expect("connect");
             warehouse
-                .load(&dataset, &load_schema(), &[the_item])
+                .load_rows(&dataset, &load_schema(), &[the_item])
                 .await
                 .expect("load")
         }));
@@ -489,7 +489,7 @@ columns = [{{ name = "id", type = "int64" }}]
         rejects: Vec::new(),
     };
     warehouse
-        .load(&dataset, &schema, &[the_item])
+        .load_rows(&dataset, &schema, &[the_item])
         .await
         .expect("load");
     let client = query_client().await;

@@ -9,7 +9,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use datafusion::arrow::datatypes::SchemaRef;
 use processor::objects::S3Stores;
 use processor::warehouse::postgres::PostgresWarehouse;
-use processor::warehouse::{ItemRows, LoadReport, Warehouse, WarehouseError};
+use processor::warehouse::{ItemSource, LoadReport, Warehouse, WarehouseError};
 use processor::worker::{Outcome, Pipeline, REASON_ATTRIBUTE, Worker, WorkerSettings};
 use shared::aws::load_sdk_config;
 use shared::catalog::{Catalog, Compression, Dataset, FileFormat};
@@ -44,7 +44,7 @@ impl Warehouse for Slow {
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-        items: &[ItemRows],
+        items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError> {
         tokio::time::sleep(self.delay).await;
         self.inner.load(dataset, schema, items).await
@@ -438,5 +438,86 @@ async fn a_file_over_its_reject_limit_goes_to_the_dlq_with_the_reasons() {
     assert_eq!(
         dead[0].attributes.get("ingest_dataset").map(String::as_str),
         Some("order_items")
+    );
+}
+
+#[tokio::test]
+async fn an_item_already_in_the_ledger_is_skipped_without_reading_its_file() {
+    let fixture = Fixture::new(None).await;
+    let key = "landing/order_items/once.csv";
+    let item = fixture.upload_items_csv(key, 12, None).await;
+    let body = item.to_json(MessageSizeLimit::default()).expect("json");
+    let warehouse: Arc<dyn Warehouse> = Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+    );
+    let worker = fixture.worker(warehouse, Duration::from_secs(30));
+
+    assert!(
+        fixture
+            .queue
+            .send(&[body.clone().into()])
+            .await
+            .all_succeeded()
+    );
+    let first = fixture
+        .queue
+        .receive(1, Duration::from_secs(5), Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .pop()
+        .expect("message");
+    assert!(matches!(
+        worker.handle(&first).await,
+        Outcome::Done(LoadReport {
+            items_loaded: 1,
+            ..
+        })
+    ));
+
+    // The object is gone; a duplicate delivery must still succeed, from the ledger alone.
+    fixture
+        .clients
+        .s3
+        .delete_object()
+        .bucket(&fixture.bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("delete object");
+    assert!(fixture.queue.send(&[body.into()]).await.all_succeeded());
+    let second = fixture
+        .queue
+        .receive(1, Duration::from_secs(5), Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .pop()
+        .expect("message");
+    let outcome = worker.handle(&second).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Done(LoadReport {
+                items_loaded: 0,
+                items_skipped: 1,
+                rows_staged: 0,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        fixture
+            .count(&format!(
+                "SELECT count(*) FROM {}.order_items",
+                fixture.sales
+            ))
+            .await,
+        12
+    );
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
     );
 }

@@ -26,7 +26,80 @@ pub struct Reject {
     pub reason: String,
 }
 
-/// The rows of one work item, ready to load.
+/// Something that failed while producing rows (reading, decoding, transforming), with its
+/// own retry hint.
+pub trait SourceFailure: std::error::Error + Classify + Send + Sync + 'static {}
+impl<T: std::error::Error + Classify + Send + Sync + 'static> SourceFailure for T {}
+
+/// A failure of a [`RowSource`] during a load; the load is rolled back.
+#[derive(Debug)]
+pub struct SourceError(pub Box<dyn SourceFailure>);
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl<T: SourceFailure> From<T> for SourceError {
+    fn from(err: T) -> Self {
+        SourceError(Box::new(err))
+    }
+}
+
+/// The rows of one work item, produced while they are loaded, so a large file streams
+/// through the load without being held in memory.
+#[async_trait]
+pub trait RowSource: Send + std::fmt::Debug {
+    /// The next rows, in the load schema; `None` when there are no more.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError>;
+
+    /// The rows rejected so far: all of them once `next_batch` has returned `None`.
+    fn take_rejects(&mut self) -> Vec<Reject>;
+}
+
+/// One work item to load: its key, where it came from, and its rows.
+#[derive(Debug)]
+pub struct ItemSource {
+    pub key: IdempotencyKey,
+    pub source: String,
+    pub rows: Box<dyn RowSource>,
+}
+
+/// Rows already in memory.
+#[derive(Debug, Default)]
+pub struct MemoryRows {
+    batches: std::collections::VecDeque<RecordBatch>,
+    rejects: Vec<Reject>,
+}
+
+impl MemoryRows {
+    pub fn new(batches: Vec<RecordBatch>, rejects: Vec<Reject>) -> Self {
+        Self {
+            batches: batches.into(),
+            rejects,
+        }
+    }
+}
+
+#[async_trait]
+impl RowSource for MemoryRows {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        Ok(self.batches.pop_front())
+    }
+
+    fn take_rejects(&mut self) -> Vec<Reject> {
+        std::mem::take(&mut self.rejects)
+    }
+}
+
+/// The rows of one work item, in memory.
 #[derive(Debug, Clone)]
 pub struct ItemRows {
     pub key: IdempotencyKey,
@@ -40,6 +113,14 @@ pub struct ItemRows {
 impl ItemRows {
     pub fn row_count(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    pub fn into_source(self) -> ItemSource {
+        ItemSource {
+            key: self.key,
+            source: self.source,
+            rows: Box::new(MemoryRows::new(self.batches, self.rejects)),
+        }
     }
 }
 
@@ -79,6 +160,8 @@ pub enum WarehouseError {
     },
     #[error("dataset {dataset:?}: {reason}")]
     Schema { dataset: String, reason: String },
+    #[error(transparent)]
+    Source(SourceError),
 }
 
 impl Classify for WarehouseError {
@@ -87,6 +170,7 @@ impl Classify for WarehouseError {
             WarehouseError::Connect { retryable, .. }
             | WarehouseError::Statement { retryable, .. } => *retryable,
             WarehouseError::Encode { .. } | WarehouseError::Schema { .. } => false,
+            WarehouseError::Source(err) => err.0.is_retryable(),
         };
         if retryable {
             Retryability::Retryable
@@ -109,11 +193,23 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         schema: &SchemaRef,
     ) -> Result<(), WarehouseError>;
 
-    /// Loads the items in one transaction, following the load protocol.
+    /// Loads the items in one transaction, following the load protocol. Items whose key
+    /// the ledger holds are skipped without reading their rows.
     async fn load(
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-        items: &[ItemRows],
+        items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError>;
+
+    /// [`Warehouse::load`] for rows already in memory.
+    async fn load_rows(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        items: &[ItemRows],
+    ) -> Result<LoadReport, WarehouseError> {
+        let sources = items.iter().cloned().map(ItemRows::into_source).collect();
+        self.load(dataset, schema, sources).await
+    }
 }

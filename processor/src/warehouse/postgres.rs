@@ -16,7 +16,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::pg_binary::{self, pg_type};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
-use super::{ItemRows, LoadReport, Warehouse, WarehouseError};
+use super::{ItemSource, LoadReport, Warehouse, WarehouseError};
 use crate::lineage;
 
 /// COPY data is sent in chunks of about this size.
@@ -196,7 +196,7 @@ impl Warehouse for PostgresWarehouse {
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-        items: &[ItemRows],
+        items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError> {
         let name = dataset.name.as_str();
         let columns = column_defs(name, schema)?;
@@ -230,15 +230,16 @@ impl Warehouse for PostgresWarehouse {
             .iter()
             .map(|row| row.get(0))
             .collect();
+        let item_count = items.len();
         let mut seen = std::collections::HashSet::new();
-        let fresh: Vec<&ItemRows> = items
-            .iter()
+        let mut fresh: Vec<ItemSource> = items
+            .into_iter()
             .filter(|item| {
-                !loaded.iter().any(|k| k == item.key.as_str()) && seen.insert(item.key.as_str())
+                !loaded.iter().any(|k| k == item.key.as_str()) && seen.insert(item.key.clone())
             })
             .collect();
         let mut report = LoadReport {
-            items_skipped: items.len() - fresh.len(),
+            items_skipped: item_count - fresh.len(),
             ..LoadReport::default()
         };
         if fresh.is_empty() {
@@ -270,12 +271,20 @@ impl Warehouse for PostgresWarehouse {
         let mut buffer = Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
         pg_binary::write_header(&mut buffer);
         let mut sequence: i64 = 0;
-        for item in &fresh {
-            for batch in &item.batches {
-                let rows = batch.num_rows();
-                let sequence_column =
-                    Int64Array::from_iter_values(sequence..sequence + rows as i64);
-                sequence += rows as i64;
+        let mut rows_per_item = Vec::with_capacity(fresh.len());
+        let mut rejects_per_item = Vec::with_capacity(fresh.len());
+        for item in &mut fresh {
+            let mut item_rows: i64 = 0;
+            while let Some(batch) = item
+                .rows
+                .next_batch()
+                .await
+                .map_err(WarehouseError::Source)?
+            {
+                let rows = batch.num_rows() as i64;
+                item_rows += rows;
+                let sequence_column = Int64Array::from_iter_values(sequence..sequence + rows);
+                sequence += rows;
                 let mut arrays = batch.columns().to_vec();
                 arrays.push(Arc::new(sequence_column));
                 let staged =
@@ -301,6 +310,8 @@ impl Warehouse for PostgresWarehouse {
                         .map_err(statement_error(name, "sending COPY data"))?;
                 }
             }
+            rows_per_item.push(item_rows);
+            rejects_per_item.push(item.rows.take_rejects());
         }
         pg_binary::write_trailer(&mut buffer);
         sink.send(Bytes::from(buffer))
@@ -327,8 +338,8 @@ impl Warehouse for PostgresWarehouse {
         let mut reject_rows: Vec<Option<i64>> = Vec::new();
         let mut reject_raw: Vec<Option<String>> = Vec::new();
         let mut reject_reasons = Vec::new();
-        for item in &fresh {
-            for reject in &item.rejects {
+        for (item, rejects) in fresh.iter().zip(&rejects_per_item) {
+            for reject in rejects {
                 reject_keys.push(item.key.as_str());
                 reject_sources.push(item.source.as_str());
                 reject_rows.push(reject.row_number.and_then(|n| i64::try_from(n).ok()));
@@ -353,15 +364,14 @@ impl Warehouse for PostgresWarehouse {
 
         let ledger_keys: Vec<&str> = fresh.iter().map(|i| i.key.as_str()).collect();
         let ledger_sources: Vec<&str> = fresh.iter().map(|i| i.source.as_str()).collect();
-        let ledger_rows: Vec<i64> = fresh.iter().map(|i| i.row_count() as i64).collect();
-        let ledger_rejects: Vec<i64> = fresh.iter().map(|i| i.rejects.len() as i64).collect();
+        let ledger_rejects: Vec<i64> = rejects_per_item.iter().map(|r| r.len() as i64).collect();
         tx.execute(
             &format!(
                 "INSERT INTO {} (idempotency_key, dataset, source, rows_loaded, rows_rejected)
                  SELECT k, $2, s, n, r FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[]) AS t(k, s, n, r)",
                 self.ledger()
             ),
-            &[&ledger_keys, &name, &ledger_sources, &ledger_rows, &ledger_rejects],
+            &[&ledger_keys, &name, &ledger_sources, &rows_per_item, &ledger_rejects],
         )
         .await
         .map_err(statement_error(name, "writing the load ledger"))?;
