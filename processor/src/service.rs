@@ -15,7 +15,7 @@ use crate::objects::S3Stores;
 use crate::transform::TransformError;
 use crate::warehouse::postgres::PostgresWarehouse;
 use crate::warehouse::{Warehouse, WarehouseError};
-use crate::worker::{Pipeline, Worker, WorkerSettings};
+use crate::worker::{BatchSettings, Pipeline, Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -91,6 +91,11 @@ pub async fn serve(
             pipeline: Arc::clone(&pipeline),
             warehouse: Arc::new(PostgresWarehouse::connect(url, schema).await?),
             settings,
+            batching: BatchSettings {
+                max_rows: config.processor.batch_max_rows,
+                max_bytes: config.processor.batch_max_bytes,
+                max_wait: config.processor.batch_max_wait,
+            },
         };
         let stopped = stopped.clone();
         workers.spawn(async move { worker.run(stopped).await });

@@ -352,6 +352,44 @@ impl WorkerSettings {
     }
 }
 
+/// Limits of a micro-batch of records items: whichever is reached first flushes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_rows: 10_000,
+            max_bytes: 8 * 1024 * 1024,
+            max_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Records items of one dataset waiting to be loaded together.
+#[derive(Debug)]
+struct PendingBatch {
+    started: tokio::time::Instant,
+    rows: usize,
+    bytes: usize,
+    items: Vec<(ReceivedMessage, WorkItem, tokio::task::JoinHandle<()>)>,
+}
+
+impl Default for PendingBatch {
+    fn default() -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            rows: 0,
+            bytes: 0,
+            items: Vec::new(),
+        }
+    }
+}
+
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -372,30 +410,148 @@ pub struct Worker {
     pub pipeline: Arc<Pipeline>,
     pub warehouse: Arc<dyn Warehouse>,
     pub settings: WorkerSettings,
+    pub batching: BatchSettings,
 }
 
 impl Worker {
-    /// Receives and handles messages until `shutdown` turns true; the message in hand is
-    /// finished first.
+    /// Receives and handles messages until `shutdown` turns true. File items are loaded
+    /// one at a time; records items are micro-batched per dataset until a row, byte or
+    /// time limit is reached, so a burst of small stream items becomes one load. Pending
+    /// batches are flushed before returning.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
+        let mut pending: HashMap<String, PendingBatch> = HashMap::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            let wait = pending
+                .values()
+                .map(|batch| {
+                    (batch.started + self.batching.max_wait).saturating_duration_since(now)
+                })
+                .min()
+                .map_or(self.settings.wait_time, |due| {
+                    due.min(self.settings.wait_time)
+                });
             let received = tokio::select! {
-                received = self.queue.receive(1, self.settings.wait_time, self.settings.visibility_timeout) => received,
+                received = self.queue.receive(10, wait, self.settings.visibility_timeout) => received,
                 _ = shutdown.changed() => break,
             };
-            match received {
-                Ok(messages) => {
-                    for message in messages {
+            let messages = match received {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(error = %err, "receive failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Vec::new()
+                }
+            };
+            // Messages waiting their turn stay hidden too.
+            let mut waiting: Vec<(ReceivedMessage, tokio::task::JoinHandle<()>)> = messages
+                .into_iter()
+                .map(|message| {
+                    let heartbeat = self.start_heartbeat(message.receipt_handle.clone());
+                    (message, heartbeat)
+                })
+                .collect();
+            for (message, heartbeat) in waiting.drain(..) {
+                match WorkItem::from_json(&message.body) {
+                    Ok(WorkItem::Records(records))
+                        if self.pipeline.catalog().get(&records.dataset).is_some() =>
+                    {
+                        let dataset = records.dataset.clone();
+                        let batch = pending.entry(dataset.clone()).or_default();
+                        batch.rows += match &records.payload {
+                            RecordsPayload::Inline(list) => list.len(),
+                            RecordsPayload::S3(claim) => {
+                                usize::try_from(claim.record_count).unwrap_or(usize::MAX)
+                            }
+                        };
+                        batch.bytes += message.body.len();
+                        batch
+                            .items
+                            .push((message, WorkItem::Records(records), heartbeat));
+                        let full = batch.rows >= self.batching.max_rows
+                            || batch.bytes >= self.batching.max_bytes;
+                        if full && let Some(batch) = pending.remove(&dataset) {
+                            self.flush(batch).await;
+                        }
+                    }
+                    _ => {
+                        heartbeat.abort();
                         let outcome = self.handle(&message).await;
                         tracing::info!(message_id = %message.message_id, ?outcome, "work item handled");
                     }
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "receive failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let now = tokio::time::Instant::now();
+            let due: Vec<String> = pending
+                .iter()
+                .filter(|(_, batch)| now >= batch.started + self.batching.max_wait)
+                .map(|(dataset, _)| dataset.clone())
+                .collect();
+            for dataset in due {
+                if let Some(batch) = pending.remove(&dataset) {
+                    self.flush(batch).await;
                 }
             }
         }
+        for (_, batch) in pending.drain() {
+            self.flush(batch).await;
+        }
+    }
+
+    /// Loads a micro-batch in one transaction and deletes its messages. If the batch fails,
+    /// each item is retried alone, so one bad item cannot hold the others back.
+    async fn flush(&self, batch: PendingBatch) {
+        if batch.items.is_empty() {
+            return;
+        }
+        let messages: Vec<&ReceivedMessage> = batch.items.iter().map(|(m, _, _)| m).collect();
+        let result = self
+            .load_many(batch.items.iter().map(|(_, item, _)| item))
+            .await;
+        for (_, _, heartbeat) in &batch.items {
+            heartbeat.abort();
+        }
+        match result {
+            Ok(report) => {
+                let handles: Vec<String> =
+                    messages.iter().map(|m| m.receipt_handle.clone()).collect();
+                let deleted = self.queue.delete(&handles).await;
+                if !deleted.all_succeeded() {
+                    tracing::warn!(
+                        failed = deleted.failed.len(),
+                        "deleting a loaded micro-batch partly failed; the ledger will skip the redeliveries"
+                    );
+                }
+                tracing::info!(items = messages.len(), ?report, "micro-batch loaded");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, items = messages.len(), "micro-batch failed; loading its items one by one");
+                for message in messages {
+                    let outcome = self.handle(message).await;
+                    tracing::info!(message_id = %message.message_id, ?outcome, "work item handled");
+                }
+            }
+        }
+    }
+
+    async fn load_many(
+        &self,
+        items: impl Iterator<Item = &WorkItem>,
+    ) -> Result<LoadReport, ProcessError> {
+        let mut sources = Vec::new();
+        let mut target = None;
+        for item in items {
+            let (source, dataset, schema) = self.pipeline.item_source(item)?;
+            target = Some((dataset, schema));
+            sources.push(source);
+        }
+        let Some((dataset, schema)) = target else {
+            return Ok(LoadReport::default());
+        };
+        Ok(self.warehouse.load(dataset, schema, sources).await?)
     }
 
     /// Handles one received message end to end.
@@ -442,8 +598,7 @@ impl Worker {
     }
 
     async fn load(&self, item: &WorkItem) -> Result<LoadReport, ProcessError> {
-        let (source, dataset, schema) = self.pipeline.item_source(item)?;
-        Ok(self.warehouse.load(dataset, schema, vec![source]).await?)
+        self.load_many(std::iter::once(item)).await
     }
 
     fn start_heartbeat(&self, receipt_handle: String) -> tokio::task::JoinHandle<()> {

@@ -10,7 +10,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use processor::objects::S3Stores;
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{ItemSource, LoadReport, Warehouse, WarehouseError};
-use processor::worker::{Outcome, Pipeline, REASON_ATTRIBUTE, Worker, WorkerSettings};
+use processor::worker::{
+    BatchSettings, Outcome, Pipeline, REASON_ATTRIBUTE, Worker, WorkerSettings,
+};
 use shared::aws::load_sdk_config;
 use shared::catalog::{Catalog, Compression, Dataset, FileFormat};
 use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
@@ -59,6 +61,7 @@ struct Fixture {
     pipeline: Arc<Pipeline>,
     bucket: String,
     sales: String,
+    events: String,
     platform: String,
 }
 
@@ -67,8 +70,10 @@ impl Fixture {
         let clients = clients().await;
         let sales = unique_name("sales").replace('-', "_");
         let platform = unique_name("ingest").replace('-', "_");
-        let mut catalog_text =
-            CATALOG.replace("target = \"sales.", &format!("target = \"{sales}."));
+        let events = unique_name("events").replace('-', "_");
+        let mut catalog_text = CATALOG
+            .replace("target = \"sales.", &format!("target = \"{sales}."))
+            .replace("target = \"events.", &format!("target = \"{events}."));
         if let Some(limit) = reject_limit {
             catalog_text = catalog_text.replace(
                 "key = [\"order_id\", \"line_number\"]",
@@ -120,6 +125,7 @@ impl Fixture {
             pipeline,
             bucket,
             sales,
+            events,
             platform,
         }
     }
@@ -179,6 +185,7 @@ impl Fixture {
                 retry_backoff: Duration::from_secs(1),
                 max_retry_backoff: Duration::from_secs(5),
             },
+            batching: BatchSettings::default(),
         }
     }
 
@@ -515,6 +522,79 @@ async fn an_item_already_in_the_ledger_is_skipped_without_reading_its_file() {
             ))
             .await,
         12
+    );
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_stream_items_is_loaded_in_a_few_transactions() {
+    use shared::envelope::{RecordsItem, RecordsPayload, StreamPosition, StreamRecord};
+    let fixture = Fixture::new(None).await;
+    let position = |n: u64| StreamPosition {
+        sequence_number: n.to_string(),
+        sub_sequence_number: 0,
+    };
+    let items: Vec<shared::queue::OutgoingMessage> = (0..30u64)
+        .map(|i| {
+            let records = (0..2u64)
+                .map(|j| StreamRecord {
+                    position: position(i * 2 + j + 1),
+                    arrival_ms: None,
+                    data: serde_json::json!({
+                        "event_type": "order_status_changed", "event_id": format!("e{i}-{j}"),
+                        "order_id": i, "status": "shipped", "occurred_at": "2024-06-01T00:00:00Z"
+                    }),
+                })
+                .collect();
+            WorkItem::Records(RecordsItem {
+                dataset: "order_status_events".into(),
+                stream: "order-events".into(),
+                shard_id: "shardId-000000000000".into(),
+                first: position(i * 2 + 1),
+                last: position(i * 2 + 2),
+                payload: RecordsPayload::Inline(records),
+                created_at_ms: None,
+            })
+            .to_json(MessageSizeLimit::default())
+            .expect("json")
+            .into()
+        })
+        .collect();
+    assert!(fixture.queue.send(&items).await.all_succeeded());
+
+    let warehouse: Arc<dyn Warehouse> = Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+    );
+    let worker = fixture.worker(warehouse, Duration::from_secs(30));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(async move { worker.run(stopped).await });
+    let target = format!("SELECT count(*) FROM {}.order_status", fixture.events);
+    shared::testing::eventually("60 events loaded", Duration::from_secs(60), || async {
+        (fixture.count(&target).await == 60).then_some(())
+    })
+    .await;
+    stop.send(true).expect("worker running");
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("stops")
+        .expect("task");
+
+    let ledger = format!("SELECT count(*) FROM {}.load_ledger", fixture.platform);
+    // now() is the transaction's start time: one distinct value per load transaction.
+    let transactions = format!(
+        "SELECT count(DISTINCT loaded_at) FROM {}.load_ledger",
+        fixture.platform
+    );
+    assert_eq!(fixture.count(&ledger).await, 30);
+    let loads = fixture.count(&transactions).await;
+    assert!(
+        (1..=6).contains(&loads),
+        "30 small items took {loads} load transactions"
     );
     assert_eq!(
         queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,

@@ -87,6 +87,12 @@ pub struct ProcessorSettings {
     /// First delay before a retryable failure is retried; doubles per receive.
     pub retry_backoff: Duration,
     pub max_retry_backoff: Duration,
+    /// A micro-batch of stream items is loaded once it holds this many records,
+    pub batch_max_rows: usize,
+    /// or this many bytes of work items,
+    pub batch_max_bytes: usize,
+    /// or its first item has waited this long.
+    pub batch_max_wait: Duration,
 }
 
 impl Default for ProcessorSettings {
@@ -97,6 +103,9 @@ impl Default for ProcessorSettings {
             shutdown_grace: Duration::from_secs(25),
             retry_backoff: Duration::from_secs(10),
             max_retry_backoff: Duration::from_secs(900),
+            batch_max_rows: 10_000,
+            batch_max_bytes: 8 * 1024 * 1024,
+            batch_max_wait: Duration::from_secs(1),
         }
     }
 }
@@ -462,6 +471,15 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         }
         if let Some(s) = section.integer_in("max_retry_backoff_secs", 0..=43_200, issues) {
             processor.max_retry_backoff = seconds(s);
+        }
+        if let Some(n) = section.integer_in("batch_max_rows", 1..=10_000_000, issues) {
+            processor.batch_max_rows = usize::try_from(n).expect("range checked");
+        }
+        if let Some(n) = section.integer_in("batch_max_bytes", 1024..=1 << 30, issues) {
+            processor.batch_max_bytes = usize::try_from(n).expect("range checked");
+        }
+        if let Some(ms) = section.integer_in("batch_max_wait_ms", 0..=300_000, issues) {
+            processor.batch_max_wait = Duration::from_millis(ms.unsigned_abs());
         }
         section.finish(issues);
     }
