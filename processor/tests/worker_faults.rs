@@ -529,42 +529,39 @@ async fn an_item_already_in_the_ledger_is_skipped_without_reading_its_file() {
     );
 }
 
-#[tokio::test]
-async fn a_burst_of_stream_items_is_loaded_in_a_few_transactions() {
+/// A stream work item `i` of two order status events (sequence numbers 2i+1 and 2i+2).
+fn events_item(i: u64) -> shared::queue::OutgoingMessage {
     use shared::envelope::{RecordsItem, RecordsPayload, StreamPosition, StreamRecord};
-    let fixture = Fixture::new(None).await;
     let position = |n: u64| StreamPosition {
         sequence_number: n.to_string(),
         sub_sequence_number: 0,
     };
-    let items: Vec<shared::queue::OutgoingMessage> = (0..30u64)
-        .map(|i| {
-            let records = (0..2u64)
-                .map(|j| StreamRecord {
-                    position: position(i * 2 + j + 1),
-                    arrival_ms: None,
-                    data: serde_json::json!({
-                        "event_type": "order_status_changed", "event_id": format!("e{i}-{j}"),
-                        "order_id": i, "status": "shipped", "occurred_at": "2024-06-01T00:00:00Z"
-                    }),
-                })
-                .collect();
-            WorkItem::Records(RecordsItem {
-                dataset: "order_status_events".into(),
-                stream: "order-events".into(),
-                shard_id: "shardId-000000000000".into(),
-                first: position(i * 2 + 1),
-                last: position(i * 2 + 2),
-                payload: RecordsPayload::Inline(records),
-                created_at_ms: None,
-            })
-            .to_json(MessageSizeLimit::default())
-            .expect("json")
-            .into()
+    let records = (0..2u64)
+        .map(|j| StreamRecord {
+            position: position(i * 2 + j + 1),
+            arrival_ms: None,
+            data: serde_json::json!({
+                "event_type": "order_status_changed", "event_id": format!("e{i}-{j}"),
+                "order_id": i, "status": "shipped", "occurred_at": "2024-06-01T00:00:00Z"
+            }),
         })
         .collect();
-    assert!(fixture.queue.send(&items).await.all_succeeded());
+    WorkItem::Records(RecordsItem {
+        dataset: "order_status_events".into(),
+        stream: "order-events".into(),
+        shard_id: "shardId-000000000000".into(),
+        first: position(i * 2 + 1),
+        last: position(i * 2 + 2),
+        payload: RecordsPayload::Inline(records),
+        created_at_ms: None,
+    })
+    .to_json(MessageSizeLimit::default())
+    .expect("json")
+    .into()
+}
 
+/// Runs a worker until `rows` events are loaded, then stops it.
+async fn run_until_events(fixture: &Fixture, rows: i64) {
     let warehouse: Arc<dyn Warehouse> = Arc::new(
         PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
             .await
@@ -574,8 +571,8 @@ async fn a_burst_of_stream_items_is_loaded_in_a_few_transactions() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(async move { worker.run(stopped).await });
     let target = format!("SELECT count(*) FROM {}.order_status", fixture.events);
-    shared::testing::eventually("60 events loaded", Duration::from_secs(60), || async {
-        (fixture.count(&target).await == 60).then_some(())
+    shared::testing::eventually("the events loaded", Duration::from_secs(60), || async {
+        (fixture.count(&target).await == rows).then_some(())
     })
     .await;
     stop.send(true).expect("worker running");
@@ -583,6 +580,84 @@ async fn a_burst_of_stream_items_is_loaded_in_a_few_transactions() {
         .await
         .expect("stops")
         .expect("task");
+}
+
+#[tokio::test]
+async fn a_poison_item_in_a_micro_batch_does_not_hold_the_others_back() {
+    use shared::envelope::{ClaimCheck, RecordsItem, RecordsPayload, StreamPosition};
+    let fixture = Fixture::new(None).await;
+    let mut items: Vec<shared::queue::OutgoingMessage> = (0..5u64).map(events_item).collect();
+    // Claim-check payloads are not supported yet: a permanent failure for this item only.
+    let poison = WorkItem::Records(RecordsItem {
+        dataset: "order_status_events".into(),
+        stream: "order-events".into(),
+        shard_id: "shardId-000000000001".into(),
+        first: StreamPosition {
+            sequence_number: "1".into(),
+            sub_sequence_number: 0,
+        },
+        last: StreamPosition {
+            sequence_number: "9".into(),
+            sub_sequence_number: 0,
+        },
+        payload: RecordsPayload::S3(ClaimCheck {
+            bucket: "b".into(),
+            key: "k".into(),
+            record_count: 9,
+            size: 1,
+        }),
+        created_at_ms: None,
+    });
+    items.insert(
+        2,
+        poison
+            .to_json(MessageSizeLimit::default())
+            .expect("json")
+            .into(),
+    );
+    assert!(fixture.queue.send(&items).await.all_succeeded());
+
+    run_until_events(&fixture, 10).await;
+    assert_eq!(
+        fixture
+            .count(&format!(
+                "SELECT count(*) FROM {}.load_ledger",
+                fixture.platform
+            ))
+            .await,
+        5
+    );
+    let dead = shared::testing::eventually(
+        "the poison item in the DLQ",
+        Duration::from_secs(10),
+        || async {
+            fixture
+                .dead_letter
+                .receive(1, Duration::from_secs(1), Duration::from_secs(30))
+                .await
+                .ok()?
+                .pop()
+        },
+    )
+    .await;
+    assert!(
+        dead.attributes
+            .get(REASON_ATTRIBUTE)
+            .is_some_and(|r| r.contains("claim-check")),
+        "{dead:?}"
+    );
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_stream_items_is_loaded_in_a_few_transactions() {
+    let fixture = Fixture::new(None).await;
+    let items: Vec<shared::queue::OutgoingMessage> = (0..30u64).map(events_item).collect();
+    assert!(fixture.queue.send(&items).await.all_succeeded());
+    run_until_events(&fixture, 60).await;
 
     let ledger = format!("SELECT count(*) FROM {}.load_ledger", fixture.platform);
     // now() is the transaction's start time: one distinct value per load transaction.
