@@ -26,4 +26,16 @@ pub enum Command {
     },
     /// Consume the work queue and load the warehouse until SIGTERM or Ctrl-C.
     Serve,
+    /// Move messages from the dead-letter queue back to the work queue.
+    Redrive {
+        /// Only report how many messages would move.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move at most this many messages (moves them one batch at a time).
+        #[arg(long)]
+        max: Option<u64>,
+        /// Messages per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+    },
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod lineage;
 pub mod objects;
 pub mod read;
+pub mod redrive;
 pub mod service;
 pub mod transform;
 pub mod typing;

@@ -5,8 +5,11 @@ use anyhow::Context;
 use clap::Parser;
 use processor::check::{check_catalog, render_report};
 use processor::cli::{Cli, Command};
+use processor::redrive::{RedriveOptions, RedriveOutcome, redrive};
+use shared::aws::AwsClients;
 use shared::catalog::Catalog;
 use shared::config::{PlatformConfig, Section};
+use shared::queue::SqsQueue;
 use shared::telemetry::init_tracing;
 
 #[tokio::main]
@@ -52,6 +55,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("[catalog] path is required")?;
             let catalog = Arc::new(Catalog::from_file(&path)?);
             processor::service::serve(&config, catalog, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Redrive { dry_run, max, rate } => {
+            config.require(&[Section::Queue])?;
+            let queue = config.queue.as_ref().context("[queue] is required")?;
+            let dead_letter_url = queue
+                .dead_letter_url
+                .as_ref()
+                .context("queue.dead_letter_url is required to redrive")?;
+            let clients = AwsClients::new(&config.aws).await;
+            let dead_letter = SqsQueue::new(
+                clients.sqs.clone(),
+                dead_letter_url,
+                queue.max_message_bytes,
+            );
+            let target = SqsQueue::new(clients.sqs.clone(), &queue.url, queue.max_message_bytes);
+            let options = RedriveOptions {
+                dry_run,
+                max_messages: max,
+                max_per_second: rate,
+            };
+            let mut progress =
+                |moved: u64, expected: u64| eprint!("\rmoved {moved} of ~{expected}");
+            let outcome = redrive(&dead_letter, &target, options, &mut progress).await?;
+            eprintln!();
+            match outcome {
+                RedriveOutcome::WouldMove { messages } => {
+                    println!(
+                        "dry run: the dead-letter queue holds about {messages} message(s); nothing moved"
+                    )
+                }
+                RedriveOutcome::MoveTaskStarted {
+                    task_handle,
+                    messages,
+                } => println!(
+                    "SQS is moving about {messages} message(s) (task {task_handle}); follow it with `aws sqs list-message-move-tasks`"
+                ),
+                RedriveOutcome::Moved { moved, failed } => {
+                    println!(
+                        "moved {moved} message(s); {failed} could not be moved and stay in the dead-letter queue"
+                    )
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

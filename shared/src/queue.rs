@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
-    MessageSystemAttributeName, SendMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use crate::envelope::MessageSizeLimit;
@@ -73,6 +73,15 @@ pub struct ReceivedMessage {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// Approximate counts of a queue's messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Messages ready to be received.
+    pub visible: u64,
+    /// Messages received and not yet deleted or released.
+    pub in_flight: u64,
+}
+
 /// Per-entry outcome of a send: the message id of each sent body.
 pub type SendReport = EntryReport<String>;
 /// Per-entry outcome of a delete.
@@ -112,6 +121,9 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// Deletes messages by receipt handle.
     async fn delete(&self, receipt_handles: &[String]) -> DeleteReport;
 
+    /// Approximate message counts.
+    async fn depth(&self) -> Result<QueueDepth, QueueError>;
+
     /// Hides a received message for `timeout` from now (the heartbeat of long work).
     async fn extend_visibility(
         &self,
@@ -150,6 +162,31 @@ impl SqsQueue {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    pub fn client(&self) -> &aws_sdk_sqs::Client {
+        &self.client
+    }
+
+    /// The queue's ARN (needed by `StartMessageMoveTask`).
+    pub async fn arn(&self) -> Result<String, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|err| self.call_error("GetQueueAttributes", &err))?;
+        output
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| QueueError {
+                operation: "GetQueueAttributes",
+                queue_url: self.url.clone(),
+                message: "the queue has no QueueArn attribute".to_owned(),
+                retryability: Retryability::Permanent,
+            })
     }
 
     fn call_error<E>(
@@ -384,6 +421,29 @@ impl WorkQueue for SqsQueue {
             );
         }
         report
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|err| self.call_error("GetQueueAttributes", &err))?;
+        let count = |name: QueueAttributeName| {
+            output
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(QueueDepth {
+            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        })
     }
 
     async fn extend_visibility(

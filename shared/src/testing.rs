@@ -103,24 +103,12 @@ pub async fn create_queue_with_dlq(
 
 /// (visible, in flight) message counts of a queue.
 pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let output = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes");
-    let get = |name: QueueAttributeName| {
-        output
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
+    use crate::queue::{SqsQueue, WorkQueue};
+    let queue = SqsQueue::new(
+        client.clone(),
+        url,
+        crate::envelope::MessageSizeLimit::default(),
+    );
+    let depth = queue.depth().await.expect("queue attributes");
+    (depth.visible, depth.in_flight)
 }
