@@ -14,7 +14,7 @@ set -euo pipefail
 
 MOTO_VERSION="5.2.5"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE_DIR="${INGEST_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/redshift-ingest}"
+CACHE_DIR="${TEST_INGEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/redshift-ingest}"
 VENV="$CACHE_DIR/moto-$MOTO_VERSION"
 LINT=1
 SERVE=0
@@ -145,8 +145,8 @@ ensure_postgres
 start_moto
 start_postgres
 
-export INGEST_TEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
-export INGEST_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export TEST_INGEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+export TEST_INGEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 # Dummy credentials for the emulator; no instance metadata look-ups.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
@@ -154,7 +154,7 @@ unset AWS_PROFILE AWS_ENDPOINT_URL
 
 if [ "$SERVE" = 1 ]; then
   log "peers are up; in another shell:"
-  echo "export INGEST_TEST_AWS_ENDPOINT=$INGEST_TEST_AWS_ENDPOINT INGEST_TEST_POSTGRES_URL=$INGEST_TEST_POSTGRES_URL AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
+  echo "export TEST_INGEST_AWS_ENDPOINT=$TEST_INGEST_AWS_ENDPOINT TEST_INGEST_POSTGRES_URL=$TEST_INGEST_POSTGRES_URL AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
   log "press Ctrl-C to stop them"
   while true; do sleep 3600; done
 fi
@@ -166,6 +166,6 @@ if [ "$LINT" = 1 ]; then
   log "cargo clippy -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
-log "cargo test (peers: $INGEST_TEST_AWS_ENDPOINT, $INGEST_TEST_POSTGRES_URL)"
+log "cargo test (peers: $TEST_INGEST_AWS_ENDPOINT, $TEST_INGEST_POSTGRES_URL)"
 cargo test --workspace --locked "${CARGO_TEST_ARGS[@]}"
 log "all tests passed"

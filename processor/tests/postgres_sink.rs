@@ -19,8 +19,8 @@ use shared::envelope::{
 use shared::error::Classify;
 
 fn postgres_url() -> String {
-    std::env::var("INGEST_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| panic!("INGEST_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL"))
+    std::env::var("TEST_INGEST_POSTGRES_URL")
+        .unwrap_or_else(|_| panic!("TEST_INGEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL"))
 }
 
 fn unique(prefix: &str) -> String {

@@ -9,14 +9,14 @@ use crate::aws::{AwsClients, AwsSettings};
 /// The emulator endpoint exported by `scripts/test.sh`. Tests never skip when it is
 /// missing: they fail and say how to run them.
 pub fn aws_endpoint() -> String {
-    std::env::var("INGEST_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("INGEST_TEST_AWS_ENDPOINT is not set: run the tests with scripts/test.sh, which starts the AWS emulator")
+    std::env::var("TEST_INGEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("TEST_INGEST_AWS_ENDPOINT is not set: run the tests with scripts/test.sh, which starts the AWS emulator")
     })
 }
 
 pub fn postgres_url() -> String {
-    std::env::var("INGEST_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("INGEST_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+    std::env::var("TEST_INGEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("TEST_INGEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
     })
 }
 

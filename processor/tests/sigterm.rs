@@ -1,0 +1,206 @@
+//! The `processor serve` binary stopped with SIGTERM in the middle of a load: it finishes
+//! the item in hand within the grace period, loses nothing, duplicates nothing, and exits 0.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use shared::catalog::{Compression, FileFormat};
+use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
+use shared::queue::{SqsQueue, WorkQueue};
+use shared::testing::{
+    aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url, queue_depth,
+    unique_name,
+};
+
+const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
+
+#[tokio::test]
+async fn sigterm_during_a_load_finishes_it_and_exits_cleanly() {
+    let clients = clients().await;
+    let sales = unique_name("sales").replace('-', "_");
+    let events = unique_name("events").replace('-', "_");
+    let platform = unique_name("ingest").replace('-', "_");
+    let dir = std::env::temp_dir().join(unique_name("sigterm"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let catalog_path = dir.join("catalog.toml");
+    std::fs::write(
+        &catalog_path,
+        CATALOG
+            .replace("target = \"sales.", &format!("target = \"{sales}."))
+            .replace("target = \"events.", &format!("target = \"{events}.")),
+    )
+    .expect("write catalog");
+
+    let bucket = unique_name("landing");
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let rows = 150_000;
+    let mut csv = String::from("order_id,line_number,product_sku,quantity,unit_price\n");
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "{},{},SKU-{},{},{}.50\n",
+            i / 3,
+            i % 3,
+            i % 101,
+            i % 7 + 1,
+            i % 40
+        ));
+    }
+    let key = "landing/order_items/big.csv";
+    let size = csv.len() as u64;
+    let put = clients
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(ByteStream::from(csv.into_bytes()))
+        .send()
+        .await
+        .expect("put");
+    let item = WorkItem::File(FileItem {
+        dataset: "order_items".into(),
+        bucket: bucket.clone(),
+        key: key.into(),
+        version_id: None,
+        etag: put.e_tag().expect("etag").to_owned(),
+        size,
+        range: None,
+        part: None,
+        format: FileFormat::Csv,
+        compression: Compression::None,
+        created_at_ms: None,
+    });
+    let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, 5).await;
+    let queue = SqsQueue::new(clients.sqs.clone(), &queue_url, MessageSizeLimit::default());
+
+    let config_path = dir.join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+s3_force_path_style = true
+
+[queue]
+url = "{queue_url}"
+dead_letter_url = "{dlq_url}"
+wait_time_secs = 1
+visibility_timeout_secs = 60
+
+[catalog]
+path = "{catalog}"
+
+[warehouse]
+url = "{warehouse}"
+
+[processor]
+workers = 1
+platform_schema = "{platform}"
+shutdown_grace_secs = 20
+
+[telemetry]
+log_format = "text"
+"#,
+            endpoint = aws_endpoint(),
+            catalog = catalog_path.display(),
+            warehouse = postgres_url(),
+        ),
+    )
+    .expect("write config");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_processor"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start processor");
+
+    let (pg, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    // Wait for start-up (the target table exists), then hand it the item.
+    let table = format!("{sales}.order_items");
+    eventually(
+        "the processor to start",
+        Duration::from_secs(60),
+        || async {
+            pg.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    assert!(
+        queue
+            .send(&[item
+                .to_json(MessageSizeLimit::default())
+                .expect("json")
+                .into()])
+            .await
+            .all_succeeded()
+    );
+    eventually("the COPY to start", Duration::from_secs(60), || async {
+        let active: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY \"_ingest_staging\"%'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (active > 0).then_some(())
+    })
+    .await;
+
+    let stopped_at = std::time::Instant::now();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(exit.success(), "processor exited with {exit}");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(20),
+        "exited after {:?}",
+        stopped_at.elapsed()
+    );
+
+    let loaded: i64 = pg
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        loaded, rows as i64,
+        "the item in hand was finished, every row once"
+    );
+    let ledger: i64 = pg
+        .query_one(&format!("SELECT count(*) FROM {platform}.load_ledger"), &[])
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(ledger, 1);
+    assert_eq!(
+        queue_depth(&clients.sqs, &queue_url).await,
+        (0, 0),
+        "the message was deleted after its load"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
