@@ -6,17 +6,16 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
 use processor::worker::REASON_ATTRIBUTE;
-use shared::catalog::{Catalog, Compression, FileFormat};
+use shared::catalog::{Catalog, FileFormat};
 use shared::config::PlatformConfig;
 use shared::envelope::{
-    FileItem, MessageSizeLimit, RecordsItem, RecordsPayload, StreamPosition, StreamRecord, WorkItem,
+    MessageSizeLimit, RecordsItem, RecordsPayload, StreamPosition, StreamRecord, WorkItem,
 };
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
 use shared::testing::{
-    aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url, queue_depth,
-    unique_name,
+    TestSchemas, aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url,
+    queue_depth, unique_name, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -58,13 +57,10 @@ async fn files_and_records_load_once_and_poison_goes_to_the_dlq() {
         .with_env_filter("info")
         .try_init();
     let clients = clients().await;
-    let sales = unique_name("sales").replace('-', "_");
-    let events = unique_name("events").replace('-', "_");
-    let platform = unique_name("ingest").replace('-', "_");
-    let catalog_text = CATALOG
-        .replace("target = \"sales.", &format!("target = \"{sales}."))
-        .replace("target = \"events.", &format!("target = \"{events}."));
-    let catalog = Arc::new(Catalog::from_toml(&catalog_text, "test catalog").expect("valid"));
+    let schemas = TestSchemas::new();
+    let (sales, events, platform) = (&schemas.sales, &schemas.events, &schemas.platform);
+    let catalog =
+        Arc::new(Catalog::from_toml(&schemas.retarget(CATALOG), "test catalog").expect("valid"));
 
     // A gzip CSV with one bad row, under a key with spaces, '+' and unicode.
     let bucket = unique_name("landing");
@@ -78,30 +74,15 @@ async fn files_and_records_load_once_and_poison_goes_to_the_dlq() {
     let key = "landing/order_items/2024 01/items été+1.csv.gz";
     let csv = "order_id,line_number,product_sku,quantity,unit_price\n\
                1,1,SKU-1,2,9.99\n1,2,SKU-2,1,5.00\n2,1,SKU-3,3,1.10\n2,2,SKU-4,many,1.00\n";
-    let body = gzip(csv);
-    let size = body.len() as u64;
-    let put = clients
-        .s3
-        .put_object()
-        .bucket(&bucket)
-        .key(key)
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .expect("put object");
-    let file_item = WorkItem::File(FileItem {
-        dataset: "order_items".into(),
-        bucket: bucket.clone(),
-        key: key.into(),
-        version_id: None,
-        etag: put.e_tag().expect("etag").to_owned(),
-        size,
-        range: None,
-        part: None,
-        format: FileFormat::Csv,
-        compression: Compression::Gzip,
-        created_at_ms: None,
-    });
+    let file_item = upload_file(
+        &clients.s3,
+        &bucket,
+        key,
+        gzip(csv),
+        "order_items",
+        FileFormat::Csv,
+    )
+    .await;
     let event = |id: &str, order: serde_json::Value, status: &str| serde_json::json!({"event_type": "order_status_changed", "event_id": id, "order_id": order, "status": status, "occurred_at": "2024-06-01T10:00:00Z"});
     let records_item = WorkItem::Records(RecordsItem {
         dataset: "order_status_events".into(),

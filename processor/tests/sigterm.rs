@@ -4,13 +4,12 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
-use shared::catalog::{Compression, FileFormat};
-use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
+use shared::catalog::FileFormat;
+use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::testing::{
-    aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url, queue_depth,
-    unique_name,
+    TestSchemas, aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url,
+    queue_depth, unique_name, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -18,19 +17,12 @@ const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 #[tokio::test]
 async fn sigterm_during_a_load_finishes_it_and_exits_cleanly() {
     let clients = clients().await;
-    let sales = unique_name("sales").replace('-', "_");
-    let events = unique_name("events").replace('-', "_");
-    let platform = unique_name("ingest").replace('-', "_");
+    let schemas = TestSchemas::new();
+    let (sales, platform) = (&schemas.sales, &schemas.platform);
     let dir = std::env::temp_dir().join(unique_name("sigterm"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let catalog_path = dir.join("catalog.toml");
-    std::fs::write(
-        &catalog_path,
-        CATALOG
-            .replace("target = \"sales.", &format!("target = \"{sales}."))
-            .replace("target = \"events.", &format!("target = \"{events}.")),
-    )
-    .expect("write catalog");
+    std::fs::write(&catalog_path, schemas.retarget(CATALOG)).expect("write catalog");
 
     let bucket = unique_name("landing");
     clients
@@ -53,29 +45,15 @@ async fn sigterm_during_a_load_finishes_it_and_exits_cleanly() {
         ));
     }
     let key = "landing/order_items/big.csv";
-    let size = csv.len() as u64;
-    let put = clients
-        .s3
-        .put_object()
-        .bucket(&bucket)
-        .key(key)
-        .body(ByteStream::from(csv.into_bytes()))
-        .send()
-        .await
-        .expect("put");
-    let item = WorkItem::File(FileItem {
-        dataset: "order_items".into(),
-        bucket: bucket.clone(),
-        key: key.into(),
-        version_id: None,
-        etag: put.e_tag().expect("etag").to_owned(),
-        size,
-        range: None,
-        part: None,
-        format: FileFormat::Csv,
-        compression: Compression::None,
-        created_at_ms: None,
-    });
+    let item = upload_file(
+        &clients.s3,
+        &bucket,
+        key,
+        csv.into_bytes(),
+        "order_items",
+        FileFormat::Csv,
+    )
+    .await;
     let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, 5).await;
     let queue = SqsQueue::new(clients.sqs.clone(), &queue_url, MessageSizeLimit::default());
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_s3::primitives::ByteStream;
 use datafusion::arrow::datatypes::SchemaRef;
 use processor::objects::S3Stores;
 use processor::warehouse::postgres::PostgresWarehouse;
@@ -14,11 +13,12 @@ use processor::worker::{
     BatchSettings, Outcome, Pipeline, REASON_ATTRIBUTE, Worker, WorkerSettings,
 };
 use shared::aws::load_sdk_config;
-use shared::catalog::{Catalog, Compression, Dataset, FileFormat};
-use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
+use shared::catalog::{Catalog, Dataset, FileFormat};
+use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::testing::{
-    clients, create_queue, emulator_settings, postgres_url, queue_depth, unique_name,
+    TestSchemas, clients, create_queue, emulator_settings, postgres_url, queue_depth, unique_name,
+    upload_file,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -68,12 +68,8 @@ struct Fixture {
 impl Fixture {
     async fn new(reject_limit: Option<u64>) -> Self {
         let clients = clients().await;
-        let sales = unique_name("sales").replace('-', "_");
-        let platform = unique_name("ingest").replace('-', "_");
-        let events = unique_name("events").replace('-', "_");
-        let mut catalog_text = CATALOG
-            .replace("target = \"sales.", &format!("target = \"{sales}."))
-            .replace("target = \"events.", &format!("target = \"{events}."));
+        let schemas = TestSchemas::new();
+        let mut catalog_text = schemas.retarget(CATALOG);
         if let Some(limit) = reject_limit {
             catalog_text = catalog_text.replace(
                 "key = [\"order_id\", \"line_number\"]",
@@ -88,7 +84,7 @@ impl Fixture {
                 .await
                 .expect("plans"),
         );
-        let setup = PostgresWarehouse::connect(&postgres_url(), &platform)
+        let setup = PostgresWarehouse::connect(&postgres_url(), &schemas.platform)
             .await
             .expect("connect");
         setup
@@ -124,9 +120,9 @@ impl Fixture {
             queue_url,
             pipeline,
             bucket,
-            sales,
-            events,
-            platform,
+            sales: schemas.sales,
+            events: schemas.events,
+            platform: schemas.platform,
         }
     }
 
@@ -147,30 +143,15 @@ impl Fixture {
                 i % 50
             ));
         }
-        let size = csv.len() as u64;
-        let put = self
-            .clients
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(csv.into_bytes()))
-            .send()
-            .await
-            .expect("put");
-        WorkItem::File(FileItem {
-            dataset: "order_items".into(),
-            bucket: self.bucket.clone(),
-            key: key.into(),
-            version_id: None,
-            etag: put.e_tag().expect("etag").to_owned(),
-            size,
-            range: None,
-            part: None,
-            format: FileFormat::Csv,
-            compression: Compression::None,
-            created_at_ms: None,
-        })
+        upload_file(
+            &self.clients.s3,
+            &self.bucket,
+            key,
+            csv.into_bytes(),
+            "order_items",
+            FileFormat::Csv,
+        )
+        .await
     }
 
     fn worker(&self, warehouse: Arc<dyn Warehouse>, visibility: Duration) -> Worker {

@@ -112,3 +112,75 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) 
     let depth = queue.depth().await.expect("queue attributes");
     (depth.visible, depth.in_flight)
 }
+
+/// Warehouse schema names used by one test only, so tests can share one PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct TestSchemas {
+    /// Replaces `sales` in the example catalog's targets.
+    pub sales: String,
+    /// Replaces `events` in the example catalog's targets.
+    pub events: String,
+    /// For the ledger and rejects tables.
+    pub platform: String,
+}
+
+impl TestSchemas {
+    pub fn new() -> Self {
+        let schema = |prefix: &str| unique_name(prefix).replace('-', "_");
+        Self {
+            sales: schema("sales"),
+            events: schema("events"),
+            platform: schema("ingest"),
+        }
+    }
+
+    /// A catalog's text with its `sales.` and `events.` targets moved to this test's schemas.
+    pub fn retarget(&self, catalog_text: &str) -> String {
+        catalog_text
+            .replace("target = \"sales.", &format!("target = \"{}.", self.sales))
+            .replace(
+                "target = \"events.",
+                &format!("target = \"{}.", self.events),
+            )
+    }
+}
+
+impl Default for TestSchemas {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Uploads `body` to the emulator's S3 and returns the `file` work item for it, with the
+/// compression inferred from the key.
+pub async fn upload_file(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    dataset: &str,
+    format: crate::catalog::FileFormat,
+) -> crate::envelope::WorkItem {
+    let size = body.len() as u64;
+    let put = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .expect("put object");
+    crate::envelope::WorkItem::File(crate::envelope::FileItem {
+        dataset: dataset.to_owned(),
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        version_id: put.version_id().map(str::to_owned),
+        etag: put.e_tag().expect("etag").to_owned(),
+        size,
+        range: None,
+        part: None,
+        format,
+        compression: crate::catalog::Compression::from_key(key),
+        created_at_ms: None,
+    })
+}
