@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod health;
 pub mod lineage;
 pub mod objects;
 pub mod read;

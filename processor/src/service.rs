@@ -2,7 +2,9 @@
 //! down gracefully.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shared::aws::{AwsClients, load_sdk_config};
 use shared::catalog::Catalog;
@@ -11,6 +13,7 @@ use shared::queue::{SqsQueue, WorkQueue};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::health::{self, Health, HealthError, QueueCheck, WarehouseCheck};
 use crate::objects::S3Stores;
 use crate::transform::TransformError;
 use crate::warehouse::postgres::PostgresWarehouse;
@@ -25,6 +28,8 @@ pub enum ServeError {
     Transform(#[from] TransformError),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
 }
 
 /// How the service stopped.
@@ -37,16 +42,44 @@ pub struct ServeSummary {
     pub workers_aborted: usize,
 }
 
+/// A started processor: workers consuming, the health endpoint serving.
+#[derive(Debug)]
+pub struct RunningService {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, if anywhere.
+    pub health_address: Option<SocketAddr>,
+    health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    workers: JoinSet<()>,
+    health_server: Option<tokio::task::JoinHandle<()>>,
+    shutdown_grace: Duration,
+}
+
 /// Runs the processor until `shutdown` completes.
 pub async fn serve(
     config: &PlatformConfig,
     catalog: Arc<Catalog>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<ServeSummary, ServeError> {
+    let service = start(config, catalog).await?;
+    shutdown.await;
+    Ok(service.shutdown().await)
+}
+
+/// Connects everything, creates missing tables, binds the health endpoint and starts the
+/// workers. Any problem here stops start-up with an error, before a message is received.
+pub async fn start(
+    config: &PlatformConfig,
+    catalog: Arc<Catalog>,
+) -> Result<RunningService, ServeError> {
     config.require(&[Section::Queue, Section::Warehouse])?;
     let (Some(queue_settings), Some(warehouse_settings)) = (&config.queue, &config.warehouse)
     else {
         unreachable!("required sections are present");
+    };
+    // Bind first: a taken port is the quickest start-up error to report.
+    let listener = match config.processor.health_address {
+        Some(address) => Some(health::bind(address).await?),
+        None => None,
     };
     let sdk_config = load_sdk_config(&config.aws).await;
     let clients = AwsClients::from_sdk_config(&sdk_config, &config.aws);
@@ -67,15 +100,21 @@ pub async fn serve(
 
     let url = warehouse_settings.url.expose();
     let schema = &config.processor.platform_schema;
-    let setup = PostgresWarehouse::connect(url, schema).await?;
-    setup.ensure_platform_tables().await?;
+    // This connection creates the tables, then answers readiness checks.
+    let control = Arc::new(PostgresWarehouse::connect(url, schema).await?);
+    control.ensure_platform_tables().await?;
     for dataset in catalog.datasets() {
         if let Some(load_schema) = pipeline.load_schema(&dataset.name) {
-            setup.ensure_target(dataset, load_schema).await?;
+            control.ensure_target(dataset, load_schema).await?;
         }
     }
-    drop(setup);
 
+    let health = Health::new(vec![
+        Box::new(QueueCheck(Arc::clone(&queue))),
+        Box::new(WarehouseCheck(control)),
+    ]);
+    // Install the recorder before the first metric is emitted.
+    let _ = health::prometheus();
     let settings = WorkerSettings {
         wait_time: queue_settings.wait_time,
         visibility_timeout: queue_settings.visibility_timeout,
@@ -98,39 +137,76 @@ pub async fn serve(
             },
         };
         let stopped = stopped.clone();
-        workers.spawn(async move { worker.run(stopped).await });
+        let guard = health.worker_started();
+        workers.spawn(async move {
+            let _guard = guard;
+            worker.run(stopped).await;
+        });
     }
+    let health_address = match &listener {
+        Some(listener) => Some(listener.local_addr().map_err(|source| {
+            health::HealthError::Bind {
+                address: config
+                    .processor
+                    .health_address
+                    .expect("a listener exists only for an address"),
+                source,
+            }
+        })?),
+        None => None,
+    };
+    let health_server =
+        listener.map(|listener| tokio::spawn(health::serve(listener, Arc::clone(&health))));
     tracing::info!(
         workers = config.processor.workers,
         queue = %queue_settings.url,
         warehouse = %warehouse_settings.redacted_url(),
         datasets = catalog.len(),
+        health = ?health_address,
         "processor serving"
     );
+    Ok(RunningService {
+        health_address,
+        health,
+        stop,
+        workers,
+        health_server,
+        shutdown_grace: config.processor.shutdown_grace,
+    })
+}
 
-    shutdown.await;
-    tracing::info!(
-        grace_secs = config.processor.shutdown_grace.as_secs(),
-        "shutting down: finishing in-flight work"
-    );
-    // Receivers may all be gone already if every worker ended; nothing to signal then.
-    let _ = stop.send(true);
-    let mut summary = ServeSummary {
-        workers_finished: 0,
-        workers_aborted: 0,
-    };
-    let deadline = tokio::time::Instant::now() + config.processor.shutdown_grace;
-    while !workers.is_empty() {
-        match tokio::time::timeout_at(deadline, workers.join_next()).await {
-            Ok(Some(_)) => summary.workers_finished += 1,
-            Ok(None) => break,
-            Err(_) => {
-                summary.workers_aborted = workers.len();
-                workers.abort_all();
-                break;
+impl RunningService {
+    /// Stops receiving, lets in-flight work finish within the grace period, and stops
+    /// the workers still busy after it (their messages come back after their visibility
+    /// timeout; nothing of theirs was committed or deleted).
+    pub async fn shutdown(mut self) -> ServeSummary {
+        tracing::info!(
+            grace_secs = self.shutdown_grace.as_secs(),
+            "shutting down: finishing in-flight work"
+        );
+        self.health.set_stopping();
+        // The receivers are gone only if every worker already ended; nothing to signal then.
+        let _ = self.stop.send(true);
+        let mut summary = ServeSummary {
+            workers_finished: 0,
+            workers_aborted: 0,
+        };
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        while !self.workers.is_empty() {
+            match tokio::time::timeout_at(deadline, self.workers.join_next()).await {
+                Ok(Some(_)) => summary.workers_finished += 1,
+                Ok(None) => break,
+                Err(_) => {
+                    summary.workers_aborted = self.workers.len();
+                    self.workers.abort_all();
+                    break;
+                }
             }
         }
+        if let Some(server) = self.health_server.take() {
+            server.abort();
+        }
+        tracing::info!(?summary, "processor stopped");
+        summary
     }
-    tracing::info!(?summary, "processor stopped");
-    Ok(summary)
 }

@@ -19,6 +19,7 @@ use shared::envelope::FileItem;
 use shared::envelope::{EnvelopeError, RecordsItem, RecordsPayload, WorkItem};
 use shared::error::{Classify, Retryability};
 use shared::queue::{OutgoingMessage, ReceivedMessage, WorkQueue};
+use shared::telemetry::{UNKNOWN_DATASET, names, outcome};
 use tokio::sync::{mpsc, watch};
 
 use crate::objects::ObjectStores;
@@ -508,9 +509,13 @@ impl Worker {
             return;
         }
         let messages: Vec<&ReceivedMessage> = batch.items.iter().map(|(m, _, _)| m).collect();
+        let started = std::time::Instant::now();
         let result = self
             .load_many(batch.items.iter().map(|(_, item, _)| item))
             .await;
+        if let (Ok(report), Some((_, item, _))) = (&result, batch.items.first()) {
+            self.record_load(item.dataset(), report, started.elapsed());
+        }
         for (_, _, heartbeat) in &batch.items {
             heartbeat.abort();
         }
@@ -560,11 +565,14 @@ impl Worker {
             Ok(item) => item,
             Err(err) => return self.dead_letter(message, None, &err.to_string()).await,
         };
+        let dataset = self.dataset_label(item.dataset());
         let heartbeat = self.start_heartbeat(message.receipt_handle.clone());
+        let started = std::time::Instant::now();
         let result = self.load(&item).await;
         heartbeat.abort();
         match result {
             Ok(report) => {
+                self.record_load(item.dataset(), &report, started.elapsed());
                 let deleted = self
                     .queue
                     .delete(std::slice::from_ref(&message.receipt_handle))
@@ -585,6 +593,7 @@ impl Worker {
                     tracing::warn!(error = %release, "could not set the retry backoff");
                 }
                 tracing::warn!(error = %err, retry_in_secs = retry_in.as_secs(), "retryable failure; message released");
+                metrics::counter!(names::WORK_ITEMS_PROCESSED_TOTAL, "dataset" => dataset, "outcome" => outcome::RETRIED).increment(1);
                 Outcome::Released {
                     reason: err.to_string(),
                     retry_in,
@@ -595,6 +604,28 @@ impl Worker {
                     .await
             }
         }
+    }
+
+    /// The `dataset` metric label: a catalog name, never a name taken from a message.
+    fn dataset_label(&self, name: &str) -> String {
+        match self.pipeline.catalog().get(name) {
+            Some(dataset) => dataset.name.clone(),
+            None => UNKNOWN_DATASET.to_owned(),
+        }
+    }
+
+    fn record_load(&self, dataset: &str, report: &LoadReport, elapsed: Duration) {
+        let dataset = self.dataset_label(dataset);
+        metrics::counter!(names::WORK_ITEMS_PROCESSED_TOTAL, "dataset" => dataset.clone(), "outcome" => outcome::LOADED)
+            .increment(report.items_loaded as u64);
+        metrics::counter!(names::WORK_ITEMS_PROCESSED_TOTAL, "dataset" => dataset.clone(), "outcome" => outcome::DUPLICATE)
+            .increment(report.items_skipped as u64);
+        metrics::counter!(names::ROWS_LOADED_TOTAL, "dataset" => dataset.clone())
+            .increment(report.rows_staged);
+        metrics::counter!(names::ROWS_REJECTED_TOTAL, "dataset" => dataset.clone())
+            .increment(report.rows_rejected);
+        metrics::histogram!(names::LOAD_DURATION_SECONDS, "dataset" => dataset)
+            .record(elapsed.as_secs_f64());
     }
 
     async fn load(&self, item: &WorkItem) -> Result<LoadReport, ProcessError> {
@@ -608,8 +639,11 @@ impl Worker {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                if let Err(err) = queue.extend_visibility(&receipt_handle, timeout).await {
-                    tracing::warn!(error = %err, "heartbeat failed to extend visibility");
+                match queue.extend_visibility(&receipt_handle, timeout).await {
+                    Ok(()) => metrics::counter!(names::HEARTBEAT_EXTENSIONS_TOTAL).increment(1),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "heartbeat failed to extend visibility")
+                    }
                 }
             }
         })
@@ -622,6 +656,8 @@ impl Worker {
         reason: &str,
     ) -> Outcome {
         tracing::error!(message_id = %message.message_id, reason, "permanent failure");
+        let label = self.dataset_label(dataset.unwrap_or_default());
+        metrics::counter!(names::WORK_ITEMS_PROCESSED_TOTAL, "dataset" => label, "outcome" => outcome::DEAD_LETTERED).increment(1);
         let Some(dead_letter) = &self.dead_letter else {
             // Without a DLQ of our own the queue's redrive policy moves it after
             // maxReceiveCount receives; make it visible again now.

@@ -379,6 +379,51 @@ async fn a_failed_load_leaves_nothing_behind_and_can_be_retried() {
 }
 
 #[tokio::test]
+async fn a_closed_connection_costs_one_retry_not_the_worker() {
+    let schema = unique("reconnect");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "\"order_id\"");
+    let application = unique("reconnect_test");
+    let url = format!("{}?application_name={application}", postgres_url());
+    let warehouse = PostgresWarehouse::connect(&url, &platform)
+        .await
+        .expect("connect");
+    warehouse.ensure_platform_tables().await.expect("tables");
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+    // What a server restart or failover does to an open session.
+    let terminated = count(
+        &client,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{application}'"
+        ),
+    )
+    .await;
+    assert_eq!(terminated, 1);
+
+    let items = [item(1, 1, &[(1, "placed", 1)])];
+    let schema_ref = load_schema();
+    let load = || warehouse.load_rows(&dataset, &schema_ref, &items);
+    let mut failures = 0;
+    let report = loop {
+        match load().await {
+            Ok(report) => break report,
+            Err(err) => {
+                assert!(err.is_retryable(), "{err}");
+                failures += 1;
+                assert!(failures < 2, "still failing after reconnecting: {err}");
+            }
+        }
+    };
+    assert_eq!(report.rows_written, 1);
+    warehouse.ping().await.expect("connected again");
+    assert_eq!(rows(&client, &schema).await, owned(&[(1, "placed")]));
+}
+
+#[tokio::test]
 async fn concurrent_loads_of_the_same_item_write_it_once() {
     let schema = unique("race");
     let platform = unique("platform");

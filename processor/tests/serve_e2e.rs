@@ -1,6 +1,7 @@
 //! `processor serve` end to end: objects in the emulator's S3, work items on its SQS,
 //! rows in PostgreSQL. Duplicate deliveries load once; bad rows land in the rejects table;
-//! an undecodable message goes to the dead-letter queue at once with its reason.
+//! an undecodable message goes to the dead-letter queue at once with its reason; the
+//! health endpoint reports live and ready, and `/metrics` counts exactly what happened.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use shared::envelope::{
 };
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url,
-    queue_depth, unique_name, upload_file,
+    TestSchemas, aws_endpoint, clients, create_queue_with_dlq, eventually, http_get, metric_value,
+    postgres_url, queue_depth, unique_name, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -142,19 +143,29 @@ url = "{warehouse}"
 workers = 2
 platform_schema = "{platform}"
 shutdown_grace_secs = 10
+health_address = "127.0.0.1:0"
 "#,
         endpoint = aws_endpoint(),
         warehouse = postgres_url(),
     );
     let config =
         PlatformConfig::from_toml(&config_text, "test config", Vec::new()).expect("valid config");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        processor::service::serve(&config, catalog, async {
-            let _ = stopped.await;
-        })
+    let service = processor::service::start(&config, catalog)
         .await
-    });
+        .expect("start");
+    let health = service.health_address.expect("health endpoint bound");
+    let (status, body) = http_get(health, "/healthz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "live: 2 worker(s) running\n")
+    );
+    let (status, body) = http_get(health, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "queue": "ok", "warehouse": "ok"})
+    );
 
     let client = pg().await;
     let items_table = format!("{sales}.order_items");
@@ -170,12 +181,69 @@ shutdown_grace_secs = 10
         },
     )
     .await;
-    stop.send(()).expect("service still running");
-    let summary = tokio::time::timeout(Duration::from_secs(30), service)
+    // The dead-lettered message is counted before the queue drains; the loads are
+    // counted right after their commit, so wait for the numbers to settle.
+    let dead_lettered = [("dataset", "(unknown)"), ("outcome", "dead_lettered")];
+    let metrics = eventually(
+        "the metrics to count every item",
+        Duration::from_secs(10),
+        || async {
+            let (status, text) = http_get(health, "/metrics").await;
+            assert_eq!(status, 200);
+            let items = |dataset: &str, outcome: &str| {
+                metric_value(
+                    &text,
+                    "ingest_work_items_processed_total",
+                    &[("dataset", dataset), ("outcome", outcome)],
+                )
+            };
+            let done = items("order_items", "loaded")
+                + items("order_items", "duplicate")
+                + items("order_status_events", "loaded")
+                + metric_value(&text, "ingest_work_items_processed_total", &dead_lettered);
+            (done == 4.0).then_some(text)
+        },
+    )
+    .await;
+    let items = |dataset: &str, outcome: &str| {
+        metric_value(
+            &metrics,
+            "ingest_work_items_processed_total",
+            &[("dataset", dataset), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(items("order_items", "loaded"), 1.0, "{metrics}");
+    assert_eq!(items("order_items", "duplicate"), 1.0, "{metrics}");
+    assert_eq!(items("order_status_events", "loaded"), 1.0, "{metrics}");
+    let rows = |name: &str, dataset: &str| metric_value(&metrics, name, &[("dataset", dataset)]);
+    assert_eq!(
+        rows("ingest_rows_loaded_total", "order_items"),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        rows("ingest_rows_rejected_total", "order_items"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        rows("ingest_rows_loaded_total", "order_status_events"),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        rows("ingest_rows_rejected_total", "order_status_events"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE ingest_load_duration_seconds histogram"),
+        "{metrics}"
+    );
+
+    let summary = tokio::time::timeout(Duration::from_secs(30), service.shutdown())
         .await
-        .expect("stops within the grace period")
-        .expect("task")
-        .expect("serve");
+        .expect("stops within the grace period");
     assert_eq!((summary.workers_finished, summary.workers_aborted), (2, 0));
 
     let rows: Vec<(i64, i32, String, String)> = client

@@ -32,6 +32,9 @@ struct Slow {
 
 #[async_trait]
 impl Warehouse for Slow {
+    async fn ping(&self) -> Result<(), WarehouseError> {
+        self.inner.ping().await
+    }
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
         self.inner.ensure_platform_tables().await
     }

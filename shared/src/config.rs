@@ -93,6 +93,9 @@ pub struct ProcessorSettings {
     pub batch_max_bytes: usize,
     /// or its first item has waited this long.
     pub batch_max_wait: Duration,
+    /// Where liveness (`/healthz`), readiness (`/readyz`) and Prometheus metrics
+    /// (`/metrics`) are served; `None` (config value `"off"`) serves nothing.
+    pub health_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for ProcessorSettings {
@@ -106,6 +109,7 @@ impl Default for ProcessorSettings {
             batch_max_rows: 10_000,
             batch_max_bytes: 8 * 1024 * 1024,
             batch_max_wait: Duration::from_secs(1),
+            health_address: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
         }
     }
 }
@@ -481,6 +485,17 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         if let Some(ms) = section.integer_in("batch_max_wait_ms", 0..=300_000, issues) {
             processor.batch_max_wait = Duration::from_millis(ms.unsigned_abs());
         }
+        match section.string("health_address", issues) {
+            Some("off") => processor.health_address = None,
+            Some(text) => match text.parse() {
+                Ok(address) => processor.health_address = Some(address),
+                Err(_) => issues.push(
+                    section.path_of("health_address"),
+                    format!("{text:?} is not an address like 0.0.0.0:8080 (or \"off\")"),
+                ),
+            },
+            None => {}
+        }
         section.finish(issues);
     }
 
@@ -662,6 +677,36 @@ log_format = "xml"
                 "telemetry.log_format: unknown log format \"xml\"; expected json or text",
                 "colour: unknown field; expected one of: aws, catalog, processor, queue, telemetry, warehouse",
             ]
+        );
+    }
+
+    #[test]
+    fn the_health_address_can_be_moved_or_turned_off() {
+        let config = PlatformConfig::from_toml("", "test", env(&[])).expect("valid");
+        assert_eq!(
+            config.processor.health_address,
+            Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080)))
+        );
+        let moved = PlatformConfig::from_toml(
+            "[processor]\nhealth_address = \"127.0.0.1:9100\"\n",
+            "test",
+            env(&[]),
+        )
+        .expect("valid");
+        assert_eq!(
+            moved.processor.health_address,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        let off = PlatformConfig::from_toml(
+            "",
+            "test",
+            env(&[("INGEST_PROCESSOR__HEALTH_ADDRESS", "off")]),
+        )
+        .expect("valid");
+        assert_eq!(off.processor.health_address, None);
+        assert_eq!(
+            issues_of("[processor]\nhealth_address = \"8080\"\n", &[]),
+            ["processor.health_address: \"8080\" is not an address like 0.0.0.0:8080 (or \"off\")"]
         );
     }
 

@@ -61,7 +61,28 @@ pub mod names {
     pub const STREAM_RECORDS_PUT_TOTAL: &str = "ingest_stream_records_put_total";
     pub const STREAM_RECORDS_PUT_FAILED_TOTAL: &str = "ingest_stream_records_put_failed_total";
     pub const BATCH_ENTRY_RETRIES_TOTAL: &str = "ingest_batch_entry_retries_total";
+    pub const WORK_ITEMS_PROCESSED_TOTAL: &str = "ingest_work_items_processed_total";
+    pub const ROWS_LOADED_TOTAL: &str = "ingest_rows_loaded_total";
+    pub const ROWS_REJECTED_TOTAL: &str = "ingest_rows_rejected_total";
+    pub const LOAD_DURATION_SECONDS: &str = "ingest_load_duration_seconds";
+    pub const HEARTBEAT_EXTENSIONS_TOTAL: &str = "ingest_heartbeat_extensions_total";
 }
+
+/// Values of the `outcome` label of [`names::WORK_ITEMS_PROCESSED_TOTAL`].
+pub mod outcome {
+    /// Rows committed, message deleted.
+    pub const LOADED: &str = "loaded";
+    /// The ledger already held the item's key: a duplicate delivery, nothing loaded.
+    pub const DUPLICATE: &str = "duplicate";
+    /// A retryable failure: released with a backoff.
+    pub const RETRIED: &str = "retried";
+    /// A permanent failure: sent to the dead-letter queue with its reason.
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+}
+
+/// The `dataset` label of an item whose dataset is not in the catalog: names from
+/// messages are not trusted as label values (they would be unbounded).
+pub const UNKNOWN_DATASET: &str = "(unknown)";
 
 /// Every metric the platform may emit.
 pub const METRICS: &[MetricSpec] = &[
@@ -100,6 +121,36 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &["operation"],
         help: "Entries of batch calls retried after a per-entry failure.",
+    },
+    MetricSpec {
+        name: names::WORK_ITEMS_PROCESSED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["dataset", "outcome"],
+        help: "Work items the processor finished with: loaded, duplicate (skipped by the ledger), retried or dead_lettered.",
+    },
+    MetricSpec {
+        name: names::ROWS_LOADED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["dataset"],
+        help: "Rows committed to the warehouse (staged rows of newly loaded items).",
+    },
+    MetricSpec {
+        name: names::ROWS_REJECTED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["dataset"],
+        help: "Rows written to the rejects table.",
+    },
+    MetricSpec {
+        name: names::LOAD_DURATION_SECONDS,
+        kind: MetricKind::Histogram,
+        labels: &["dataset"],
+        help: "Time from the start of a load (one item or a micro-batch) to its commit.",
+    },
+    MetricSpec {
+        name: names::HEARTBEAT_EXTENSIONS_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Visibility-timeout extensions of messages being worked on.",
     },
 ];
 

@@ -183,6 +183,9 @@ impl Classify for WarehouseError {
 /// What the processor needs from a warehouse.
 #[async_trait]
 pub trait Warehouse: Send + Sync + std::fmt::Debug {
+    /// Checks that the warehouse answers (readiness).
+    async fn ping(&self) -> Result<(), WarehouseError>;
+
     /// Creates the ledger and rejects tables if missing.
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError>;
 

@@ -25,6 +25,7 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// A PostgreSQL warehouse over one connection (one per worker).
 #[derive(Debug)]
 pub struct PostgresWarehouse {
+    url: shared::config::Secret,
     client: Mutex<Client>,
     platform_schema: String,
 }
@@ -65,6 +66,23 @@ fn statement_error<'a>(
     }
 }
 
+async fn open(url: &str) -> Result<Client, WarehouseError> {
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(|err| WarehouseError::Connect {
+                url: redact_url(url),
+                reason: describe(&err),
+                retryable: is_retryable(&err),
+            })?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(error = %err, "warehouse connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// The warehouse columns of a load schema.
 pub fn column_defs(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, WarehouseError> {
     schema
@@ -100,23 +118,22 @@ pub fn merge_keys(dataset: &Dataset) -> Vec<String> {
 impl PostgresWarehouse {
     /// Connects; `platform_schema` holds the ledger and rejects tables.
     pub async fn connect(url: &str, platform_schema: &str) -> Result<Self, WarehouseError> {
-        let (client, connection) =
-            tokio_postgres::connect(url, NoTls)
-                .await
-                .map_err(|err| WarehouseError::Connect {
-                    url: redact_url(url),
-                    reason: describe(&err),
-                    retryable: is_retryable(&err),
-                })?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(error = %err, "warehouse connection ended");
-            }
-        });
         Ok(Self {
-            client: Mutex::new(client),
+            client: Mutex::new(open(url).await?),
+            url: shared::config::Secret::new(url),
             platform_schema: platform_schema.to_owned(),
         })
+    }
+
+    /// The connection, opened again first if the server closed it (a restart, a failover,
+    /// an idle timeout), so one lost connection costs one retry, not the worker.
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, WarehouseError> {
+        let mut client = self.client.lock().await;
+        if client.is_closed() {
+            tracing::info!("warehouse connection was closed; reconnecting");
+            *client = open(self.url.expose()).await?;
+        }
+        Ok(client)
     }
 
     /// Runs DDL in one transaction under a cluster-wide advisory lock: concurrent
@@ -127,7 +144,7 @@ impl PostgresWarehouse {
         action: &'static str,
         statements: &[String],
     ) -> Result<(), WarehouseError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = client
             .transaction()
             .await
@@ -157,6 +174,15 @@ impl PostgresWarehouse {
 
 #[async_trait]
 impl Warehouse for PostgresWarehouse {
+    async fn ping(&self) -> Result<(), WarehouseError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(statement_error("(platform)", "checking the connection"))
+    }
+
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
         let statements = sql::platform_tables(&self.platform_schema, "text", "timestamptz");
         self.run_ddl(
@@ -200,7 +226,7 @@ impl Warehouse for PostgresWarehouse {
     ) -> Result<LoadReport, WarehouseError> {
         let name = dataset.name.as_str();
         let columns = column_defs(name, schema)?;
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = client
             .transaction()
             .await
