@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use processor::objects::S3Stores;
+use processor::redrive::{RedriveOptions, RedriveOutcome, redrive};
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{ItemSource, LoadReport, Warehouse, WarehouseError};
 use processor::worker::{
@@ -56,12 +57,29 @@ impl Warehouse for Slow {
     }
 }
 
+/// The pipeline of the example catalog, with `order_items` given a reject limit.
+async fn pipeline(catalog_text: &str, reject_limit: Option<u64>) -> Arc<Pipeline> {
+    let mut text = catalog_text.to_owned();
+    if let Some(limit) = reject_limit {
+        text = text.replace(
+            "key = [\"order_id\", \"line_number\"]",
+            &format!("key = [\"order_id\", \"line_number\"]\nreject_limit = {limit}"),
+        );
+    }
+    let catalog = Arc::new(Catalog::from_toml(&text, "test").expect("valid"));
+    let sdk_config = load_sdk_config(&emulator_settings()).await;
+    let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
+    Arc::new(Pipeline::new(catalog, stores).await.expect("plans"))
+}
+
 struct Fixture {
     clients: shared::aws::AwsClients,
     queue: Arc<SqsQueue>,
     queue_url: String,
     dead_letter: Arc<SqsQueue>,
     pipeline: Arc<Pipeline>,
+    /// The catalog as the fixture's pipeline was built from it, retargeted to its schemas.
+    catalog_text: String,
     bucket: String,
     sales: String,
     events: String,
@@ -72,21 +90,9 @@ impl Fixture {
     async fn new(reject_limit: Option<u64>) -> Self {
         let clients = clients().await;
         let schemas = TestSchemas::new();
-        let mut catalog_text = schemas.retarget(CATALOG);
-        if let Some(limit) = reject_limit {
-            catalog_text = catalog_text.replace(
-                "key = [\"order_id\", \"line_number\"]",
-                &format!("key = [\"order_id\", \"line_number\"]\nreject_limit = {limit}"),
-            );
-        }
-        let catalog = Arc::new(Catalog::from_toml(&catalog_text, "test").expect("valid"));
-        let sdk_config = load_sdk_config(&emulator_settings()).await;
-        let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
-        let pipeline = Arc::new(
-            Pipeline::new(Arc::clone(&catalog), stores)
-                .await
-                .expect("plans"),
-        );
+        let catalog_text = schemas.retarget(CATALOG);
+        let pipeline = pipeline(&catalog_text, reject_limit).await;
+        let catalog = pipeline.catalog();
         let setup = PostgresWarehouse::connect(&postgres_url(), &schemas.platform)
             .await
             .expect("connect");
@@ -122,6 +128,7 @@ impl Fixture {
             clients,
             queue_url,
             pipeline,
+            catalog_text,
             bucket,
             sales: schemas.sales,
             events: schemas.events,
@@ -158,10 +165,19 @@ impl Fixture {
     }
 
     fn worker(&self, warehouse: Arc<dyn Warehouse>, visibility: Duration) -> Worker {
+        self.worker_with(Arc::clone(&self.pipeline), warehouse, visibility)
+    }
+
+    fn worker_with(
+        &self,
+        pipeline: Arc<Pipeline>,
+        warehouse: Arc<dyn Warehouse>,
+        visibility: Duration,
+    ) -> Worker {
         Worker {
             queue: self.queue.clone(),
             dead_letter: Some(self.dead_letter.clone()),
-            pipeline: Arc::clone(&self.pipeline),
+            pipeline,
             warehouse,
             settings: WorkerSettings {
                 wait_time: Duration::from_secs(1),
@@ -429,6 +445,109 @@ async fn a_file_over_its_reject_limit_goes_to_the_dlq_with_the_reasons() {
     assert_eq!(
         dead[0].attributes.get("ingest_dataset").map(String::as_str),
         Some("order_items")
+    );
+}
+
+#[tokio::test]
+async fn a_redriven_item_loads_exactly_once_after_its_cause_is_fixed() {
+    let fixture = Fixture::new(Some(3)).await;
+    let item = fixture
+        .upload_items_csv("landing/order_items/dirty again.csv", 40, Some(5))
+        .await;
+    let body = item.to_json(MessageSizeLimit::default()).expect("json");
+    assert!(
+        fixture
+            .queue
+            .send(&[body.clone().into()])
+            .await
+            .all_succeeded()
+    );
+    let warehouse: Arc<dyn Warehouse> = Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+    );
+    let receive = || async {
+        fixture
+            .queue
+            .receive(1, Duration::from_secs(5), Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .pop()
+            .expect("one message")
+    };
+    let strict = fixture.worker(Arc::clone(&warehouse), Duration::from_secs(30));
+    let outcome = strict.handle(&receive().await).await;
+    assert!(
+        matches!(outcome, Outcome::DeadLettered { .. }),
+        "{outcome:?}"
+    );
+
+    // The operator raises the limit (a catalog change and a restart), then redrives.
+    let fixed = fixture.worker_with(
+        pipeline(&fixture.catalog_text, Some(10)).await,
+        warehouse,
+        Duration::from_secs(30),
+    );
+    let outcome = redrive(
+        &fixture.dead_letter,
+        &fixture.queue,
+        RedriveOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .expect("redrive");
+    assert_eq!(
+        outcome,
+        RedriveOutcome::Moved {
+            moved: 1,
+            failed: 0
+        }
+    );
+    let outcome = fixed.handle(&receive().await).await;
+    let Outcome::Done(report) = outcome else {
+        panic!("expected a load, got {outcome:?}");
+    };
+    assert_eq!(
+        (
+            report.items_loaded,
+            report.rows_staged,
+            report.rows_rejected
+        ),
+        (1, 32, 8)
+    );
+
+    // A second redrive of the same item (say the first delete was lost) loads nothing more.
+    assert!(
+        fixture
+            .dead_letter
+            .send(&[body.into()])
+            .await
+            .all_succeeded()
+    );
+    redrive(
+        &fixture.dead_letter,
+        &fixture.queue,
+        RedriveOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .expect("redrive again");
+    let outcome = fixed.handle(&receive().await).await;
+    let Outcome::Done(report) = outcome else {
+        panic!("expected a skip, got {outcome:?}");
+    };
+    assert_eq!((report.items_loaded, report.items_skipped), (0, 1));
+
+    let sales = format!("SELECT count(*) FROM {}.order_items", fixture.sales);
+    assert_eq!(fixture.count(&sales).await, 32);
+    let rejects = format!("SELECT count(*) FROM {}.rejects", fixture.platform);
+    assert_eq!(fixture.count(&rejects).await, 8);
+    let ledger = format!("SELECT count(*) FROM {}.load_ledger", fixture.platform);
+    assert_eq!(fixture.count(&ledger).await, 1);
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
     );
 }
 
