@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use crate::health::{self, Health, HealthError, QueueCheck, WarehouseCheck};
 use crate::objects::S3Stores;
 use crate::transform::TransformError;
-use crate::warehouse::postgres::PostgresWarehouse;
-use crate::warehouse::{Warehouse, WarehouseError};
+use crate::warehouse::connection::Connector;
+use crate::warehouse::{self, WarehouseError};
 use crate::worker::{BatchSettings, Pipeline, Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -96,12 +96,14 @@ pub async fn start(
         )) as Arc<dyn WorkQueue>
     });
     let stores = Arc::new(S3Stores::new(&sdk_config, &config.aws));
-    let pipeline = Arc::new(Pipeline::new(Arc::clone(&catalog), stores).await?);
+    let pipeline = Arc::new(Pipeline::new(Arc::clone(&catalog), stores.clone()).await?);
 
-    let url = warehouse_settings.url.expose();
+    let connector = Connector::new(&warehouse_settings.tls)?;
     let schema = &config.processor.platform_schema;
+    let connect =
+        async || warehouse::connect(warehouse_settings, &connector, stores.as_ref(), schema).await;
     // This connection creates the tables, then answers readiness checks.
-    let control = Arc::new(PostgresWarehouse::connect(url, schema).await?);
+    let control = connect().await?;
     control.ensure_platform_tables().await?;
     for dataset in catalog.datasets() {
         if let Some(load_schema) = pipeline.load_schema(&dataset.name) {
@@ -128,7 +130,7 @@ pub async fn start(
             queue: Arc::clone(&queue),
             dead_letter: dead_letter.clone(),
             pipeline: Arc::clone(&pipeline),
-            warehouse: Arc::new(PostgresWarehouse::connect(url, schema).await?),
+            warehouse: connect().await?,
             settings,
             batching: BatchSettings {
                 max_rows: config.processor.batch_max_rows,

@@ -141,15 +141,57 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Which warehouse the processor loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarehouseKind {
+    /// PostgreSQL: binary `COPY FROM STDIN` (tests, self-hosted).
+    Postgres,
+    /// Amazon Redshift: Parquet staged in S3, `COPY … FORMAT AS PARQUET`.
+    Redshift(RedshiftSettings),
+}
+
+/// How the warehouse connection is protected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (a local PostgreSQL).
+    Disable,
+    /// TLS with the server certificate checked against the system's roots plus
+    /// `ca_file`, and the host name checked against the certificate.
+    VerifyFull { ca_file: Option<PathBuf> },
+}
+
+/// Redshift's staging of rows in S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedshiftSettings {
+    /// The role Redshift assumes to read the staged files (`COPY … IAM_ROLE`).
+    pub iam_role: String,
+    /// Bucket and prefix (ending in `/`) of the staged Parquet files.
+    pub staging_bucket: String,
+    pub staging_prefix: String,
+    /// Files per load: a multiple of the cluster's slices, so COPY reads them in parallel.
+    pub staging_files: usize,
+}
+
 /// The warehouse connection.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WarehouseSettings {
     /// `postgres://user:password@host:port/db` (PostgreSQL or Redshift's PostgreSQL
-    /// protocol). Holds the password, so it is only shown redacted.
+    /// protocol), with `warehouse.password` merged in. Only shown redacted.
     pub url: Secret,
+    pub kind: WarehouseKind,
+    pub tls: TlsMode,
 }
 
 impl WarehouseSettings {
+    /// Plain PostgreSQL without TLS (tests, local use).
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::new(url),
+            kind: WarehouseKind::Postgres,
+            tls: TlsMode::Disable,
+        }
+    }
+
     /// The URL with its password replaced by `***`, for logs and error messages.
     pub fn redacted_url(&self) -> String {
         redact_url(self.url.expose())
@@ -160,6 +202,8 @@ impl fmt::Debug for WarehouseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WarehouseSettings")
             .field("url", &self.redacted_url())
+            .field("kind", &self.kind)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -345,6 +389,190 @@ fn seconds(value: i64) -> Duration {
     Duration::from_secs(value.unsigned_abs())
 }
 
+/// Redshift's default: 4 files per load suit the smallest clusters (2 slices per node on
+/// ra3.large, 2 nodes) and are a multiple of common slice counts.
+pub const DEFAULT_STAGING_FILES: usize = 4;
+
+fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<WarehouseSettings> {
+    let mut url = section.required_string("url", issues).and_then(|text| {
+        match url::Url::parse(text) {
+            Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => Some(parsed),
+            Ok(parsed) => {
+                issues.push(
+                    section.path_of("url"),
+                    format!(
+                        "unsupported scheme {:?}; expected postgres://",
+                        parsed.scheme()
+                    ),
+                );
+                None
+            }
+            // The text may hold a password: never echo it.
+            Err(err) => {
+                issues.push(section.path_of("url"), format!("not a valid URL ({err})"));
+                None
+            }
+        }
+    });
+    // A separate password lets ECS inject it from Secrets Manager as
+    // INGEST_WAREHOUSE__PASSWORD while the URL stays in the config file.
+    if let Some(password) = section.string("password", issues)
+        && let Some(parsed) = url.as_mut()
+        && parsed.set_password(Some(password)).is_err()
+    {
+        issues.push(
+            section.path_of("password"),
+            "the URL cannot carry a password (no host?)",
+        );
+    }
+    let kind = match section.string("kind", issues).unwrap_or("postgres") {
+        "postgres" => Some(WarehouseKind::Postgres),
+        "redshift" => read_redshift(&mut section, issues).map(WarehouseKind::Redshift),
+        other => {
+            issues.push(
+                section.path_of("kind"),
+                format!("unknown warehouse kind {other:?}; expected postgres or redshift"),
+            );
+            None
+        }
+    };
+    let ca_file = section.string("tls_ca_file", issues).map(PathBuf::from);
+    let default_tls = if matches!(kind, Some(WarehouseKind::Redshift(_))) {
+        "verify-full"
+    } else {
+        "disable"
+    };
+    let tls = match section.string("tls", issues).unwrap_or(default_tls) {
+        "disable" => {
+            if ca_file.is_some() {
+                issues.push(
+                    section.path_of("tls_ca_file"),
+                    "set, but tls is \"disable\"",
+                );
+            }
+            Some(TlsMode::Disable)
+        }
+        "verify-full" => Some(TlsMode::VerifyFull { ca_file }),
+        other => {
+            issues.push(
+                section.path_of("tls"),
+                format!("unknown TLS mode {other:?}; expected verify-full or disable"),
+            );
+            None
+        }
+    };
+    section.finish(issues);
+    Some(WarehouseSettings {
+        url: Secret::new(url?.to_string()),
+        kind: kind?,
+        tls: tls?,
+    })
+}
+
+fn read_redshift(section: &mut Fields<'_>, issues: &mut Issues) -> Option<RedshiftSettings> {
+    let Some(mut redshift) = section.table("redshift", issues) else {
+        issues.push(
+            section.path_of("redshift"),
+            "required when kind is \"redshift\" (iam_role, staging)",
+        );
+        return None;
+    };
+    let iam_role =
+        redshift
+            .required_string("iam_role", issues)
+            .and_then(|role| {
+                if is_iam_role_arn(role) {
+                    Some(role.to_owned())
+                } else {
+                    issues.push(
+                redshift.path_of("iam_role"),
+                format!("{role:?} is not an IAM role ARN like arn:aws:iam::123456789012:role/name"),
+            );
+                    None
+                }
+            });
+    let staging = redshift
+        .required_string("staging", issues)
+        .and_then(|text| match parse_staging_url(text) {
+            Ok(location) => Some(location),
+            Err(message) => {
+                issues.push(redshift.path_of("staging"), message);
+                None
+            }
+        });
+    let staging_files = redshift
+        .integer_in("staging_files", 1..=1024, issues)
+        .map_or(DEFAULT_STAGING_FILES, |n| {
+            usize::try_from(n).expect("range checked")
+        });
+    redshift.finish(issues);
+    let (staging_bucket, staging_prefix) = staging?;
+    Some(RedshiftSettings {
+        iam_role: iam_role?,
+        staging_bucket,
+        staging_prefix,
+        staging_files,
+    })
+}
+
+/// The role ARN goes into COPY's SQL text (COPY takes no bind parameters), so only the
+/// characters IAM allows in a role ARN pass, and never a quote.
+fn is_iam_role_arn(text: &str) -> bool {
+    let mut parts = text.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    partition.starts_with("aws")
+        && partition
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '-')
+        && account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit())
+        && resource.strip_prefix("role/").is_some_and(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c))
+        })
+}
+
+/// `s3://bucket/prefix/` → bucket and prefix (with a trailing `/`). The location goes into
+/// COPY's SQL text, so the prefix is held to characters that need no quoting.
+fn parse_staging_url(text: &str) -> Result<(String, String), String> {
+    let Some(rest) = text.strip_prefix("s3://") else {
+        return Err(format!("{text:?} is not an s3://bucket/prefix/ URL"));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !bucket_ok {
+        return Err(format!("{bucket:?} is not a valid S3 bucket name"));
+    }
+    if !prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./=".contains(c))
+    {
+        return Err(format!(
+            "staging prefix {prefix:?} may only hold letters, digits and - _ . / ="
+        ));
+    }
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_owned(), prefix))
+}
+
 fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
     let mut root = Fields::new("", document);
     let mut aws = AwsSettings::default();
@@ -429,32 +657,9 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         path
     });
 
-    let warehouse = root.table("warehouse", issues).and_then(|mut section| {
-        let url = section.required_string("url", issues).and_then(|text| {
-            match url::Url::parse(text) {
-                Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
-                    Some(Secret::new(text))
-                }
-                Ok(parsed) => {
-                    issues.push(
-                        section.path_of("url"),
-                        format!(
-                            "unsupported scheme {:?}; expected postgres://",
-                            parsed.scheme()
-                        ),
-                    );
-                    None
-                }
-                // The text may hold a password: never echo it.
-                Err(err) => {
-                    issues.push(section.path_of("url"), format!("not a valid URL ({err})"));
-                    None
-                }
-            }
-        });
-        section.finish(issues);
-        Some(WarehouseSettings { url: url? })
-    });
+    let warehouse = root
+        .table("warehouse", issues)
+        .and_then(|section| read_warehouse(section, issues));
 
     let mut processor = ProcessorSettings::default();
     if let Some(mut section) = root.table("processor", issues) {
@@ -743,5 +948,84 @@ log_format = "xml"
             .expect_err("invalid")
             .to_string();
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn redshift_settings_are_read_with_secure_defaults() {
+        let text = r#"
+[warehouse]
+kind = "redshift"
+url = "postgres://loader@analytics.abc123.eu-west-1.redshift.amazonaws.com:5439/dev"
+
+[warehouse.redshift]
+iam_role = "arn:aws:iam::123456789012:role/redshift-copy"
+staging = "s3://ingest-staging/loads"
+"#;
+        // ECS injects the password from Secrets Manager as an environment variable.
+        let config = PlatformConfig::from_toml(
+            text,
+            "test",
+            env(&[("INGEST_WAREHOUSE__PASSWORD", "s3cr3t/p@ss")]),
+        )
+        .expect("valid");
+        let warehouse = config.warehouse.expect("warehouse");
+        assert_eq!(
+            warehouse.kind,
+            WarehouseKind::Redshift(RedshiftSettings {
+                iam_role: "arn:aws:iam::123456789012:role/redshift-copy".into(),
+                staging_bucket: "ingest-staging".into(),
+                staging_prefix: "loads/".into(),
+                staging_files: DEFAULT_STAGING_FILES,
+            })
+        );
+        assert_eq!(warehouse.tls, TlsMode::VerifyFull { ca_file: None });
+        let url = url::Url::parse(warehouse.url.expose()).expect("url");
+        assert_eq!(url.password(), Some("s3cr3t%2Fp%40ss"), "merged, escaped");
+        assert!(!format!("{warehouse:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn redshift_problems_are_all_listed() {
+        let text = r#"
+[warehouse]
+kind = "redshift"
+url = "postgres://loader@cluster:5439/dev"
+tls = "disable"
+tls_ca_file = "/etc/ca.pem"
+
+[warehouse.redshift]
+iam_role = "arn:aws:iam::123:role/x' ; DROP TABLE t; --"
+staging = "s3://Bad_Bucket/p"
+staging_files = 0
+"#;
+        assert_eq!(
+            issues_of(text, &[]),
+            [
+                "warehouse.redshift.iam_role: \"arn:aws:iam::123:role/x' ; DROP TABLE t; --\" is not an IAM role ARN like arn:aws:iam::123456789012:role/name",
+                "warehouse.redshift.staging: \"Bad_Bucket\" is not a valid S3 bucket name",
+                "warehouse.redshift.staging_files: 0 is out of range; expected 1 to 1024",
+                "warehouse.tls_ca_file: set, but tls is \"disable\"",
+            ]
+        );
+        assert_eq!(
+            issues_of(
+                "[warehouse]\nkind = \"redshift\"\nurl = \"postgres://h/db\"\ntls = \"prefer\"\n",
+                &[]
+            ),
+            [
+                "warehouse.redshift: required when kind is \"redshift\" (iam_role, staging)",
+                "warehouse.tls: unknown TLS mode \"prefer\"; expected verify-full or disable",
+            ]
+        );
+        assert_eq!(
+            issues_of(
+                "[warehouse]\nkind = \"mysql\"\nurl = \"postgres://h/db\"\n[warehouse.redshift]\nstaging = \"s3://ok-bucket/it's\"\n",
+                &[]
+            ),
+            [
+                "warehouse.kind: unknown warehouse kind \"mysql\"; expected postgres or redshift",
+                "warehouse.redshift: unknown field; expected one of: kind, password, tls, tls_ca_file, url",
+            ]
+        );
     }
 }

@@ -5,16 +5,33 @@
 //! the others, merges them into the target on the dataset's key (or appends rows whose
 //! lineage is new), writes their rejects and their ledger rows, and commits.
 
+pub mod connection;
 pub mod pg_binary;
 pub mod postgres;
+pub mod redshift;
 pub mod sql;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use shared::catalog::Dataset;
 use shared::envelope::IdempotencyKey;
 use shared::error::{Classify, Retryability};
+
+/// The columns rows are merged on: the dataset's key, or the lineage columns.
+pub fn merge_keys(dataset: &Dataset) -> Vec<String> {
+    if dataset.key_columns.is_empty() {
+        crate::lineage::COLUMNS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect()
+    } else {
+        dataset.key_columns.clone()
+    }
+}
 
 /// A row that could not be loaded, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +177,19 @@ pub enum WarehouseError {
     },
     #[error("dataset {dataset:?}: {reason}")]
     Schema { dataset: String, reason: String },
+    #[error("warehouse TLS set-up failed: {reason}")]
+    Tls { reason: String },
+    #[error("staging rows of dataset {dataset:?} in {location} failed: {reason}")]
+    Staging {
+        dataset: String,
+        location: String,
+        reason: String,
+        retryable: bool,
+    },
+    #[error(
+        "dataset {dataset:?}: another load committed item {key} while this one staged it; retrying skips it"
+    )]
+    ConcurrentLoad { dataset: String, key: String },
     #[error(transparent)]
     Source(SourceError),
 }
@@ -168,8 +198,12 @@ impl Classify for WarehouseError {
     fn retryability(&self) -> Retryability {
         let retryable = match self {
             WarehouseError::Connect { retryable, .. }
-            | WarehouseError::Statement { retryable, .. } => *retryable,
-            WarehouseError::Encode { .. } | WarehouseError::Schema { .. } => false,
+            | WarehouseError::Statement { retryable, .. }
+            | WarehouseError::Staging { retryable, .. } => *retryable,
+            WarehouseError::ConcurrentLoad { .. } => true,
+            WarehouseError::Encode { .. }
+            | WarehouseError::Schema { .. }
+            | WarehouseError::Tls { .. } => false,
             WarehouseError::Source(err) => err.0.is_retryable(),
         };
         if retryable {
@@ -215,4 +249,123 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         let sources = items.iter().cloned().map(ItemRows::into_source).collect();
         self.load(dataset, schema, sources).await
     }
+}
+
+/// The items of a load whose keys the ledger does not hold, each key once, and how many
+/// were skipped.
+pub(crate) fn fresh_items(items: Vec<ItemSource>, loaded: &[String]) -> (Vec<ItemSource>, usize) {
+    let count = items.len();
+    let mut seen = std::collections::HashSet::new();
+    let fresh: Vec<ItemSource> = items
+        .into_iter()
+        .filter(|item| {
+            !loaded.iter().any(|k| k == item.key.as_str()) && seen.insert(item.key.clone())
+        })
+        .collect();
+    let skipped = count - fresh.len();
+    (fresh, skipped)
+}
+
+/// The load schema plus the staging sequence column.
+pub(crate) fn with_sequence(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(sql::SEQUENCE_COLUMN, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// What draining the items of a load found, per item in load order.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub rows_per_item: Vec<i64>,
+    pub rejects_per_item: Vec<Vec<Reject>>,
+}
+
+/// Where a load writes its staged rows.
+pub(crate) trait StagedRowsSink: Send {
+    fn write(
+        &mut self,
+        batch: RecordBatch,
+    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+}
+
+/// Reads every item's rows in order and hands them to `sink` with the sequence column
+/// appended (numbered across the whole load, so the last row of a key wins), then
+/// collects each item's rejects. Both sinks stage through this.
+pub(crate) async fn drain_items(
+    dataset: &str,
+    schema: &SchemaRef,
+    items: &mut [ItemSource],
+    sink: &mut impl StagedRowsSink,
+) -> Result<Drained, WarehouseError> {
+    let staged_schema = with_sequence(schema);
+    let mut sequence: i64 = 0;
+    let mut drained = Drained::default();
+    for item in items {
+        let mut item_rows: i64 = 0;
+        while let Some(batch) = item
+            .rows
+            .next_batch()
+            .await
+            .map_err(WarehouseError::Source)?
+        {
+            let rows = batch.num_rows() as i64;
+            if rows == 0 {
+                continue;
+            }
+            item_rows += rows;
+            let sequence_column = Int64Array::from_iter_values(sequence..sequence + rows);
+            sequence += rows;
+            let mut arrays = batch.columns().to_vec();
+            arrays.push(Arc::new(sequence_column));
+            let staged = RecordBatch::try_new(staged_schema.clone(), arrays).map_err(|err| {
+                WarehouseError::Schema {
+                    dataset: dataset.to_owned(),
+                    reason: format!("rows do not match the load schema: {err}"),
+                }
+            })?;
+            sink.write(staged).await?;
+        }
+        drained.rows_per_item.push(item_rows);
+        drained.rejects_per_item.push(item.rows.take_rejects());
+    }
+    Ok(drained)
+}
+
+/// Connects the configured warehouse. `stores` reaches the staging bucket (Redshift).
+pub async fn connect(
+    settings: &shared::config::WarehouseSettings,
+    connector: &connection::Connector,
+    stores: &dyn crate::objects::ObjectStores,
+    platform_schema: &str,
+) -> Result<Arc<dyn Warehouse>, WarehouseError> {
+    let url = settings.url.expose();
+    Ok(match &settings.kind {
+        shared::config::WarehouseKind::Postgres => Arc::new(
+            postgres::PostgresWarehouse::connect_with(url, connector.clone(), platform_schema)
+                .await?,
+        ),
+        shared::config::WarehouseKind::Redshift(redshift) => {
+            let store = stores.for_bucket(&redshift.staging_bucket).map_err(|err| {
+                WarehouseError::Staging {
+                    dataset: "(platform)".to_owned(),
+                    location: format!(
+                        "s3://{}/{}",
+                        redshift.staging_bucket, redshift.staging_prefix
+                    ),
+                    reason: err.to_string(),
+                    retryable: false,
+                }
+            })?;
+            Arc::new(
+                redshift::RedshiftWarehouse::connect(
+                    url,
+                    connector.clone(),
+                    redshift,
+                    store,
+                    platform_schema,
+                )
+                .await?,
+            )
+        }
+    })
 }

@@ -3,21 +3,19 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::SinkExt;
 use shared::catalog::Dataset;
-use shared::config::redact_url;
-use std::sync::Arc;
-use tokio::sync::Mutex;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+use super::connection::{Connection, Connector, statement_error};
 use super::pg_binary::{self, pg_type};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
-use super::{ItemSource, LoadReport, Warehouse, WarehouseError};
-use crate::lineage;
+use super::{
+    Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
+    fresh_items, merge_keys,
+};
 
 /// COPY data is sent in chunks of about this size.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
@@ -25,62 +23,8 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// A PostgreSQL warehouse over one connection (one per worker).
 #[derive(Debug)]
 pub struct PostgresWarehouse {
-    url: shared::config::Secret,
-    client: Mutex<Client>,
+    connection: Connection,
     platform_schema: String,
-}
-
-fn is_retryable(err: &tokio_postgres::Error) -> bool {
-    match err.code() {
-        None => true, // I/O, closed connection, timeout
-        Some(code) => {
-            let class = &code.code()[..2];
-            matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
-                || *code == SqlState::LOCK_NOT_AVAILABLE
-        }
-    }
-}
-
-fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{} ({})", db.message(), db.code().code());
-            if let Some(detail) = db.detail() {
-                text.push_str(&format!("; {detail}"));
-            }
-            text
-        }
-        None => err.to_string(),
-    }
-}
-
-fn statement_error<'a>(
-    dataset: &'a str,
-    action: &'static str,
-) -> impl Fn(tokio_postgres::Error) -> WarehouseError + 'a {
-    move |err| WarehouseError::Statement {
-        dataset: dataset.to_owned(),
-        action,
-        reason: describe(&err),
-        retryable: is_retryable(&err),
-    }
-}
-
-async fn open(url: &str) -> Result<Client, WarehouseError> {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(|err| WarehouseError::Connect {
-                url: redact_url(url),
-                reason: describe(&err),
-                retryable: is_retryable(&err),
-            })?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::warn!(error = %err, "warehouse connection ended");
-        }
-    });
-    Ok(client)
 }
 
 /// The warehouse columns of a load schema.
@@ -106,34 +50,25 @@ pub fn column_defs(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, War
         .collect()
 }
 
-/// The columns rows are merged on: the dataset's key, or the lineage columns.
-pub fn merge_keys(dataset: &Dataset) -> Vec<String> {
-    if dataset.key_columns.is_empty() {
-        lineage::COLUMNS.iter().map(|c| (*c).to_owned()).collect()
-    } else {
-        dataset.key_columns.clone()
-    }
-}
-
 impl PostgresWarehouse {
-    /// Connects; `platform_schema` holds the ledger and rejects tables.
+    /// Connects without TLS; `platform_schema` holds the ledger and rejects tables.
     pub async fn connect(url: &str, platform_schema: &str) -> Result<Self, WarehouseError> {
+        Self::connect_with(url, Connector::Plain, platform_schema).await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        connector: Connector,
+        platform_schema: &str,
+    ) -> Result<Self, WarehouseError> {
         Ok(Self {
-            client: Mutex::new(open(url).await?),
-            url: shared::config::Secret::new(url),
+            connection: Connection::open(url, connector).await?,
             platform_schema: platform_schema.to_owned(),
         })
     }
 
-    /// The connection, opened again first if the server closed it (a restart, a failover,
-    /// an idle timeout), so one lost connection costs one retry, not the worker.
     async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, WarehouseError> {
-        let mut client = self.client.lock().await;
-        if client.is_closed() {
-            tracing::info!("warehouse connection was closed; reconnecting");
-            *client = open(self.url.expose()).await?;
-        }
-        Ok(client)
+        self.connection.client().await
     }
 
     /// Runs DDL in one transaction under a cluster-wide advisory lock: concurrent
@@ -175,16 +110,11 @@ impl PostgresWarehouse {
 #[async_trait]
 impl Warehouse for PostgresWarehouse {
     async fn ping(&self) -> Result<(), WarehouseError> {
-        let client = self.client().await?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map(drop)
-            .map_err(statement_error("(platform)", "checking the connection"))
+        self.connection.ping().await
     }
 
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
-        let statements = sql::platform_tables(&self.platform_schema, "text", "timestamptz");
+        let statements = sql::platform_tables(&self.platform_schema, sql::POSTGRES);
         self.run_ddl(
             "(platform)",
             "creating the ledger and rejects tables",
@@ -211,7 +141,7 @@ impl Warehouse for PostgresWarehouse {
         );
         let statements = [
             sql::create_schema(&dataset.target.schema),
-            sql::create_target_table(&dataset.target, &columns, "timestamptz"),
+            sql::create_target_table(&dataset.target, &columns, sql::POSTGRES),
             index,
         ];
         self.run_ddl(&dataset.name, "creating the target table", &statements)
@@ -256,16 +186,9 @@ impl Warehouse for PostgresWarehouse {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        let item_count = items.len();
-        let mut seen = std::collections::HashSet::new();
-        let mut fresh: Vec<ItemSource> = items
-            .into_iter()
-            .filter(|item| {
-                !loaded.iter().any(|k| k == item.key.as_str()) && seen.insert(item.key.clone())
-            })
-            .collect();
+        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
         let mut report = LoadReport {
-            items_skipped: item_count - fresh.len(),
+            items_skipped,
             ..LoadReport::default()
         };
         if fresh.is_empty() {
@@ -292,53 +215,23 @@ impl Warehouse for PostgresWarehouse {
             .copy_in::<_, Bytes>(&copy)
             .await
             .map_err(statement_error(name, "starting COPY"))?;
-        futures::pin_mut!(sink);
-        let staged_schema = with_sequence(schema);
-        let mut buffer = Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
-        pg_binary::write_header(&mut buffer);
-        let mut sequence: i64 = 0;
-        let mut rows_per_item = Vec::with_capacity(fresh.len());
-        let mut rejects_per_item = Vec::with_capacity(fresh.len());
-        for item in &mut fresh {
-            let mut item_rows: i64 = 0;
-            while let Some(batch) = item
-                .rows
-                .next_batch()
-                .await
-                .map_err(WarehouseError::Source)?
-            {
-                let rows = batch.num_rows() as i64;
-                item_rows += rows;
-                let sequence_column = Int64Array::from_iter_values(sequence..sequence + rows);
-                sequence += rows;
-                let mut arrays = batch.columns().to_vec();
-                arrays.push(Arc::new(sequence_column));
-                let staged =
-                    RecordBatch::try_new(staged_schema.clone(), arrays).map_err(|err| {
-                        WarehouseError::Schema {
-                            dataset: name.to_owned(),
-                            reason: format!("rows do not match the load schema: {err}"),
-                        }
-                    })?;
-                pg_binary::write_batch(&staged, &mut buffer).map_err(|source| {
-                    WarehouseError::Encode {
-                        dataset: name.to_owned(),
-                        source,
-                    }
-                })?;
-                if buffer.len() >= COPY_CHUNK_BYTES {
-                    let chunk = Bytes::from(std::mem::replace(
-                        &mut buffer,
-                        Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
-                    ));
-                    sink.send(chunk)
-                        .await
-                        .map_err(statement_error(name, "sending COPY data"))?;
-                }
-            }
-            rows_per_item.push(item_rows);
-            rejects_per_item.push(item.rows.take_rejects());
-        }
+        let sink = Box::pin(sink);
+        let mut copy_sink = CopySink {
+            sink,
+            buffer: Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
+            dataset: name,
+        };
+        pg_binary::write_header(&mut copy_sink.buffer);
+        let drained = drain_items(name, schema, &mut fresh, &mut copy_sink).await?;
+        let CopySink {
+            mut sink,
+            mut buffer,
+            ..
+        } = copy_sink;
+        let Drained {
+            rows_per_item,
+            rejects_per_item,
+        } = drained;
         pg_binary::write_trailer(&mut buffer);
         sink.send(Bytes::from(buffer))
             .await
@@ -409,8 +302,32 @@ impl Warehouse for PostgresWarehouse {
     }
 }
 
-fn with_sequence(schema: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(SEQUENCE_COLUMN, DataType::Int64, false));
-    Arc::new(Schema::new(fields))
+/// Binary COPY data, sent in chunks of about [`COPY_CHUNK_BYTES`].
+struct CopySink<'a> {
+    sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+    buffer: Vec<u8>,
+    dataset: &'a str,
+}
+
+impl StagedRowsSink for CopySink<'_> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {
+        let dataset = self.dataset;
+        pg_binary::write_batch(&batch, &mut self.buffer).map_err(|source| {
+            WarehouseError::Encode {
+                dataset: dataset.to_owned(),
+                source,
+            }
+        })?;
+        if self.buffer.len() >= COPY_CHUNK_BYTES {
+            let chunk = Bytes::from(std::mem::replace(
+                &mut self.buffer,
+                Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
+            ));
+            self.sink
+                .send(chunk)
+                .await
+                .map_err(statement_error(dataset, "sending COPY data"))?;
+        }
+        Ok(())
+    }
 }

@@ -14,6 +14,31 @@ pub struct ColumnDef {
     pub nullable: bool,
 }
 
+/// What differs between the SQL dialects of the sinks' shared statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// Type of free text in the platform tables.
+    pub text: &'static str,
+    /// Type of the load time columns.
+    pub timestamp: &'static str,
+    /// The current time, as a column default and in updates.
+    pub now: &'static str,
+}
+
+pub const POSTGRES: Dialect = Dialect {
+    text: "text",
+    timestamp: "timestamptz",
+    now: "CURRENT_TIMESTAMP",
+};
+
+/// Redshift's `TEXT` is `VARCHAR(256)`: free text needs the explicit maximum. `GETDATE()`
+/// is the documented column default for the current time (UTC).
+pub const REDSHIFT: Dialect = Dialect {
+    text: "VARCHAR(65535)",
+    timestamp: "TIMESTAMP",
+    now: "GETDATE()",
+};
+
 /// The staging column that orders rows within one load (last one wins on a key).
 pub const SEQUENCE_COLUMN: &str = "_ingest_seq";
 /// The name of the per-transaction staging table.
@@ -31,7 +56,7 @@ pub fn qualified(table: &TableName) -> String {
     )
 }
 
-fn column_list(columns: &[ColumnDef], prefix: &str) -> String {
+pub(crate) fn column_list(columns: &[ColumnDef], prefix: &str) -> String {
     columns
         .iter()
         .map(|c| format!("{prefix}{}", quote_ident(&c.name)))
@@ -39,7 +64,7 @@ fn column_list(columns: &[ColumnDef], prefix: &str) -> String {
         .join(", ")
 }
 
-fn column_defs(columns: &[ColumnDef]) -> String {
+pub(crate) fn column_defs(columns: &[ColumnDef]) -> String {
     columns
         .iter()
         .map(|c| {
@@ -60,16 +85,14 @@ pub fn create_schema(schema: &str) -> String {
 
 /// The target table: the transform's columns (which include the lineage columns) plus
 /// the load time.
-pub fn create_target_table(
-    table: &TableName,
-    columns: &[ColumnDef],
-    timestamp_type: &str,
-) -> String {
+pub fn create_target_table(table: &TableName, columns: &[ColumnDef], dialect: Dialect) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  {} {timestamp_type} NOT NULL DEFAULT CURRENT_TIMESTAMP\n)",
+        "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  {} {} NOT NULL DEFAULT {}\n)",
         qualified(table),
         column_defs(columns),
         quote_ident(lineage::LOADED_AT),
+        dialect.timestamp,
+        dialect.now,
     )
 }
 
@@ -85,7 +108,7 @@ pub fn create_staging_table(columns: &[ColumnDef]) -> String {
 
 /// The staging rows with duplicates on the merge key removed: the last row (highest
 /// sequence) of each key wins, so two updates of one key in a micro-batch apply in order.
-fn deduplicated_staging(columns: &[ColumnDef], merge_keys: &[String]) -> String {
+pub(crate) fn deduplicated_staging(columns: &[ColumnDef], merge_keys: &[String]) -> String {
     let partition = merge_keys
         .iter()
         .map(|k| quote_ident(k))
@@ -99,31 +122,41 @@ fn deduplicated_staging(columns: &[ColumnDef], merge_keys: &[String]) -> String 
     )
 }
 
-fn key_condition(merge_keys: &[String]) -> String {
+pub(crate) fn key_condition(target: &str, merge_keys: &[String]) -> String {
     merge_keys
         .iter()
-        .map(|k| format!("target.{k} = source.{k}", k = quote_ident(k)))
+        .map(|k| format!("{target}.{k} = source.{k}", k = quote_ident(k)))
         .collect::<Vec<_>>()
         .join(" AND ")
 }
 
-/// Upserts the staging rows into the target on the dataset's key columns.
-pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[String]) -> String {
-    let updates = columns
+/// `SET` list of a merge: every non-key column from the source, and the load time.
+pub(crate) fn merge_updates(
+    columns: &[ColumnDef],
+    key_columns: &[String],
+    dialect: Dialect,
+) -> String {
+    columns
         .iter()
         .filter(|c| !key_columns.contains(&c.name))
         .map(|c| format!("{n} = source.{n}", n = quote_ident(&c.name)))
         .chain(std::iter::once(format!(
-            "{} = CURRENT_TIMESTAMP",
-            quote_ident(lineage::LOADED_AT)
+            "{} = {}",
+            quote_ident(lineage::LOADED_AT),
+            dialect.now
         )))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+/// Upserts the staging rows into the target on the dataset's key columns.
+pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[String]) -> String {
+    let updates = merge_updates(columns, key_columns, POSTGRES);
     format!(
         "MERGE INTO {target} AS target\nUSING {source} AS source\nON {on}\nWHEN MATCHED THEN UPDATE SET {updates}\nWHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
         target = qualified(table),
         source = deduplicated_staging(columns, key_columns),
-        on = key_condition(key_columns),
+        on = key_condition("target", key_columns),
         cols = column_list(columns, ""),
         values = column_list(columns, "source."),
     )
@@ -139,20 +172,21 @@ pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
         cols = column_list(columns, ""),
         source_cols = column_list(columns, "source."),
         source = deduplicated_staging(columns, &lineage_keys),
-        on = key_condition(&lineage_keys),
+        on = key_condition("target", &lineage_keys),
     )
 }
 
 /// The load ledger and the rejects table, in the platform's own schema.
-pub fn platform_tables(schema: &str, text_type: &str, timestamp_type: &str) -> Vec<String> {
+pub fn platform_tables(schema: &str, dialect: Dialect) -> Vec<String> {
     let schema_q = quote_ident(schema);
+    let (text_type, timestamp_type, now) = (dialect.text, dialect.timestamp, dialect.now);
     vec![
         create_schema(schema),
         format!(
-            "CREATE TABLE IF NOT EXISTS {schema_q}.\"load_ledger\" (\n  \"idempotency_key\" {text_type} NOT NULL PRIMARY KEY,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"loaded_at\" {timestamp_type} NOT NULL DEFAULT CURRENT_TIMESTAMP\n)"
+            "CREATE TABLE IF NOT EXISTS {schema_q}.\"load_ledger\" (\n  \"idempotency_key\" {text_type} NOT NULL PRIMARY KEY,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"loaded_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {schema_q}.\"rejects\" (\n  \"idempotency_key\" {text_type} NOT NULL,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"row_number\" bigint,\n  \"raw\" {text_type},\n  \"reason\" {text_type} NOT NULL,\n  \"rejected_at\" {timestamp_type} NOT NULL DEFAULT CURRENT_TIMESTAMP\n)"
+            "CREATE TABLE IF NOT EXISTS {schema_q}.\"rejects\" (\n  \"idempotency_key\" {text_type} NOT NULL,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"row_number\" bigint,\n  \"raw\" {text_type},\n  \"reason\" {text_type} NOT NULL,\n  \"rejected_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
         ),
     ]
 }
@@ -225,7 +259,7 @@ mod tests {
     #[test]
     fn identifiers_are_always_quoted() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        let ddl = create_target_table(&table(), &columns()[..2], "timestamptz");
+        let ddl = create_target_table(&table(), &columns()[..2], POSTGRES);
         assert_eq!(
             ddl,
             "CREATE TABLE IF NOT EXISTS \"sales\".\"orders\" (\n  \"order_id\" text NOT NULL,\n  \"status\" text,\n  \"_ingest_loaded_at\" timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP\n)"

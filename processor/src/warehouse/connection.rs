@@ -1,0 +1,190 @@
+//! One warehouse connection over the PostgreSQL wire protocol (PostgreSQL itself, or
+//! Redshift), plain or TLS, reopened when the server closed it.
+
+use std::sync::Arc;
+
+use shared::config::{Secret, TlsMode, redact_url};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::WarehouseError;
+
+/// How connections are made: plain TCP, or TLS with a verified certificate.
+#[derive(Clone)]
+pub enum Connector {
+    Plain,
+    Tls(MakeRustlsConnect),
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connector::Plain => "Plain",
+            Connector::Tls(_) => "Tls",
+        })
+    }
+}
+
+impl Connector {
+    /// Builds the connector once at start-up: the system's root certificates plus the
+    /// configured CA file. A CA file that cannot be read is a start-up error.
+    pub fn new(mode: &TlsMode) -> Result<Self, WarehouseError> {
+        let TlsMode::VerifyFull { ca_file } = mode else {
+            return Ok(Connector::Plain);
+        };
+        let tls_error = |reason: String| WarehouseError::Tls { reason };
+        let mut roots = rustls::RootCertStore::empty();
+        // Unreadable system certificates are skipped: a CA file may still be enough.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(path) = ca_file {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let certificates = CertificateDer::pem_file_iter(path)
+                .map_err(|err| tls_error(format!("cannot read {}: {err}", path.display())))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| tls_error(format!("{} is not PEM: {err}", path.display())))?;
+            if certificates.is_empty() {
+                return Err(tls_error(format!(
+                    "{} holds no certificate",
+                    path.display()
+                )));
+            }
+            for certificate in certificates {
+                roots
+                    .add(certificate)
+                    .map_err(|err| tls_error(format!("{}: {err}", path.display())))?;
+            }
+        }
+        if roots.is_empty() {
+            return Err(tls_error(
+                "no trusted root certificates: none in the system store and no tls_ca_file"
+                    .to_owned(),
+            ));
+        }
+        // An explicit provider: the dependency tree enables two, so rustls cannot pick one.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| tls_error(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Connector::Tls(MakeRustlsConnect::new(config)))
+    }
+}
+
+pub(crate) fn is_retryable(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true, // I/O, closed connection, timeout
+        Some(code) => {
+            let class = &code.code()[..2];
+            matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
+                || *code == SqlState::LOCK_NOT_AVAILABLE
+        }
+    }
+}
+
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            text
+        }
+        None => {
+            // The TLS handshake's reason is in the source chain, not in the top message.
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+pub(crate) fn statement_error<'a>(
+    dataset: &'a str,
+    action: &'static str,
+) -> impl Fn(tokio_postgres::Error) -> WarehouseError + 'a {
+    move |err| WarehouseError::Statement {
+        dataset: dataset.to_owned(),
+        action,
+        reason: describe(&err),
+        retryable: is_retryable(&err),
+    }
+}
+
+async fn open(url: &str, connector: &Connector) -> Result<Client, WarehouseError> {
+    let connect_error = |err: tokio_postgres::Error| WarehouseError::Connect {
+        url: redact_url(url),
+        reason: describe(&err),
+        retryable: is_retryable(&err),
+    };
+    let log_end = |result: Result<(), tokio_postgres::Error>| {
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "warehouse connection ended");
+        }
+    };
+    match connector {
+        Connector::Plain => {
+            let (client, connection) = tokio_postgres::connect(url, NoTls)
+                .await
+                .map_err(connect_error)?;
+            tokio::spawn(async move { log_end(connection.await) });
+            Ok(client)
+        }
+        Connector::Tls(tls) => {
+            let mut config: tokio_postgres::Config = url.parse().map_err(connect_error)?;
+            // Never fall back to plain text when the server declines TLS.
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = config.connect(tls.clone()).await.map_err(connect_error)?;
+            tokio::spawn(async move { log_end(connection.await) });
+            Ok(client)
+        }
+    }
+}
+
+/// One connection, opened again when the server closed it (a restart, a failover, an idle
+/// timeout), so one lost connection costs one retry, not the worker.
+#[derive(Debug)]
+pub struct Connection {
+    url: Secret,
+    connector: Connector,
+    client: Mutex<Client>,
+}
+
+impl Connection {
+    pub async fn open(url: &str, connector: Connector) -> Result<Self, WarehouseError> {
+        Ok(Self {
+            client: Mutex::new(open(url, &connector).await?),
+            url: Secret::new(url),
+            connector,
+        })
+    }
+
+    pub async fn client(&self) -> Result<MutexGuard<'_, Client>, WarehouseError> {
+        let mut client = self.client.lock().await;
+        if client.is_closed() {
+            tracing::info!("warehouse connection was closed; reconnecting");
+            *client = open(self.url.expose(), &self.connector).await?;
+        }
+        Ok(client)
+    }
+
+    /// Checks that the server answers (readiness).
+    pub async fn ping(&self) -> Result<(), WarehouseError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(statement_error("(platform)", "checking the connection"))
+    }
+}
