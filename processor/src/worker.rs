@@ -140,8 +140,9 @@ impl Pipeline {
                             retryable: false,
                         })?;
                 let rows = FileRows {
-                    unread: Some((store, file.clone())),
+                    origin: (store, file.clone()),
                     chunks: None,
+                    finished: false,
                     dataset: dataset.clone(),
                     transformer: transformer.clone(),
                     source_url: source_url(file),
@@ -176,8 +177,9 @@ impl Pipeline {
 #[derive(Debug)]
 struct FileRows {
     /// Reading starts at the first pull, so an item the ledger skips is never read.
-    unread: Option<(Arc<dyn ObjectStore>, FileItem)>,
+    origin: (Arc<dyn ObjectStore>, FileItem),
     chunks: Option<mpsc::Receiver<Result<Typed, ReadError>>>,
+    finished: bool,
     dataset: Dataset,
     transformer: Transformer,
     source_url: String,
@@ -192,15 +194,17 @@ impl RowSource for FileRows {
             if let Some(batch) = self.pending.pop_front() {
                 return Ok(Some(batch));
             }
-            if let Some((store, file)) = self.unread.take() {
-                self.chunks = Some(spawn_read(store, file, self.dataset.clone()));
-            }
-            let Some(chunks) = self.chunks.as_mut() else {
+            if self.finished {
                 return Ok(None);
-            };
+            }
+            let chunks = self.chunks.get_or_insert_with(|| {
+                let (store, file) = &self.origin;
+                spawn_read(Arc::clone(store), file.clone(), self.dataset.clone())
+            });
             match chunks.recv().await {
                 None => {
                     self.chunks = None;
+                    self.finished = true;
                     check_reject_limit(&self.dataset, &self.source_url, &self.rejects)?;
                     return Ok(None);
                 }
@@ -219,6 +223,19 @@ impl RowSource for FileRows {
 
     fn take_rejects(&mut self) -> Vec<Reject> {
         std::mem::take(&mut self.rejects)
+    }
+
+    fn restart(&self) -> Option<Box<dyn RowSource>> {
+        Some(Box::new(FileRows {
+            origin: self.origin.clone(),
+            chunks: None,
+            finished: false,
+            dataset: self.dataset.clone(),
+            transformer: self.transformer.clone(),
+            source_url: self.source_url.clone(),
+            pending: VecDeque::new(),
+            rejects: Vec::new(),
+        }))
     }
 }
 

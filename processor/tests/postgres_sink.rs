@@ -246,6 +246,69 @@ async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins() {
 }
 
 #[tokio::test]
+async fn a_single_item_copies_straight_into_the_target_and_falls_back_to_merge_on_a_clash() {
+    let schema = unique("direct");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "\"order_id\"");
+    let warehouse = warehouse(&platform).await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+
+    // New keys only: the direct COPY takes them all.
+    let first = item(
+        1,
+        3,
+        &[(1, "placed", 1), (2, "placed", 2), (3, "placed", 3)],
+    );
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), &[first])
+        .await
+        .expect("direct load");
+    assert_eq!((report.rows_staged, report.rows_written), (3, 3));
+
+    // One key already loaded, one key twice in the item, one reject: the direct COPY
+    // clashes, is rolled back, and the rows are read again and merged; the reject is
+    // written once, not once per attempt.
+    let mut second = item(4, 6, &[(3, "shipped", 4), (4, "placed", 5), (4, "paid", 6)]);
+    second.rejects = vec![Reject {
+        row_number: Some(9),
+        raw: Some("4,??".into()),
+        reason: "bad status".into(),
+    }];
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), &[second])
+        .await
+        .expect("merged load");
+    assert_eq!(
+        (
+            report.items_loaded,
+            report.rows_staged,
+            report.rows_rejected
+        ),
+        (1, 3, 1)
+    );
+    assert_eq!(
+        rows(&client, &schema).await,
+        owned(&[(1, "placed"), (2, "placed"), (3, "shipped"), (4, "paid")])
+    );
+    assert_eq!(
+        count(&client, &format!("SELECT count(*) FROM {platform}.rejects")).await,
+        1
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM {platform}.load_ledger")
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
 async fn appends_merge_on_lineage_so_repacked_records_load_once() {
     let schema = unique("append");
     let platform = unique("platform");

@@ -169,9 +169,12 @@ impl Connection {
         })
     }
 
+    /// The connection, checked with an empty query first (one round trip, like a pool's
+    /// test-on-borrow): a session the server ended is noticed here, not by the load, even
+    /// when the client has not yet seen the socket close.
     pub async fn client(&self) -> Result<MutexGuard<'_, Client>, WarehouseError> {
         let mut client = self.client.lock().await;
-        if client.is_closed() {
+        if client.is_closed() || client.simple_query("").await.is_err() {
             tracing::info!("warehouse connection was closed; reconnecting");
             *client = open(self.url.expose(), &self.connector).await?;
         }

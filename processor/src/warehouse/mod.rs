@@ -79,6 +79,13 @@ pub trait RowSource: Send + std::fmt::Debug {
 
     /// The rows rejected so far: all of them once `next_batch` has returned `None`.
     fn take_rejects(&mut self) -> Vec<Reject>;
+
+    /// A new source that produces the same rows from the start (a file is read again),
+    /// or `None` when the rows cannot be produced twice. Lets a sink try a fast path
+    /// that may have to be abandoned part-way.
+    fn restart(&self) -> Option<Box<dyn RowSource>> {
+        None
+    }
 }
 
 /// One work item to load: its key, where it came from, and its rows.
@@ -94,11 +101,14 @@ pub struct ItemSource {
 pub struct MemoryRows {
     batches: std::collections::VecDeque<RecordBatch>,
     rejects: Vec<Reject>,
+    /// Everything, for [`RowSource::restart`] (batches share their buffers).
+    original: (Vec<RecordBatch>, Vec<Reject>),
 }
 
 impl MemoryRows {
     pub fn new(batches: Vec<RecordBatch>, rejects: Vec<Reject>) -> Self {
         Self {
+            original: (batches.clone(), rejects.clone()),
             batches: batches.into(),
             rejects,
         }
@@ -113,6 +123,11 @@ impl RowSource for MemoryRows {
 
     fn take_rejects(&mut self) -> Vec<Reject> {
         std::mem::take(&mut self.rejects)
+    }
+
+    fn restart(&self) -> Option<Box<dyn RowSource>> {
+        let (batches, rejects) = self.original.clone();
+        Some(Box::new(MemoryRows::new(batches, rejects)))
     }
 }
 

@@ -8,6 +8,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::SinkExt;
 use shared::catalog::Dataset;
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 use super::connection::{Connection, Connector, statement_error};
 use super::pg_binary::{self, pg_type};
@@ -198,59 +199,67 @@ impl Warehouse for PostgresWarehouse {
             return Ok(report);
         }
 
-        tx.batch_execute(&sql::create_staging_table(&columns))
+        // Fast path for a load of one item that can be read again: COPY straight into the
+        // target. Any clash with a row already there (or two rows of one key) is a unique
+        // violation: roll back to the savepoint and take the staging path instead.
+        let mut direct = None;
+        if let [only] = fresh.as_mut_slice()
+            && let Some(again) = only.rows.restart()
+        {
+            tx.batch_execute("SAVEPOINT ingest_direct_copy")
+                .await
+                .map_err(statement_error(name, "starting the direct COPY"))?;
+            match copy_rows(
+                &tx,
+                name,
+                schema,
+                &columns,
+                &mut fresh,
+                CopyInto::Target(&dataset.target),
+            )
             .await
-            .map_err(statement_error(name, "creating the staging table"))?;
-        let copy = format!(
-            "COPY {} ({}, {}) FROM STDIN (FORMAT binary)",
-            quote_ident(sql::STAGING_TABLE),
-            columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-            quote_ident(SEQUENCE_COLUMN)
-        );
-        let sink = tx
-            .copy_in::<_, Bytes>(&copy)
-            .await
-            .map_err(statement_error(name, "starting COPY"))?;
-        let sink = Box::pin(sink);
-        let mut copy_sink = CopySink {
-            sink,
-            buffer: Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
-            dataset: name,
+            {
+                Ok(copied) => direct = Some(copied),
+                Err(CopyFailure::Conflict) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT ingest_direct_copy")
+                        .await
+                        .map_err(statement_error(name, "abandoning the direct COPY"))?;
+                    fresh[0].rows = again;
+                    tracing::debug!(
+                        dataset = name,
+                        "rows clash with the target; merging through staging"
+                    );
+                }
+                Err(CopyFailure::Other(err)) => return Err(err),
+            }
+        }
+        let (rows_per_item, rejects_per_item) = match direct {
+            Some((copied, drained)) => {
+                report.rows_staged = copied;
+                report.rows_written = copied;
+                (drained.rows_per_item, drained.rejects_per_item)
+            }
+            None => {
+                tx.batch_execute(&sql::create_staging_table(&columns))
+                    .await
+                    .map_err(statement_error(name, "creating the staging table"))?;
+                let (copied, drained) =
+                    copy_rows(&tx, name, schema, &columns, &mut fresh, CopyInto::Staging)
+                        .await
+                        .map_err(CopyFailure::into_error)?;
+                report.rows_staged = copied;
+                let write = if dataset.key_columns.is_empty() {
+                    sql::append_new_lineage(&dataset.target, &columns)
+                } else {
+                    sql::merge_on_key(&dataset.target, &columns, &dataset.key_columns)
+                };
+                report.rows_written = tx
+                    .execute(&write, &[])
+                    .await
+                    .map_err(statement_error(name, "merging into the target"))?;
+                (drained.rows_per_item, drained.rejects_per_item)
+            }
         };
-        pg_binary::write_header(&mut copy_sink.buffer);
-        let drained = drain_items(name, schema, &mut fresh, &mut copy_sink).await?;
-        let CopySink {
-            mut sink,
-            mut buffer,
-            ..
-        } = copy_sink;
-        let Drained {
-            rows_per_item,
-            rejects_per_item,
-        } = drained;
-        pg_binary::write_trailer(&mut buffer);
-        sink.send(Bytes::from(buffer))
-            .await
-            .map_err(statement_error(name, "sending COPY data"))?;
-        report.rows_staged = sink
-            .as_mut()
-            .finish()
-            .await
-            .map_err(statement_error(name, "finishing COPY"))?;
-
-        let write = if dataset.key_columns.is_empty() {
-            sql::append_new_lineage(&dataset.target, &columns)
-        } else {
-            sql::merge_on_key(&dataset.target, &columns, &dataset.key_columns)
-        };
-        report.rows_written = tx
-            .execute(&write, &[])
-            .await
-            .map_err(statement_error(name, "merging into the target"))?;
 
         let mut reject_keys = Vec::new();
         let mut reject_sources = Vec::new();
@@ -302,19 +311,132 @@ impl Warehouse for PostgresWarehouse {
     }
 }
 
+/// Where [`copy_rows`] writes.
+enum CopyInto<'a> {
+    /// The temporary staging table, with the sequence column.
+    Staging,
+    /// The target itself, without it.
+    Target(&'a shared::catalog::TableName),
+}
+
+enum CopyFailure {
+    /// A row clashed with a unique key of the target.
+    Conflict,
+    Other(WarehouseError),
+}
+
+impl CopyFailure {
+    fn into_error(self) -> WarehouseError {
+        match self {
+            CopyFailure::Other(err) => err,
+            // Only a COPY into the target can clash; the staging table has no keys.
+            CopyFailure::Conflict => WarehouseError::Schema {
+                dataset: "(staging)".to_owned(),
+                reason: "unexpected unique violation in the staging table".to_owned(),
+            },
+        }
+    }
+}
+
+impl From<WarehouseError> for CopyFailure {
+    fn from(err: WarehouseError) -> Self {
+        CopyFailure::Other(err)
+    }
+}
+
+/// Binary COPY of every item's rows; returns the rows the server took.
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+    schema: &SchemaRef,
+    columns: &[ColumnDef],
+    items: &mut [ItemSource],
+    into: CopyInto<'_>,
+) -> Result<(u64, Drained), CopyFailure> {
+    let mut column_names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let (table, with_sequence) = match into {
+        CopyInto::Staging => {
+            column_names.push(quote_ident(SEQUENCE_COLUMN));
+            (quote_ident(sql::STAGING_TABLE), true)
+        }
+        CopyInto::Target(target) => (sql::qualified(target), false),
+    };
+    let copy = format!(
+        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+        column_names.join(", ")
+    );
+    let conflict_or = |action: &'static str| {
+        move |err: tokio_postgres::Error| {
+            if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                CopyFailure::Conflict
+            } else {
+                CopyFailure::Other(statement_error(name, action)(err))
+            }
+        }
+    };
+    let sink = tx
+        .copy_in::<_, Bytes>(&copy)
+        .await
+        .map_err(conflict_or("starting COPY"))?;
+    let mut copy_sink = CopySink {
+        dataset: name,
+        sink: Box::pin(sink),
+        buffer: Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
+        with_sequence,
+        failure: None,
+    };
+    pg_binary::write_header(&mut copy_sink.buffer);
+    let drained = match drain_items(name, schema, items, &mut copy_sink).await {
+        Ok(drained) => drained,
+        Err(err) => {
+            return Err(match copy_sink.failure.take() {
+                Some(failure) => conflict_or("sending COPY data")(failure),
+                None => CopyFailure::Other(err),
+            });
+        }
+    };
+    let CopySink {
+        mut sink,
+        mut buffer,
+        ..
+    } = copy_sink;
+    pg_binary::write_trailer(&mut buffer);
+    sink.send(Bytes::from(buffer))
+        .await
+        .map_err(conflict_or("sending COPY data"))?;
+    let copied = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(conflict_or("finishing COPY"))?;
+    Ok((copied, drained))
+}
+
 /// Binary COPY data, sent in chunks of about [`COPY_CHUNK_BYTES`].
 struct CopySink<'a> {
+    dataset: &'a str,
     sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
     buffer: Vec<u8>,
-    dataset: &'a str,
+    /// Whether the staged sequence column (the last) is sent.
+    with_sequence: bool,
+    /// The server's error when sending failed, kept to tell a key clash from the rest.
+    failure: Option<tokio_postgres::Error>,
 }
 
 impl StagedRowsSink for CopySink<'_> {
     async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {
-        let dataset = self.dataset;
+        let batch = if self.with_sequence {
+            batch
+        } else {
+            let keep: Vec<usize> = (0..batch.num_columns() - 1).collect();
+            batch.project(&keep).map_err(|err| WarehouseError::Schema {
+                dataset: self.dataset.to_owned(),
+                reason: err.to_string(),
+            })?
+        };
         pg_binary::write_batch(&batch, &mut self.buffer).map_err(|source| {
             WarehouseError::Encode {
-                dataset: dataset.to_owned(),
+                dataset: self.dataset.to_owned(),
                 source,
             }
         })?;
@@ -323,10 +445,16 @@ impl StagedRowsSink for CopySink<'_> {
                 &mut self.buffer,
                 Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
             ));
-            self.sink
-                .send(chunk)
-                .await
-                .map_err(statement_error(dataset, "sending COPY data"))?;
+            if let Err(err) = self.sink.send(chunk).await {
+                let wrapped = WarehouseError::Statement {
+                    dataset: self.dataset.to_owned(),
+                    action: "sending COPY data",
+                    reason: super::connection::describe(&err),
+                    retryable: super::connection::is_retryable(&err),
+                };
+                self.failure = Some(err);
+                return Err(wrapped);
+            }
         }
         Ok(())
     }
