@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::health::{self, Health, HealthError, QueueCheck, WarehouseCheck};
 use crate::objects::S3Stores;
 use crate::transform::TransformError;
-use crate::warehouse::connection::Connector;
+use crate::warehouse::connection::{Connector, IamLogin, Login};
 use crate::warehouse::{self, WarehouseError};
 use crate::worker::{BatchSettings, Pipeline, Worker, WorkerSettings};
 
@@ -99,9 +99,24 @@ pub async fn start(
     let pipeline = Arc::new(Pipeline::new(Arc::clone(&catalog), stores.clone()).await?);
 
     let connector = Connector::new(&warehouse_settings.tls)?;
+    let login = match &warehouse_settings.iam {
+        Some(iam) => Login::Iam(Arc::new(IamLogin {
+            client: aws_sdk_redshift::Client::new(&sdk_config),
+            settings: iam.clone(),
+        })),
+        None => Login::Url,
+    };
     let schema = &config.processor.platform_schema;
-    let connect =
-        async || warehouse::connect(warehouse_settings, &connector, stores.as_ref(), schema).await;
+    let connect = async || {
+        warehouse::connect(
+            warehouse_settings,
+            &connector,
+            &login,
+            stores.as_ref(),
+            schema,
+        )
+        .await
+    };
     // This connection creates the tables, then answers readiness checks.
     let control = connect().await?;
     control.ensure_platform_tables().await?;

@@ -309,6 +309,38 @@ async fn a_single_item_copies_straight_into_the_target_and_falls_back_to_merge_o
 }
 
 #[tokio::test]
+async fn without_its_merge_key_index_a_target_is_never_copied_into_directly() {
+    let schema = unique("noindex");
+    let platform = unique("platform");
+    let dataset = dataset(&schema, "\"order_id\"");
+    let warehouse = warehouse(&platform).await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let client = query_client().await;
+    // A target someone created without the index: a direct COPY could not see clashes.
+    client
+        .batch_execute(&format!("DROP INDEX {schema}.orders_merge_key"))
+        .await
+        .expect("drop index");
+    for (first, rows) in [
+        (1, &[(1, "placed", 1), (2, "placed", 2)][..]),
+        (3, &[(2, "shipped", 3)][..]),
+    ] {
+        warehouse
+            .load_rows(&dataset, &load_schema(), &[item(first, first + 1, rows)])
+            .await
+            .expect("load");
+    }
+    assert_eq!(
+        rows(&client, &schema).await,
+        owned(&[(1, "placed"), (2, "shipped")]),
+        "merged, not duplicated"
+    );
+}
+
+#[tokio::test]
 async fn appends_merge_on_lineage_so_repacked_records_load_once() {
     let schema = unique("append");
     let platform = unique("platform");

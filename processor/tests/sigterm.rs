@@ -83,6 +83,7 @@ url = "{warehouse}"
 workers = 1
 platform_schema = "{platform}"
 shutdown_grace_secs = 20
+health_address = "off"
 
 [telemetry]
 log_format = "text"
@@ -102,6 +103,7 @@ log_format = "text"
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start processor");
+    let mut guard = KillOnDrop(Some(child.id()));
 
     let (pg, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
         .await
@@ -132,7 +134,7 @@ log_format = "text"
     eventually("the COPY to start", Duration::from_secs(60), || async {
         let active: i64 = pg
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY \"_ingest_staging\"%'",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'",
                 &[],
             )
             .await
@@ -153,6 +155,7 @@ log_format = "text"
         .await
         .expect("join")
         .expect("wait");
+    guard.0 = None;
     assert!(exit.success(), "processor exited with {exit}");
     assert!(
         stopped_at.elapsed() < Duration::from_secs(20),
@@ -181,4 +184,18 @@ log_format = "text"
         "the message was deleted after its load"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Kills the processor if the test fails before it exits, so no server outlives the test.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
 }

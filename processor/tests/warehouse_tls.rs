@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use processor::warehouse::connection::{Connection, Connector};
+use processor::warehouse::connection::{Connection, Connector, Login};
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{Warehouse, WarehouseError};
 use shared::config::TlsMode;
@@ -50,6 +50,7 @@ async fn the_connection_is_encrypted_and_the_certificate_verified() {
     let warehouse = PostgresWarehouse::connect_with(
         &postgres_url(),
         verify_with("TEST_INGEST_POSTGRES_CA"),
+        Login::Url,
         "ingest",
     )
     .await

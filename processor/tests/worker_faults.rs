@@ -302,7 +302,7 @@ async fn a_load_aborted_before_commit_leaves_nothing_and_the_redelivery_loads_on
         .pop()
         .expect("one message");
 
-    // Abort the worker while its COPY into the staging table is running.
+    // Abort the worker while its COPY is running.
     let running = Arc::clone(&worker);
     let first = message.clone();
     let handling = tokio::spawn(async move { running.handle(&first).await });
@@ -314,7 +314,7 @@ async fn a_load_aborted_before_commit_leaves_nothing_and_the_redelivery_loads_on
     loop {
         let copying: i64 = client
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY \"_ingest_staging\"%'",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'",
                 &[],
             )
             .await

@@ -172,6 +172,21 @@ pub struct RedshiftSettings {
     pub staging_files: usize,
 }
 
+/// IAM authentication to a provisioned Redshift cluster: every new connection logs in with
+/// temporary credentials from `GetClusterCredentials` instead of a stored password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamAuthSettings {
+    pub cluster_id: String,
+    /// The database user the credentials are for (the URL's user when not given).
+    pub db_user: String,
+    /// Create the user at first login (`AutoCreate`).
+    pub auto_create: bool,
+    /// Groups the user joins for the session (`DbGroups`).
+    pub db_groups: Vec<String>,
+    /// How long the credentials last, 900–3600 s; only logins need them.
+    pub duration: Duration,
+}
+
 /// The warehouse connection.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WarehouseSettings {
@@ -180,6 +195,8 @@ pub struct WarehouseSettings {
     pub url: Secret,
     pub kind: WarehouseKind,
     pub tls: TlsMode,
+    /// Log in with temporary IAM credentials rather than a password.
+    pub iam: Option<IamAuthSettings>,
 }
 
 impl WarehouseSettings {
@@ -189,6 +206,7 @@ impl WarehouseSettings {
             url: Secret::new(url),
             kind: WarehouseKind::Postgres,
             tls: TlsMode::Disable,
+            iam: None,
         }
     }
 
@@ -204,6 +222,7 @@ impl fmt::Debug for WarehouseSettings {
             .field("url", &self.redacted_url())
             .field("kind", &self.kind)
             .field("tls", &self.tls)
+            .field("iam", &self.iam)
             .finish()
     }
 }
@@ -416,7 +435,8 @@ fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<Wareho
     });
     // A separate password lets ECS inject it from Secrets Manager as
     // INGEST_WAREHOUSE__PASSWORD while the URL stays in the config file.
-    if let Some(password) = section.string("password", issues)
+    let password = section.string("password", issues);
+    if let Some(password) = password
         && let Some(parsed) = url.as_mut()
         && parsed.set_password(Some(password)).is_err()
     {
@@ -425,6 +445,17 @@ fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<Wareho
             "the URL cannot carry a password (no host?)",
         );
     }
+    let iam = section.table("iam", issues).and_then(|mut iam| {
+        let settings = read_iam(&mut iam, url.as_ref(), issues);
+        if password.is_some() || url.as_ref().is_some_and(|u| u.password().is_some()) {
+            issues.push(
+                iam.path(),
+                "IAM authentication replaces the password: remove warehouse.password and the URL's password",
+            );
+        }
+        iam.finish(issues);
+        settings
+    });
     let kind = match section.string("kind", issues).unwrap_or("postgres") {
         "postgres" => Some(WarehouseKind::Postgres),
         "redshift" => read_redshift(&mut section, issues).map(WarehouseKind::Redshift),
@@ -461,11 +492,52 @@ fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<Wareho
             None
         }
     };
+    if iam.is_some() && matches!(kind, Some(WarehouseKind::Postgres)) {
+        issues.push(section.path_of("iam"), "only for kind = \"redshift\"");
+    }
     section.finish(issues);
     Some(WarehouseSettings {
         url: Secret::new(url?.to_string()),
         kind: kind?,
         tls: tls?,
+        iam,
+    })
+}
+
+fn read_iam(
+    iam: &mut Fields<'_>,
+    url: Option<&url::Url>,
+    issues: &mut Issues,
+) -> Option<IamAuthSettings> {
+    let cluster_id = iam.required_string("cluster_id", issues).map(str::to_owned);
+    let url_user = url.map(url::Url::username).filter(|u| !u.is_empty());
+    let db_user = match (iam.string("db_user", issues), url_user) {
+        (Some(user), _) => Some(user.to_owned()),
+        (None, Some(user)) => Some(user.to_owned()),
+        (None, None) => {
+            issues.push(
+                iam.path_of("db_user"),
+                "required when the URL names no user",
+            );
+            None
+        }
+    };
+    let auto_create = iam.boolean("auto_create", issues).unwrap_or(false);
+    let db_groups = iam
+        .string_array("db_groups", issues)
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let duration = iam
+        .integer_in("duration_secs", 900..=3600, issues)
+        .map_or(Duration::from_secs(900), seconds);
+    Some(IamAuthSettings {
+        cluster_id: cluster_id?,
+        db_user: db_user?,
+        auto_create,
+        db_groups,
+        duration,
     })
 }
 
@@ -1024,7 +1096,51 @@ staging_files = 0
             ),
             [
                 "warehouse.kind: unknown warehouse kind \"mysql\"; expected postgres or redshift",
-                "warehouse.redshift: unknown field; expected one of: kind, password, tls, tls_ca_file, url",
+                "warehouse.redshift: unknown field; expected one of: iam, kind, password, tls, tls_ca_file, url",
+            ]
+        );
+    }
+
+    #[test]
+    fn iam_authentication_replaces_the_password() {
+        let text = r#"
+[warehouse]
+kind = "redshift"
+url = "postgres://loader@analytics.abc123.eu-west-1.redshift.amazonaws.com:5439/dev"
+
+[warehouse.iam]
+cluster_id = "analytics"
+db_groups = ["loaders"]
+
+[warehouse.redshift]
+iam_role = "arn:aws:iam::123456789012:role/redshift-copy"
+staging = "s3://ingest-staging/"
+"#;
+        let config = PlatformConfig::from_toml(text, "test", env(&[])).expect("valid");
+        assert_eq!(
+            config.warehouse.expect("warehouse").iam,
+            Some(IamAuthSettings {
+                cluster_id: "analytics".into(),
+                db_user: "loader".into(),
+                auto_create: false,
+                db_groups: vec!["loaders".into()],
+                duration: Duration::from_secs(900),
+            })
+        );
+        assert_eq!(
+            issues_of(
+                text,
+                &[
+                    ("INGEST_WAREHOUSE__PASSWORD", "hunter2"),
+                    ("INGEST_WAREHOUSE__IAM__DURATION_SECS", "60"),
+                    ("INGEST_WAREHOUSE__KIND", "postgres"),
+                ]
+            ),
+            [
+                "warehouse.iam.duration_secs: 60 is out of range; expected 900 to 3600",
+                "warehouse.iam: IAM authentication replaces the password: remove warehouse.password and the URL's password",
+                "warehouse.iam: only for kind = \"redshift\"",
+                "warehouse.redshift: unknown field; expected one of: iam, kind, password, tls, tls_ca_file, url",
             ]
         );
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use shared::config::{Secret, TlsMode, redact_url};
+use shared::config::{IamAuthSettings, Secret, TlsMode, redact_url};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
@@ -76,6 +76,76 @@ impl Connector {
     }
 }
 
+/// How a connection logs in.
+#[derive(Debug, Clone, Default)]
+pub enum Login {
+    /// With the user and password in the URL (or none: trust, peer).
+    #[default]
+    Url,
+    /// With temporary credentials from Redshift's `GetClusterCredentials`, fetched for every
+    /// new connection (they expire; an open session does not).
+    Iam(Arc<IamLogin>),
+}
+
+#[derive(Debug)]
+pub struct IamLogin {
+    pub client: aws_sdk_redshift::Client,
+    pub settings: IamAuthSettings,
+}
+
+impl IamLogin {
+    /// `(user, password)` for one login.
+    pub async fn credentials(&self) -> Result<(String, String), WarehouseError> {
+        let settings = &self.settings;
+        let failed = |reason: String, retryable: bool| WarehouseError::Connect {
+            url: format!("redshift cluster {}", settings.cluster_id),
+            reason,
+            retryable,
+        };
+        let output = self
+            .client
+            .get_cluster_credentials()
+            .cluster_identifier(&settings.cluster_id)
+            .db_user(&settings.db_user)
+            .auto_create(settings.auto_create)
+            .set_db_groups((!settings.db_groups.is_empty()).then(|| settings.db_groups.clone()))
+            .duration_seconds(i32::try_from(settings.duration.as_secs()).unwrap_or(900))
+            .send()
+            .await
+            .map_err(|err| {
+                use aws_sdk_redshift::error::ProvideErrorMetadata;
+                let retryable = !matches!(
+                    err.code(),
+                    Some(
+                        "ClusterNotFound"
+                            | "ClusterNotFoundFault"
+                            | "UnsupportedOperation"
+                            | "AccessDenied"
+                            | "InvalidParameterValue"
+                    )
+                );
+                let reason = match err.message() {
+                    Some(message) => format!(
+                        "GetClusterCredentials failed: {} ({message})",
+                        err.code().unwrap_or("error")
+                    ),
+                    None => format!(
+                        "GetClusterCredentials failed: {}",
+                        aws_sdk_redshift::error::DisplayErrorContext(&err)
+                    ),
+                };
+                failed(reason, retryable)
+            })?;
+        match (output.db_user, output.db_password) {
+            (Some(user), Some(password)) => Ok((user, password)),
+            _ => Err(failed(
+                "GetClusterCredentials returned no user or password".to_owned(),
+                true,
+            )),
+        }
+    }
+}
+
 pub(crate) fn is_retryable(err: &tokio_postgres::Error) -> bool {
     match err.code() {
         None => true, // I/O, closed connection, timeout
@@ -121,7 +191,7 @@ pub(crate) fn statement_error<'a>(
     }
 }
 
-async fn open(url: &str, connector: &Connector) -> Result<Client, WarehouseError> {
+async fn open(url: &str, connector: &Connector, login: &Login) -> Result<Client, WarehouseError> {
     let connect_error = |err: tokio_postgres::Error| WarehouseError::Connect {
         url: redact_url(url),
         reason: describe(&err),
@@ -132,16 +202,18 @@ async fn open(url: &str, connector: &Connector) -> Result<Client, WarehouseError
             tracing::warn!(error = %err, "warehouse connection ended");
         }
     };
+    let mut config: tokio_postgres::Config = url.parse().map_err(connect_error)?;
+    if let Login::Iam(iam) = login {
+        let (user, password) = iam.credentials().await?;
+        config.user(user).password(password);
+    }
     match connector {
         Connector::Plain => {
-            let (client, connection) = tokio_postgres::connect(url, NoTls)
-                .await
-                .map_err(connect_error)?;
+            let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
             tokio::spawn(async move { log_end(connection.await) });
             Ok(client)
         }
         Connector::Tls(tls) => {
-            let mut config: tokio_postgres::Config = url.parse().map_err(connect_error)?;
             // Never fall back to plain text when the server declines TLS.
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
             let (client, connection) = config.connect(tls.clone()).await.map_err(connect_error)?;
@@ -157,15 +229,25 @@ async fn open(url: &str, connector: &Connector) -> Result<Client, WarehouseError
 pub struct Connection {
     url: Secret,
     connector: Connector,
+    login: Login,
     client: Mutex<Client>,
 }
 
 impl Connection {
     pub async fn open(url: &str, connector: Connector) -> Result<Self, WarehouseError> {
+        Self::open_with(url, connector, Login::Url).await
+    }
+
+    pub async fn open_with(
+        url: &str,
+        connector: Connector,
+        login: Login,
+    ) -> Result<Self, WarehouseError> {
         Ok(Self {
-            client: Mutex::new(open(url, &connector).await?),
+            client: Mutex::new(open(url, &connector, &login).await?),
             url: Secret::new(url),
             connector,
+            login,
         })
     }
 
@@ -176,7 +258,7 @@ impl Connection {
         let mut client = self.client.lock().await;
         if client.is_closed() || client.simple_query("").await.is_err() {
             tracing::info!("warehouse connection was closed; reconnecting");
-            *client = open(self.url.expose(), &self.connector).await?;
+            *client = open(self.url.expose(), &self.connector, &self.login).await?;
         }
         Ok(client)
     }

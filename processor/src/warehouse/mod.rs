@@ -350,14 +350,20 @@ pub(crate) async fn drain_items(
 pub async fn connect(
     settings: &shared::config::WarehouseSettings,
     connector: &connection::Connector,
+    login: &connection::Login,
     stores: &dyn crate::objects::ObjectStores,
     platform_schema: &str,
 ) -> Result<Arc<dyn Warehouse>, WarehouseError> {
     let url = settings.url.expose();
     Ok(match &settings.kind {
         shared::config::WarehouseKind::Postgres => Arc::new(
-            postgres::PostgresWarehouse::connect_with(url, connector.clone(), platform_schema)
-                .await?,
+            postgres::PostgresWarehouse::connect_with(
+                url,
+                connector.clone(),
+                login.clone(),
+                platform_schema,
+            )
+            .await?,
         ),
         shared::config::WarehouseKind::Redshift(redshift) => {
             let store = stores.for_bucket(&redshift.staging_bucket).map_err(|err| {
@@ -375,6 +381,7 @@ pub async fn connect(
                 redshift::RedshiftWarehouse::connect(
                     url,
                     connector.clone(),
+                    login.clone(),
                     redshift,
                     store,
                     platform_schema,

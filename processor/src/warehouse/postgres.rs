@@ -10,7 +10,7 @@ use shared::catalog::Dataset;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::connection::{Connection, Connector, statement_error};
+use super::connection::{Connection, Connector, Login, statement_error};
 use super::pg_binary::{self, pg_type};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
 use super::{
@@ -54,16 +54,17 @@ pub fn column_defs(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, War
 impl PostgresWarehouse {
     /// Connects without TLS; `platform_schema` holds the ledger and rejects tables.
     pub async fn connect(url: &str, platform_schema: &str) -> Result<Self, WarehouseError> {
-        Self::connect_with(url, Connector::Plain, platform_schema).await
+        Self::connect_with(url, Connector::Plain, Login::Url, platform_schema).await
     }
 
     pub async fn connect_with(
         url: &str,
         connector: Connector,
+        login: Login,
         platform_schema: &str,
     ) -> Result<Self, WarehouseError> {
         Ok(Self {
-            connection: Connection::open(url, connector).await?,
+            connection: Connection::open_with(url, connector, login).await?,
             platform_schema: platform_schema.to_owned(),
         })
     }
@@ -133,7 +134,7 @@ impl Warehouse for PostgresWarehouse {
         let keys = merge_keys(dataset);
         let index = format!(
             "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
-            quote_ident(&format!("{}_merge_key", dataset.target.table)),
+            quote_ident(&merge_key_index(dataset)),
             sql::qualified(&dataset.target),
             keys.iter()
                 .map(|k| quote_ident(k))
@@ -205,6 +206,7 @@ impl Warehouse for PostgresWarehouse {
         let mut direct = None;
         if let [only] = fresh.as_mut_slice()
             && let Some(again) = only.rows.restart()
+            && has_merge_key_index(&tx, dataset).await?
         {
             tx.batch_execute("SAVEPOINT ingest_direct_copy")
                 .await
@@ -309,6 +311,27 @@ impl Warehouse for PostgresWarehouse {
         report.items_loaded = fresh.len();
         Ok(report)
     }
+}
+
+/// The unique index on the merge key that `ensure_target` creates.
+fn merge_key_index(dataset: &Dataset) -> String {
+    format!("{}_merge_key", dataset.target.table)
+}
+
+/// Whether the target has its unique merge-key index: without it a direct COPY could not
+/// see a clash, so it is only tried when the index is there.
+async fn has_merge_key_index(
+    tx: &tokio_postgres::Transaction<'_>,
+    dataset: &Dataset,
+) -> Result<bool, WarehouseError> {
+    let row = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname = $3)",
+            &[&dataset.target.schema, &dataset.target.table, &merge_key_index(dataset)],
+        )
+        .await
+        .map_err(statement_error(&dataset.name, "looking up the merge-key index"))?;
+    Ok(row.get(0))
 }
 
 /// Where [`copy_rows`] writes.

@@ -31,7 +31,7 @@ use shared::catalog::{Dataset, TableName};
 use shared::config::RedshiftSettings;
 use tokio_postgres::types::ToSql;
 
-use super::connection::{Connection, Connector, statement_error};
+use super::connection::{Connection, Connector, Login, statement_error};
 use super::sql::{
     self, ColumnDef, REDSHIFT, SEQUENCE_COLUMN, STAGING_TABLE, column_list, key_condition,
     qualified, quote_ident,
@@ -465,12 +465,13 @@ impl RedshiftWarehouse {
     pub async fn connect(
         url: &str,
         connector: Connector,
+        login: Login,
         settings: &RedshiftSettings,
         staging_store: Arc<dyn ObjectStore>,
         platform_schema: &str,
     ) -> Result<Self, WarehouseError> {
         Ok(Self {
-            connection: Connection::open(url, connector).await?,
+            connection: Connection::open_with(url, connector, login).await?,
             stager: ParquetStager::new(
                 staging_store,
                 &settings.staging_bucket,
