@@ -174,7 +174,8 @@ if [ "$SERVE" = 1 ]; then
   log "peers are up; in another shell:"
   echo "export TEST_INGEST_AWS_ENDPOINT=$TEST_INGEST_AWS_ENDPOINT TEST_INGEST_POSTGRES_URL=$TEST_INGEST_POSTGRES_URL TEST_INGEST_POSTGRES_CA=$TEST_INGEST_POSTGRES_CA TEST_INGEST_OTHER_CA=$TEST_INGEST_OTHER_CA AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
   log "press Ctrl-C to stop them"
-  while true; do sleep 3600; done
+  # A background sleep and `wait`, so Ctrl-C or SIGTERM runs the cleanup at once.
+  while true; do sleep 3600 & wait $!; done
 fi
 
 cd "$ROOT"
