@@ -101,11 +101,11 @@ impl PostgresWarehouse {
     }
 
     fn ledger(&self) -> String {
-        format!("{}.\"load_ledger\"", quote_ident(&self.platform_schema))
+        sql::ledger_table(&self.platform_schema)
     }
 
     fn rejects(&self) -> String {
-        format!("{}.\"rejects\"", quote_ident(&self.platform_schema))
+        sql::rejects_table(&self.platform_schema)
     }
 }
 

@@ -176,17 +176,27 @@ pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
     )
 }
 
+/// The load ledger of the platform schema, quoted.
+pub fn ledger_table(schema: &str) -> String {
+    format!("{}.\"load_ledger\"", quote_ident(schema))
+}
+
+/// The rejects table of the platform schema, quoted.
+pub fn rejects_table(schema: &str) -> String {
+    format!("{}.\"rejects\"", quote_ident(schema))
+}
+
 /// The load ledger and the rejects table, in the platform's own schema.
 pub fn platform_tables(schema: &str, dialect: Dialect) -> Vec<String> {
-    let schema_q = quote_ident(schema);
+    let (ledger, rejects) = (ledger_table(schema), rejects_table(schema));
     let (text_type, timestamp_type, now) = (dialect.text, dialect.timestamp, dialect.now);
     vec![
         create_schema(schema),
         format!(
-            "CREATE TABLE IF NOT EXISTS {schema_q}.\"load_ledger\" (\n  \"idempotency_key\" {text_type} NOT NULL PRIMARY KEY,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"loaded_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
+            "CREATE TABLE IF NOT EXISTS {ledger} (\n  \"idempotency_key\" {text_type} NOT NULL PRIMARY KEY,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"loaded_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {schema_q}.\"rejects\" (\n  \"idempotency_key\" {text_type} NOT NULL,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"row_number\" bigint,\n  \"raw\" {text_type},\n  \"reason\" {text_type} NOT NULL,\n  \"rejected_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
+            "CREATE TABLE IF NOT EXISTS {rejects} (\n  \"idempotency_key\" {text_type} NOT NULL,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"row_number\" bigint,\n  \"raw\" {text_type},\n  \"reason\" {text_type} NOT NULL,\n  \"rejected_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
         ),
     ]
 }
