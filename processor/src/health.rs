@@ -83,7 +83,7 @@ impl ReadinessCheck for QueueCheck {
     }
 }
 
-/// The warehouse answers `SELECT 1` (on a connection of its own, not a worker's).
+/// The warehouse answers a query (on a connection of its own, not a worker's).
 #[derive(Debug)]
 pub struct WarehouseCheck(pub Arc<dyn Warehouse>);
 

@@ -19,6 +19,11 @@ pub const LOADED_AT: &str = "_ingest_loaded_at";
 /// The lineage columns the readers add to every batch, in order.
 pub const COLUMNS: [&str; 4] = [SOURCE, PARTITION, OFFSET, SUB_OFFSET];
 
+/// [`COLUMNS`] as owned names, the merge key of datasets without key columns.
+pub fn column_names() -> Vec<String> {
+    COLUMNS.iter().map(|c| (*c).to_owned()).collect()
+}
+
 /// The Arrow fields of [`COLUMNS`].
 pub fn fields() -> Vec<Field> {
     vec![

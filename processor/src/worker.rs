@@ -139,16 +139,7 @@ impl Pipeline {
                             reason: err.to_string(),
                             retryable: false,
                         })?;
-                let rows = FileRows {
-                    origin: (store, file.clone()),
-                    chunks: None,
-                    finished: false,
-                    dataset: dataset.clone(),
-                    transformer: transformer.clone(),
-                    source_url: source_url(file),
-                    pending: VecDeque::new(),
-                    rejects: Vec::new(),
-                };
+                let rows = FileRows::new(store, file.clone(), dataset.clone(), transformer.clone());
                 (source_url(file), Box::new(rows))
             }
             WorkItem::Records(records) => {
@@ -185,6 +176,27 @@ struct FileRows {
     source_url: String,
     pending: VecDeque<RecordBatch>,
     rejects: Vec<Reject>,
+}
+
+impl FileRows {
+    /// Rows of `file`, not read yet.
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        file: FileItem,
+        dataset: Dataset,
+        transformer: Transformer,
+    ) -> Self {
+        Self {
+            source_url: source_url(&file),
+            origin: (store, file),
+            chunks: None,
+            finished: false,
+            dataset,
+            transformer,
+            pending: VecDeque::new(),
+            rejects: Vec::new(),
+        }
+    }
 }
 
 #[async_trait]
@@ -226,16 +238,13 @@ impl RowSource for FileRows {
     }
 
     fn restart(&self) -> Option<Box<dyn RowSource>> {
-        Some(Box::new(FileRows {
-            origin: self.origin.clone(),
-            chunks: None,
-            finished: false,
-            dataset: self.dataset.clone(),
-            transformer: self.transformer.clone(),
-            source_url: self.source_url.clone(),
-            pending: VecDeque::new(),
-            rejects: Vec::new(),
-        }))
+        let (store, file) = self.origin.clone();
+        Some(Box::new(FileRows::new(
+            store,
+            file,
+            self.dataset.clone(),
+            self.transformer.clone(),
+        )))
     }
 }
 

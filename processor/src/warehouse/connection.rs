@@ -146,7 +146,7 @@ impl IamLogin {
     }
 }
 
-pub(crate) fn is_retryable(err: &tokio_postgres::Error) -> bool {
+fn is_retryable(err: &tokio_postgres::Error) -> bool {
     match err.code() {
         None => true, // I/O, closed connection, timeout
         Some(code) => {
@@ -157,7 +157,7 @@ pub(crate) fn is_retryable(err: &tokio_postgres::Error) -> bool {
     }
 }
 
-pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => {
             let mut text = format!("{} ({})", db.message(), db.code().code());
@@ -263,13 +263,28 @@ impl Connection {
         Ok(client)
     }
 
-    /// Checks that the server answers (readiness).
+    /// Checks that the server answers (readiness): getting the client already asked it.
     pub async fn ping(&self) -> Result<(), WarehouseError> {
-        let client = self.client().await?;
-        client
-            .simple_query("SELECT 1")
+        self.client().await.map(drop)
+    }
+
+    /// Runs statements (DDL) in one transaction.
+    pub async fn run_in_transaction(
+        &self,
+        dataset: &str,
+        action: &'static str,
+        statements: &[String],
+    ) -> Result<(), WarehouseError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
             .await
-            .map(drop)
-            .map_err(statement_error("(platform)", "checking the connection"))
+            .map_err(statement_error(dataset, action))?;
+        for statement in statements {
+            tx.batch_execute(statement)
+                .await
+                .map_err(statement_error(dataset, action))?;
+        }
+        tx.commit().await.map_err(statement_error(dataset, action))
     }
 }

@@ -24,10 +24,7 @@ use shared::error::{Classify, Retryability};
 /// The columns rows are merged on: the dataset's key, or the lineage columns.
 pub fn merge_keys(dataset: &Dataset) -> Vec<String> {
     if dataset.key_columns.is_empty() {
-        crate::lineage::COLUMNS
-            .iter()
-            .map(|c| (*c).to_owned())
-            .collect()
+        crate::lineage::column_names()
     } else {
         dataset.key_columns.clone()
     }
@@ -279,6 +276,14 @@ pub(crate) fn fresh_items(items: Vec<ItemSource>, loaded: &[String]) -> (Vec<Ite
         .collect();
     let skipped = count - fresh.len();
     (fresh, skipped)
+}
+
+/// The idempotency keys of a load's items, sorted, each once (the order locks are taken in).
+pub(crate) fn distinct_keys(items: &[ItemSource]) -> Vec<&str> {
+    let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// The load schema plus the staging sequence column.

@@ -14,8 +14,8 @@ use super::connection::{Connection, Connector, Login, statement_error};
 use super::pg_binary::{self, pg_type};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
 use super::{
-    Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
-    fresh_items, merge_keys,
+    Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, distinct_keys,
+    drain_items, fresh_items, merge_keys,
 };
 
 /// COPY data is sent in chunks of about this size.
@@ -81,23 +81,14 @@ impl PostgresWarehouse {
         action: &'static str,
         statements: &[String],
     ) -> Result<(), WarehouseError> {
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(statement_error(dataset, action))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('redshift-ingest ddl', 0))",
-            &[],
+        let locked: Vec<String> = std::iter::once(
+            "SELECT pg_advisory_xact_lock(hashtextextended('redshift-ingest ddl', 0))".to_owned(),
         )
-        .await
-        .map_err(statement_error(dataset, action))?;
-        for statement in statements {
-            tx.batch_execute(statement)
-                .await
-                .map_err(statement_error(dataset, action))?;
-        }
-        tx.commit().await.map_err(statement_error(dataset, action))
+        .chain(statements.iter().cloned())
+        .collect();
+        self.connection
+            .run_in_transaction(dataset, action, &locked)
+            .await
     }
 
     fn ledger(&self) -> String {
@@ -166,9 +157,7 @@ impl Warehouse for PostgresWarehouse {
 
         // Serialise loads of the same keys across workers and tasks: whoever comes second
         // waits, then finds the key in the ledger.
-        let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = distinct_keys(&items);
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
             &[&keys],
@@ -361,12 +350,6 @@ impl CopyFailure {
     }
 }
 
-impl From<WarehouseError> for CopyFailure {
-    fn from(err: WarehouseError) -> Self {
-        CopyFailure::Other(err)
-    }
-}
-
 /// Binary COPY of every item's rows; returns the rows the server took.
 async fn copy_rows(
     tx: &tokio_postgres::Transaction<'_>,
@@ -406,17 +389,13 @@ async fn copy_rows(
         sink: Box::pin(sink),
         buffer: Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
         with_sequence,
-        failure: None,
+        conflict: false,
     };
     pg_binary::write_header(&mut copy_sink.buffer);
     let drained = match drain_items(name, schema, items, &mut copy_sink).await {
         Ok(drained) => drained,
-        Err(err) => {
-            return Err(match copy_sink.failure.take() {
-                Some(failure) => conflict_or("sending COPY data")(failure),
-                None => CopyFailure::Other(err),
-            });
-        }
+        Err(_) if copy_sink.conflict => return Err(CopyFailure::Conflict),
+        Err(err) => return Err(CopyFailure::Other(err)),
     };
     let CopySink {
         mut sink,
@@ -442,8 +421,8 @@ struct CopySink<'a> {
     buffer: Vec<u8>,
     /// Whether the staged sequence column (the last) is sent.
     with_sequence: bool,
-    /// The server's error when sending failed, kept to tell a key clash from the rest.
-    failure: Option<tokio_postgres::Error>,
+    /// Whether sending failed on a unique violation (a key clash with the target).
+    conflict: bool,
 }
 
 impl StagedRowsSink for CopySink<'_> {
@@ -469,14 +448,8 @@ impl StagedRowsSink for CopySink<'_> {
                 Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
             ));
             if let Err(err) = self.sink.send(chunk).await {
-                let wrapped = WarehouseError::Statement {
-                    dataset: self.dataset.to_owned(),
-                    action: "sending COPY data",
-                    reason: super::connection::describe(&err),
-                    retryable: super::connection::is_retryable(&err),
-                };
-                self.failure = Some(err);
-                return Err(wrapped);
+                self.conflict = err.code() == Some(&SqlState::UNIQUE_VIOLATION);
+                return Err(statement_error(self.dataset, "sending COPY data")(err));
             }
         }
         Ok(())

@@ -38,7 +38,7 @@ use super::sql::{
 };
 use super::{
     Drained, ItemSource, LoadReport, Reject, StagedRowsSink, Warehouse, WarehouseError,
-    drain_items, fresh_items, merge_keys,
+    distinct_keys, drain_items, fresh_items, merge_keys,
 };
 use crate::lineage;
 
@@ -181,7 +181,7 @@ pub mod statements {
 
     /// Append of the rows whose lineage the target does not hold yet (an anti-join).
     pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
-        let lineage_keys: Vec<String> = lineage::COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+        let lineage_keys = lineage::column_names();
         format!(
             "INSERT INTO {target} ({cols})\nSELECT {source_cols} FROM {source} AS source\nLEFT JOIN {target} AS existing ON {on}\nWHERE existing.{first} IS NULL",
             target = qualified(table),
@@ -271,14 +271,13 @@ impl ParquetStager {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
-    fn staging_error(&self, dataset: &str, retryable: bool) -> impl Fn(String) -> WarehouseError {
-        let dataset = dataset.to_owned();
-        let location = self.location();
-        move |reason| WarehouseError::Staging {
-            dataset: dataset.clone(),
-            location: location.clone(),
+    /// A failed write to the staging location; retried like any S3 hiccup.
+    fn staging_error(&self, dataset: &str, reason: String) -> WarehouseError {
+        WarehouseError::Staging {
+            dataset: dataset.to_owned(),
+            location: self.location(),
             reason,
-            retryable,
+            retryable: true,
         }
     }
 
@@ -327,18 +326,19 @@ impl ParquetStager {
         if writers.is_empty() {
             return Ok((None, drained));
         }
-        let write_failed = self.staging_error(dataset, true);
         let mut files = Vec::with_capacity(writers.len());
         for (key, writer) in writers {
             writer
                 .close()
                 .await
-                .map_err(|err| write_failed(err.to_string()))?;
+                .map_err(|err| self.staging_error(dataset, err.to_string()))?;
             let size = self
                 .store
                 .head(&key)
                 .await
-                .map_err(|err| write_failed(format!("staged file {key} is missing: {err}")))?
+                .map_err(|err| {
+                    self.staging_error(dataset, format!("staged file {key} is missing: {err}"))
+                })?
                 .size;
             files.push((key, size));
         }
@@ -358,7 +358,9 @@ impl ParquetStager {
         self.store
             .put(&manifest, body.into())
             .await
-            .map_err(|err| write_failed(format!("cannot write the manifest: {err}")))?;
+            .map_err(|err| {
+                self.staging_error(dataset, format!("cannot write the manifest: {err}"))
+            })?;
         Ok((
             Some(StagedFiles {
                 folder,
@@ -415,7 +417,6 @@ impl StagedRowsSink for ParquetFiles<'_> {
             .map_err(convert_failed)?;
         let batch =
             RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(convert_failed)?;
-        let write_failed = self.stager.staging_error(self.dataset, true);
         self.rows += batch.num_rows() as u64;
         if self.next == self.writers.len() {
             let key = self
@@ -427,14 +428,14 @@ impl StagedRowsSink for ParquetFiles<'_> {
                 Arc::clone(&self.schema),
                 Some(self.properties.clone()),
             )
-            .map_err(|err| write_failed(err.to_string()))?;
+            .map_err(|err| self.stager.staging_error(self.dataset, err.to_string()))?;
             self.writers.push((key, writer));
         }
         let (_, writer) = &mut self.writers[self.next];
         writer
             .write(&batch)
             .await
-            .map_err(|err| write_failed(err.to_string()))?;
+            .map_err(|err| self.stager.staging_error(self.dataset, err.to_string()))?;
         self.next = (self.next + 1) % self.stager.files;
         Ok(())
     }
@@ -489,25 +490,6 @@ impl RedshiftWarehouse {
 
     fn rejects(&self) -> String {
         sql::rejects_table(&self.platform_schema)
-    }
-
-    async fn run_ddl(
-        &self,
-        dataset: &str,
-        action: &'static str,
-        statements: &[String],
-    ) -> Result<(), WarehouseError> {
-        let mut client = self.connection.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(statement_error(dataset, action))?;
-        for statement in statements {
-            tx.batch_execute(statement)
-                .await
-                .map_err(statement_error(dataset, action))?;
-        }
-        tx.commit().await.map_err(statement_error(dataset, action))
     }
 
     /// The keys of `keys` the ledger holds.
@@ -709,12 +691,13 @@ impl Warehouse for RedshiftWarehouse {
 
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
         let statements = sql::platform_tables(&self.platform_schema, REDSHIFT);
-        self.run_ddl(
-            "(platform)",
-            "creating the ledger and rejects tables",
-            &statements,
-        )
-        .await
+        self.connection
+            .run_in_transaction(
+                "(platform)",
+                "creating the ledger and rejects tables",
+                &statements,
+            )
+            .await
     }
 
     async fn ensure_target(
@@ -727,7 +710,8 @@ impl Warehouse for RedshiftWarehouse {
             sql::create_schema(&dataset.target.schema),
             sql::create_target_table(&dataset.target, &columns, REDSHIFT),
         ];
-        self.run_ddl(&dataset.name, "creating the target table", &statements)
+        self.connection
+            .run_in_transaction(&dataset.name, "creating the target table", &statements)
             .await
     }
 
@@ -739,9 +723,7 @@ impl Warehouse for RedshiftWarehouse {
     ) -> Result<LoadReport, WarehouseError> {
         let name = dataset.name.as_str();
         let columns = redshift_columns(name, schema)?;
-        let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let keys = distinct_keys(&items);
         let loaded = {
             let client = self.connection.client().await?;
             Self::loaded_keys(&*client, &self.ledger(), name, &keys).await?

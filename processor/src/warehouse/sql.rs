@@ -165,7 +165,7 @@ pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[Str
 /// Appends the staging rows whose lineage is not in the target yet: an append that
 /// cannot duplicate, however the rows were packed into work items.
 pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
-    let lineage_keys: Vec<String> = lineage::COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    let lineage_keys = lineage::column_names();
     format!(
         "INSERT INTO {target} ({cols})\nSELECT {source_cols} FROM {source} AS source\nWHERE NOT EXISTS (SELECT 1 FROM {target} AS target WHERE {on})",
         target = qualified(table),
