@@ -1,11 +1,210 @@
-//! The ingest-batch Lambda: S3 `ObjectCreated` events → `file` work items on the work queue.
+//! The ingest-batch Lambda: S3 `ObjectCreated` events (direct notifications or through
+//! EventBridge) → `file` work items on the work queue.
 //!
-//! Not built yet (issue 4): the crate holds the place in the workspace so the build and
-//! the dependency set are complete. The binary refuses to start rather than pretend. Built
-//! so far: decoding of event keys (`keys`).
+//! - [`events`] reads the invocation payload into created objects with decoded keys;
+//! - [`plan`] routes each object to a dataset and splits large files into parts;
+//! - [`FileIngest`] sends the work items and reports what became of every object.
+//!
+//! `processor backfill` reuses [`FileIngest`] for objects found by listing a prefix, so
+//! an object yields the same work items (and idempotency keys) both ways.
 
+pub mod events;
 pub mod keys;
+pub mod plan;
+pub mod split;
 
-/// What the binary says when started before the handler exists.
-pub const NOT_BUILT: &str =
-    "ingest-batch is not built yet: the S3 event handler arrives with the batch-path issue";
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use shared::envelope::{EnvelopeError, MessageSizeLimit, WorkItem};
+use shared::error::{Classify, Retryability};
+use shared::queue::{OutgoingMessage, WorkQueue};
+use shared::telemetry::names;
+
+use crate::events::{CreatedObject, PayloadError, SkipReason, read_payload};
+use crate::plan::{FilePlanner, ObjectReadError, Planned};
+
+/// What one invocation (or one backfill page) did; returned as the Lambda's response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// Objects reported as created.
+    pub objects: usize,
+    /// Of those, split into parts.
+    pub files_split: usize,
+    /// Work items the queue confirmed.
+    pub work_items_sent: usize,
+    /// Entries and objects that produced no work item, by reason.
+    pub skipped: BTreeMap<&'static str, usize>,
+}
+
+/// Why an invocation failed. Lambda then retries the whole event (and, after its
+/// retries, hands it to the on-failure destination); work items sent before the failure
+/// are sent again, which the processor's ledger makes harmless.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Read(#[from] ObjectReadError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error(
+        "{failed} of {total} work item(s) could not be sent ({sent} sent); first failure: {first}"
+    )]
+    NotSent {
+        total: usize,
+        sent: usize,
+        failed: usize,
+        first: String,
+        retryable: bool,
+    },
+}
+
+impl IngestError {
+    /// A short name for the error's kind (the Lambda error type).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IngestError::Payload(_) => "UnrecognisedPayload",
+            IngestError::Read(_) => "ObjectReadFailed",
+            IngestError::Envelope(_) => "WorkItemInvalid",
+            IngestError::NotSent { .. } => "WorkItemsNotSent",
+        }
+    }
+}
+
+impl Classify for IngestError {
+    fn retryability(&self) -> Retryability {
+        match self {
+            IngestError::Read(err) => err.retryability(),
+            IngestError::NotSent {
+                retryable: true, ..
+            } => Retryability::Retryable,
+            _ => Retryability::Permanent,
+        }
+    }
+}
+
+/// Plans created objects and sends their work items. Built once per process.
+#[derive(Debug, Clone)]
+pub struct FileIngest {
+    pub planner: FilePlanner,
+    pub queue: Arc<dyn WorkQueue>,
+    pub size_limit: MessageSizeLimit,
+    /// The `source` label of the sent-items metrics (`s3_event`, `backfill`).
+    pub source: &'static str,
+}
+
+impl FileIngest {
+    /// Handles one Lambda invocation payload.
+    pub async fn handle(&self, payload: serde_json::Value) -> Result<IngestReport, IngestError> {
+        let notifications = read_payload(payload)?;
+        let mut report = IngestReport::default();
+        for skipped in &notifications.skipped {
+            self.count_skip(&mut report, skipped.reason, &skipped.detail);
+        }
+        let objects = self.ingest(&notifications.created).await?;
+        report.objects = objects.objects;
+        report.files_split = objects.files_split;
+        report.work_items_sent = objects.work_items_sent;
+        for (reason, count) in objects.skipped {
+            *report.skipped.entry(reason).or_default() += count;
+        }
+        tracing::info!(
+            objects = report.objects,
+            files_split = report.files_split,
+            work_items_sent = report.work_items_sent,
+            skipped = ?report.skipped,
+            "invocation handled"
+        );
+        Ok(report)
+    }
+
+    /// Plans every object, then sends all their work items. A planning failure sends
+    /// nothing; a send failure reports exactly how many items the queue confirmed.
+    pub async fn ingest(&self, objects: &[CreatedObject]) -> Result<IngestReport, IngestError> {
+        let mut report = IngestReport {
+            objects: objects.len(),
+            ..IngestReport::default()
+        };
+        let mut items: Vec<WorkItem> = Vec::new();
+        for object in objects {
+            match self.planner.plan(object).await? {
+                Planned::Items(planned) => {
+                    if planned.len() > 1 {
+                        report.files_split += 1;
+                        metrics::counter!(names::FILES_SPLIT_TOTAL).increment(1);
+                        tracing::info!(bucket = %object.bucket, key = %object.key, size = object.size, parts = planned.len(), "large file split into parts");
+                    }
+                    items.extend(planned.into_iter().map(WorkItem::File));
+                }
+                Planned::Skipped(skipped) => {
+                    self.count_skip(&mut report, skipped.reason, &skipped.detail);
+                }
+            }
+        }
+        if items.is_empty() {
+            return Ok(report);
+        }
+        let messages = items
+            .iter()
+            .map(|item| item.to_json(self.size_limit).map(OutgoingMessage::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sent = self.queue.send(&messages).await;
+        report.work_items_sent = sent.succeeded.len();
+        metrics::counter!(names::WORK_ITEMS_SENT_TOTAL, "source" => self.source)
+            .increment(sent.succeeded.len() as u64);
+        if let Some(first) = sent.failed.first() {
+            let retryable = sent.failed.iter().any(|f| f.retryable);
+            metrics::counter!(names::WORK_ITEMS_SEND_FAILED_TOTAL, "source" => self.source, "retryable" => retryable.to_string())
+                .increment(sent.failed.len() as u64);
+            let item = &items[first.index];
+            return Err(IngestError::NotSent {
+                total: items.len(),
+                sent: sent.succeeded.len(),
+                failed: sent.failed.len(),
+                first: format!(
+                    "{} (dataset {}): {}: {}",
+                    describe(item),
+                    item.dataset(),
+                    first.code,
+                    first.message
+                ),
+                retryable,
+            });
+        }
+        Ok(report)
+    }
+
+    fn count_skip(&self, report: &mut IngestReport, reason: SkipReason, detail: &str) {
+        *report.skipped.entry(reason.as_str()).or_default() += 1;
+        metrics::counter!(names::OBJECTS_SKIPPED_TOTAL, "reason" => reason.as_str()).increment(1);
+        match reason {
+            SkipReason::Malformed | SkipReason::Unrouted => {
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    detail,
+                    "no work item for this entry"
+                )
+            }
+            _ => tracing::info!(
+                reason = reason.as_str(),
+                detail,
+                "no work item for this entry"
+            ),
+        }
+    }
+}
+
+fn describe(item: &WorkItem) -> String {
+    match item {
+        WorkItem::File(file) => match file.part {
+            Some(part) => format!(
+                "s3://{}/{} part {} of {}",
+                file.bucket, file.key, part.index, part.count
+            ),
+            None => format!("s3://{}/{}", file.bucket, file.key),
+        },
+        WorkItem::Records(records) => format!("kinesis://{}/{}", records.stream, records.shard_id),
+    }
+}

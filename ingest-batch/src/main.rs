@@ -1,6 +1,64 @@
-use std::process::ExitCode;
+//! The ingest-batch Lambda binary: configuration and clients, then the runtime loop.
 
-fn main() -> ExitCode {
-    eprintln!("error: {}", ingest_batch::NOT_BUILT);
-    ExitCode::FAILURE
+use std::sync::Arc;
+
+use anyhow::Context;
+use ingest_batch::FileIngest;
+use ingest_batch::plan::{FilePlanner, S3Objects};
+use lambda_runtime::{LambdaEvent, service_fn};
+use shared::aws::AwsClients;
+use shared::catalog::Catalog;
+use shared::config::{CONFIG_PATH_ENV, PlatformConfig, Section};
+use shared::queue::SqsQueue;
+use shared::telemetry::init_tracing;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let ingest = build().await.map_err(|err| {
+        // Start-up errors go to the function's log before the runtime reports them.
+        eprintln!("error: {err:#}");
+        err
+    })?;
+    let ingest = &ingest;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            ingest
+                .handle(event.payload)
+                .await
+                .map_err(|err| lambda_runtime::Diagnostic {
+                    error_type: err.kind().to_owned(),
+                    error_message: err.to_string(),
+                })
+        },
+    ))
+    .await
+}
+
+async fn build() -> anyhow::Result<FileIngest> {
+    let config_path = std::env::var_os(CONFIG_PATH_ENV).map(std::path::PathBuf::from);
+    let config = PlatformConfig::load(config_path.as_deref(), std::env::vars())?;
+    config.require(&[Section::Queue, Section::Catalog])?;
+    init_tracing(&config.telemetry)?;
+    let (Some(queue), Some(catalog_path)) = (&config.queue, &config.catalog_path) else {
+        anyhow::bail!("[queue] and [catalog] are required");
+    };
+    let catalog = Catalog::from_file(catalog_path)
+        .with_context(|| format!("loading the catalog {}", catalog_path.display()))?;
+    let clients = AwsClients::new(&config.aws).await;
+    Ok(FileIngest {
+        planner: FilePlanner {
+            catalog: Arc::new(catalog),
+            reader: Arc::new(S3Objects {
+                client: clients.s3.clone(),
+            }),
+            part_size: config.files.part_size_bytes,
+        },
+        queue: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            &queue.url,
+            queue.max_message_bytes,
+        )),
+        size_limit: queue.max_message_bytes,
+        source: "s3_event",
+    })
 }

@@ -114,6 +114,39 @@ impl Default for ProcessorSettings {
     }
 }
 
+/// How files are turned into work items (the ingest-batch Lambda and `processor backfill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSettings {
+    /// A splittable file (uncompressed CSV or JSON lines, Parquet) larger than this becomes
+    /// several work items of about this many bytes each, loaded in parallel.
+    pub part_size_bytes: u64,
+}
+
+/// The default part size: 128 MiB.
+pub const DEFAULT_PART_SIZE_BYTES: u64 = 128 * 1024 * 1024;
+/// The smallest part size accepted: 64 KiB (small parts are for tests and demos).
+pub const MIN_PART_SIZE_BYTES: u64 = 64 * 1024;
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        Self {
+            part_size_bytes: DEFAULT_PART_SIZE_BYTES,
+        }
+    }
+}
+
+/// Where `file loaded` events go (EventBridge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSettings {
+    /// The event bus name or ARN.
+    pub bus_name: String,
+    /// The `source` field of the events.
+    pub source: String,
+}
+
+/// The default `source` of the platform's events.
+pub const DEFAULT_EVENT_SOURCE: &str = "redshift-ingest";
+
 /// A value that must never reach a log: `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -266,6 +299,9 @@ pub struct PlatformConfig {
     pub catalog_path: Option<PathBuf>,
     pub warehouse: Option<WarehouseSettings>,
     pub processor: ProcessorSettings,
+    pub files: FileSettings,
+    /// `file loaded` events; none are published without it.
+    pub events: Option<EventSettings>,
     pub telemetry: TelemetrySettings,
 }
 
@@ -776,6 +812,33 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         section.finish(issues);
     }
 
+    let mut files = FileSettings::default();
+    if let Some(mut section) = root.table("files", issues) {
+        if let Some(n) = section.integer_in(
+            "part_size_bytes",
+            MIN_PART_SIZE_BYTES as i64..=5 * 1024 * 1024 * 1024 * 1024,
+            issues,
+        ) {
+            files.part_size_bytes = n.unsigned_abs();
+        }
+        section.finish(issues);
+    }
+
+    let events = root.table("events", issues).and_then(|mut section| {
+        let bus_name = section
+            .required_string("bus_name", issues)
+            .map(str::to_owned);
+        let source = section
+            .string("source", issues)
+            .unwrap_or(DEFAULT_EVENT_SOURCE)
+            .to_owned();
+        section.finish(issues);
+        Some(EventSettings {
+            bus_name: bus_name?,
+            source,
+        })
+    });
+
     let mut telemetry = TelemetrySettings::default();
     if let Some(mut section) = root.table("telemetry", issues) {
         match section.string("log_format", issues) {
@@ -800,6 +863,8 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         catalog_path,
         warehouse,
         processor,
+        files,
+        events,
         telemetry,
     }
 }
@@ -846,6 +911,31 @@ mod tests {
             }
             other => panic!("expected validation errors, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn file_and_event_settings_have_defaults_and_limits() {
+        let config = PlatformConfig::from_toml("", "test", env(&[])).expect("valid");
+        assert_eq!(config.files.part_size_bytes, 128 * 1024 * 1024);
+        assert_eq!(config.events, None);
+        let config = PlatformConfig::from_toml(
+            "[files]\npart_size_bytes = 1048576\n[events]\nbus_name = \"ingest\"\n",
+            "test",
+            env(&[("INGEST_EVENTS__SOURCE", "acme.ingest")]),
+        )
+        .expect("valid");
+        assert_eq!(config.files.part_size_bytes, 1024 * 1024);
+        assert_eq!(
+            config.events,
+            Some(EventSettings {
+                bus_name: "ingest".into(),
+                source: "acme.ingest".into()
+            })
+        );
+        let issues = issues_of("[files]\npart_size_bytes = 10\n[events]\n", &[]);
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert!(issues[0].starts_with("files.part_size_bytes"), "{issues:?}");
+        assert!(issues[1].starts_with("events.bus_name"), "{issues:?}");
     }
 
     #[test]
@@ -952,7 +1042,7 @@ log_format = "xml"
                 "aws.attempt_timeout_secs: must be longer than queue.wait_time_secs (20 s), or every long poll times out",
                 "warehouse.url: unsupported scheme \"mysql\"; expected postgres://",
                 "telemetry.log_format: unknown log format \"xml\"; expected json or text",
-                "colour: unknown field; expected one of: aws, catalog, processor, queue, telemetry, warehouse",
+                "colour: unknown field; expected one of: aws, catalog, events, files, processor, queue, telemetry, warehouse",
             ]
         );
     }

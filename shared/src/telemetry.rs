@@ -66,6 +66,10 @@ pub mod names {
     pub const ROWS_REJECTED_TOTAL: &str = "ingest_rows_rejected_total";
     pub const LOAD_DURATION_SECONDS: &str = "ingest_load_duration_seconds";
     pub const HEARTBEAT_EXTENSIONS_TOTAL: &str = "ingest_heartbeat_extensions_total";
+    pub const OBJECTS_SKIPPED_TOTAL: &str = "ingest_objects_skipped_total";
+    pub const FILES_SPLIT_TOTAL: &str = "ingest_files_split_total";
+    pub const FILES_COMPLETED_TOTAL: &str = "ingest_files_completed_total";
+    pub const FILE_EVENTS_PUBLISHED_TOTAL: &str = "ingest_file_events_published_total";
 }
 
 /// Values of the `outcome` label of [`names::WORK_ITEMS_PROCESSED_TOTAL`].
@@ -151,6 +155,30 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &[],
         help: "Visibility-timeout extensions of messages being worked on.",
+    },
+    MetricSpec {
+        name: names::OBJECTS_SKIPPED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["reason"],
+        help: "S3 event entries and objects that produced no work item: test_event, not_object_created, malformed, folder_marker, empty_object, unrouted, gone.",
+    },
+    MetricSpec {
+        name: names::FILES_SPLIT_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Large files split into several work items (parts).",
+    },
+    MetricSpec {
+        name: names::FILES_COMPLETED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["dataset"],
+        help: "Files whose every part has loaded.",
+    },
+    MetricSpec {
+        name: names::FILE_EVENTS_PUBLISHED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "`file loaded` events published to EventBridge.",
     },
 ];
 
