@@ -12,12 +12,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat};
-use shared::envelope::{FileItem, normalize_etag};
+use shared::envelope::{ByteRange, FileItem, normalize_etag};
 use shared::error::{Classify, Retryability};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -136,6 +141,25 @@ async fn read_text(
     sender: mpsc::Sender<Result<Typed, ReadError>>,
 ) -> Result<(), ReadError> {
     let path = object_path(&item)?;
+    if item.range.is_some() && item.compression != Compression::None {
+        return Err(ReadError::Shape {
+            source_url: source_url(&item),
+            dataset: dataset.name.clone(),
+            reason: format!(
+                "a byte range of a {}-compressed file cannot be decoded on its own",
+                item.compression.as_str()
+            ),
+        });
+    }
+    // A later part of a split CSV file has no header of its own: read the file's.
+    let part_header = match item.range {
+        Some(range)
+            if range.start > 0 && item.format == FileFormat::Csv && dataset.csv.has_header =>
+        {
+            Some(read_csv_header(store.as_ref(), &path, &item, &dataset).await?)
+        }
+        _ => None,
+    };
     let options = GetOptions {
         range: item.range.map(|r| GetRange::Bounded(r.start..r.end)),
         ..GetOptions::default()
@@ -173,7 +197,7 @@ async fn read_text(
             Ok(sender.blocking_send(Ok(typed)).is_ok())
         };
         match item.format {
-            FileFormat::Csv => read_csv(decoded, &item, &dataset, &mut emit),
+            FileFormat::Csv => read_csv(decoded, &item, &dataset, part_header, &mut emit),
             _ => read_jsonl(decoded, &item, &dataset, &mut emit),
         }
     })
@@ -224,26 +248,84 @@ fn flush_if_full(
     emit(std::mem::replace(rows, TextRows::new(column_count)))
 }
 
+/// The CSV reader every part of a file is read with, so all agree on where rows start.
+fn csv_reader<R: Read>(options: CsvOptions, reader: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .delimiter(options.delimiter)
+        .quote(options.quote)
+        .escape(options.escape)
+        .double_quote(options.escape.is_none())
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader)
+}
+
+/// The most bytes a CSV header may take.
+pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+
+/// The header row of a split CSV file, read from its start.
+async fn read_csv_header(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+    item: &FileItem,
+    dataset: &Dataset,
+) -> Result<Vec<String>, ReadError> {
+    let options = GetOptions {
+        range: Some(GetRange::Bounded(0..item.size.min(MAX_HEADER_BYTES))),
+        ..GetOptions::default()
+    };
+    let bytes = store
+        .get_opts(path, options)
+        .await
+        .map_err(|err| object_error(item, &err))?
+        .bytes()
+        .await
+        .map_err(|err| object_error(item, &err))?;
+    let mut csv = csv_reader(dataset.csv, bytes.as_ref());
+    let mut record = csv::ByteRecord::new();
+    let complete = csv
+        .read_byte_record(&mut record)
+        .map_err(|err| ReadError::Convert {
+            source_url: source_url(item),
+            reason: format!("reading the header: {err}"),
+        })?;
+    // The header must end inside the bytes read, or it was cut.
+    let header_end = csv.position().byte();
+    if !complete || (header_end >= bytes.len() as u64 && item.size > MAX_HEADER_BYTES) {
+        return Err(ReadError::Shape {
+            source_url: source_url(item),
+            dataset: dataset.name.clone(),
+            reason: format!("no complete header row in the first {MAX_HEADER_BYTES} bytes"),
+        });
+    }
+    Ok(header_names(&record))
+}
+
+fn header_names(record: &csv::ByteRecord) -> Vec<String> {
+    record
+        .iter()
+        .map(|name| {
+            String::from_utf8_lossy(name)
+                .trim()
+                .trim_start_matches('\u{feff}')
+                .to_ascii_lowercase()
+        })
+        .collect()
+}
+
 fn read_csv(
     reader: impl Read,
     item: &FileItem,
     dataset: &Dataset,
+    part_header: Option<Vec<String>>,
     emit: &mut Emit<'_>,
 ) -> Result<(), ReadError> {
     let CsvOptions {
         delimiter,
-        quote,
-        escape,
         has_header,
+        ..
     } = dataset.csv;
-    let mut csv = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .quote(quote)
-        .escape(escape)
-        .double_quote(escape.is_none())
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(reader);
+    let mut csv = csv_reader(dataset.csv, reader);
     let column_count = dataset.columns.len();
     let mut record = csv::ByteRecord::new();
     let read = |csv: &mut csv::Reader<_>, record: &mut csv::ByteRecord| {
@@ -259,19 +341,17 @@ fn read_csv(
     // Which field holds each catalog column: by header name, or by position.
     let mut field_of_column: Vec<usize> = (0..column_count).collect();
     let mut expected_fields = column_count;
-    if has_header && item.range.is_none_or(|r| r.start == 0) {
-        if !read(&mut csv, &mut record)? {
-            return Ok(()); // an empty file: nothing to load
+    let names = match part_header {
+        Some(names) => Some(names),
+        None if has_header => {
+            if !read(&mut csv, &mut record)? {
+                return Ok(()); // an empty file: nothing to load
+            }
+            Some(header_names(&record))
         }
-        let names: Vec<String> = record
-            .iter()
-            .map(|name| {
-                String::from_utf8_lossy(name)
-                    .trim()
-                    .trim_start_matches('\u{feff}')
-                    .to_ascii_lowercase()
-            })
-            .collect();
+        None => None,
+    };
+    if let Some(names) = names {
         let missing: Vec<&str> = dataset
             .columns
             .iter()
@@ -435,6 +515,30 @@ fn trim_line(line: &[u8]) -> &[u8] {
     &line[start.min(end)..end]
 }
 
+/// The row groups a Parquet item loads, with the file row number of each one's first row:
+/// all of them, or for a part, those whose first byte lies in its range (each row group
+/// starts in exactly one part).
+pub fn parquet_row_groups(
+    metadata: &ParquetMetaData,
+    range: Option<ByteRange>,
+) -> Vec<(usize, u64)> {
+    let mut first_row: u64 = 0;
+    let mut selected = Vec::new();
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        let start = group
+            .columns()
+            .iter()
+            .map(|column| column.byte_range().0)
+            .min()
+            .unwrap_or(0);
+        if range.is_none_or(|r| (r.start..r.end).contains(&start)) {
+            selected.push((index, first_row));
+        }
+        first_row += u64::try_from(group.num_rows()).unwrap_or(0);
+    }
+    selected
+}
+
 async fn read_parquet(
     store: Arc<dyn ObjectStore>,
     item: &FileItem,
@@ -446,19 +550,30 @@ async fn read_parquet(
         source_url: url.clone(),
         reason,
     };
-    let context = SessionContext::new();
-    let bucket_url = url::Url::parse(&format!("s3://{}", item.bucket))
-        .map_err(|err| convert(err.to_string()))?;
-    context.register_object_store(&bucket_url, store);
-    let frame = context
-        .read_parquet(url.as_str(), ParquetReadOptions::default())
+    let path = object_path(item)?;
+    let reader = ParquetObject {
+        store,
+        path,
+        size: item.size,
+    };
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
-        .map_err(|err| ReadError::Shape {
-            source_url: url.clone(),
-            dataset: dataset.name.clone(),
-            reason: format!("not a readable Parquet file: {err}"),
+        .map_err(|err| match err {
+            ParquetError::External(inner) => ReadError::Object {
+                source_url: url.clone(),
+                reason: inner.to_string(),
+                retryable: !matches!(
+                    inner.downcast_ref::<object_store::Error>(),
+                    Some(object_store::Error::NotFound { .. })
+                ),
+            },
+            other => ReadError::Shape {
+                source_url: url.clone(),
+                dataset: dataset.name.clone(),
+                reason: format!("not a readable Parquet file: {other}"),
+            },
         })?;
-    let file_schema = frame.schema().as_arrow().clone();
+    let file_schema = builder.schema().clone();
     let mut column_indices = Vec::with_capacity(dataset.columns.len());
     let mut missing = Vec::new();
     for column in &dataset.columns {
@@ -484,11 +599,24 @@ async fn read_parquet(
             ),
         });
     }
-    let mut stream = frame
-        .execute_stream()
-        .await
+    let groups = parquet_row_groups(builder.metadata(), item.range);
+    let row_counts: Vec<u64> = groups
+        .iter()
+        .map(|(index, _)| {
+            u64::try_from(builder.metadata().row_group(*index).num_rows()).unwrap_or(0)
+        })
+        .collect();
+    if groups.is_empty() {
+        return Ok(()); // a part in which no row group starts
+    }
+    let mut stream = builder
+        .with_row_groups(groups.iter().map(|(index, _)| *index).collect())
+        .with_batch_size(CHUNK_ROWS)
+        .build()
         .map_err(|err| convert(err.to_string()))?;
-    let mut row_offset: u64 = 0;
+    // Lineage offsets are row numbers in the whole file, whichever part reads the row.
+    let mut group = 0;
+    let mut row_in_group: u64 = 0;
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch = batch.map_err(|err| convert(err.to_string()))?;
         let rows = batch.num_rows();
@@ -500,28 +628,84 @@ async fn read_parquet(
                 None => new_null_array(&column.data_type, rows),
             })
             .collect();
-        let row_numbers: Vec<u64> = (row_offset + 1..=row_offset + rows as u64).collect();
+        let mut offsets = Vec::with_capacity(rows);
+        for _ in 0..rows {
+            while group + 1 < groups.len() && row_in_group >= row_counts[group] {
+                group += 1;
+                row_in_group = 0;
+            }
+            offsets.push(groups[group].1 + row_in_group);
+            row_in_group += 1;
+        }
         let typed = conform(
             dataset,
             &origin(item),
             RowsIn {
                 columns,
-                offsets: (row_offset..row_offset + rows as u64)
-                    .map(|n| n.to_string())
-                    .collect(),
-                row_numbers,
+                row_numbers: offsets.iter().map(|n| n + 1).collect(),
+                offsets: offsets.iter().map(u64::to_string).collect(),
                 raw: vec![None; rows],
                 sub_offsets: vec![0; rows],
                 rejects: Vec::new(),
             },
         )
         .map_err(|err| convert(err.to_string()))?;
-        row_offset += rows as u64;
         if sender.send(Ok(typed)).await.is_err() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// A Parquet file in an object store, read by ranges for the parquet crate's async
+/// reader (footer first, then the selected row groups' column chunks).
+struct ParquetObject {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+}
+
+fn external(err: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(err))
+}
+
+impl AsyncFileReader for ParquetObject {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<bytes::Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<bytes::Bytes>>> {
+        Box::pin(async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
+    }
 }
 
 /// Every chunk of an item, collected (for small items and tests).
