@@ -123,6 +123,16 @@ impl FileIngest {
     /// Plans every object, then sends all their work items. A planning failure sends
     /// nothing; a send failure reports exactly how many items the queue confirmed.
     pub async fn ingest(&self, objects: &[CreatedObject]) -> Result<IngestReport, IngestError> {
+        let (items, mut report) = self.plan_objects(objects).await?;
+        report.work_items_sent = self.send(&items).await?;
+        Ok(report)
+    }
+
+    /// The work items of every object, and what was skipped; nothing is sent.
+    pub async fn plan_objects(
+        &self,
+        objects: &[CreatedObject],
+    ) -> Result<(Vec<WorkItem>, IngestReport), IngestError> {
         let mut report = IngestReport {
             objects: objects.len(),
             ..IngestReport::default()
@@ -143,15 +153,20 @@ impl FileIngest {
                 }
             }
         }
+        Ok((items, report))
+    }
+
+    /// Sends work items; returns how many the queue confirmed, or fails naming the first
+    /// that could not be sent.
+    pub async fn send(&self, items: &[WorkItem]) -> Result<usize, IngestError> {
         if items.is_empty() {
-            return Ok(report);
+            return Ok(0);
         }
         let messages = items
             .iter()
             .map(|item| item.to_json(self.size_limit).map(OutgoingMessage::from))
             .collect::<Result<Vec<_>, _>>()?;
         let sent = self.queue.send(&messages).await;
-        report.work_items_sent = sent.succeeded.len();
         metrics::counter!(names::WORK_ITEMS_SENT_TOTAL, "source" => self.source)
             .increment(sent.succeeded.len() as u64);
         if let Some(first) = sent.failed.first() {
@@ -173,7 +188,7 @@ impl FileIngest {
                 retryable,
             });
         }
-        Ok(report)
+        Ok(sent.succeeded.len())
     }
 
     fn count_skip(&self, report: &mut IngestReport, reason: SkipReason, detail: &str) {

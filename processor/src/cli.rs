@@ -26,6 +26,22 @@ pub enum Command {
     },
     /// Consume the work queue and load the warehouse until SIGTERM or Ctrl-C.
     Serve,
+    /// Enqueue work items for the objects under a prefix (loads history, re-runs a
+    /// prefix, scheduled sweeps); idempotent: objects already loaded are skipped.
+    Backfill {
+        /// The bucket to list.
+        #[arg(long)]
+        bucket: String,
+        /// Only keys starting with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only objects modified at or after this date (2026-11-01) or time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// List and plan, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Move messages from the dead-letter queue back to the work queue.
     Redrive {
         /// Only report how many messages would move.

@@ -3,6 +3,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use ingest_batch::FileIngest;
+use ingest_batch::plan::{FilePlanner, S3Objects};
+use processor::backfill;
 use processor::check::{check_catalog, render_report};
 use processor::cli::{Cli, Command};
 use processor::redrive::{RedriveOptions, RedriveOutcome, redrive};
@@ -55,6 +58,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("[catalog] path is required")?;
             let catalog = Arc::new(Catalog::from_file(&path)?);
             processor::service::serve(&config, catalog, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backfill {
+            bucket,
+            prefix,
+            since,
+            dry_run,
+        } => {
+            config.require(&[Section::Queue, Section::Catalog])?;
+            let since_ms = since
+                .as_deref()
+                .map(backfill::parse_since)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let (Some(queue), Some(catalog_path)) = (&config.queue, &config.catalog_path) else {
+                anyhow::bail!("[queue] and [catalog] are required");
+            };
+            let catalog = Arc::new(Catalog::from_file(catalog_path)?);
+            let clients = AwsClients::new(&config.aws).await;
+            let ingest = FileIngest {
+                planner: FilePlanner {
+                    catalog,
+                    reader: Arc::new(S3Objects {
+                        client: clients.s3.clone(),
+                    }),
+                    part_size: config.files.part_size_bytes,
+                },
+                queue: Arc::new(SqsQueue::new(
+                    clients.sqs.clone(),
+                    &queue.url,
+                    queue.max_message_bytes,
+                )),
+                size_limit: queue.max_message_bytes,
+                source: "backfill",
+            };
+            let options = backfill::BackfillOptions {
+                bucket,
+                prefix,
+                since_ms,
+                dry_run,
+            };
+            let started = std::time::Instant::now();
+            let mut progress = |p: &backfill::BackfillProgress| {
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                eprint!(
+                    "\rlisted {} objects ({} older than --since), planned {} ({:.1} MiB), {} work item(s) {}, {} skipped — {:.0} objects/s",
+                    p.listed,
+                    p.older,
+                    p.planned,
+                    p.bytes as f64 / (1024.0 * 1024.0),
+                    p.work_items,
+                    if dry_run { "planned" } else { "sent" },
+                    p.skipped,
+                    p.listed as f64 / secs
+                );
+            };
+            let done = backfill::backfill(&clients.s3, &ingest, &options, &mut progress).await?;
+            eprintln!();
+            println!(
+                "{} {} work item(s) for {} object(s) under s3://{}/{} ({} split into parts, {} skipped: folder markers, empty, unrouted or gone)",
+                if dry_run { "would enqueue" } else { "enqueued" },
+                done.work_items,
+                done.planned,
+                options.bucket,
+                options.prefix,
+                done.files_split,
+                done.skipped
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Redrive { dry_run, max, rate } => {
