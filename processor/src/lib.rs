@@ -1,6 +1,7 @@
 //! The processor: consumes work items, transforms them with DataFusion and loads the
 //! warehouse; also the operator CLI (catalog check, redrive, backfill; replay to come).
 
+pub mod announce;
 pub mod backfill;
 pub mod check;
 pub mod cli;

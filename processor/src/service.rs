@@ -13,6 +13,7 @@ use shared::queue::{SqsQueue, WorkQueue};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::announce::FileEvents;
 use crate::health::{self, Health, HealthError, QueueCheck, WarehouseCheck};
 use crate::objects::S3Stores;
 use crate::transform::TransformError;
@@ -138,6 +139,12 @@ pub async fn start(
         retry_backoff: config.processor.retry_backoff,
         max_retry_backoff: config.processor.max_retry_backoff,
     };
+    let announcer = config.events.as_ref().map(|events| {
+        Arc::new(FileEvents::new(
+            aws_sdk_eventbridge::Client::new(&sdk_config),
+            events.clone(),
+        ))
+    });
     let (stop, stopped) = watch::channel(false);
     let mut workers = JoinSet::new();
     for _ in 0..config.processor.workers {
@@ -147,6 +154,7 @@ pub async fn start(
             pipeline: Arc::clone(&pipeline),
             warehouse: connect().await?,
             settings,
+            announcer: announcer.clone(),
             batching: BatchSettings {
                 max_rows: config.processor.batch_max_rows,
                 max_bytes: config.processor.batch_max_bytes,

@@ -22,11 +22,13 @@ use shared::queue::{OutgoingMessage, ReceivedMessage, WorkQueue};
 use shared::telemetry::{UNKNOWN_DATASET, names, outcome};
 use tokio::sync::{mpsc, watch};
 
+use crate::announce::{AnnounceError, FileEvents};
 use crate::objects::ObjectStores;
 use crate::read::{ReadError, source_url, spawn_read};
 use crate::transform::{TransformError, Transformer};
 use crate::typing::Typed;
 use crate::typing::{Origin, TextRows, json_cells};
+use crate::warehouse::files::{Claim, FilePart};
 use crate::warehouse::{
     ItemSource, LoadReport, MemoryRows, Reject, RowSource, SourceError, Warehouse, WarehouseError,
 };
@@ -57,6 +59,12 @@ pub enum ProcessError {
         limit: u64,
         reasons: String,
     },
+    #[error(transparent)]
+    Announce(#[from] AnnounceError),
+    #[error(
+        "s3://{bucket}/{key} is fully loaded and another worker is announcing it; checking again later"
+    )]
+    AnnouncementPending { bucket: String, key: String },
     #[error("{source_url}: {what} is not supported yet")]
     Unsupported {
         source_url: String,
@@ -69,6 +77,8 @@ impl Classify for ProcessError {
         match self {
             ProcessError::Read(err) => err.retryability(),
             ProcessError::Warehouse(err) => err.retryability(),
+            ProcessError::Announce(err) => err.retryability(),
+            ProcessError::AnnouncementPending { .. } => Retryability::Retryable,
             _ => Retryability::Permanent,
         }
     }
@@ -159,6 +169,10 @@ impl Pipeline {
             key: item.idempotency_key(),
             source,
             rows,
+            file: match item {
+                WorkItem::File(file) => Some(FilePart::of(file)),
+                WorkItem::Records(_) => None,
+            },
         };
         Ok((item_source, dataset, schema))
     }
@@ -438,6 +452,8 @@ pub struct Worker {
     pub warehouse: Arc<dyn Warehouse>,
     pub settings: WorkerSettings,
     pub batching: BatchSettings,
+    /// Where `File Loaded` events go; without it completions are recorded and logged.
+    pub announcer: Option<Arc<FileEvents>>,
 }
 
 impl Worker {
@@ -654,8 +670,60 @@ impl Worker {
             .record(elapsed.as_secs_f64());
     }
 
+    /// Loads one item; for a file, then announces it if this load completed it (or an
+    /// earlier attempt did and could not announce it). The message is deleted only after
+    /// both, so an announcement that failed is retried with the message.
     async fn load(&self, item: &WorkItem) -> Result<LoadReport, ProcessError> {
-        self.load_many(std::iter::once(item)).await
+        let report = self.load_many(std::iter::once(item)).await?;
+        if let WorkItem::File(file) = item {
+            self.announce(file).await?;
+        }
+        Ok(report)
+    }
+
+    async fn announce(&self, file: &FileItem) -> Result<(), ProcessError> {
+        let file_id = file.file_id();
+        let completion = match self.warehouse.claim_file_completion(&file_id).await? {
+            Claim::NotComplete | Claim::Published => return Ok(()),
+            Claim::ClaimedElsewhere => {
+                return Err(ProcessError::AnnouncementPending {
+                    bucket: file.bucket.clone(),
+                    key: file.key.clone(),
+                });
+            }
+            Claim::Claimed(completion) => completion,
+        };
+        let dataset = self.dataset_label(&completion.dataset);
+        if let Some(events) = &self.announcer {
+            let target = self
+                .pipeline
+                .catalog()
+                .get(&completion.dataset)
+                .map(|d| d.target.to_string())
+                .unwrap_or_default();
+            if let Err(err) = events.publish(&completion, target).await {
+                // Give the claim back so the retry need not wait for it to time out.
+                if let Err(release) = self.warehouse.finish_file_claim(&file_id, false).await {
+                    tracing::warn!(error = %release, "could not release the claim of a file announcement");
+                }
+                return Err(err.into());
+            }
+            metrics::counter!(names::FILE_EVENTS_PUBLISHED_TOTAL).increment(1);
+        }
+        self.warehouse.finish_file_claim(&file_id, true).await?;
+        metrics::counter!(names::FILES_COMPLETED_TOTAL, "dataset" => dataset).increment(1);
+        tracing::info!(
+            bucket = %completion.bucket,
+            key = %completion.key,
+            dataset = %completion.dataset,
+            parts = completion.parts,
+            rows_loaded = completion.rows_loaded,
+            rows_rejected = completion.rows_rejected,
+            completion_id = %completion.file_id,
+            published = self.announcer.is_some(),
+            "file loaded"
+        );
+        Ok(())
     }
 
     fn start_heartbeat(&self, receipt_handle: String) -> tokio::task::JoinHandle<()> {

@@ -149,6 +149,7 @@ async fn backfill_enqueues_every_object_once_and_a_second_run_loads_nothing_new(
             max_retry_backoff: Duration::from_secs(5),
         },
         batching: BatchSettings::default(),
+        announcer: None,
     };
     let options = BackfillOptions {
         bucket: bucket.clone(),

@@ -331,6 +331,7 @@ async fn a_failed_read_leaves_no_staged_files() {
             key: key("broken.csv"),
             source: "s3://landing/broken.csv".into(),
             rows: Box::new(FailingRows { sent: false }),
+            file: None,
         },
     ];
     let err = stager

@@ -55,6 +55,19 @@ impl Warehouse for Slow {
         tokio::time::sleep(self.delay).await;
         self.inner.load(dataset, schema, items).await
     }
+    async fn claim_file_completion(
+        &self,
+        file_id: &str,
+    ) -> Result<processor::warehouse::files::Claim, WarehouseError> {
+        self.inner.claim_file_completion(file_id).await
+    }
+    async fn finish_file_claim(
+        &self,
+        file_id: &str,
+        published: bool,
+    ) -> Result<(), WarehouseError> {
+        self.inner.finish_file_claim(file_id, published).await
+    }
 }
 
 /// The pipeline of the example catalog, with `order_items` given a reject limit.
@@ -186,6 +199,7 @@ impl Fixture {
                 max_retry_backoff: Duration::from_secs(5),
             },
             batching: BatchSettings::default(),
+            announcer: None,
         }
     }
 

@@ -394,6 +394,30 @@ impl WorkItem {
     }
 }
 
+impl FileItem {
+    /// Identifies one load of a whole file, however it was split: the object's content
+    /// (bucket, key, entity tag), its dataset and how many parts it was cut into. Every
+    /// part of a file carries the same id, so the processor can tell when all are loaded.
+    pub fn file_id(&self) -> String {
+        let parts = self.part.map_or(1, |p| p.count).to_string();
+        let source = [
+            "file-load/v1",
+            &self.dataset,
+            &self.bucket,
+            &self.key,
+            &normalize_etag(&self.etag),
+            &parts,
+        ]
+        .join("\0");
+        format!("load-{}", hex::encode(Sha256::digest(source.as_bytes())))
+    }
+
+    /// How many parts the file was cut into (1 when it is loaded whole).
+    pub fn parts_total(&self) -> u32 {
+        self.part.map_or(1, |p| p.count)
+    }
+}
+
 impl fmt::Display for StreamPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.sequence_number, self.sub_sequence_number)
@@ -477,6 +501,28 @@ mod tests {
             }
             assert_ne!(item.idempotency_key(), base, "{item:?}");
         }
+    }
+
+    #[test]
+    fn every_part_of_a_file_shares_its_file_id() {
+        let WorkItem::File(whole) = file_item() else {
+            unreachable!("a file item")
+        };
+        let part = |index: u64| FileItem {
+            range: Some(ByteRange {
+                start: index * 10,
+                end: index * 10 + 10,
+            }),
+            part: Some(Part {
+                index: u32::try_from(index).expect("small") + 1,
+                count: 3,
+            }),
+            ..whole.clone()
+        };
+        assert_eq!(part(0).file_id(), part(2).file_id());
+        assert_ne!(part(0).file_id(), whole.file_id(), "split differently");
+        assert_eq!((part(1).parts_total(), whole.parts_total()), (3, 1));
+        assert!(whole.file_id().starts_with("load-"));
     }
 
     #[test]

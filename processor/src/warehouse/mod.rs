@@ -6,6 +6,7 @@
 //! lineage is new), writes their rejects and their ledger rows, and commits.
 
 pub mod connection;
+pub mod files;
 pub mod pg_binary;
 pub mod postgres;
 pub mod redshift;
@@ -91,6 +92,8 @@ pub struct ItemSource {
     pub key: IdempotencyKey,
     pub source: String,
     pub rows: Box<dyn RowSource>,
+    /// The file this item is (a part of), for completion tracking; `None` for records.
+    pub file: Option<files::FilePart>,
 }
 
 /// Rows already in memory.
@@ -149,6 +152,7 @@ impl ItemRows {
             key: self.key,
             source: self.source,
             rows: Box::new(MemoryRows::new(self.batches, self.rejects)),
+            file: None,
         }
     }
 }
@@ -250,6 +254,14 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         schema: &SchemaRef,
         items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError>;
+
+    /// Claims the announcement of a file whose parts have all loaded (see [`files`]).
+    async fn claim_file_completion(&self, file_id: &str) -> Result<files::Claim, WarehouseError>;
+
+    /// Ends a claim: marks the file announced, or gives the claim back when announcing
+    /// failed.
+    async fn finish_file_claim(&self, file_id: &str, published: bool)
+    -> Result<(), WarehouseError>;
 
     /// [`Warehouse::load`] for rows already in memory.
     async fn load_rows(

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use super::connection::{Connection, Connector, Login, statement_error};
+use super::files;
 use super::pg_binary::{self, pg_type};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
 use super::{
@@ -98,12 +99,35 @@ impl PostgresWarehouse {
     fn rejects(&self) -> String {
         sql::rejects_table(&self.platform_schema)
     }
+
+    fn file_loads(&self) -> String {
+        files::file_loads_table(&self.platform_schema)
+    }
 }
 
 #[async_trait]
 impl Warehouse for PostgresWarehouse {
     async fn ping(&self) -> Result<(), WarehouseError> {
         self.connection.ping().await
+    }
+
+    async fn claim_file_completion(&self, file_id: &str) -> Result<files::Claim, WarehouseError> {
+        files::claim(&self.connection, &self.file_loads(), sql::POSTGRES, file_id).await
+    }
+
+    async fn finish_file_claim(
+        &self,
+        file_id: &str,
+        published: bool,
+    ) -> Result<(), WarehouseError> {
+        files::finish_claim(
+            &self.connection,
+            &self.file_loads(),
+            sql::POSTGRES,
+            file_id,
+            published,
+        )
+        .await
     }
 
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
@@ -294,6 +318,13 @@ impl Warehouse for PostgresWarehouse {
         )
         .await
         .map_err(statement_error(name, "writing the load ledger"))?;
+        let file_parts: Vec<(&files::FilePart, i64, i64)> = fresh
+            .iter()
+            .zip(&rows_per_item)
+            .zip(&ledger_rejects)
+            .filter_map(|((item, rows), rejected)| Some((item.file.as_ref()?, *rows, *rejected)))
+            .collect();
+        files::record_parts(&tx, &self.file_loads(), sql::POSTGRES, &file_parts).await?;
         tx.commit()
             .await
             .map_err(statement_error(name, "committing"))?;

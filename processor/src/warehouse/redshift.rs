@@ -32,6 +32,7 @@ use shared::config::RedshiftSettings;
 use tokio_postgres::types::ToSql;
 
 use super::connection::{Connection, Connector, Login, statement_error};
+use super::files;
 use super::sql::{
     self, ColumnDef, REDSHIFT, SEQUENCE_COLUMN, STAGING_TABLE, column_list, key_condition,
     qualified, quote_ident,
@@ -488,6 +489,10 @@ impl RedshiftWarehouse {
         sql::ledger_table(&self.platform_schema)
     }
 
+    fn file_loads(&self) -> String {
+        files::file_loads_table(&self.platform_schema)
+    }
+
     fn rejects(&self) -> String {
         sql::rejects_table(&self.platform_schema)
     }
@@ -622,6 +627,15 @@ impl RedshiftWarehouse {
             "writing the load ledger",
         )
         .await?;
+        let file_parts: Vec<(&files::FilePart, i64, i64)> = fresh
+            .iter()
+            .zip(&drained.rows_per_item)
+            .zip(&drained.rejects_per_item)
+            .filter_map(|((item, rows), rejects)| {
+                Some((item.file.as_ref()?, *rows, rejects.len() as i64))
+            })
+            .collect();
+        files::record_parts(&tx, &self.file_loads(), REDSHIFT, &file_parts).await?;
         tx.commit()
             .await
             .map_err(statement_error(name, "committing"))?;
@@ -635,6 +649,7 @@ impl RedshiftWarehouse {
 struct LoadedItem {
     key: String,
     source: String,
+    file: Option<files::FilePart>,
 }
 
 fn reject_params(
@@ -687,6 +702,25 @@ async fn insert_chunked<const WIDTH: usize>(
 impl Warehouse for RedshiftWarehouse {
     async fn ping(&self) -> Result<(), WarehouseError> {
         self.connection.ping().await
+    }
+
+    async fn claim_file_completion(&self, file_id: &str) -> Result<files::Claim, WarehouseError> {
+        files::claim(&self.connection, &self.file_loads(), REDSHIFT, file_id).await
+    }
+
+    async fn finish_file_claim(
+        &self,
+        file_id: &str,
+        published: bool,
+    ) -> Result<(), WarehouseError> {
+        files::finish_claim(
+            &self.connection,
+            &self.file_loads(),
+            REDSHIFT,
+            file_id,
+            published,
+        )
+        .await
     }
 
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
@@ -746,6 +780,7 @@ impl Warehouse for RedshiftWarehouse {
             .map(|item| LoadedItem {
                 key: item.key.as_str().to_owned(),
                 source: item.source.clone(),
+                file: item.file.clone(),
             })
             .collect();
         drop(fresh);

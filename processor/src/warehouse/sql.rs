@@ -186,7 +186,7 @@ pub fn rejects_table(schema: &str) -> String {
     format!("{}.\"rejects\"", quote_ident(schema))
 }
 
-/// The load ledger and the rejects table, in the platform's own schema.
+/// The load ledger, the file progress and the rejects table, in the platform's own schema.
 pub fn platform_tables(schema: &str, dialect: Dialect) -> Vec<String> {
     let (ledger, rejects) = (ledger_table(schema), rejects_table(schema));
     let (text_type, timestamp_type, now) = (dialect.text, dialect.timestamp, dialect.now);
@@ -195,6 +195,7 @@ pub fn platform_tables(schema: &str, dialect: Dialect) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {ledger} (\n  \"idempotency_key\" {text_type} NOT NULL PRIMARY KEY,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"loaded_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
         ),
+        super::files::create_file_loads(schema, dialect),
         format!(
             "CREATE TABLE IF NOT EXISTS {rejects} (\n  \"idempotency_key\" {text_type} NOT NULL,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"row_number\" bigint,\n  \"raw\" {text_type},\n  \"reason\" {text_type} NOT NULL,\n  \"rejected_at\" {timestamp_type} NOT NULL DEFAULT {now}\n)"
         ),

@@ -1,0 +1,285 @@
+//! File completion: which parts of each file have loaded, so that exactly one `file
+//! loaded` announcement follows the last part, even when parts finish on different tasks
+//! at the same moment.
+//!
+//! The `file_loads` table (platform schema) has one row per file load. The load
+//! transaction of each part adds the part to its file's row — under a lock on that row's
+//! file (an advisory lock in PostgreSQL, a table lock in Redshift, which has none), so two
+//! parts committing together count one after the other — and the part that brings the
+//! count to the total stamps `completed_at`, in the same transaction as its rows and
+//! ledger entry. Afterwards a worker *claims* the completed file (at most one claim is
+//! live at a time), announces it, and marks it `published_at`; a claim not marked within
+//! [`CLAIM_TIMEOUT_SECS`] may be taken again, so a worker that died mid-announcement
+//! delays the event instead of losing it.
+
+use shared::envelope::FileItem;
+use tokio_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use super::WarehouseError;
+use super::connection::Connection;
+use super::sql::{Dialect, POSTGRES, quote_ident};
+
+/// How long a claimed, unannounced completion stays with its claimer.
+pub const CLAIM_TIMEOUT_SECS: u32 = 120;
+
+/// The file an item is one part of (a whole file is its only part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePart {
+    pub file_id: String,
+    pub dataset: String,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub etag: String,
+    pub parts_total: i32,
+}
+
+impl FilePart {
+    pub fn of(item: &FileItem) -> Self {
+        Self {
+            file_id: item.file_id(),
+            dataset: item.dataset.clone(),
+            bucket: item.bucket.clone(),
+            key: item.key.clone(),
+            version_id: item.version_id.clone(),
+            etag: shared::envelope::normalize_etag(&item.etag),
+            parts_total: i32::try_from(item.parts_total()).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+/// A file whose every part has loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCompletion {
+    pub file_id: String,
+    pub dataset: String,
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub etag: String,
+    pub parts: i32,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Parts are still missing (or the file is unknown): nothing to announce yet.
+    NotComplete,
+    /// Complete and this caller holds the claim: announce, then mark it published.
+    Claimed(FileCompletion),
+    /// Another worker claimed it moments ago and has not marked it published yet.
+    ClaimedElsewhere,
+    /// Already announced.
+    Published,
+}
+
+/// The `file_loads` table of the platform schema, quoted.
+pub fn file_loads_table(schema: &str) -> String {
+    format!("{}.\"file_loads\"", quote_ident(schema))
+}
+
+pub fn create_file_loads(schema: &str, dialect: Dialect) -> String {
+    let (text, timestamp, now) = (dialect.text, dialect.timestamp, dialect.now);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  \"file_id\" {text} NOT NULL PRIMARY KEY,\n  \"dataset\" {text} NOT NULL,\n  \"bucket\" {text} NOT NULL,\n  \"object_key\" {text} NOT NULL,\n  \"version_id\" {text},\n  \"etag\" {text} NOT NULL,\n  \"parts_total\" integer NOT NULL,\n  \"parts_loaded\" integer NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"first_loaded_at\" {timestamp} NOT NULL DEFAULT {now},\n  \"completed_at\" {timestamp},\n  \"claimed_at\" {timestamp},\n  \"published_at\" {timestamp}\n)",
+        file_loads_table(schema)
+    )
+}
+
+/// Serialises writers of one file's row: an advisory lock on the file id in PostgreSQL,
+/// a lock on the table in Redshift (no advisory locks there).
+fn lock_statement(table: &str, dialect: Dialect) -> (String, bool) {
+    if dialect == POSTGRES {
+        (
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))".to_owned(),
+            true,
+        )
+    } else {
+        (format!("LOCK {table}"), false)
+    }
+}
+
+async fn lock_file(
+    tx: &Transaction<'_>,
+    table: &str,
+    dialect: Dialect,
+    file_id: &str,
+    dataset: &str,
+) -> Result<(), WarehouseError> {
+    let (statement, takes_id) = lock_statement(table, dialect);
+    let params: Vec<&(dyn ToSql + Sync)> = if takes_id { vec![&file_id] } else { vec![] };
+    tx.execute(&statement, &params)
+        .await
+        .map_err(super::connection::statement_error(
+            dataset,
+            "locking the file's progress row",
+        ))?;
+    Ok(())
+}
+
+/// Adds loaded parts to their files' rows, inside the load transaction; the part that
+/// completes a file stamps `completed_at`.
+pub async fn record_parts(
+    tx: &Transaction<'_>,
+    table: &str,
+    dialect: Dialect,
+    parts: &[(&FilePart, i64, i64)],
+) -> Result<(), WarehouseError> {
+    let now = dialect.now;
+    let update = format!(
+        "UPDATE {table} SET \"parts_loaded\" = \"parts_loaded\" + 1, \"rows_loaded\" = \"rows_loaded\" + $2, \"rows_rejected\" = \"rows_rejected\" + $3, \"completed_at\" = CASE WHEN \"parts_loaded\" + 1 >= \"parts_total\" THEN {now} ELSE NULL END WHERE \"file_id\" = $1"
+    );
+    let insert = format!(
+        "INSERT INTO {table} (\"file_id\", \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"parts_loaded\", \"rows_loaded\", \"rows_rejected\", \"completed_at\") VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, CASE WHEN $10 THEN {now} ELSE NULL END)"
+    );
+    for (part, rows, rejected) in parts {
+        let dataset = part.dataset.as_str();
+        lock_file(tx, table, dialect, &part.file_id, dataset).await?;
+        let updated = tx
+            .execute(&update, &[&part.file_id, rows, rejected])
+            .await
+            .map_err(super::connection::statement_error(
+                dataset,
+                "counting the file's parts",
+            ))?;
+        if updated == 0 {
+            let complete = part.parts_total <= 1;
+            tx.execute(
+                &insert,
+                &[
+                    &part.file_id,
+                    &part.dataset,
+                    &part.bucket,
+                    &part.key,
+                    &part.version_id,
+                    &part.etag,
+                    &part.parts_total,
+                    rows,
+                    rejected,
+                    &complete,
+                ],
+            )
+            .await
+            .map_err(super::connection::statement_error(
+                dataset,
+                "recording the file's first part",
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Claims a completed, unannounced file for announcement.
+pub async fn claim(
+    connection: &Connection,
+    table: &str,
+    dialect: Dialect,
+    file_id: &str,
+) -> Result<Claim, WarehouseError> {
+    let now = dialect.now;
+    let select = format!(
+        "SELECT \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"rows_loaded\", \"rows_rejected\", \"completed_at\" IS NOT NULL, \"published_at\" IS NOT NULL, \"claimed_at\" IS NOT NULL AND \"claimed_at\" > {now} - INTERVAL '{CLAIM_TIMEOUT_SECS} seconds' FROM {table} WHERE \"file_id\" = $1"
+    );
+    let mark = format!("UPDATE {table} SET \"claimed_at\" = {now} WHERE \"file_id\" = $1");
+    let action = "claiming a completed file";
+    let mut client = connection.client().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(super::connection::statement_error("(platform)", action))?;
+    lock_file(&tx, table, dialect, file_id, "(platform)").await?;
+    let Some(row) = tx
+        .query_opt(&select, &[&file_id])
+        .await
+        .map_err(super::connection::statement_error("(platform)", action))?
+    else {
+        return Ok(Claim::NotComplete);
+    };
+    let (complete, published, claimed): (bool, bool, bool) = (row.get(8), row.get(9), row.get(10));
+    let claim = if published {
+        Claim::Published
+    } else if !complete {
+        Claim::NotComplete
+    } else if claimed {
+        Claim::ClaimedElsewhere
+    } else {
+        tx.execute(&mark, &[&file_id])
+            .await
+            .map_err(super::connection::statement_error("(platform)", action))?;
+        Claim::Claimed(FileCompletion {
+            file_id: file_id.to_owned(),
+            dataset: row.get(0),
+            bucket: row.get(1),
+            key: row.get(2),
+            version_id: row.get(3),
+            etag: row.get(4),
+            parts: row.get(5),
+            rows_loaded: row.get(6),
+            rows_rejected: row.get(7),
+        })
+    };
+    tx.commit()
+        .await
+        .map_err(super::connection::statement_error("(platform)", action))?;
+    Ok(claim)
+}
+
+/// Marks a claimed file announced (`published`), or gives the claim back (`false`) when
+/// announcing failed, so the next attempt need not wait for the claim to time out.
+pub async fn finish_claim(
+    connection: &Connection,
+    table: &str,
+    dialect: Dialect,
+    file_id: &str,
+    published: bool,
+) -> Result<(), WarehouseError> {
+    let statement = if published {
+        format!(
+            "UPDATE {table} SET \"published_at\" = {} WHERE \"file_id\" = $1",
+            dialect.now
+        )
+    } else {
+        format!("UPDATE {table} SET \"claimed_at\" = NULL WHERE \"file_id\" = $1")
+    };
+    let client = connection.client().await?;
+    client
+        .execute(&statement, &[&file_id])
+        .await
+        .map_err(super::connection::statement_error(
+            "(platform)",
+            "finishing a file's claim",
+        ))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warehouse::sql::REDSHIFT;
+
+    #[test]
+    fn each_dialect_locks_its_own_way() {
+        let table = file_loads_table("ingest");
+        assert_eq!(table, "\"ingest\".\"file_loads\"");
+        assert_eq!(
+            lock_statement(&table, POSTGRES),
+            (
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))".to_owned(),
+                true
+            )
+        );
+        assert_eq!(
+            lock_statement(&table, REDSHIFT),
+            ("LOCK \"ingest\".\"file_loads\"".to_owned(), false)
+        );
+        let ddl = create_file_loads("ingest", REDSHIFT);
+        assert!(
+            ddl.contains("\"file_id\" VARCHAR(65535) NOT NULL PRIMARY KEY"),
+            "{ddl}"
+        );
+        assert!(ddl.contains("\"completed_at\" TIMESTAMP,"), "{ddl}");
+    }
+}
