@@ -17,13 +17,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+use shared::aws::AwsClients;
+use shared::catalog::Catalog;
+use shared::config::{FileSettings, QueueSettings};
 use shared::envelope::{EnvelopeError, MessageSizeLimit, WorkItem};
 use shared::error::{Classify, Retryability};
-use shared::queue::{OutgoingMessage, WorkQueue};
+use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
 use shared::telemetry::names;
 
 use crate::events::{CreatedObject, PayloadError, SkipReason, read_payload};
-use crate::plan::{FilePlanner, ObjectReadError, Planned};
+use crate::plan::{FilePlanner, ObjectReadError, Planned, S3Objects};
 
 /// What one invocation (or one backfill page) did; returned as the Lambda's response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -96,6 +99,35 @@ pub struct FileIngest {
 }
 
 impl FileIngest {
+    /// The production wiring: objects read through S3, work items sent to the SQS work
+    /// queue. The Lambda and `processor backfill` both build it here, so both plan and
+    /// send alike (give them the same `files.part_size_bytes`: a part size is part of how
+    /// a file is cut, and so of its parts' idempotency keys).
+    pub fn new(
+        catalog: Arc<Catalog>,
+        clients: &AwsClients,
+        queue: &QueueSettings,
+        files: FileSettings,
+        source: &'static str,
+    ) -> Self {
+        Self {
+            planner: FilePlanner {
+                catalog,
+                reader: Arc::new(S3Objects {
+                    client: clients.s3.clone(),
+                }),
+                part_size: files.part_size_bytes,
+            },
+            queue: Arc::new(SqsQueue::new(
+                clients.sqs.clone(),
+                &queue.url,
+                queue.max_message_bytes,
+            )),
+            size_limit: queue.max_message_bytes,
+            source,
+        }
+    }
+
     /// Handles one Lambda invocation payload.
     pub async fn handle(&self, payload: serde_json::Value) -> Result<IngestReport, IngestError> {
         let notifications = read_payload(payload)?;
@@ -173,18 +205,15 @@ impl FileIngest {
             let retryable = sent.failed.iter().any(|f| f.retryable);
             metrics::counter!(names::WORK_ITEMS_SEND_FAILED_TOTAL, "source" => self.source, "retryable" => retryable.to_string())
                 .increment(sent.failed.len() as u64);
-            let item = &items[first.index];
+            let which = items.get(first.index).map_or_else(
+                || format!("entry {}", first.index),
+                |item| format!("{} (dataset {})", describe(item), item.dataset()),
+            );
             return Err(IngestError::NotSent {
                 total: items.len(),
                 sent: sent.succeeded.len(),
                 failed: sent.failed.len(),
-                first: format!(
-                    "{} (dataset {}): {}: {}",
-                    describe(item),
-                    item.dataset(),
-                    first.code,
-                    first.message
-                ),
+                first: format!("{which}: {}: {}", first.code, first.message),
                 retryable,
             });
         }

@@ -4,12 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ingest_batch::FileIngest;
-use ingest_batch::plan::{FilePlanner, S3Objects};
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
 use shared::config::{CONFIG_PATH_ENV, PlatformConfig, Section};
-use shared::queue::SqsQueue;
 use shared::telemetry::init_tracing;
 
 #[tokio::main]
@@ -45,20 +43,11 @@ async fn build() -> anyhow::Result<FileIngest> {
     let catalog = Catalog::from_file(catalog_path)
         .with_context(|| format!("loading the catalog {}", catalog_path.display()))?;
     let clients = AwsClients::new(&config.aws).await;
-    Ok(FileIngest {
-        planner: FilePlanner {
-            catalog: Arc::new(catalog),
-            reader: Arc::new(S3Objects {
-                client: clients.s3.clone(),
-            }),
-            part_size: config.files.part_size_bytes,
-        },
-        queue: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            &queue.url,
-            queue.max_message_bytes,
-        )),
-        size_limit: queue.max_message_bytes,
-        source: "s3_event",
-    })
+    Ok(FileIngest::new(
+        Arc::new(catalog),
+        &clients,
+        queue,
+        config.files,
+        "s3_event",
+    ))
 }

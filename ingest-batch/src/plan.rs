@@ -252,3 +252,138 @@ impl FilePlanner {
         Ok(cuts.ranges())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Objects held in memory, for planning without S3.
+    #[derive(Debug)]
+    struct InMemory(Vec<u8>);
+
+    #[async_trait]
+    impl ObjectReader for InMemory {
+        async fn read_range(
+            &self,
+            _: &CreatedObject,
+            start: u64,
+            end: u64,
+        ) -> Result<Bytes, ObjectReadError> {
+            let (start, end) = (start as usize, (end as usize).min(self.0.len()));
+            Ok(Bytes::copy_from_slice(&self.0[start..end]))
+        }
+    }
+
+    const CATALOG: &str = r#"
+[datasets.events]
+format = "jsonl"
+target = "s.events"
+s3 = { prefix = "events/" }
+columns = [{ name = "id", type = "int64" }]
+
+[datasets.payments]
+format = "parquet"
+target = "s.payments"
+s3 = { prefix = "payments/" }
+columns = [{ name = "id", type = "int64" }]
+"#;
+
+    fn planner(body: Vec<u8>) -> FilePlanner {
+        FilePlanner {
+            catalog: Arc::new(Catalog::from_toml(CATALOG, "test").expect("catalog")),
+            reader: Arc::new(InMemory(body)),
+            part_size: 100,
+        }
+    }
+
+    fn object(key: &str, size: u64) -> CreatedObject {
+        CreatedObject {
+            bucket: "b".into(),
+            key: key.into(),
+            size,
+            etag: "e".into(),
+            version_id: None,
+            event_time_ms: None,
+        }
+    }
+
+    fn ranges(planned: Planned) -> Vec<(u64, u64, u32, u32)> {
+        match planned {
+            Planned::Items(items) => items
+                .iter()
+                .map(|i| {
+                    let r = i.range.expect("range");
+                    let p = i.part.expect("part");
+                    (r.start, r.end, p.index, p.count)
+                })
+                .collect(),
+            Planned::Skipped(s) => panic!("{s:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn json_lines_are_cut_after_the_first_newline_past_each_mark() {
+        let body: Vec<u8> = (0..30)
+            .flat_map(|i| format!("{{\"id\":{i:03}}}\n").into_bytes())
+            .collect();
+        assert_eq!(body.len(), 330, "11 bytes a row");
+        let planned = planner(body.clone())
+            .plan(&object("events/a.jsonl", 330))
+            .await
+            .expect("planned");
+        // Marks at 100, 210, 320: the next row ends are 110, 220, 330 (the end: no cut).
+        assert_eq!(
+            ranges(planned),
+            [(0, 110, 1, 3), (110, 220, 2, 3), (220, 330, 3, 3)]
+        );
+    }
+
+    #[tokio::test]
+    async fn compressed_small_empty_and_unrouted_objects_are_not_split() {
+        let planner = planner(Vec::new());
+        let whole = |planned: Planned| match planned {
+            Planned::Items(items) => {
+                assert_eq!(items.len(), 1);
+                assert_eq!((items[0].range, items[0].part), (None, None));
+                items[0].compression
+            }
+            Planned::Skipped(s) => panic!("{s:?}"),
+        };
+        let gz = planner.plan(&object("events/big.jsonl.gz", 10_000)).await;
+        assert_eq!(whole(gz.expect("planned")), Compression::Gzip);
+        let small = planner.plan(&object("events/small.jsonl", 100)).await;
+        assert_eq!(whole(small.expect("planned")), Compression::None);
+        let skip = |planned: Planned| match planned {
+            Planned::Skipped(s) => s.reason,
+            other => panic!("{other:?}"),
+        };
+        let folder = planner
+            .plan(&object("events/2026/", 0))
+            .await
+            .expect("planned");
+        assert_eq!(skip(folder), SkipReason::FolderMarker);
+        let empty = planner
+            .plan(&object("events/e.jsonl", 0))
+            .await
+            .expect("planned");
+        assert_eq!(skip(empty), SkipReason::EmptyObject);
+        let unrouted = planner
+            .plan(&object("other/x.csv", 5))
+            .await
+            .expect("planned");
+        assert_eq!(skip(unrouted), SkipReason::Unrouted);
+    }
+
+    #[tokio::test]
+    async fn parquet_is_cut_evenly_without_reading() {
+        // The reader holds nothing: planning a Parquet file must not read it.
+        let planned = planner(Vec::new())
+            .plan(&object("payments/p.parquet", 250))
+            .await
+            .expect("planned");
+        assert_eq!(
+            ranges(planned),
+            [(0, 100, 1, 3), (100, 200, 2, 3), (200, 250, 3, 3)]
+        );
+    }
+}

@@ -83,8 +83,10 @@ impl CsvRowEnds {
                 CsvState::RowStart | CsvState::FieldStart | CsvState::Unquoted => {
                     CsvState::Unquoted
                 }
-                CsvState::Quoted if Some(byte) == escape => CsvState::Escaped,
+                // The quote is checked first, as the reader does (an escape equal to the
+                // quote then acts as a closing quote).
                 CsvState::Quoted if byte == quote => CsvState::QuoteInQuoted,
+                CsvState::Quoted if Some(byte) == escape => CsvState::Escaped,
                 CsvState::Quoted | CsvState::Escaped => CsvState::Quoted,
                 CsvState::QuoteInQuoted if doubled_quotes && byte == quote => CsvState::Quoted,
                 CsvState::QuoteInQuoted if byte == delimiter => CsvState::FieldStart,
@@ -120,6 +122,7 @@ pub struct Cuts {
 
 impl Cuts {
     pub fn new(size: u64, part_size: u64) -> Self {
+        let part_size = part_size.max(1);
         Self {
             part_size,
             size,
@@ -155,6 +158,7 @@ impl Cuts {
 
 /// Equal byte ranges (Parquet: each part loads the row groups starting inside it).
 pub fn even_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
+    let part_size = part_size.max(1);
     let mut ranges = Vec::new();
     let mut start = 0;
     while start < size {

@@ -104,6 +104,8 @@ pub async fn backfill(
                 continue;
             }
             let (Some(key), Some(etag)) = (object.key(), object.e_tag()) else {
+                // S3 always lists both; count rather than lose track of such an entry.
+                done.skipped += 1;
                 continue;
             };
             let size = object

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use ingest_batch::FileIngest;
-use ingest_batch::plan::{FilePlanner, S3Objects};
 use processor::backfill;
 use processor::check::{check_catalog, render_report};
 use processor::cli::{Cli, Command};
@@ -77,22 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let catalog = Arc::new(Catalog::from_file(catalog_path)?);
             let clients = AwsClients::new(&config.aws).await;
-            let ingest = FileIngest {
-                planner: FilePlanner {
-                    catalog,
-                    reader: Arc::new(S3Objects {
-                        client: clients.s3.clone(),
-                    }),
-                    part_size: config.files.part_size_bytes,
-                },
-                queue: Arc::new(SqsQueue::new(
-                    clients.sqs.clone(),
-                    &queue.url,
-                    queue.max_message_bytes,
-                )),
-                size_limit: queue.max_message_bytes,
-                source: "backfill",
-            };
+            let ingest = FileIngest::new(catalog, &clients, queue, config.files, "backfill");
             let options = backfill::BackfillOptions {
                 bucket,
                 prefix,

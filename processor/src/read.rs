@@ -20,7 +20,7 @@ use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectStore};
 use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat};
 use shared::envelope::{ByteRange, FileItem, normalize_etag};
 use shared::error::{Classify, Retryability};
@@ -100,6 +100,36 @@ fn object_error(item: &FileItem, err: &object_store::Error) -> ReadError {
     }
 }
 
+/// A read of the version the work item names (when the bucket is versioned).
+fn pinned(item: &FileItem, range: Option<GetRange>) -> GetOptions {
+    GetOptions {
+        range,
+        version: item.version_id.clone(),
+        ..GetOptions::default()
+    }
+}
+
+/// The entity tag of what a read returned must be the work item's, so an object
+/// overwritten since its event is never loaded under the old content's keys, and the parts
+/// of a split file all read the same bytes. Checked on every response rather than sent as
+/// `If-Match`, whose quoting differs between stores.
+fn check_etag(item: &FileItem, meta: &object_store::ObjectMeta) -> Result<(), ReadError> {
+    match &meta.e_tag {
+        Some(found) if normalize_etag(found) != normalize_etag(&item.etag) => {
+            Err(ReadError::Object {
+                source_url: source_url(item),
+                reason: format!(
+                    "the object now has entity tag {}, not {} (overwritten since its event; the new content has an event of its own)",
+                    normalize_etag(found),
+                    normalize_etag(&item.etag)
+                ),
+                retryable: false,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The object-store path of an S3 key, taken as it is: `Path::from` would percent-encode
 /// non-ASCII characters and the request would name another key.
 pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
@@ -160,14 +190,12 @@ async fn read_text(
         }
         _ => None,
     };
-    let options = GetOptions {
-        range: item.range.map(|r| GetRange::Bounded(r.start..r.end)),
-        ..GetOptions::default()
-    };
+    let options = pinned(&item, item.range.map(|r| GetRange::Bounded(r.start..r.end)));
     let result = store
         .get_opts(&path, options)
         .await
         .map_err(|err| object_error(&item, &err))?;
+    check_etag(&item, &result.meta)?;
     let stream = result
         .into_stream()
         .map_err(|err| std::io::Error::other(FetchError(err.to_string())));
@@ -270,14 +298,16 @@ async fn read_csv_header(
     item: &FileItem,
     dataset: &Dataset,
 ) -> Result<Vec<String>, ReadError> {
-    let options = GetOptions {
-        range: Some(GetRange::Bounded(0..item.size.min(MAX_HEADER_BYTES))),
-        ..GetOptions::default()
-    };
-    let bytes = store
+    let options = pinned(
+        item,
+        Some(GetRange::Bounded(0..item.size.min(MAX_HEADER_BYTES))),
+    );
+    let result = store
         .get_opts(path, options)
         .await
-        .map_err(|err| object_error(item, &err))?
+        .map_err(|err| object_error(item, &err))?;
+    check_etag(item, &result.meta)?;
+    let bytes = result
         .bytes()
         .await
         .map_err(|err| object_error(item, &err))?;
@@ -554,24 +584,16 @@ async fn read_parquet(
     let reader = ParquetObject {
         store,
         path,
-        size: item.size,
+        item: item.clone(),
     };
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
-        .map_err(|err| match err {
-            ParquetError::External(inner) => ReadError::Object {
-                source_url: url.clone(),
-                reason: inner.to_string(),
-                retryable: !matches!(
-                    inner.downcast_ref::<object_store::Error>(),
-                    Some(object_store::Error::NotFound { .. })
-                ),
-            },
-            other => ReadError::Shape {
+        .map_err(|err| {
+            parquet_error(item, err, |other| ReadError::Shape {
                 source_url: url.clone(),
                 dataset: dataset.name.clone(),
                 reason: format!("not a readable Parquet file: {other}"),
-            },
+            })
         })?;
     let file_schema = builder.schema().clone();
     let mut column_indices = Vec::with_capacity(dataset.columns.len());
@@ -618,7 +640,8 @@ async fn read_parquet(
     let mut group = 0;
     let mut row_in_group: u64 = 0;
     while let Some(batch) = stream.next().await {
-        let batch: RecordBatch = batch.map_err(|err| convert(err.to_string()))?;
+        let batch: RecordBatch =
+            batch.map_err(|err| parquet_error(item, err, |other| convert(other.to_string())))?;
         let rows = batch.num_rows();
         let columns: Vec<ArrayRef> = column_indices
             .iter()
@@ -662,11 +685,66 @@ async fn read_parquet(
 struct ParquetObject {
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
-    size: u64,
+    item: FileItem,
 }
 
 fn external(err: object_store::Error) -> ParquetError {
     ParquetError::External(Box::new(err))
+}
+
+/// Ranges closer than this are fetched in one request.
+const COALESCE_GAP_BYTES: u64 = 1024 * 1024;
+
+/// Merges ranges that overlap or lie within `gap` bytes of each other, in file order.
+fn coalesce(ranges: &[std::ops::Range<u64>], gap: u64) -> Vec<std::ops::Range<u64>> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| r.start);
+    let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+    for range in sorted {
+        match runs.last_mut() {
+            Some(last) if range.start <= last.end.saturating_add(gap) => {
+                last.end = last.end.max(range.end);
+            }
+            _ => runs.push(range),
+        }
+    }
+    runs
+}
+
+/// A failed fetch is classified like any object read; anything else is about the bytes.
+fn parquet_error(
+    item: &FileItem,
+    err: ParquetError,
+    otherwise: impl FnOnce(ParquetError) -> ReadError,
+) -> ReadError {
+    match err {
+        ParquetError::External(inner) => {
+            if let Some(fetch) = inner.downcast_ref::<object_store::Error>() {
+                return object_error(item, fetch);
+            }
+            match inner.downcast::<ReadError>() {
+                Ok(read) => *read,
+                Err(inner) => otherwise(ParquetError::External(inner)),
+            }
+        }
+        other => otherwise(other),
+    }
+}
+
+impl ParquetObject {
+    async fn fetch(&self, range: std::ops::Range<u64>) -> Result<bytes::Bytes, ParquetError> {
+        let result = self
+            .store
+            .get_opts(
+                &self.path,
+                pinned(&self.item, Some(GetRange::Bounded(range))),
+            )
+            .await
+            .map_err(external)?;
+        check_etag(&self.item, &result.meta)
+            .map_err(|err| ParquetError::External(Box::new(err)))?;
+        result.bytes().await.map_err(external)
+    }
 }
 
 impl AsyncFileReader for ParquetObject {
@@ -674,12 +752,7 @@ impl AsyncFileReader for ParquetObject {
         &mut self,
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'_, datafusion::parquet::errors::Result<bytes::Bytes>> {
-        Box::pin(async move {
-            self.store
-                .get_range(&self.path, range)
-                .await
-                .map_err(external)
-        })
+        Box::pin(self.fetch(range))
     }
 
     fn get_byte_ranges(
@@ -687,10 +760,25 @@ impl AsyncFileReader for ParquetObject {
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<bytes::Bytes>>> {
         Box::pin(async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(external)
+            // One request per run of nearby ranges (a row group's column chunks lie
+            // together), each range then sliced out of its run.
+            let runs = coalesce(&ranges, COALESCE_GAP_BYTES);
+            let fetched =
+                futures::future::try_join_all(runs.iter().cloned().map(|run| self.fetch(run)))
+                    .await?;
+            Ok(ranges
+                .iter()
+                .map(|range| {
+                    let (run, bytes) = runs
+                        .iter()
+                        .zip(&fetched)
+                        .find(|(run, _)| run.start <= range.start && range.end <= run.end)
+                        .expect("every range lies in a run made from it");
+                    let start = usize::try_from(range.start - run.start).unwrap_or(usize::MAX);
+                    let end = usize::try_from(range.end - run.start).unwrap_or(usize::MAX);
+                    bytes.slice(start.min(bytes.len())..end.min(bytes.len()))
+                })
+                .collect())
         })
     }
 
@@ -699,7 +787,7 @@ impl AsyncFileReader for ParquetObject {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
         Box::pin(async move {
-            let size = self.size;
+            let size = self.item.size;
             let metadata = ParquetMetaDataReader::new()
                 .load_and_finish(self, size)
                 .await?;
@@ -730,4 +818,22 @@ pub async fn read_all(
 /// Rows in a list of batches.
 pub fn row_count(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearby_ranges_are_fetched_together() {
+        assert_eq!(
+            coalesce(&[10..20, 0..5, 25..30, 100..110], 5),
+            [0..30, 100..110]
+        );
+        assert_eq!(
+            coalesce(&[0..10, 5..8], 0),
+            vec![std::ops::Range { start: 0, end: 10 }]
+        );
+        assert!(coalesce(&[], 5).is_empty());
+    }
 }

@@ -150,7 +150,7 @@ impl Pipeline {
                             retryable: false,
                         })?;
                 let rows = FileRows::new(store, file.clone(), dataset.clone(), transformer.clone());
-                (source_url(file), Box::new(rows))
+                (item_source_name(file), Box::new(rows))
             }
             WorkItem::Records(records) => {
                 let source = format!("kinesis://{}", records.stream);
@@ -175,6 +175,22 @@ impl Pipeline {
             },
         };
         Ok((item_source, dataset, schema))
+    }
+}
+
+/// How the ledger and the rejects table name a file item: its URL, and for a part of a
+/// split file which part (reject row numbers count from the start of the part).
+fn item_source_name(file: &FileItem) -> String {
+    match (file.part, file.range) {
+        (Some(part), Some(range)) => format!(
+            "{} part {} of {} (bytes {}-{})",
+            source_url(file),
+            part.index,
+            part.count,
+            range.start,
+            range.end
+        ),
+        _ => source_url(file),
     }
 }
 
@@ -703,14 +719,14 @@ impl Worker {
                 .unwrap_or_default();
             if let Err(err) = events.publish(&completion, target).await {
                 // Give the claim back so the retry need not wait for it to time out.
-                if let Err(release) = self.warehouse.finish_file_claim(&file_id, false).await {
+                if let Err(release) = self.warehouse.finish_file_claim(&completion, false).await {
                     tracing::warn!(error = %release, "could not release the claim of a file announcement");
                 }
                 return Err(err.into());
             }
             metrics::counter!(names::FILE_EVENTS_PUBLISHED_TOTAL).increment(1);
         }
-        self.warehouse.finish_file_claim(&file_id, true).await?;
+        self.warehouse.finish_file_claim(&completion, true).await?;
         metrics::counter!(names::FILES_COMPLETED_TOTAL, "dataset" => dataset).increment(1);
         tracing::info!(
             bucket = %completion.bucket,

@@ -424,18 +424,48 @@ async fn of_many_concurrent_claims_on_a_completed_file_exactly_one_wins() {
             .filter(|c| matches!(c, Ok(Claim::ClaimedElsewhere)))
             .count();
         assert_eq!((won, lost), (1, 7), "round {round}: {claims:?}");
+        let winner = claims
+            .into_iter()
+            .find_map(|c| match c {
+                Ok(Claim::Claimed(completion)) => Some(completion),
+                _ => None,
+            })
+            .expect("a winner");
+        // A stale holder (its claim timed out and was taken) cannot end the claim.
+        let stale = processor::warehouse::files::FileCompletion {
+            claim_token: "stale".into(),
+            ..winner.clone()
+        };
+        claimers[1]
+            .finish_file_claim(&stale, true)
+            .await
+            .expect("no-op");
+        claimers[1]
+            .finish_file_claim(&stale, false)
+            .await
+            .expect("no-op");
+        assert_eq!(
+            claimers[2]
+                .claim_file_completion(&file_id)
+                .await
+                .expect("claim"),
+            Claim::ClaimedElsewhere
+        );
         // Give it back (as a failed publication would) for the next round.
         claimers[0]
-            .finish_file_claim(&file_id, false)
+            .finish_file_claim(&winner, false)
             .await
             .expect("released");
     }
-    claimers[0]
+    let Claim::Claimed(last) = claimers[0]
         .claim_file_completion(&file_id)
         .await
-        .expect("claim");
+        .expect("claim")
+    else {
+        panic!("released claims can be claimed again");
+    };
     claimers[0]
-        .finish_file_claim(&file_id, true)
+        .finish_file_claim(&last, true)
         .await
         .expect("published");
     assert_eq!(

@@ -29,7 +29,7 @@ fn dataset(name: &str) -> Dataset {
 
 async fn put(store: &InMemory, key: &str, bytes: Vec<u8>) -> FileItem {
     let size = bytes.len() as u64;
-    store
+    let stored = store
         .put(
             &ObjectPath::parse(key).expect("valid path"),
             PutPayload::from(bytes),
@@ -41,7 +41,11 @@ async fn put(store: &InMemory, key: &str, bytes: Vec<u8>) -> FileItem {
         bucket: "landing".into(),
         key: key.into(),
         version_id: None,
-        etag: "\"e1\"".into(),
+        // Quoted, as ListObjectsV2 reports entity tags.
+        etag: format!(
+            "\"{}\"",
+            stored.e_tag.expect("the store reports entity tags")
+        ),
         size,
         range: None,
         part: None,
@@ -139,7 +143,8 @@ async fn csv_rows_load_and_bad_rows_are_rejected_with_reasons_and_raw_text() {
     );
     assert_eq!(
         string_column(&batches, "_ingest_partition")[0].as_deref(),
-        Some("e1")
+        Some("0"),
+        "the in-memory store's first entity tag, without the item's quotes"
     );
     // With CRLF line ends the CSV parser places a row at the "\n" of the previous line end:
     // one byte early, the same for every read of the same bytes, so still a stable identity.
@@ -414,4 +419,30 @@ async fn parquet_is_read_through_datafusion_and_conformed_to_the_catalog() {
         "{err}"
     );
     assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn an_object_overwritten_since_its_event_is_not_read_under_the_old_entity_tag() {
+    let store = InMemory::new();
+    let item = put(
+        &store,
+        "landing/customers/c.csv",
+        CUSTOMERS_CSV.as_bytes().to_vec(),
+    )
+    .await;
+    // New content under the same key: the item still names the old entity tag.
+    put(
+        &store,
+        "landing/customers/c.csv",
+        b"customer_id\n99\n".to_vec(),
+    )
+    .await;
+    let err = read_all(Arc::new(store), item, dataset("customers"))
+        .await
+        .expect_err("the content changed");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains("overwritten since its event"),
+        "{err}"
+    );
 }

@@ -63,10 +63,10 @@ impl Warehouse for Slow {
     }
     async fn finish_file_claim(
         &self,
-        file_id: &str,
+        completion: &processor::warehouse::files::FileCompletion,
         published: bool,
     ) -> Result<(), WarehouseError> {
-        self.inner.finish_file_claim(file_id, published).await
+        self.inner.finish_file_claim(completion, published).await
     }
 }
 

@@ -150,11 +150,23 @@ fn is_retryable(err: &tokio_postgres::Error) -> bool {
     match err.code() {
         None => true, // I/O, closed connection, timeout
         Some(code) => {
-            let class = &code.code()[..2];
+            let class = code.code().get(..2).unwrap_or_default();
             matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
                 || *code == SqlState::LOCK_NOT_AVAILABLE
+                || is_redshift_serialization_conflict(err)
         }
     }
+}
+
+/// Redshift reports a conflict between concurrent serializable transactions as a generic
+/// internal error (XX000) whose message names error 1023; retrying the transaction is the
+/// documented remedy.
+fn is_redshift_serialization_conflict(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        db.code() == &SqlState::INTERNAL_ERROR
+            && (db.message().contains("1023")
+                || db.message().contains("Serializable isolation violation"))
+    })
 }
 
 fn describe(err: &tokio_postgres::Error) -> String {

@@ -53,6 +53,8 @@ impl FilePart {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileCompletion {
     pub file_id: String,
+    /// Identifies this claim: only its holder can end it.
+    pub claim_token: String,
     pub dataset: String,
     pub bucket: String,
     pub key: String,
@@ -84,7 +86,7 @@ pub fn file_loads_table(schema: &str) -> String {
 pub fn create_file_loads(schema: &str, dialect: Dialect) -> String {
     let (text, timestamp, now) = (dialect.text, dialect.timestamp, dialect.now);
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n  \"file_id\" {text} NOT NULL PRIMARY KEY,\n  \"dataset\" {text} NOT NULL,\n  \"bucket\" {text} NOT NULL,\n  \"object_key\" {text} NOT NULL,\n  \"version_id\" {text},\n  \"etag\" {text} NOT NULL,\n  \"parts_total\" integer NOT NULL,\n  \"parts_loaded\" integer NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"first_loaded_at\" {timestamp} NOT NULL DEFAULT {now},\n  \"completed_at\" {timestamp},\n  \"claimed_at\" {timestamp},\n  \"published_at\" {timestamp}\n)",
+        "CREATE TABLE IF NOT EXISTS {} (\n  \"file_id\" {text} NOT NULL PRIMARY KEY,\n  \"dataset\" {text} NOT NULL,\n  \"bucket\" {text} NOT NULL,\n  \"object_key\" {text} NOT NULL,\n  \"version_id\" {text},\n  \"etag\" {text} NOT NULL,\n  \"parts_total\" integer NOT NULL,\n  \"parts_loaded\" integer NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"first_loaded_at\" {timestamp} NOT NULL DEFAULT {now},\n  \"completed_at\" {timestamp},\n  \"claimed_at\" {timestamp},\n  \"claim_token\" {text},\n  \"published_at\" {timestamp}\n)",
         file_loads_table(schema)
     )
 }
@@ -120,6 +122,20 @@ async fn lock_file(
     Ok(())
 }
 
+/// The loaded items that are file parts, with their rows and rejects, for
+/// [`record_parts`].
+pub fn loaded_parts<'a>(
+    files: impl Iterator<Item = Option<&'a FilePart>>,
+    rows: &[i64],
+    rejected: impl Iterator<Item = i64>,
+) -> Vec<(&'a FilePart, i64, i64)> {
+    files
+        .zip(rows)
+        .zip(rejected)
+        .filter_map(|((file, rows), rejected)| Some((file?, *rows, rejected)))
+        .collect()
+}
+
 /// Adds loaded parts to their files' rows, inside the load transaction; the part that
 /// completes a file stamps `completed_at`.
 pub async fn record_parts(
@@ -133,7 +149,7 @@ pub async fn record_parts(
         "UPDATE {table} SET \"parts_loaded\" = \"parts_loaded\" + 1, \"rows_loaded\" = \"rows_loaded\" + $2, \"rows_rejected\" = \"rows_rejected\" + $3, \"completed_at\" = CASE WHEN \"parts_loaded\" + 1 >= \"parts_total\" THEN {now} ELSE NULL END WHERE \"file_id\" = $1"
     );
     let insert = format!(
-        "INSERT INTO {table} (\"file_id\", \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"parts_loaded\", \"rows_loaded\", \"rows_rejected\", \"completed_at\") VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, CASE WHEN $10 THEN {now} ELSE NULL END)"
+        "INSERT INTO {table} (\"file_id\", \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"parts_loaded\", \"rows_loaded\", \"rows_rejected\", \"completed_at\") VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, CASE WHEN $10::boolean THEN {now} ELSE NULL END)"
     );
     for (part, rows, rejected) in parts {
         let dataset = part.dataset.as_str();
@@ -183,7 +199,9 @@ pub async fn claim(
     let select = format!(
         "SELECT \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"rows_loaded\", \"rows_rejected\", \"completed_at\" IS NOT NULL, \"published_at\" IS NOT NULL, \"claimed_at\" IS NOT NULL AND \"claimed_at\" > {now} - INTERVAL '{CLAIM_TIMEOUT_SECS} seconds' FROM {table} WHERE \"file_id\" = $1"
     );
-    let mark = format!("UPDATE {table} SET \"claimed_at\" = {now} WHERE \"file_id\" = $1");
+    let mark = format!(
+        "UPDATE {table} SET \"claimed_at\" = {now}, \"claim_token\" = $2 WHERE \"file_id\" = $1"
+    );
     let action = "claiming a completed file";
     let mut client = connection.client().await?;
     let tx = client
@@ -206,11 +224,13 @@ pub async fn claim(
     } else if claimed {
         Claim::ClaimedElsewhere
     } else {
-        tx.execute(&mark, &[&file_id])
+        let claim_token = format!("{:016x}", rand::random::<u64>());
+        tx.execute(&mark, &[&file_id, &claim_token])
             .await
             .map_err(super::connection::statement_error("(platform)", action))?;
         Claim::Claimed(FileCompletion {
             file_id: file_id.to_owned(),
+            claim_token,
             dataset: row.get(0),
             bucket: row.get(1),
             key: row.get(2),
@@ -228,25 +248,29 @@ pub async fn claim(
 }
 
 /// Marks a claimed file announced (`published`), or gives the claim back (`false`) when
-/// announcing failed, so the next attempt need not wait for the claim to time out.
+/// announcing failed, so the next attempt need not wait for the claim to time out. Only
+/// the claim's holder can do either: a claim that timed out and was taken by another
+/// worker is left alone.
 pub async fn finish_claim(
     connection: &Connection,
     table: &str,
     dialect: Dialect,
-    file_id: &str,
+    completion: &FileCompletion,
     published: bool,
 ) -> Result<(), WarehouseError> {
     let statement = if published {
         format!(
-            "UPDATE {table} SET \"published_at\" = {} WHERE \"file_id\" = $1",
+            "UPDATE {table} SET \"published_at\" = {} WHERE \"file_id\" = $1 AND \"claim_token\" = $2",
             dialect.now
         )
     } else {
-        format!("UPDATE {table} SET \"claimed_at\" = NULL WHERE \"file_id\" = $1")
+        format!(
+            "UPDATE {table} SET \"claimed_at\" = NULL, \"claim_token\" = NULL WHERE \"file_id\" = $1 AND \"claim_token\" = $2"
+        )
     };
     let client = connection.client().await?;
     client
-        .execute(&statement, &[&file_id])
+        .execute(&statement, &[&completion.file_id, &completion.claim_token])
         .await
         .map_err(super::connection::statement_error(
             "(platform)",

@@ -260,8 +260,11 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
 
     /// Ends a claim: marks the file announced, or gives the claim back when announcing
     /// failed.
-    async fn finish_file_claim(&self, file_id: &str, published: bool)
-    -> Result<(), WarehouseError>;
+    async fn finish_file_claim(
+        &self,
+        completion: &files::FileCompletion,
+        published: bool,
+    ) -> Result<(), WarehouseError>;
 
     /// [`Warehouse::load`] for rows already in memory.
     async fn load_rows(

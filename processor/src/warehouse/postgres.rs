@@ -117,14 +117,14 @@ impl Warehouse for PostgresWarehouse {
 
     async fn finish_file_claim(
         &self,
-        file_id: &str,
+        completion: &files::FileCompletion,
         published: bool,
     ) -> Result<(), WarehouseError> {
         files::finish_claim(
             &self.connection,
             &self.file_loads(),
             sql::POSTGRES,
-            file_id,
+            completion,
             published,
         )
         .await
@@ -318,12 +318,11 @@ impl Warehouse for PostgresWarehouse {
         )
         .await
         .map_err(statement_error(name, "writing the load ledger"))?;
-        let file_parts: Vec<(&files::FilePart, i64, i64)> = fresh
-            .iter()
-            .zip(&rows_per_item)
-            .zip(&ledger_rejects)
-            .filter_map(|((item, rows), rejected)| Some((item.file.as_ref()?, *rows, *rejected)))
-            .collect();
+        let file_parts = files::loaded_parts(
+            fresh.iter().map(|item| item.file.as_ref()),
+            &rows_per_item,
+            ledger_rejects.iter().copied(),
+        );
         files::record_parts(&tx, &self.file_loads(), sql::POSTGRES, &file_parts).await?;
         tx.commit()
             .await

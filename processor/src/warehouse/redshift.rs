@@ -538,6 +538,13 @@ impl RedshiftWarehouse {
         tx.batch_execute(&statements::lock_ledger(&ledger))
             .await
             .map_err(statement_error(name, "locking the load ledger"))?;
+        // Locked up front, before the transaction reads anything: a table first locked
+        // late, after a concurrent claim changed it, is a serialization conflict.
+        if fresh.iter().any(|item| item.file.is_some()) {
+            tx.batch_execute(&statements::lock_ledger(&self.file_loads()))
+                .await
+                .map_err(statement_error(name, "locking the file progress table"))?;
+        }
         let keys: Vec<&str> = fresh.iter().map(|i| i.key.as_str()).collect();
         if let Some(key) = Self::loaded_keys(&tx, &ledger, name, &keys).await?.first() {
             // Another task loaded it while this one staged: roll back; the retry skips it.
@@ -627,14 +634,11 @@ impl RedshiftWarehouse {
             "writing the load ledger",
         )
         .await?;
-        let file_parts: Vec<(&files::FilePart, i64, i64)> = fresh
-            .iter()
-            .zip(&drained.rows_per_item)
-            .zip(&drained.rejects_per_item)
-            .filter_map(|((item, rows), rejects)| {
-                Some((item.file.as_ref()?, *rows, rejects.len() as i64))
-            })
-            .collect();
+        let file_parts = files::loaded_parts(
+            fresh.iter().map(|item| item.file.as_ref()),
+            &drained.rows_per_item,
+            drained.rejects_per_item.iter().map(|r| r.len() as i64),
+        );
         files::record_parts(&tx, &self.file_loads(), REDSHIFT, &file_parts).await?;
         tx.commit()
             .await
@@ -710,14 +714,14 @@ impl Warehouse for RedshiftWarehouse {
 
     async fn finish_file_claim(
         &self,
-        file_id: &str,
+        completion: &files::FileCompletion,
         published: bool,
     ) -> Result<(), WarehouseError> {
         files::finish_claim(
             &self.connection,
             &self.file_loads(),
             REDSHIFT,
-            file_id,
+            completion,
             published,
         )
         .await
