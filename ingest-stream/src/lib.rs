@@ -1,8 +1,12 @@
 //! The ingest-stream Lambda: Kinesis events → validated records → `records` work items on
 //! the work queue.
 //!
-//! Not built yet (issue 5): the crate holds the place in the workspace so the build and
-//! the dependency set are complete. The binary refuses to start rather than pretend.
+//! Being built (issue 5). Done so far: KPL de-aggregation ([`kpl`]) and record decoding
+//! ([`decode`]); the handler is not there yet, and the binary refuses to start rather
+//! than pretend.
+
+pub mod decode;
+pub mod kpl;
 
 /// What the binary says when started before the handler exists.
 pub const NOT_BUILT: &str =

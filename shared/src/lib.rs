@@ -8,7 +8,8 @@
 //!   implementations;
 //! - [`retry`]: the one backoff policy used for per-entry retries;
 //! - [`telemetry`]: tracing set-up and the metric names;
-//! - [`error`]: the retryable/permanent hint every error carries.
+//! - [`error`]: the retryable/permanent hint every error carries;
+//! - [`validate`]: checks a JSON record against a dataset's columns.
 
 pub mod aws;
 pub mod catalog;
@@ -22,3 +23,4 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod toml_walk;
+pub mod validate;
