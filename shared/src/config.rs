@@ -144,6 +144,36 @@ pub struct EventSettings {
     pub source: String,
 }
 
+/// An S3 location: a bucket and a key prefix (empty, or ending in `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3://bucket/prefix/` (the prefix gets a trailing `/`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        parse_staging_url(text).map(|(bucket, prefix)| Self { bucket, prefix })
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// Where the stream path puts what does not go on the queue itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Invalid records, one JSON-lines object per batch, each with its reason.
+    pub quarantine: S3Location,
+    /// Records too large for a work item (claim checks); defaults to `claim-checks/`
+    /// under the quarantine bucket.
+    pub claim_checks: S3Location,
+}
+
 /// The default `source` of the platform's events.
 pub const DEFAULT_EVENT_SOURCE: &str = "redshift-ingest";
 
@@ -279,6 +309,7 @@ pub enum Section {
     Queue,
     Catalog,
     Warehouse,
+    Stream,
 }
 
 impl Section {
@@ -287,6 +318,7 @@ impl Section {
             Section::Queue => "queue",
             Section::Catalog => "catalog",
             Section::Warehouse => "warehouse",
+            Section::Stream => "stream",
         }
     }
 }
@@ -302,6 +334,8 @@ pub struct PlatformConfig {
     pub files: FileSettings,
     /// `file loaded` events; none are published without it.
     pub events: Option<EventSettings>,
+    /// The stream path's S3 locations (required by the ingest-stream Lambda).
+    pub stream: Option<StreamSettings>,
     pub telemetry: TelemetrySettings,
 }
 
@@ -378,6 +412,7 @@ impl PlatformConfig {
                 Section::Queue => self.queue.is_none(),
                 Section::Catalog => self.catalog_path.is_none(),
                 Section::Warehouse => self.warehouse.is_none(),
+                Section::Stream => self.stream.is_none(),
             })
             .map(|section| Issue {
                 path: section.name().to_owned(),
@@ -839,6 +874,34 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         })
     });
 
+    let stream = root.table("stream", issues).and_then(|mut section| {
+        let mut location = |key: &'static str, required: bool| {
+            let text = if required {
+                section.required_string(key, issues)
+            } else {
+                section.string(key, issues)
+            }?;
+            match S3Location::parse(text) {
+                Ok(location) => Some(location),
+                Err(message) => {
+                    issues.push(section.path_of(key), message);
+                    None
+                }
+            }
+        };
+        let quarantine = location("quarantine", true);
+        let claim_checks = location("claim_checks", false);
+        section.finish(issues);
+        let quarantine = quarantine?;
+        Some(StreamSettings {
+            claim_checks: claim_checks.unwrap_or_else(|| S3Location {
+                bucket: quarantine.bucket.clone(),
+                prefix: "claim-checks/".to_owned(),
+            }),
+            quarantine,
+        })
+    });
+
     let mut telemetry = TelemetrySettings::default();
     if let Some(mut section) = root.table("telemetry", issues) {
         match section.string("log_format", issues) {
@@ -865,6 +928,7 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         processor,
         files,
         events,
+        stream,
         telemetry,
     }
 }
@@ -1042,7 +1106,7 @@ log_format = "xml"
                 "aws.attempt_timeout_secs: must be longer than queue.wait_time_secs (20 s), or every long poll times out",
                 "warehouse.url: unsupported scheme \"mysql\"; expected postgres://",
                 "telemetry.log_format: unknown log format \"xml\"; expected json or text",
-                "colour: unknown field; expected one of: aws, catalog, events, files, processor, queue, telemetry, warehouse",
+                "colour: unknown field; expected one of: aws, catalog, events, files, processor, queue, stream, telemetry, warehouse",
             ]
         );
     }

@@ -70,6 +70,7 @@ pub mod names {
     pub const FILES_SPLIT_TOTAL: &str = "ingest_files_split_total";
     pub const FILES_COMPLETED_TOTAL: &str = "ingest_files_completed_total";
     pub const FILE_EVENTS_PUBLISHED_TOTAL: &str = "ingest_file_events_published_total";
+    pub const RECORDS_QUARANTINED_TOTAL: &str = "ingest_records_quarantined_total";
 }
 
 /// Values of the `outcome` label of [`names::WORK_ITEMS_PROCESSED_TOTAL`].
@@ -179,6 +180,12 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &[],
         help: "`file loaded` events published to EventBridge.",
+    },
+    MetricSpec {
+        name: names::RECORDS_QUARANTINED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Stream records written to quarantine (undecodable, unrouted or invalid), each with its reason.",
     },
 ];
 
