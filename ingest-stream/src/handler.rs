@@ -111,6 +111,9 @@ pub struct StreamIngest {
     pub quarantine: S3Location,
     pub claim_checks: S3Location,
     pub size_limit: MessageSizeLimit,
+    /// Set by `processor replay`: marks the work items as a replay's (see
+    /// [`RecordsItem::replay`]).
+    pub replay: Option<String>,
 }
 
 /// A record that goes to quarantine, and which Kinesis record it came from.
@@ -149,6 +152,30 @@ struct Packed {
 const ENVELOPE_BYTES: usize = 512;
 
 impl StreamIngest {
+    /// The production wiring: the SQS work queue and S3 for quarantine and claim checks.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        clients: &shared::aws::AwsClients,
+        queue: &shared::config::QueueSettings,
+        stream: &shared::config::StreamSettings,
+    ) -> Self {
+        Self {
+            catalog,
+            queue: Arc::new(shared::queue::SqsQueue::new(
+                clients.sqs.clone(),
+                &queue.url,
+                queue.max_message_bytes,
+            )),
+            objects: Arc::new(S3Writer {
+                client: clients.s3.clone(),
+            }),
+            quarantine: stream.quarantine.clone(),
+            claim_checks: stream.claim_checks.clone(),
+            size_limit: queue.max_message_bytes,
+            replay: None,
+        }
+    }
+
     /// Handles one batch (all records of one shard, in order, as Lambda delivers them).
     pub async fn ingest(&self, records: &[IncomingRecord]) -> BatchOutcome {
         let mut outcome = BatchOutcome {
@@ -387,9 +414,14 @@ impl StreamIngest {
         shard: &str,
         group: Vec<Routed>,
     ) -> Vec<Packed> {
-        let item = records_item(dataset, stream, shard, &group, |records| {
-            RecordsPayload::Inline(records.iter().map(|r| r.record.clone()).collect())
-        });
+        let item = records_item(
+            self.replay.as_deref(),
+            dataset,
+            stream,
+            shard,
+            &group,
+            |records| RecordsPayload::Inline(records.iter().map(|r| r.record.clone()).collect()),
+        );
         if group.len() > 1 && item.to_json(self.size_limit).is_err() {
             let mut first = group;
             let second = first.split_off(first.len() / 2);
@@ -425,14 +457,21 @@ impl StreamIngest {
             .map_err(|err| (routed.source, err.to_string()))?;
         let bucket = self.claim_checks.bucket.clone();
         let group = [routed];
-        let item = records_item(dataset, stream, shard, &group, |_| {
-            RecordsPayload::S3(ClaimCheck {
-                bucket,
-                key,
-                record_count: 1,
-                size,
-            })
-        });
+        let item = records_item(
+            self.replay.as_deref(),
+            dataset,
+            stream,
+            shard,
+            &group,
+            |_| {
+                RecordsPayload::S3(ClaimCheck {
+                    bucket,
+                    key,
+                    record_count: 1,
+                    size,
+                })
+            },
+        );
         Ok(Packed {
             sources: vec![group[0].source],
             item,
@@ -441,6 +480,7 @@ impl StreamIngest {
 }
 
 fn records_item(
+    replay: Option<&str>,
     dataset: &str,
     stream: &str,
     shard: &str,
@@ -462,5 +502,6 @@ fn records_item(
         last: position(group.last()),
         payload: payload(group),
         created_at_ms: group.iter().filter_map(|r| r.record.arrival_ms).min(),
+        replay: replay.map(str::to_owned),
     })
 }

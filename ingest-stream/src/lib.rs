@@ -1,24 +1,22 @@
 //! The ingest-stream Lambda: Kinesis events → validated records → `records` work items on
 //! the work queue.
 //!
-//! Built so far: KPL de-aggregation ([`kpl`]), record decoding ([`decode`]) and the batch
-//! handler ([`handler`]: quarantine, packing, claim checks, the position to retry from),
-//! with the Lambda event adapter below. Still to come (issue 5): the binary's runtime
-//! loop, the local event-source poller and `processor replay`; the binary refuses to
-//! start until then.
+//! - [`kpl`] de-aggregates KPL records, [`decode`] decompresses and parses them;
+//! - [`handler`] validates, quarantines, packs and sends a batch, and names the record to
+//!   retry from;
+//! - [`poller`] reads every shard of a stream like Lambda's event source mapping (tests,
+//!   the local demo, `processor replay`);
+//! - below: the Lambda event and response adapters for the binary.
 
 pub mod decode;
 pub mod handler;
 pub mod kpl;
+pub mod poller;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 
 use crate::handler::{BatchOutcome, IncomingRecord};
-
-/// What the binary says when started before the handler exists.
-pub const NOT_BUILT: &str =
-    "ingest-stream is not built yet: the Kinesis handler arrives with the stream-path issue";
 
 /// Why a Lambda event could not be read.
 #[derive(Debug, thiserror::Error)]

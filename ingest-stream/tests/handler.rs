@@ -90,6 +90,7 @@ impl Fixture {
                 prefix: "claims/".into(),
             },
             size_limit: MessageSizeLimit::new(4096).expect("limit"),
+            replay: None,
         }
     }
 

@@ -42,6 +42,25 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Read a time window of a stream again and enqueue its records (restores deleted
+    /// rows; adds no duplicates).
+    Replay {
+        /// The Kinesis stream.
+        #[arg(long)]
+        stream: String,
+        /// Records that arrived at or after this date (2026-11-01) or time (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// … and up to this time; default: when the replay starts.
+        #[arg(long)]
+        to: Option<String>,
+        /// Keep checkpoints in this file; run again with it to resume after an interruption.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Records per GetRecords call.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: u32,
+    },
     /// Move messages from the dead-letter queue back to the work queue.
     Redrive {
         /// Only report how many messages would move.

@@ -1,5 +1,5 @@
 //! The processor: consumes work items, transforms them with DataFusion and loads the
-//! warehouse; also the operator CLI (catalog check, redrive, backfill; replay to come).
+//! warehouse; also the operator CLI (catalog check, redrive, backfill, replay).
 
 pub mod announce;
 pub mod backfill;
@@ -10,6 +10,7 @@ pub mod lineage;
 pub mod objects;
 pub mod read;
 pub mod redrive;
+pub mod replay;
 pub mod service;
 pub mod transform;
 pub mod typing;

@@ -112,6 +112,71 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay {
+            stream,
+            from,
+            to,
+            checkpoint,
+            batch_size,
+        } => {
+            config.require(&[Section::Queue, Section::Catalog, Section::Stream])?;
+            let (Some(queue), Some(catalog_path), Some(stream_settings)) =
+                (&config.queue, &config.catalog_path, &config.stream)
+            else {
+                anyhow::bail!("[queue], [catalog] and [stream] are required");
+            };
+            let from_ms = backfill::parse_since(&from).map_err(anyhow::Error::msg)?;
+            let to_ms = match to.as_deref() {
+                Some(text) => backfill::parse_since(text).map_err(anyhow::Error::msg)?,
+                None => shared::stream::epoch_millis(std::time::SystemTime::now()),
+            };
+            anyhow::ensure!(from_ms < to_ms, "--from must be before --to");
+            let catalog = Arc::new(Catalog::from_file(catalog_path)?);
+            let clients = AwsClients::new(&config.aws).await;
+            let ingest = ingest_stream::handler::StreamIngest::new(
+                catalog,
+                &clients,
+                queue,
+                stream_settings,
+            );
+            let kinesis = shared::stream::KinesisStream::new(clients.kinesis.clone(), &stream);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                eprintln!(
+                    "\nstopping: checkpoints are saved; run again with the same --checkpoint to resume"
+                );
+                let _ = stop.send(true);
+            });
+            let started = std::time::Instant::now();
+            let mut progress = |p: &ingest_stream::poller::ReadProgress| {
+                eprint!(
+                    "\rreplay {stream}: {} records ({:.0}/s), {} work items, {} quarantined, {}/{} shards done, {:.1} s behind the tip   ",
+                    p.records,
+                    p.records as f64 / started.elapsed().as_secs_f64().max(0.001),
+                    p.work_items_sent,
+                    p.quarantined,
+                    p.shards_finished,
+                    p.shards,
+                    p.millis_behind_latest as f64 / 1000.0
+                );
+            };
+            let options = processor::replay::ReplayOptions {
+                from_ms,
+                to_ms,
+                checkpoint_file: checkpoint,
+                batch_size,
+            };
+            let done =
+                processor::replay::replay(&kinesis, &ingest, &options, stopped, &mut progress)
+                    .await?;
+            eprintln!();
+            println!(
+                "replayed {} records of {stream} into {} work items ({} quarantined)",
+                done.records, done.work_items_sent, done.quarantined
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Redrive { dry_run, max, rate } => {
             config.require(&[Section::Queue])?;
             let queue = config.queue.as_ref().context("[queue] is required")?;

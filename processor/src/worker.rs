@@ -13,10 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use shared::catalog::{Catalog, Dataset};
 use shared::envelope::FileItem;
-use shared::envelope::{EnvelopeError, RecordsItem, RecordsPayload, WorkItem};
+use shared::envelope::{EnvelopeError, RecordsItem, RecordsPayload, StreamRecord, WorkItem};
 use shared::error::{Classify, Retryability};
 use shared::queue::{OutgoingMessage, ReceivedMessage, WorkQueue};
 use shared::telemetry::{UNKNOWN_DATASET, names, outcome};
@@ -65,11 +65,6 @@ pub enum ProcessError {
         "s3://{bucket}/{key} is fully loaded and another worker is announcing it; checking again later"
     )]
     AnnouncementPending { bucket: String, key: String },
-    #[error("{source_url}: {what} is not supported yet")]
-    Unsupported {
-        source_url: String,
-        what: &'static str,
-    },
 }
 
 impl Classify for ProcessError {
@@ -154,10 +149,23 @@ impl Pipeline {
             }
             WorkItem::Records(records) => {
                 let source = format!("kinesis://{}", records.stream);
+                let claim_store = match &records.payload {
+                    RecordsPayload::S3(claim) => {
+                        Some(self.stores.for_bucket(&claim.bucket).map_err(|err| {
+                            ReadError::Object {
+                                source_url: format!("s3://{}/{}", claim.bucket, claim.key),
+                                reason: err.to_string(),
+                                retryable: false,
+                            }
+                        })?)
+                    }
+                    RecordsPayload::Inline(_) => None,
+                };
                 (
                     source,
                     Box::new(RecordsRows {
                         records: Some(records.clone()),
+                        claim_store,
                         dataset: dataset.clone(),
                         transformer: transformer.clone(),
                         rows: MemoryRows::default(),
@@ -282,6 +290,8 @@ impl RowSource for FileRows {
 #[derive(Debug)]
 struct RecordsRows {
     records: Option<RecordsItem>,
+    /// Where a claim-check payload is read from.
+    claim_store: Option<Arc<dyn ObjectStore>>,
     dataset: Dataset,
     transformer: Transformer,
     rows: MemoryRows,
@@ -291,7 +301,18 @@ struct RecordsRows {
 impl RowSource for RecordsRows {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError> {
         if let Some(records) = self.records.take() {
-            let (typed, mut rejects) = typed_records(&self.dataset, &records)?;
+            let list = match &records.payload {
+                RecordsPayload::Inline(list) => list.clone(),
+                RecordsPayload::S3(claim) => {
+                    let store = self.claim_store.as_ref().ok_or_else(|| ReadError::Object {
+                        source_url: format!("s3://{}/{}", claim.bucket, claim.key),
+                        reason: "no object store for the claim check".to_owned(),
+                        retryable: false,
+                    })?;
+                    read_claim_check(store.as_ref(), claim).await?
+                }
+            };
+            let (typed, mut rejects) = typed_records(&self.dataset, &records, &list)?;
             let (output, transform_rejects) = self.transformer.apply(vec![typed]).await?;
             rejects.extend(transform_rejects);
             check_reject_limit(
@@ -312,17 +333,47 @@ impl RowSource for RecordsRows {
     }
 }
 
+/// The records a claim check points to: JSON lines of stream records.
+async fn read_claim_check(
+    store: &dyn ObjectStore,
+    claim: &shared::envelope::ClaimCheck,
+) -> Result<Vec<StreamRecord>, ReadError> {
+    let source_url = format!("s3://{}/{}", claim.bucket, claim.key);
+    let path = object_store::path::Path::parse(&claim.key).map_err(|err| ReadError::Object {
+        source_url: source_url.clone(),
+        reason: err.to_string(),
+        retryable: false,
+    })?;
+    let fetch_error = |err: object_store::Error| ReadError::Object {
+        source_url: source_url.clone(),
+        retryable: !matches!(err, object_store::Error::NotFound { .. }),
+        reason: err.to_string(),
+    };
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(fetch_error)?
+        .bytes()
+        .await
+        .map_err(fetch_error)?;
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|line| {
+            serde_json::from_slice::<StreamRecord>(line).map_err(|err| ReadError::Convert {
+                source_url: source_url.clone(),
+                reason: format!("a claim-check line is not a stream record: {err}"),
+            })
+        })
+        .collect()
+}
+
 fn typed_records(
     dataset: &Dataset,
     records: &RecordsItem,
+    list: &[StreamRecord],
 ) -> Result<(RecordBatch, Vec<Reject>), ProcessError> {
     let source_url = format!("kinesis://{}/{}", records.stream, records.shard_id);
-    let RecordsPayload::Inline(list) = &records.payload else {
-        return Err(ProcessError::Unsupported {
-            source_url,
-            what: "a claim-check (S3) records payload",
-        });
-    };
     let mut rows = TextRows::new(dataset.columns.len());
     for (index, record) in list.iter().enumerate() {
         let row_number = index as u64 + 1;

@@ -106,6 +106,7 @@ fn key(first: u64, last: u64) -> IdempotencyKey {
             data: serde_json::json!({}),
         }]),
         created_at_ms: None,
+        replay: None,
     })
     .idempotency_key()
 }

@@ -109,6 +109,7 @@ async fn files_and_records_load_once_and_poison_goes_to_the_dlq() {
             },
         ]),
         created_at_ms: None,
+        replay: None,
     });
 
     let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, 5).await;

@@ -671,6 +671,7 @@ fn events_item(i: u64) -> shared::queue::OutgoingMessage {
         last: position(i * 2 + 2),
         payload: RecordsPayload::Inline(records),
         created_at_ms: None,
+        replay: None,
     })
     .to_json(MessageSizeLimit::default())
     .expect("json")
@@ -724,6 +725,7 @@ async fn a_poison_item_in_a_micro_batch_does_not_hold_the_others_back() {
             size: 1,
         }),
         created_at_ms: None,
+        replay: None,
     });
     items.insert(
         2,

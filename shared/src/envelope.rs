@@ -92,6 +92,11 @@ pub struct RecordsItem {
     pub payload: RecordsPayload,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at_ms: Option<i64>,
+    /// Set by `processor replay` (an id of the replay): the item then has an idempotency
+    /// key of its own, so the ledger does not skip records loaded before, and the rows'
+    /// lineage (or key) keeps them from being doubled. Deleted rows come back this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<String>,
 }
 
 /// The position of one user record in a shard: the Kinesis sequence number plus the
@@ -381,15 +386,22 @@ impl WorkItem {
                 ]
                 .join("\0")
             }
-            WorkItem::Records(records) => [
-                "records/v1",
-                &records.dataset,
-                &records.stream,
-                &records.shard_id,
-                &records.first.to_string(),
-                &records.last.to_string(),
-            ]
-            .join("\0"),
+            WorkItem::Records(records) => {
+                let mut source = [
+                    "records/v1",
+                    &records.dataset,
+                    &records.stream,
+                    &records.shard_id,
+                    &records.first.to_string(),
+                    &records.last.to_string(),
+                ]
+                .join("\0");
+                if let Some(replay) = &records.replay {
+                    source.push_str("\0replay\0");
+                    source.push_str(replay);
+                }
+                source
+            }
         }
     }
 }
@@ -523,6 +535,42 @@ mod tests {
         assert_ne!(part(0).file_id(), whole.file_id(), "split differently");
         assert_eq!((part(1).parts_total(), whole.parts_total()), (3, 1));
         assert!(whole.file_id().starts_with("load-"));
+    }
+
+    #[test]
+    fn a_replay_gets_keys_of_its_own() {
+        let position = |n: &str| StreamPosition {
+            sequence_number: n.into(),
+            sub_sequence_number: 0,
+        };
+        let item = |replay: Option<&str>| {
+            WorkItem::Records(RecordsItem {
+                dataset: "events".into(),
+                stream: "s".into(),
+                shard_id: "shardId-0".into(),
+                first: position("1"),
+                last: position("2"),
+                payload: RecordsPayload::Inline(vec![StreamRecord {
+                    position: position("1"),
+                    arrival_ms: None,
+                    data: serde_json::json!({}),
+                }]),
+                created_at_ms: None,
+                replay: replay.map(str::to_owned),
+            })
+        };
+        assert_ne!(
+            item(None).idempotency_key(),
+            item(Some("r1")).idempotency_key()
+        );
+        assert_ne!(
+            item(Some("r1")).idempotency_key(),
+            item(Some("r2")).idempotency_key()
+        );
+        let text = item(None)
+            .to_json(MessageSizeLimit::default())
+            .expect("fits");
+        assert!(!text.contains("replay"), "absent unless set: {text}");
     }
 
     #[test]
