@@ -154,6 +154,14 @@ async fn stream_records_load_once_in_order_and_replay_restores_only_what_is_miss
             });
         }
     }
+    // Too large for a work item: it travels by claim check.
+    records.push(OutgoingRecord {
+        partition_key: "order-99".into(),
+        data: Bytes::from(format!(
+            r#"{{"event_type":"order_status_changed","event_id":"big","order_id":99,"status":"step 1 {}","step":1,"occurred_at":"2026-11-24T10:00:00Z"}}"#,
+            "x".repeat(300 * 1024)
+        )),
+    });
     records.push(OutgoingRecord {
         partition_key: "order-1".into(),
         data: Bytes::from_static(b"{not json"),
@@ -210,7 +218,7 @@ async fn stream_records_load_once_in_order_and_replay_restores_only_what_is_miss
                 .get::<_, i64>(0)
         }
     };
-    let expected = ORDERS * STEPS;
+    let expected = ORDERS * STEPS + 1;
     assert_eq!(
         count(format!("SELECT count(*) FROM {table}")).await,
         expected

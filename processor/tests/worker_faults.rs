@@ -705,7 +705,8 @@ async fn a_poison_item_in_a_micro_batch_does_not_hold_the_others_back() {
     use shared::envelope::{ClaimCheck, RecordsItem, RecordsPayload, StreamPosition};
     let fixture = Fixture::new(None).await;
     let mut items: Vec<shared::queue::OutgoingMessage> = (0..5u64).map(events_item).collect();
-    // Claim-check payloads are not supported yet: a permanent failure for this item only.
+    // A claim check pointing to an object that does not exist: a permanent failure for
+    // this item only.
     let poison = WorkItem::Records(RecordsItem {
         dataset: "order_status_events".into(),
         stream: "order-events".into(),
@@ -762,7 +763,7 @@ async fn a_poison_item_in_a_micro_batch_does_not_hold_the_others_back() {
     assert!(
         dead.attributes
             .get(REASON_ATTRIBUTE)
-            .is_some_and(|r| r.contains("claim-check")),
+            .is_some_and(|r| r.contains("cannot read s3://b/k")),
         "{dead:?}"
     );
     assert_eq!(
