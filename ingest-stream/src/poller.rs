@@ -295,6 +295,14 @@ pub async fn read_stream(
             match page.next_iterator {
                 None => checkpoint.finished = true, // a closed shard, read to its end
                 Some(_) if reached_stop_time => checkpoint.finished = true,
+                // A closed shard gets no new records: caught up is read to its end.
+                Some(_)
+                    if shard.is_closed()
+                        && page.records.is_empty()
+                        && page.millis_behind_latest.unwrap_or(0) == 0 =>
+                {
+                    checkpoint.finished = true;
+                }
                 Some(next) => {
                     state.caught_up =
                         page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
@@ -342,5 +350,229 @@ fn save(checkpoints: &Checkpoints, settings: &ReadSettings) -> Result<(), ReadEr
     match &settings.checkpoint_file {
         Some(path) => checkpoints.save(path),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduling rules, with an in-memory stream of the poller's own interface
+    //! (the emulator keeps writing to a split parent, so it cannot show them).
+
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use shared::catalog::Catalog;
+    use shared::config::S3Location;
+    use shared::envelope::{MessageSizeLimit, WorkItem};
+    use shared::queue::{
+        DeleteReport, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendReport,
+        WorkQueue,
+    };
+    use shared::stream::{OutgoingRecord, PutReport, RecordsPage, ShardRecord};
+
+    use super::*;
+    use crate::handler::{ObjectWriter, PutError};
+
+    /// Shards with fixed records; closed shards end their iterator after the last one.
+    #[derive(Debug)]
+    struct Shards(Vec<(ShardInfo, Vec<&'static str>)>);
+
+    #[async_trait]
+    impl RecordStream for Shards {
+        fn name(&self) -> &str {
+            "order-events"
+        }
+        async fn put_records(&self, _: &[OutgoingRecord]) -> PutReport {
+            PutReport::default()
+        }
+        async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
+            Ok(self.0.iter().map(|(info, _)| info.clone()).collect())
+        }
+        async fn shard_iterator(
+            &self,
+            shard_id: &str,
+            start: &StartPosition,
+        ) -> Result<String, StreamError> {
+            let at = match start {
+                StartPosition::AfterSequenceNumber(seq) => seq.parse::<usize>().unwrap_or(0),
+                _ => 0,
+            };
+            Ok(format!("{shard_id}|{at}"))
+        }
+        async fn get_records(
+            &self,
+            iterator: &str,
+            limit: u32,
+        ) -> Result<RecordsPage, StreamError> {
+            let (shard_id, at) = iterator.split_once('|').unwrap_or_default();
+            let at: usize = at.parse().unwrap_or(0);
+            let (info, records) = self
+                .0
+                .iter()
+                .find(|(info, _)| info.shard_id == shard_id)
+                .expect("a known shard");
+            let end = (at + limit as usize).min(records.len());
+            let page: Vec<ShardRecord> = records[at..end]
+                .iter()
+                .enumerate()
+                .map(|(i, data)| ShardRecord {
+                    sequence_number: (at + i + 1).to_string(),
+                    partition_key: "k".into(),
+                    data: Bytes::from_static(data.as_bytes()),
+                    arrival_ms: None,
+                })
+                .collect();
+            let done = end == records.len();
+            Ok(RecordsPage {
+                records: page,
+                next_iterator: (!(done && info.is_closed())).then(|| format!("{shard_id}|{end}")),
+                millis_behind_latest: Some(0),
+            })
+        }
+    }
+
+    /// Records, in the order they were sent, as (shard, event id).
+    #[derive(Debug, Default)]
+    struct Recording(Mutex<Vec<(String, String)>>);
+
+    #[async_trait]
+    impl WorkQueue for Recording {
+        async fn send(&self, messages: &[OutgoingMessage]) -> SendReport {
+            for message in messages {
+                if let Ok(WorkItem::Records(item)) = WorkItem::from_json(&message.body)
+                    && let shared::envelope::RecordsPayload::Inline(records) = item.payload
+                {
+                    for record in records {
+                        let id = record.data["event_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        self.0
+                            .lock()
+                            .expect("lock")
+                            .push((item.shard_id.clone(), id));
+                    }
+                }
+            }
+            SendReport {
+                succeeded: (0..messages.len()).map(|i| (i, i.to_string())).collect(),
+                failed: Vec::new(),
+            }
+        }
+        async fn receive(
+            &self,
+            _: u8,
+            _: Duration,
+            _: Duration,
+        ) -> Result<Vec<ReceivedMessage>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &[String]) -> DeleteReport {
+            DeleteReport::default()
+        }
+        async fn depth(&self) -> Result<QueueDepth, QueueError> {
+            Ok(QueueDepth::default())
+        }
+        async fn extend_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoWrites;
+
+    #[async_trait]
+    impl ObjectWriter for NoWrites {
+        async fn put(&self, bucket: &str, key: &str, _: Vec<u8>) -> Result<(), PutError> {
+            Err(PutError {
+                bucket: bucket.into(),
+                key: key.into(),
+                reason: "not in this test".into(),
+                retryable: false,
+            })
+        }
+    }
+
+    fn shard(id: &str, parent: Option<&str>, closed: bool) -> ShardInfo {
+        ShardInfo {
+            shard_id: id.into(),
+            parent_shard_id: parent.map(str::to_owned),
+            adjacent_parent_shard_id: None,
+            starting_sequence_number: "0".into(),
+            ending_sequence_number: closed.then(|| "99".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn children_are_read_only_after_their_parent_is_read_to_its_end() {
+        let event = |id: &str| -> &'static str {
+            Box::leak(
+                format!(r#"{{"event_type":"order_status_changed","event_id":"{id}","order_id":1,"status":"s","occurred_at":"2026-11-24T10:00:00Z"}}"#)
+                    .into_boxed_str(),
+            )
+        };
+        // Listed children first: the order of the listing must not matter.
+        let stream = Shards(vec![
+            (
+                shard("child-a", Some("parent"), false),
+                vec![event("a1"), event("a2")],
+            ),
+            (shard("child-b", Some("parent"), false), vec![event("b1")]),
+            (
+                shard("parent", None, true),
+                (1..=5).map(|n| event(&format!("p{n}"))).collect(),
+            ),
+        ]);
+        let queue = Arc::new(Recording::default());
+        let ingest = StreamIngest {
+            catalog: Arc::new(
+                Catalog::from_toml(include_str!("../../catalog/ecommerce.toml"), "c")
+                    .expect("catalog"),
+            ),
+            queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
+            objects: Arc::new(NoWrites),
+            quarantine: S3Location {
+                bucket: "q".into(),
+                prefix: String::new(),
+            },
+            claim_checks: S3Location {
+                bucket: "q".into(),
+                prefix: String::new(),
+            },
+            size_limit: MessageSizeLimit::default(),
+            replay: None,
+        };
+        let settings = ReadSettings {
+            batch_size: 2,
+            min_call_interval: Duration::ZERO,
+            poll_interval: Duration::from_millis(1),
+            stop: StopWhen::CaughtUp,
+            ..ReadSettings::default()
+        };
+        let (_stop, stopped) = watch::channel(false);
+        let mut checkpoints = Checkpoints::default();
+        let read = read_stream(
+            &stream,
+            &ingest,
+            &settings,
+            &mut checkpoints,
+            stopped,
+            &mut |_| {},
+        )
+        .await
+        .expect("read");
+        assert_eq!(read.records, 8);
+        let sent = queue.0.lock().expect("lock").clone();
+        let ids: Vec<&str> = sent.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(
+            &ids[..5],
+            ["p1", "p2", "p3", "p4", "p5"],
+            "the parent first, in order"
+        );
+        let mut children: Vec<&str> = ids[5..].to_vec();
+        children.sort_unstable();
+        assert_eq!(children, ["a1", "a2", "b1"]);
+        assert!(checkpoints.shards["parent"].finished);
     }
 }
