@@ -23,43 +23,10 @@ use ingest_batch::events::CreatedObject;
 use ingest_batch::plan::{FilePlanner, ObjectReadError, ObjectReader};
 use shared::catalog::Catalog;
 use shared::envelope::MessageSizeLimit;
-use shared::queue::{
-    DeleteReport, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendReport, WorkQueue,
-};
+use shared::testing::AcceptingQueue;
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 const RECORDS_PER_EVENT: usize = 100;
-
-/// Accepts every message without sending it: the benchmark excludes SQS calls.
-#[derive(Debug)]
-struct AcceptingQueue;
-
-#[async_trait]
-impl WorkQueue for AcceptingQueue {
-    async fn send(&self, messages: &[OutgoingMessage]) -> SendReport {
-        SendReport {
-            succeeded: (0..messages.len()).map(|i| (i, i.to_string())).collect(),
-            failed: Vec::new(),
-        }
-    }
-    async fn receive(
-        &self,
-        _: u8,
-        _: Duration,
-        _: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        Ok(Vec::new())
-    }
-    async fn delete(&self, _: &[String]) -> DeleteReport {
-        DeleteReport::default()
-    }
-    async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        Ok(QueueDepth::default())
-    }
-    async fn extend_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
-        Ok(())
-    }
-}
 
 /// Small objects are never read; reaching this would be a bug in the benchmark.
 #[derive(Debug)]

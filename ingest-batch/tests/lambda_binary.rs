@@ -5,12 +5,12 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_s3::primitives::ByteStream;
 use shared::envelope::WorkItem;
 use shared::testing::{aws_endpoint, clients, create_queue, unique_name};
-use support::runtime_api::{self, Call};
+use support::runtime_api::{self, Call, next_call};
 
 const CATALOG: &str = r#"
 [datasets.orders]
@@ -20,13 +20,6 @@ key = ["order_id"]
 s3 = { prefix = "landing/orders/" }
 columns = [{ name = "order_id", type = "int64", nullable = false }]
 "#;
-
-async fn next_call(calls: &mut tokio::sync::mpsc::UnboundedReceiver<Call>) -> Call {
-    tokio::time::timeout(Duration::from_secs(60), calls.recv())
-        .await
-        .expect("the function answered within 60 s")
-        .expect("runtime API running")
-}
 
 #[tokio::test]
 async fn the_binary_serves_invocations_through_the_runtime_api() {

@@ -13,43 +13,11 @@ use ingest_stream::handler::{IncomingRecord, ObjectWriter, PutError, StreamInges
 use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
-use shared::queue::{
-    DeleteReport, OutgoingMessage, QueueDepth, QueueError, ReceivedMessage, SendReport, WorkQueue,
-};
+use shared::testing::AcceptingQueue;
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 const RECORDS_PER_BATCH: usize = 500;
 const BATCHES: usize = 200;
-
-#[derive(Debug)]
-struct AcceptingQueue;
-
-#[async_trait]
-impl WorkQueue for AcceptingQueue {
-    async fn send(&self, messages: &[OutgoingMessage]) -> SendReport {
-        SendReport {
-            succeeded: (0..messages.len()).map(|i| (i, i.to_string())).collect(),
-            failed: Vec::new(),
-        }
-    }
-    async fn receive(
-        &self,
-        _: u8,
-        _: Duration,
-        _: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        Ok(Vec::new())
-    }
-    async fn delete(&self, _: &[String]) -> DeleteReport {
-        DeleteReport::default()
-    }
-    async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        Ok(QueueDepth::default())
-    }
-    async fn extend_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
-        Ok(())
-    }
-}
 
 /// Every record is valid and small: nothing is written; reaching this is a bug.
 #[derive(Debug)]

@@ -7,9 +7,8 @@
 mod runtime_api;
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use runtime_api::Call;
+use runtime_api::{Call, next_call};
 use shared::testing::{aws_endpoint, clients, create_queue, unique_name};
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -31,13 +30,6 @@ fn kinesis_record(sequence: &str, data: &[u8]) -> serde_json::Value {
         "awsRegion": "us-east-1",
         "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/order-events"
     })
-}
-
-async fn next_call(calls: &mut tokio::sync::mpsc::UnboundedReceiver<Call>) -> Call {
-    tokio::time::timeout(Duration::from_secs(60), calls.recv())
-        .await
-        .expect("the function answered within 60 s")
-        .expect("runtime API running")
 }
 
 #[tokio::test]

@@ -228,3 +228,39 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .map_or(0.0, |(_, value)| value.parse().unwrap_or(f64::NAN))
 }
+
+/// A work queue that confirms every message it is given and keeps nothing: for
+/// benchmarks that exclude SQS calls.
+#[derive(Debug, Default)]
+pub struct AcceptingQueue;
+
+#[async_trait::async_trait]
+impl crate::queue::WorkQueue for AcceptingQueue {
+    async fn send(&self, messages: &[crate::queue::OutgoingMessage]) -> crate::queue::SendReport {
+        crate::queue::SendReport {
+            succeeded: (0..messages.len()).map(|i| (i, i.to_string())).collect(),
+            failed: Vec::new(),
+        }
+    }
+    async fn receive(
+        &self,
+        _: u8,
+        _: Duration,
+        _: Duration,
+    ) -> Result<Vec<crate::queue::ReceivedMessage>, crate::queue::QueueError> {
+        Ok(Vec::new())
+    }
+    async fn delete(&self, _: &[String]) -> crate::queue::DeleteReport {
+        crate::queue::DeleteReport::default()
+    }
+    async fn depth(&self) -> Result<crate::queue::QueueDepth, crate::queue::QueueError> {
+        Ok(crate::queue::QueueDepth::default())
+    }
+    async fn extend_visibility(
+        &self,
+        _: &str,
+        _: Duration,
+    ) -> Result<(), crate::queue::QueueError> {
+        Ok(())
+    }
+}

@@ -149,6 +149,14 @@ fn not_found() -> Response<Full<Bytes>> {
         .expect("response")
 }
 
+/// The function's next call, failing the test after 60 s.
+pub async fn next_call(calls: &mut mpsc::UnboundedReceiver<Call>) -> Call {
+    tokio::time::timeout(std::time::Duration::from_secs(60), calls.recv())
+        .await
+        .expect("the function answered within 60 s")
+        .expect("runtime API running")
+}
+
 /// The environment Lambda gives a function, pointed at `address`.
 pub fn lambda_env(address: SocketAddr) -> Vec<(String, String)> {
     [
