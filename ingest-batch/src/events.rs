@@ -22,6 +22,11 @@ pub struct CreatedObject {
     pub version_id: Option<String>,
     /// When S3 created it (milliseconds since the Unix epoch), for latency metrics.
     pub event_time_ms: Option<i64>,
+    /// The key exactly as an EventBridge event carried it, when decoding changed it.
+    /// EventBridge's documentation does not say whether its keys are URL-encoded as
+    /// notifications' are, so a key with `+` or `%` is checked against the bucket (see
+    /// `FileIngest`) before either form is trusted.
+    pub undecoded_key: Option<String>,
 }
 
 /// Why an entry of an invocation, or an object, produced no work item. Each is counted
@@ -162,9 +167,11 @@ fn read_s3_notification(mut payload: Value) -> Result<Notifications, PayloadErro
             });
             continue;
         }
+        let key = decode_event_key(&encoded_key).map_err(|err| err.to_string());
         let object = created_object(
             bucket,
             &encoded_key,
+            key,
             record.s3.object.size.and_then(|n| u64::try_from(n).ok()),
             record.s3.object.e_tag.clone(),
             record.s3.object.version_id.clone(),
@@ -195,17 +202,29 @@ fn read_eventbridge(payload: Value) -> Result<Notifications, PayloadError> {
         serde_json::from_value(event.detail).map_err(|err| PayloadError {
             reason: format!("EventBridge Object Created detail: {err}"),
         })?;
-    // EventBridge carries the key URL-encoded, like S3 notifications.
+    // EventBridge's pages do not say whether the key is URL-encoded like a notification's:
+    // decode it when it decodes, keep the raw form for the bucket check when they differ.
+    let raw_key = detail.object.key;
+    let (key, undecoded_key) = match decode_event_key(&raw_key) {
+        Ok(decoded) if decoded != raw_key => (Ok(decoded), Some(raw_key.clone())),
+        Ok(decoded) => (Ok(decoded), None),
+        Err(_) if !raw_key.is_empty() => (Ok(raw_key.clone()), None),
+        Err(err) => (Err(err.to_string()), None),
+    };
     let object = created_object(
         detail.bucket.name,
-        &detail.object.key,
+        &raw_key,
+        key,
         detail.object.size,
         detail.object.etag,
         detail.object.version_id,
         event.time.map(|t| t.timestamp_millis()),
     );
     match object {
-        Ok(object) => notifications.created.push(object),
+        Ok(object) => notifications.created.push(CreatedObject {
+            undecoded_key,
+            ..object
+        }),
         Err(skipped) => notifications.skipped.push(skipped),
     }
     Ok(notifications)
@@ -214,6 +233,7 @@ fn read_eventbridge(payload: Value) -> Result<Notifications, PayloadError> {
 fn created_object(
     bucket: String,
     encoded_key: &str,
+    key: Result<String, String>,
     size: Option<u64>,
     etag: Option<String>,
     version_id: Option<String>,
@@ -226,7 +246,7 @@ fn created_object(
     if bucket.is_empty() {
         return Err(malformed("the record names no bucket".into()));
     }
-    let key = decode_event_key(encoded_key).map_err(|err| malformed(err.to_string()))?;
+    let key = key.map_err(malformed)?;
     let etag = etag
         .map(|e| shared::envelope::normalize_etag(&e))
         .filter(|e| !e.is_empty())
@@ -238,6 +258,7 @@ fn created_object(
         etag,
         version_id: version_id.filter(|v| !v.is_empty() && v != "null"),
         event_time_ms,
+        undecoded_key: None,
     })
 }
 
@@ -278,6 +299,7 @@ mod tests {
                 etag: "0123abcd".into(),
                 version_id: Some("v1".into()),
                 event_time_ms: Some(1_795_514_400_000),
+                undecoded_key: None,
             }]
         );
         let reasons: Vec<SkipReason> = read.skipped.iter().map(|s| s.reason).collect();

@@ -171,6 +171,7 @@ impl FileIngest {
         };
         let mut items: Vec<WorkItem> = Vec::new();
         for object in objects {
+            let object = &self.resolve_key(object).await?;
             match self.planner.plan(object).await? {
                 Planned::Items(planned) => {
                     if planned.len() > 1 {
@@ -220,6 +221,39 @@ impl FileIngest {
         Ok(sent.succeeded.len())
     }
 
+    /// For a key whose encoding is in doubt (see [`CreatedObject::undecoded_key`]): the
+    /// form under which the bucket holds the event's content, decoded first.
+    async fn resolve_key(&self, object: &CreatedObject) -> Result<CreatedObject, IngestError> {
+        let Some(raw) = object.undecoded_key.as_deref() else {
+            return Ok(object.clone());
+        };
+        if object.size == 0 {
+            return Ok(object.clone()); // skipped as empty whatever its key
+        }
+        let decoded = CreatedObject {
+            undecoded_key: None,
+            ..object.clone()
+        };
+        match self.planner.reader.read_range(&decoded, 0, 1).await {
+            Ok(_) => return Ok(decoded),
+            Err(ObjectReadError::Gone { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let as_sent = CreatedObject {
+            key: raw.to_owned(),
+            ..decoded.clone()
+        };
+        match self.planner.reader.read_range(&as_sent, 0, 1).await {
+            Ok(_) => {
+                tracing::info!(key = raw, "EventBridge key used as sent (not URL-encoded)");
+                Ok(as_sent)
+            }
+            // Neither exists: the decoded form goes on and is reported as gone.
+            Err(ObjectReadError::Gone { .. }) => Ok(decoded),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     fn count_skip(&self, report: &mut IngestReport, reason: SkipReason, detail: &str) {
         *report.skipped.entry(reason.as_str()).or_default() += 1;
         metrics::counter!(names::OBJECTS_SKIPPED_TOTAL, "reason" => reason.as_str()).increment(1);
@@ -250,5 +284,87 @@ fn describe(item: &WorkItem) -> String {
             None => format!("s3://{}/{}", file.bucket, file.key),
         },
         WorkItem::Records(records) => format!("kinesis://{}/{}", records.stream, records.shard_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use shared::testing::AcceptingQueue;
+
+    use super::*;
+    use crate::plan::ObjectReader;
+
+    /// A bucket holding one key.
+    #[derive(Debug)]
+    struct OneKey(&'static str);
+
+    #[async_trait]
+    impl ObjectReader for OneKey {
+        async fn read_range(
+            &self,
+            object: &CreatedObject,
+            _: u64,
+            _: u64,
+        ) -> Result<Bytes, ObjectReadError> {
+            if object.key == self.0 {
+                Ok(Bytes::from_static(b"x"))
+            } else {
+                Err(ObjectReadError::Gone {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                    reason: "NoSuchKey".into(),
+                })
+            }
+        }
+    }
+
+    fn ingest(bucket_key: &'static str) -> FileIngest {
+        let catalog = "[datasets.orders]\nformat = \"jsonl\"\ntarget = \"s.orders\"\ns3 = { prefix = \"orders/\" }\ncolumns = [{ name = \"id\", type = \"int64\" }]\n";
+        FileIngest {
+            planner: FilePlanner {
+                catalog: Arc::new(Catalog::from_toml(catalog, "t").expect("catalog")),
+                reader: Arc::new(OneKey(bucket_key)),
+                part_size: 1 << 20,
+            },
+            queue: Arc::new(AcceptingQueue),
+            size_limit: MessageSizeLimit::default(),
+            source: "test",
+        }
+    }
+
+    fn eventbridge(key: &str) -> serde_json::Value {
+        serde_json::json!({
+            "version": "0", "detail-type": "Object Created", "source": "aws.s3",
+            "time": "2026-11-24T10:00:00Z",
+            "detail": {"bucket": {"name": "b"}, "object": {"key": key, "size": 10, "etag": "e"}}
+        })
+    }
+
+    async fn planned_key(ingest: &FileIngest, payload: serde_json::Value) -> String {
+        let read = read_payload(payload).expect("event");
+        let (items, _) = ingest.plan_objects(&read.created).await.expect("planned");
+        match &items[..] {
+            [WorkItem::File(file)] => file.key.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_eventbridge_key_is_taken_in_whichever_form_the_bucket_holds() {
+        // Encoded by S3 (a space as +): the decoded key exists.
+        let key = planned_key(&ingest("orders/a b.jsonl"), eventbridge("orders/a+b.jsonl")).await;
+        assert_eq!(key, "orders/a b.jsonl");
+        // Sent as it is: the literal + exists, the decoded form does not.
+        let key = planned_key(&ingest("orders/a+b.jsonl"), eventbridge("orders/a+b.jsonl")).await;
+        assert_eq!(key, "orders/a+b.jsonl");
+        // A % that does not decode is taken as it is.
+        let key = planned_key(
+            &ingest("orders/100%.jsonl"),
+            eventbridge("orders/100%.jsonl"),
+        )
+        .await;
+        assert_eq!(key, "orders/100%.jsonl");
     }
 }

@@ -304,6 +304,7 @@ columns = [{ name = "id", type = "int64" }]
             etag: "e".into(),
             version_id: None,
             event_time_ms: None,
+            undecoded_key: None,
         }
     }
 

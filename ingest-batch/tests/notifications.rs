@@ -303,6 +303,7 @@ async fn real_notifications_become_work_items_for_the_right_objects_and_parts() 
                 .clone(),
             version_id: None,
             event_time_ms: None,
+            undecoded_key: None,
         }])
         .await
         .expect("planned again");
@@ -382,6 +383,7 @@ async fn objects_changed_since_the_event_are_skipped_as_gone() {
             etag: "0000000000000000000000000000dead".into(),
             version_id: None,
             event_time_ms: None,
+            undecoded_key: None,
         }])
         .await
         .expect("handled");

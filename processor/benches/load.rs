@@ -444,6 +444,7 @@ async fn split_load(
             etag: shared::envelope::normalize_etag(meta.e_tag.as_deref().unwrap_or_default()),
             version_id: None,
             event_time_ms: None,
+            undecoded_key: None,
         })
         .await?;
     let plan_time = started.elapsed();

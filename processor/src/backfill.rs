@@ -121,6 +121,7 @@ pub async fn backfill(
                 etag: normalize_etag(etag),
                 version_id: None,
                 event_time_ms: modified_ms,
+                undecoded_key: None,
             });
         }
         done.planned += objects.len() as u64;

@@ -206,6 +206,7 @@ impl Fixture {
             etag: shared::envelope::normalize_etag(put.e_tag().expect("etag")),
             version_id: None,
             event_time_ms: None,
+            undecoded_key: None,
         };
         match self.planner.plan(&object).await.expect("planned") {
             Planned::Items(items) => items,

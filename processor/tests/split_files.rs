@@ -242,6 +242,7 @@ async fn split_parts_load_exactly_the_rows_of_the_whole_file() {
             etag: shared::envelope::normalize_etag(put.e_tag().expect("etag")),
             version_id: None,
             event_time_ms: None,
+            undecoded_key: None,
         };
         let Planned::Items(parts) = planner.plan(&object).await.expect("planned") else {
             panic!("{key} was skipped");
