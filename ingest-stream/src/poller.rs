@@ -1,5 +1,6 @@
 //! Reads every shard of a stream and hands the records to the handler, the way Lambda's
-//! event source mapping does: one shard's records per batch, in order, a checkpoint per
+//! event source mapping does: one shard's records per batch, in order, gathered for up to
+//! a batching window unless the batch fills first, a checkpoint per
 //! shard that only moves past what the handler finished (it honours the record to retry
 //! from), and shard lineage respected: after a split or merge, a child shard is read only
 //! once its parents are read to their end, so per-key order holds across a reshard.
@@ -39,8 +40,11 @@ pub struct ReadSettings {
     /// Where a shard without a checkpoint starts (children of shards this reader read
     /// start at their beginning).
     pub start: StartPosition,
-    /// Records per `GetRecords` call and per handler batch (Lambda's `BatchSize`).
+    /// The most records per handler batch (Lambda's `BatchSize`).
     pub batch_size: u32,
+    /// How long records are gathered before a batch that is not full is handed over
+    /// (Lambda's `MaximumBatchingWindowInSeconds`; zero hands over every read at once).
+    pub batching_window: Duration,
     /// How long an idle shard waits before it is polled again (Lambda polls once a
     /// second).
     pub poll_interval: Duration,
@@ -61,6 +65,7 @@ impl Default for ReadSettings {
         Self {
             start: StartPosition::TrimHorizon,
             batch_size: 100,
+            batching_window: Duration::ZERO,
             poll_interval: Duration::from_secs(1),
             min_call_interval: Duration::from_millis(200),
             backoff: Duration::from_millis(500),
@@ -117,6 +122,13 @@ struct ShardState {
     next_call: Option<Instant>,
     failures: u32,
     caught_up: bool,
+    /// Records read but not yet handed to the handler (the batching window).
+    pending: Vec<IncomingRecord>,
+    /// When the first pending record was read.
+    window_opened: Option<Instant>,
+    /// Nothing more to read from this shard once `pending` is handled: closed and read
+    /// to its end, or at the stop time.
+    read_to_end: bool,
 }
 
 impl Checkpoints {
@@ -163,7 +175,7 @@ pub async fn read_stream(
     settings: &ReadSettings,
     checkpoints: &mut Checkpoints,
     mut stop: watch::Receiver<bool>,
-    progress: &mut dyn FnMut(&ReadProgress),
+    progress: &mut (dyn FnMut(&ReadProgress) + Send),
 ) -> Result<ReadProgress, ReadError> {
     let mut done = ReadProgress::default();
     let mut states: HashMap<String, ShardState> = HashMap::new();
@@ -189,9 +201,11 @@ pub async fn read_stream(
             .collect();
         done.shards = shards.len();
         done.shards_finished = shards.iter().filter(|s| finished(&s.shard_id)).count();
-        let all_caught_up = eligible
-            .iter()
-            .all(|s| states.get(&s.shard_id).is_some_and(|st| st.caught_up));
+        let all_caught_up = eligible.iter().all(|s| {
+            states
+                .get(&s.shard_id)
+                .is_some_and(|st| st.caught_up && st.pending.is_empty())
+        });
         let stop_now = match settings.stop {
             StopWhen::Stopped => false,
             StopWhen::CaughtUp | StopWhen::ArrivedAfter(_) => all_caught_up,
@@ -203,65 +217,98 @@ pub async fn read_stream(
         let mut slowest: i64 = 0;
         for shard in &eligible {
             let state = states.entry(shard.shard_id.clone()).or_default();
-            if state.next_call.is_some_and(|at| Instant::now() < at) {
-                continue;
-            }
             let checkpoint = checkpoints
                 .shards
                 .entry(shard.shard_id.clone())
                 .or_default();
-            let iterator = match state.iterator.take() {
-                Some(iterator) => iterator,
-                None => {
-                    let start = match &checkpoint.sequence_number {
-                        Some(sequence) => StartPosition::AfterSequenceNumber(sequence.clone()),
-                        // Children of shards read here continue where their parents ended.
-                        None if parents(shard).any(|p| known.contains(&p)) => {
-                            StartPosition::TrimHorizon
-                        }
-                        None => settings.start.clone(),
-                    };
-                    match stream.shard_iterator(&shard.shard_id, &start).await {
-                        Ok(iterator) => iterator,
-                        Err(err) => {
-                            back_off(state, settings, &err.to_string());
-                            continue;
+            let call_due = state.next_call.is_none_or(|at| Instant::now() >= at);
+            let room = (settings.batch_size as usize).saturating_sub(state.pending.len());
+            if call_due && !state.read_to_end && room > 0 {
+                let iterator = match state.iterator.take() {
+                    Some(iterator) => iterator,
+                    None => {
+                        let start = match &checkpoint.sequence_number {
+                            Some(sequence) => StartPosition::AfterSequenceNumber(sequence.clone()),
+                            // Children of shards read here continue where their parents ended.
+                            None if parents(shard).any(|p| known.contains(&p)) => {
+                                StartPosition::TrimHorizon
+                            }
+                            None => settings.start.clone(),
+                        };
+                        match stream.shard_iterator(&shard.shard_id, &start).await {
+                            Ok(iterator) => iterator,
+                            Err(err) => {
+                                back_off(state, settings, &err.to_string());
+                                continue;
+                            }
                         }
                     }
-                }
-            };
-            worked = true;
-            let page = match stream.get_records(&iterator, settings.batch_size).await {
-                Ok(page) => page,
-                Err(err) => {
-                    // Expired or bad iterators start again from the checkpoint.
-                    back_off(state, settings, &err.to_string());
-                    continue;
-                }
-            };
-            state.next_call = Some(Instant::now() + settings.min_call_interval);
-            slowest = slowest.max(page.millis_behind_latest.unwrap_or(0));
-            let mut records: Vec<IncomingRecord> = page
-                .records
-                .iter()
-                .map(|r| IncomingRecord {
-                    stream: stream.name().to_owned(),
-                    shard_id: shard.shard_id.clone(),
-                    sequence_number: r.sequence_number.clone(),
-                    arrival_ms: r.arrival_ms,
-                    data: r.data.to_vec(),
-                })
-                .collect();
-            let mut reached_stop_time = false;
-            if let StopWhen::ArrivedAfter(until) = settings.stop
-                && let Some(cut) = records
+                };
+                worked = true;
+                let page = match stream.get_records(&iterator, room as u32).await {
+                    Ok(page) => page,
+                    Err(err) => {
+                        // Expired or bad iterators start again from the checkpoint.
+                        back_off(state, settings, &err.to_string());
+                        continue;
+                    }
+                };
+                state.next_call = Some(Instant::now() + settings.min_call_interval);
+                slowest = slowest.max(page.millis_behind_latest.unwrap_or(0));
+                let mut records: Vec<IncomingRecord> = page
+                    .records
                     .iter()
-                    .position(|r| r.arrival_ms.is_some_and(|at| at > until))
-            {
-                records.truncate(cut);
-                reached_stop_time = true;
+                    .map(|r| IncomingRecord {
+                        stream: stream.name().to_owned(),
+                        shard_id: shard.shard_id.clone(),
+                        sequence_number: r.sequence_number.clone(),
+                        arrival_ms: r.arrival_ms,
+                        data: r.data.to_vec(),
+                    })
+                    .collect();
+                if let StopWhen::ArrivedAfter(until) = settings.stop
+                    && let Some(cut) = records
+                        .iter()
+                        .position(|r| r.arrival_ms.is_some_and(|at| at > until))
+                {
+                    records.truncate(cut);
+                    state.read_to_end = true;
+                }
+                if !records.is_empty() && state.pending.is_empty() {
+                    state.window_opened = Some(Instant::now());
+                }
+                state.pending.extend(records);
+                if state.pending.is_empty() {
+                    state.failures = 0;
+                }
+                let caught_up =
+                    page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
+                match page.next_iterator {
+                    None => state.read_to_end = true, // a closed shard, read to its end
+                    // A closed shard gets no new records: caught up is read to its end.
+                    Some(_) if shard.is_closed() && caught_up => state.read_to_end = true,
+                    Some(next) => {
+                        state.caught_up = caught_up;
+                        if caught_up {
+                            state.next_call = Some(Instant::now() + settings.poll_interval);
+                        }
+                        state.iterator = Some(next);
+                    }
+                }
             }
-            if !records.is_empty() {
+            // Like Lambda's batching window: hand over a full batch at once, otherwise
+            // wait up to the window from the first record read.
+            let window_passed = state
+                .window_opened
+                .is_some_and(|at| at.elapsed() >= settings.batching_window);
+            let hand_over = !state.pending.is_empty()
+                && (state.pending.len() >= settings.batch_size as usize
+                    || window_passed
+                    || state.read_to_end);
+            if hand_over {
+                worked = true;
+                let records = std::mem::take(&mut state.pending);
+                state.window_opened = None;
                 let outcome = ingest.ingest(&records).await;
                 done.batches += 1;
                 done.quarantined += outcome.quarantined as u64;
@@ -276,7 +323,7 @@ pub async fn read_stream(
                         checkpoint.sequence_number = Some(last.sequence_number.clone());
                     }
                     done.retries += 1;
-                    // The iterator is dropped: the next read starts after the checkpoint.
+                    // The next read starts after the checkpoint.
                     back_off(
                         state,
                         settings,
@@ -290,27 +337,10 @@ pub async fn read_stream(
                 }
                 done.records += records.len() as u64;
                 checkpoint.sequence_number = records.last().map(|r| r.sequence_number.clone());
+                state.failures = 0;
             }
-            state.failures = 0;
-            match page.next_iterator {
-                None => checkpoint.finished = true, // a closed shard, read to its end
-                Some(_) if reached_stop_time => checkpoint.finished = true,
-                // A closed shard gets no new records: caught up is read to its end.
-                Some(_)
-                    if shard.is_closed()
-                        && page.records.is_empty()
-                        && page.millis_behind_latest.unwrap_or(0) == 0 =>
-                {
-                    checkpoint.finished = true;
-                }
-                Some(next) => {
-                    state.caught_up =
-                        page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
-                    if state.caught_up {
-                        state.next_call = Some(Instant::now() + settings.poll_interval);
-                    }
-                    state.iterator = Some(next);
-                }
+            if state.read_to_end && state.pending.is_empty() {
+                checkpoint.finished = true;
             }
             if checkpoint.finished {
                 state.caught_up = true;
@@ -320,9 +350,20 @@ pub async fn read_stream(
         done.millis_behind_latest = slowest;
         progress(&done);
         if !worked {
-            let pause = tokio::time::sleep(settings.min_call_interval);
+            // Sleep until the next call or the end of the next batching window is due.
+            let now = Instant::now();
+            let wake = states
+                .values()
+                .flat_map(|st| {
+                    let window_end = st.window_opened.map(|at| at + settings.batching_window);
+                    st.next_call.into_iter().chain(window_end)
+                })
+                .filter(|at| *at > now)
+                .min()
+                .unwrap_or(now + settings.min_call_interval)
+                .min(now + settings.min_call_interval);
             tokio::select! {
-                () = pause => {}
+                () = tokio::time::sleep_until(wake) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -337,7 +378,11 @@ fn back_off(state: &mut ShardState, settings: &ReadSettings, why: &str) {
         .backoff
         .saturating_mul(1 << exponent)
         .min(settings.max_backoff);
+    // Reading starts again after the checkpoint: what was read past it goes.
     state.iterator = None;
+    state.pending.clear();
+    state.window_opened = None;
+    state.read_to_end = false;
     state.next_call = Some(Instant::now() + delay);
     tracing::warn!(
         reason = why,
@@ -374,9 +419,10 @@ mod tests {
     use super::*;
     use crate::handler::{ObjectWriter, PutError};
 
-    /// Shards with fixed records; closed shards end their iterator after the last one.
+    /// Shards with fixed records, at most `.1` per `GetRecords`; closed shards end their
+    /// iterator after the last one.
     #[derive(Debug)]
-    struct Shards(Vec<(ShardInfo, Vec<&'static str>)>);
+    struct Shards(Vec<(ShardInfo, Vec<&'static str>)>, usize);
 
     #[async_trait]
     impl RecordStream for Shards {
@@ -412,7 +458,7 @@ mod tests {
                 .iter()
                 .find(|(info, _)| info.shard_id == shard_id)
                 .expect("a known shard");
-            let end = (at + limit as usize).min(records.len());
+            let end = (at + (limit as usize).min(self.1)).min(records.len());
             let page: Vec<ShardRecord> = records[at..end]
                 .iter()
                 .enumerate()
@@ -494,6 +540,34 @@ mod tests {
         }
     }
 
+    fn ingest(queue: &Arc<Recording>) -> StreamIngest {
+        StreamIngest {
+            catalog: Arc::new(
+                Catalog::from_toml(include_str!("../../catalog/ecommerce.toml"), "c")
+                    .expect("catalog"),
+            ),
+            queue: Arc::clone(queue) as Arc<dyn WorkQueue>,
+            objects: Arc::new(NoWrites),
+            quarantine: S3Location {
+                bucket: "q".into(),
+                prefix: String::new(),
+            },
+            claim_checks: S3Location {
+                bucket: "q".into(),
+                prefix: String::new(),
+            },
+            size_limit: MessageSizeLimit::default(),
+            replay: None,
+        }
+    }
+
+    fn event(id: &str) -> &'static str {
+        Box::leak(
+            format!(r#"{{"event_type":"order_status_changed","event_id":"{id}","order_id":1,"status":"s","occurred_at":"2026-11-24T10:00:00Z"}}"#)
+                .into_boxed_str(),
+        )
+    }
+
     fn shard(id: &str, parent: Option<&str>, closed: bool) -> ShardInfo {
         ShardInfo {
             shard_id: id.into(),
@@ -506,43 +580,23 @@ mod tests {
 
     #[tokio::test]
     async fn children_are_read_only_after_their_parent_is_read_to_its_end() {
-        let event = |id: &str| -> &'static str {
-            Box::leak(
-                format!(r#"{{"event_type":"order_status_changed","event_id":"{id}","order_id":1,"status":"s","occurred_at":"2026-11-24T10:00:00Z"}}"#)
-                    .into_boxed_str(),
-            )
-        };
         // Listed children first: the order of the listing must not matter.
-        let stream = Shards(vec![
-            (
-                shard("child-a", Some("parent"), false),
-                vec![event("a1"), event("a2")],
-            ),
-            (shard("child-b", Some("parent"), false), vec![event("b1")]),
-            (
-                shard("parent", None, true),
-                (1..=5).map(|n| event(&format!("p{n}"))).collect(),
-            ),
-        ]);
+        let stream = Shards(
+            vec![
+                (
+                    shard("child-a", Some("parent"), false),
+                    vec![event("a1"), event("a2")],
+                ),
+                (shard("child-b", Some("parent"), false), vec![event("b1")]),
+                (
+                    shard("parent", None, true),
+                    (1..=5).map(|n| event(&format!("p{n}"))).collect(),
+                ),
+            ],
+            usize::MAX,
+        );
         let queue = Arc::new(Recording::default());
-        let ingest = StreamIngest {
-            catalog: Arc::new(
-                Catalog::from_toml(include_str!("../../catalog/ecommerce.toml"), "c")
-                    .expect("catalog"),
-            ),
-            queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-            objects: Arc::new(NoWrites),
-            quarantine: S3Location {
-                bucket: "q".into(),
-                prefix: String::new(),
-            },
-            claim_checks: S3Location {
-                bucket: "q".into(),
-                prefix: String::new(),
-            },
-            size_limit: MessageSizeLimit::default(),
-            replay: None,
-        };
+        let ingest = ingest(&queue);
         let settings = ReadSettings {
             batch_size: 2,
             min_call_interval: Duration::ZERO,
@@ -574,5 +628,46 @@ mod tests {
         children.sort_unstable();
         assert_eq!(children, ["a1", "a2", "b1"]);
         assert!(checkpoints.shards["parent"].finished);
+    }
+
+    /// Records read two at a time are handed over per batching window, not per read.
+    #[tokio::test]
+    async fn the_batching_window_gathers_reads_into_one_batch() {
+        let records: Vec<&'static str> = (1..=6).map(|n| event(&format!("e{n}"))).collect();
+        let batches = |batch_size: u32, batching_window: Duration| {
+            let records = records.clone();
+            async move {
+                let stream = Shards(vec![(shard("s", None, false), records)], 2);
+                let queue = Arc::new(Recording::default());
+                let settings = ReadSettings {
+                    batch_size,
+                    batching_window,
+                    min_call_interval: Duration::ZERO,
+                    poll_interval: Duration::from_millis(1),
+                    stop: StopWhen::CaughtUp,
+                    ..ReadSettings::default()
+                };
+                let (_stop, stopped) = watch::channel(false);
+                let read = read_stream(
+                    &stream,
+                    &ingest(&queue),
+                    &settings,
+                    &mut Checkpoints::default(),
+                    stopped,
+                    &mut |_| {},
+                )
+                .await
+                .expect("read");
+                assert_eq!(read.records, 6);
+                let sent = queue.0.lock().expect("lock").clone();
+                let ids: Vec<&str> = sent.iter().map(|(_, id)| id.as_str()).collect();
+                assert_eq!(ids, ["e1", "e2", "e3", "e4", "e5", "e6"], "in order, once");
+                read.batches
+            }
+        };
+        assert_eq!(batches(100, Duration::ZERO).await, 3, "one batch per read");
+        let window = Duration::from_millis(300);
+        assert_eq!(batches(100, window).await, 1, "one batch per window");
+        assert_eq!(batches(4, window).await, 2, "a full batch goes at once");
     }
 }

@@ -36,7 +36,7 @@ pub async fn replay(
     ingest: &StreamIngest,
     options: &ReplayOptions,
     stop: watch::Receiver<bool>,
-    progress: &mut dyn FnMut(&ReadProgress),
+    progress: &mut (dyn FnMut(&ReadProgress) + Send),
 ) -> Result<ReadProgress, ReadError> {
     let mut checkpoints = match &options.checkpoint_file {
         Some(path) => Checkpoints::load(path)?,
