@@ -6,6 +6,7 @@
 //! - [`aws`]: one builder for the AWS SDK clients;
 //! - [`queue`], [`stream`]: the work queue and the record stream, with SQS and Kinesis
 //!   implementations;
+//! - [`embedded`] (feature `embedded`): the SQLite queue and stream log of the local mode;
 //! - [`retry`]: the one backoff policy used for per-entry retries;
 //! - [`telemetry`]: tracing set-up and the metric names;
 //! - [`error`]: the retryable/permanent hint every error carries;
@@ -14,6 +15,8 @@
 pub mod aws;
 pub mod catalog;
 pub mod config;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 pub mod envelope;
 pub mod error;
 pub mod queue;

@@ -11,6 +11,7 @@ pub mod pg_binary;
 pub mod postgres;
 pub mod redshift;
 pub mod sql;
+pub mod sqlite;
 
 use std::sync::Arc;
 

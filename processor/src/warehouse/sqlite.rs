@@ -1,0 +1,795 @@
+//! The embedded warehouse: SQLite, for running the platform on one machine. It follows
+//! the same load protocol as PostgreSQL and Redshift — in one transaction: skip items the
+//! ledger holds, stage the rows in a temporary table, upsert them into the target on the
+//! dataset's key (or append the ones whose lineage is new), write rejects, the ledger
+//! and file progress, commit — so the same guarantees hold locally.
+//!
+//! SQLite has no schemas: a target `sales.orders` is the table `sales_orders`, and the
+//! platform tables are `<platform schema>_load_ledger`, `…_rejects` and `…_file_loads`.
+//! Values are stored as SQLite's own types: integers (booleans as 0/1), reals, and text
+//! for strings, dates, timestamps (ISO 8601, UTC) and decimals (exact). A load's write
+//! transaction (`BEGIN IMMEDIATE`) serialises loads across connections and processes, so
+//! the second of two loads of one item waits, then finds it in the ledger.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params};
+use shared::catalog::{Dataset, TableName};
+use shared::embedded::{EmbeddedDb, EmbeddedError, sql_error};
+use shared::error::Classify;
+
+use super::files::{self, Claim, FileCompletion, FilePart};
+use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, STAGING_TABLE, quote_ident};
+use super::{
+    Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
+    fresh_items, merge_keys,
+};
+use crate::lineage;
+
+/// The current time as the text the timestamp columns hold.
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// The SQLite table that holds a target.
+pub fn table_name(target: &TableName) -> String {
+    format!("{}_{}", target.schema, target.table)
+}
+
+fn sqlite_type(data_type: &DataType) -> Option<&'static str> {
+    Some(match data_type {
+        DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64 => "INTEGER",
+        DataType::Float32 | DataType::Float64 => "REAL",
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Date32
+        | DataType::Timestamp(_, _)
+        | DataType::Decimal128(_, _) => "TEXT",
+        _ => return None,
+    })
+}
+
+/// The warehouse columns of a load schema.
+fn column_defs(dataset: &str, schema: &SchemaRef) -> Result<Vec<ColumnDef>, WarehouseError> {
+    schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let sql_type =
+                sqlite_type(field.data_type()).ok_or_else(|| WarehouseError::Schema {
+                    dataset: dataset.to_owned(),
+                    reason: format!(
+                        "column {:?} has type {} with no embedded warehouse mapping",
+                        field.name(),
+                        field.data_type()
+                    ),
+                })?;
+            Ok(ColumnDef {
+                name: field.name().clone(),
+                sql_type: sql_type.to_owned(),
+                nullable: field.is_nullable(),
+            })
+        })
+        .collect()
+}
+
+fn statement_error(
+    dataset: &str,
+    action: &'static str,
+) -> impl FnOnce(EmbeddedError) -> WarehouseError {
+    let dataset = dataset.to_owned();
+    move |err| WarehouseError::Statement {
+        dataset,
+        action,
+        retryable: err.is_retryable(),
+        reason: err.to_string(),
+    }
+}
+
+/// The embedded warehouse over one connection to the database file.
+#[derive(Debug)]
+pub struct SqliteWarehouse {
+    db: EmbeddedDb,
+    platform: String,
+    /// One load or DDL at a time on this connection: a transaction spans several calls.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl SqliteWarehouse {
+    /// Opens the database file (its own connection); `platform` prefixes the platform
+    /// tables.
+    pub fn open(path: &std::path::Path, platform: &str) -> Result<Self, WarehouseError> {
+        let db = EmbeddedDb::open(path).map_err(|err| WarehouseError::Connect {
+            url: format!("sqlite://{}", path.display()),
+            reason: err.to_string(),
+            retryable: false,
+        })?;
+        Ok(Self {
+            db,
+            platform: platform.to_owned(),
+            gate: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn db(&self) -> &EmbeddedDb {
+        &self.db
+    }
+
+    pub fn ledger(&self) -> String {
+        quote_ident(&format!("{}_load_ledger", self.platform))
+    }
+
+    pub fn rejects(&self) -> String {
+        quote_ident(&format!("{}_rejects", self.platform))
+    }
+
+    pub fn file_loads(&self) -> String {
+        quote_ident(&format!("{}_file_loads", self.platform))
+    }
+
+    fn targets(&self) -> String {
+        quote_ident(&format!("{}_targets", self.platform))
+    }
+
+    /// Runs statements in one write transaction.
+    async fn run_batch(
+        &self,
+        dataset: &str,
+        action: &'static str,
+        statements: Vec<String>,
+    ) -> Result<(), WarehouseError> {
+        let _gate = self.gate.lock().await;
+        self.db
+            .call(action, move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sql_error(action))?;
+                for statement in &statements {
+                    tx.execute_batch(statement).map_err(sql_error(action))?;
+                }
+                tx.commit().map_err(sql_error(action))
+            })
+            .await
+            .map_err(statement_error(dataset, action))
+    }
+
+    /// Runs one step of an open load transaction.
+    async fn step<T, F>(
+        &self,
+        dataset: &str,
+        action: &'static str,
+        work: F,
+    ) -> Result<T, WarehouseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.db
+            .call(action, move |conn| work(conn).map_err(sql_error(action)))
+            .await
+            .map_err(statement_error(dataset, action))
+    }
+
+    /// The load, inside a transaction the caller opened and ends.
+    async fn load_in_transaction(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        items: Vec<ItemSource>,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = dataset.name.as_str();
+        let columns = column_defs(name, schema)?;
+        let keys: Vec<String> = items.iter().map(|i| i.key.as_str().to_owned()).collect();
+        let ledger = self.ledger();
+        let loaded: Vec<String> = self
+            .step(name, "reading the load ledger", move |conn| {
+                let mut select = conn.prepare_cached(&format!(
+                    "SELECT idempotency_key FROM {ledger} WHERE idempotency_key = ?1"
+                ))?;
+                let mut loaded = Vec::new();
+                for key in keys {
+                    if select.exists(params![key])? {
+                        loaded.push(key);
+                    }
+                }
+                Ok(loaded)
+            })
+            .await?;
+        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
+        let mut report = LoadReport {
+            items_skipped,
+            ..LoadReport::default()
+        };
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+
+        let staging = quote_ident(STAGING_TABLE);
+        let create_staging = format!(
+            "DROP TABLE IF EXISTS temp.{staging};\nCREATE TEMPORARY TABLE {staging} (\n  {},\n  {} INTEGER NOT NULL\n)",
+            sql::column_defs(&columns),
+            quote_ident(SEQUENCE_COLUMN),
+        );
+        self.step(name, "creating the staging table", move |conn| {
+            conn.execute_batch(&create_staging)
+        })
+        .await?;
+        let mut sink = StagingSink {
+            warehouse: self,
+            dataset: name,
+            insert: format!(
+                "INSERT INTO {staging} ({}, {}) VALUES ({})",
+                sql::column_list(&columns, ""),
+                quote_ident(SEQUENCE_COLUMN),
+                (1..=columns.len() + 1)
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            staged: 0,
+        };
+        let Drained {
+            rows_per_item,
+            rejects_per_item,
+        } = drain_items(name, schema, &mut fresh, &mut sink).await?;
+        report.rows_staged = sink.staged;
+
+        let write = upsert(dataset, &columns);
+        report.rows_written = self
+            .step(name, "merging into the target", move |conn| {
+                let written = conn.execute(&write, [])?;
+                conn.execute_batch(&format!("DROP TABLE temp.{staging}"))?;
+                Ok(written as u64)
+            })
+            .await?;
+
+        let rejects: Vec<RejectRow> = fresh
+            .iter()
+            .zip(&rejects_per_item)
+            .flat_map(|(item, item_rejects)| {
+                item_rejects.iter().map(|reject| RejectRow {
+                    key: item.key.as_str().to_owned(),
+                    source: item.source.clone(),
+                    row_number: reject.row_number.and_then(|n| i64::try_from(n).ok()),
+                    raw: reject.raw.clone(),
+                    reason: reject.reason.clone(),
+                })
+            })
+            .collect();
+        report.rows_rejected = rejects.len() as u64;
+        let ledger_rows: Vec<(String, String, i64, i64)> = fresh
+            .iter()
+            .zip(&rows_per_item)
+            .zip(&rejects_per_item)
+            .map(|((item, rows), rejected)| {
+                (
+                    item.key.as_str().to_owned(),
+                    item.source.clone(),
+                    *rows,
+                    rejected.len() as i64,
+                )
+            })
+            .collect();
+        let parts: Vec<(FilePart, i64, i64)> = files::loaded_parts(
+            fresh.iter().map(|item| item.file.as_ref()),
+            &rows_per_item,
+            ledger_rows.iter().map(|row| row.3),
+        )
+        .into_iter()
+        .map(|(part, rows, rejected)| (part.clone(), rows, rejected))
+        .collect();
+        let (rejects_table, ledger, file_loads) =
+            (self.rejects(), self.ledger(), self.file_loads());
+        let dataset_name = name.to_owned();
+        self.step(name, "writing rejects, ledger and file progress", move |conn| {
+            let mut insert_reject = conn.prepare_cached(&format!(
+                "INSERT INTO {rejects_table} (idempotency_key, dataset, source, row_number, raw, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ))?;
+            for reject in &rejects {
+                insert_reject.execute(params![
+                    reject.key,
+                    dataset_name,
+                    reject.source,
+                    reject.row_number,
+                    reject.raw,
+                    reject.reason
+                ])?;
+            }
+            let mut insert_ledger = conn.prepare_cached(&format!(
+                "INSERT INTO {ledger} (idempotency_key, dataset, source, rows_loaded, rows_rejected) VALUES (?1, ?2, ?3, ?4, ?5)"
+            ))?;
+            for (key, source, rows, rejected) in &ledger_rows {
+                insert_ledger.execute(params![key, dataset_name, source, rows, rejected])?;
+            }
+            record_parts(conn, &file_loads, &parts)
+        })
+        .await?;
+        report.items_loaded = fresh.len();
+        Ok(report)
+    }
+}
+
+/// A rejects table row of one load.
+#[derive(Debug)]
+struct RejectRow {
+    key: String,
+    source: String,
+    row_number: Option<i64>,
+    raw: Option<String>,
+    reason: String,
+}
+
+/// Upserts the staged rows into the target: on the dataset's key columns (the last
+/// staged row of a key wins), or, without key columns, inserts the rows whose lineage is
+/// new.
+fn upsert(dataset: &Dataset, columns: &[ColumnDef]) -> String {
+    let keyed = !dataset.key_columns.is_empty();
+    let keys = merge_keys(dataset);
+    let on_conflict = if keyed {
+        let updates = columns
+            .iter()
+            .filter(|c| !keys.contains(&c.name))
+            .map(|c| format!("{n} = excluded.{n}", n = quote_ident(&c.name)))
+            .chain(std::iter::once(format!(
+                "{} = {NOW}",
+                quote_ident(lineage::LOADED_AT)
+            )))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("DO UPDATE SET {updates}")
+    } else {
+        "DO NOTHING".to_owned()
+    };
+    // `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join constraint.
+    format!(
+        "INSERT INTO {target} ({cols})\nSELECT {cols} FROM {source} WHERE true\nON CONFLICT ({key_list}) {on_conflict}",
+        target = quote_ident(&table_name(&dataset.target)),
+        cols = sql::column_list(columns, ""),
+        source = sql::deduplicated_staging(columns, &keys),
+        key_list = keys
+            .iter()
+            .map(|k| quote_ident(k))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Adds loaded parts to their files' rows; the part that completes a file stamps
+/// `completed_at`. The write transaction already serialises writers.
+fn record_parts(
+    conn: &rusqlite::Connection,
+    table: &str,
+    parts: &[(FilePart, i64, i64)],
+) -> rusqlite::Result<()> {
+    for (part, rows, rejected) in parts {
+        let updated = conn.execute(
+            &format!(
+                "UPDATE {table} SET parts_loaded = parts_loaded + 1, rows_loaded = rows_loaded + ?2, rows_rejected = rows_rejected + ?3,
+                 completed_at = CASE WHEN parts_loaded + 1 >= parts_total THEN {NOW} ELSE NULL END WHERE file_id = ?1"
+            ),
+            params![part.file_id, rows, rejected],
+        )?;
+        if updated == 0 {
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (file_id, dataset, bucket, object_key, version_id, etag, parts_total, parts_loaded, rows_loaded, rows_rejected, completed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, CASE WHEN ?7 <= 1 THEN {NOW} ELSE NULL END)"
+                ),
+                params![
+                    part.file_id,
+                    part.dataset,
+                    part.bucket,
+                    part.key,
+                    part.version_id,
+                    part.etag,
+                    part.parts_total,
+                    rows,
+                    rejected
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes staged batches into the temporary staging table.
+struct StagingSink<'a> {
+    warehouse: &'a SqliteWarehouse,
+    dataset: &'a str,
+    insert: String,
+    staged: u64,
+}
+
+impl StagedRowsSink for StagingSink<'_> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {
+        let rows = sqlite_rows(self.dataset, &batch)?;
+        self.staged += rows.len() as u64;
+        let insert = self.insert.clone();
+        self.warehouse
+            .step(self.dataset, "staging rows", move |conn| {
+                let mut statement = conn.prepare_cached(&insert)?;
+                for row in rows {
+                    statement.execute(rusqlite::params_from_iter(row))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// The batch's rows as SQLite values, column types converted as the module describes.
+fn sqlite_rows(dataset: &str, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, WarehouseError> {
+    let convert_error = |column: &str, reason: String| WarehouseError::Schema {
+        dataset: dataset.to_owned(),
+        reason: format!("column {column:?} cannot be stored: {reason}"),
+    };
+    let schema = batch.schema();
+    let mut columns: Vec<Box<dyn Fn(usize) -> Value>> = Vec::with_capacity(batch.num_columns());
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        let to = match sqlite_type(field.data_type()) {
+            Some("INTEGER") => DataType::Int64,
+            Some("REAL") => DataType::Float64,
+            Some(_) => DataType::Utf8,
+            None => {
+                return Err(convert_error(
+                    field.name(),
+                    format!("type {} has no mapping", field.data_type()),
+                ));
+            }
+        };
+        let converted: ArrayRef = match (field.data_type(), &to) {
+            // ISO 8601 with microseconds and `Z`, so text order is time order.
+            (DataType::Timestamp(_, _), _) => {
+                let micros = cast(
+                    array,
+                    &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+                )
+                .map_err(|err| convert_error(field.name(), err.to_string()))?;
+                let micros = cast(&micros, &DataType::Int64)
+                    .map_err(|err| convert_error(field.name(), err.to_string()))?;
+                let micros = micros.as_primitive::<Int64Type>().clone();
+                let text: datafusion::arrow::array::StringArray = micros
+                    .iter()
+                    .map(|value| value.map(format_timestamp_micros))
+                    .collect();
+                Arc::new(text)
+            }
+            _ => cast(array, &to).map_err(|err| convert_error(field.name(), err.to_string()))?,
+        };
+        columns.push(match to {
+            DataType::Int64 => {
+                let values = converted.as_primitive::<Int64Type>().clone();
+                Box::new(move |row| {
+                    if values.is_null(row) {
+                        Value::Null
+                    } else {
+                        Value::Integer(values.value(row))
+                    }
+                })
+            }
+            DataType::Float64 => {
+                let values = converted.as_primitive::<Float64Type>().clone();
+                Box::new(move |row| {
+                    if values.is_null(row) {
+                        Value::Null
+                    } else {
+                        Value::Real(values.value(row))
+                    }
+                })
+            }
+            _ => {
+                let values = converted.as_string::<i32>().clone();
+                Box::new(move |row| {
+                    if values.is_null(row) {
+                        Value::Null
+                    } else {
+                        Value::Text(values.value(row).to_owned())
+                    }
+                })
+            }
+        });
+    }
+    Ok((0..batch.num_rows())
+        .map(|row| columns.iter().map(|column| column(row)).collect())
+        .collect())
+}
+
+/// `2026-11-24T10:00:00.000000Z` for microseconds since the epoch (UTC).
+fn format_timestamp_micros(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
+        of_day / 3600,
+        (of_day % 3600) / 60,
+        of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[async_trait]
+impl Warehouse for SqliteWarehouse {
+    async fn ping(&self) -> Result<(), WarehouseError> {
+        self.step("(platform)", "checking the database", |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+        })
+        .await
+    }
+
+    async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
+        let (ledger, rejects, file_loads, targets) = (
+            self.ledger(),
+            self.rejects(),
+            self.file_loads(),
+            self.targets(),
+        );
+        let statements = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ledger} (
+  idempotency_key TEXT NOT NULL PRIMARY KEY,
+  dataset TEXT NOT NULL,
+  source TEXT NOT NULL,
+  rows_loaded INTEGER NOT NULL,
+  rows_rejected INTEGER NOT NULL,
+  loaded_at TEXT NOT NULL DEFAULT ({NOW})
+)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {rejects} (
+  idempotency_key TEXT NOT NULL,
+  dataset TEXT NOT NULL,
+  source TEXT NOT NULL,
+  row_number INTEGER,
+  raw TEXT,
+  reason TEXT NOT NULL,
+  rejected_at TEXT NOT NULL DEFAULT ({NOW})
+)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {file_loads} (
+  file_id TEXT NOT NULL PRIMARY KEY,
+  dataset TEXT NOT NULL,
+  bucket TEXT NOT NULL,
+  object_key TEXT NOT NULL,
+  version_id TEXT,
+  etag TEXT NOT NULL,
+  parts_total INTEGER NOT NULL,
+  parts_loaded INTEGER NOT NULL,
+  rows_loaded INTEGER NOT NULL,
+  rows_rejected INTEGER NOT NULL,
+  first_loaded_at TEXT NOT NULL DEFAULT ({NOW}),
+  completed_at TEXT,
+  claimed_at TEXT,
+  claim_token TEXT,
+  published_at TEXT
+)"
+            ),
+            // Which dataset owns each target table: `a_b.c` and `a.b_c` would share one.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {targets} (table_name TEXT NOT NULL PRIMARY KEY, target TEXT NOT NULL)"
+            ),
+        ];
+        self.run_batch(
+            "(platform)",
+            "creating the ledger and rejects tables",
+            statements,
+        )
+        .await
+    }
+
+    async fn ensure_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<(), WarehouseError> {
+        let columns = column_defs(&dataset.name, schema)?;
+        let table = table_name(&dataset.target);
+        let target = format!("{}.{}", dataset.target.schema, dataset.target.table);
+        let keys = merge_keys(dataset);
+        let statements = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  {} TEXT NOT NULL DEFAULT ({NOW})\n)",
+                quote_ident(&table),
+                sql::column_defs(&columns),
+                quote_ident(lineage::LOADED_AT),
+            ),
+            format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+                quote_ident(&format!("{table}_merge_key")),
+                quote_ident(&table),
+                keys.iter()
+                    .map(|k| quote_ident(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ];
+        let targets = self.targets();
+        let _gate = self.gate.lock().await;
+        let (owner_table, owner_target) = (table.clone(), target.clone());
+        let owner: String = self
+            .step(&dataset.name, "registering the target table", move |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute(
+                    &format!("INSERT INTO {targets} (table_name, target) VALUES (?1, ?2) ON CONFLICT (table_name) DO NOTHING"),
+                    params![owner_table, owner_target],
+                )?;
+                let owner = tx.query_row(
+                    &format!("SELECT target FROM {targets} WHERE table_name = ?1"),
+                    params![owner_table],
+                    |row| row.get(0),
+                )?;
+                for statement in &statements {
+                    tx.execute_batch(statement)?;
+                }
+                tx.commit()?;
+                Ok(owner)
+            })
+            .await?;
+        if owner != target {
+            return Err(WarehouseError::Schema {
+                dataset: dataset.name.clone(),
+                reason: format!(
+                    "target {target} and target {owner} both map to the embedded table {table}; rename one"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn load(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        items: Vec<ItemSource>,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = dataset.name.as_str();
+        let _gate = self.gate.lock().await;
+        self.step(name, "starting the load transaction", |conn| {
+            conn.execute_batch("BEGIN IMMEDIATE")
+        })
+        .await?;
+        match self.load_in_transaction(dataset, schema, items).await {
+            Ok(report) => {
+                self.step(name, "committing", |conn| conn.execute_batch("COMMIT"))
+                    .await?;
+                Ok(report)
+            }
+            Err(err) => {
+                let rolled_back = self
+                    .step(name, "rolling back", |conn| {
+                        conn.execute_batch("ROLLBACK; DROP TABLE IF EXISTS temp._ingest_staging")
+                    })
+                    .await;
+                if let Err(rollback) = rolled_back {
+                    tracing::warn!(error = %rollback, "rollback after a failed load failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn claim_file_completion(&self, file_id: &str) -> Result<Claim, WarehouseError> {
+        let table = self.file_loads();
+        let file_id = file_id.to_owned();
+        let _gate = self.gate.lock().await;
+        self.step("(platform)", "claiming a completed file", move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row = tx
+                .query_row(
+                    &format!(
+                        "SELECT dataset, bucket, object_key, version_id, etag, parts_total, rows_loaded, rows_rejected,
+                         completed_at IS NOT NULL, published_at IS NOT NULL,
+                         claimed_at IS NOT NULL AND claimed_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{} seconds')
+                         FROM {table} WHERE file_id = ?1",
+                        files::CLAIM_TIMEOUT_SECS
+                    ),
+                    params![file_id],
+                    |row| {
+                        Ok((
+                            FileCompletion {
+                                file_id: file_id.clone(),
+                                claim_token: format!("{:016x}", rand::random::<u64>()),
+                                dataset: row.get(0)?,
+                                bucket: row.get(1)?,
+                                key: row.get(2)?,
+                                version_id: row.get(3)?,
+                                etag: row.get(4)?,
+                                parts: row.get(5)?,
+                                rows_loaded: row.get(6)?,
+                                rows_rejected: row.get(7)?,
+                            },
+                            row.get::<_, bool>(8)?,
+                            row.get::<_, bool>(9)?,
+                            row.get::<_, bool>(10)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let claim = match row {
+                None => Claim::NotComplete,
+                Some((_, _, true, _)) => Claim::Published,
+                Some((_, false, _, _)) => Claim::NotComplete,
+                Some((_, _, _, true)) => Claim::ClaimedElsewhere,
+                Some((completion, _, _, _)) => {
+                    tx.execute(
+                        &format!("UPDATE {table} SET claimed_at = {NOW}, claim_token = ?2 WHERE file_id = ?1"),
+                        params![completion.file_id, completion.claim_token],
+                    )?;
+                    Claim::Claimed(completion)
+                }
+            };
+            tx.commit()?;
+            Ok(claim)
+        })
+        .await
+    }
+
+    async fn finish_file_claim(
+        &self,
+        completion: &FileCompletion,
+        published: bool,
+    ) -> Result<(), WarehouseError> {
+        let table = self.file_loads();
+        let statement = if published {
+            format!(
+                "UPDATE {table} SET published_at = {NOW} WHERE file_id = ?1 AND claim_token = ?2"
+            )
+        } else {
+            format!(
+                "UPDATE {table} SET claimed_at = NULL, claim_token = NULL WHERE file_id = ?1 AND claim_token = ?2"
+            )
+        };
+        let (file_id, token) = (completion.file_id.clone(), completion.claim_token.clone());
+        let _gate = self.gate.lock().await;
+        self.step("(platform)", "finishing a file's claim", move |conn| {
+            conn.execute(&statement, params![file_id, token])
+                .map(|_| ())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_iso_8601_utc_with_microseconds() {
+        assert_eq!(format_timestamp_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_timestamp_micros(1_795_946_400_123_456),
+            "2026-11-29T10:00:00.123456Z"
+        );
+        assert_eq!(format_timestamp_micros(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(
+            format_timestamp_micros(951_782_400_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+}
