@@ -73,4 +73,45 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         rate: u32,
     },
+    /// Run the whole platform on this machine with embedded defaults (no AWS, no
+    /// servers): generate an e-commerce data set and a stream of events, ingest both,
+    /// load an embedded warehouse and report per dataset. Safe to run again.
+    Demo {
+        /// Where the demo keeps its files, queue, stream and warehouse.
+        #[arg(long, default_value = "demo-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 6_000)]
+        orders: usize,
+        /// Order status events put into the stream.
+        #[arg(long, default_value_t = 3_000)]
+        events: usize,
+        /// Share of dirty rows and malformed events, 0 to 0.5.
+        #[arg(long, default_value_t = 0.02)]
+        dirty_share: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Events per second put into the stream.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Processor workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Seconds a received work item stays hidden (after a crash, unfinished items
+        /// come back this long after their last heartbeat).
+        #[arg(long, default_value_t = 10)]
+        visibility_timeout_secs: u64,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run SQL against the demo's embedded warehouse and print the result.
+    Query {
+        /// The demo folder.
+        #[arg(long, default_value = "demo-data")]
+        dir: PathBuf,
+        /// One SQL statement (SQLite); targets are `<schema>_<table>`, e.g. sales_orders.
+        sql: String,
+    },
 }

@@ -7,6 +7,7 @@ use ingest_batch::FileIngest;
 use processor::backfill;
 use processor::check::{check_catalog, render_report};
 use processor::cli::{Cli, Command};
+use processor::demo;
 use processor::redrive::{RedriveOptions, RedriveOutcome, redrive};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
@@ -175,6 +176,72 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "replayed {} records of {stream} into {} work items ({} quarantined)",
                 done.records, done.work_items_sent, done.quarantined
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            dir,
+            customers,
+            orders,
+            events,
+            dirty_share,
+            seed,
+            rate,
+            workers,
+            visibility_timeout_secs,
+            quiet,
+        } => {
+            anyhow::ensure!(
+                (0.0..=0.5).contains(&dirty_share),
+                "--dirty-share must be between 0 and 0.5"
+            );
+            let options = demo::DemoOptions {
+                dir,
+                size: demo::generate::DemoSize {
+                    customers,
+                    orders,
+                    events,
+                    dirty_share,
+                    seed,
+                },
+                events_per_second: rate,
+                workers,
+                visibility_timeout: std::time::Duration::from_secs(visibility_timeout_secs.max(1)),
+            };
+            eprintln!(
+                "demo in {}: {customers} customers, {orders} orders (with items and payments) as files, {events} events at {rate}/s into the stream",
+                options.dir.display()
+            );
+            let mut last_line = std::time::Instant::now();
+            let mut progress = |p: &demo::Progress| {
+                if quiet || last_line.elapsed() < std::time::Duration::from_millis(900) {
+                    return;
+                }
+                last_line = std::time::Instant::now();
+                eprintln!(
+                    "[{:5.1} s] files {} ({} items sent) · events {}/{} put, {} read, {} quarantined · queue {} waiting, {} in flight · {} rows loaded",
+                    p.elapsed.as_secs_f64(),
+                    p.files,
+                    p.file_items_sent,
+                    p.events_put,
+                    p.events_total,
+                    p.stream.records,
+                    p.stream.quarantined,
+                    p.queue_visible,
+                    p.queue_in_flight,
+                    p.rows_loaded
+                );
+            };
+            let summary = demo::run_demo(&options, &mut progress).await?;
+            print!("{}", demo::render_summary(&summary));
+            Ok(if summary.matches_expectation() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Query { dir, sql } => {
+            let layout = demo::Layout { dir };
+            print!("{}", demo::query::run_query(&layout.database(), &sql)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Redrive { dry_run, max, rate } => {

@@ -253,7 +253,7 @@ impl EmbeddedQueue {
         let visibility = millis(visibility);
         self.db
             .call("receiving messages", move |conn| {
-                let tx = conn.transaction().map_err(sql_error("receiving messages"))?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error("receiving messages"))?;
                 let now = now_ms();
                 if let Some(redrive) = &redrive {
                     tx.execute(
@@ -336,7 +336,7 @@ impl WorkQueue for EmbeddedQueue {
         let sent = self
             .db
             .call("sending messages", move |conn| {
-                let tx = conn.transaction().map_err(sql_error("sending messages"))?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error("sending messages"))?;
                 let now = now_ms();
                 let mut ids = Vec::with_capacity(rows.len());
                 {
@@ -403,7 +403,9 @@ impl WorkQueue for EmbeddedQueue {
         let deleted = self
             .db
             .call("deleting messages", move |conn| {
-                let tx = conn.transaction().map_err(sql_error("deleting messages"))?;
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sql_error("deleting messages"))?;
                 let mut found = Vec::with_capacity(handles.len());
                 for handle in &handles {
                     let rows = tx
@@ -554,6 +556,47 @@ impl EmbeddedStream {
         Self::shard_id(index)
     }
 
+    /// How many records the stream holds.
+    pub async fn record_count(&self) -> Result<u64, StreamError> {
+        let stream = self.name.clone();
+        self.db
+            .call("counting records", move |conn| {
+                conn.query_row(
+                    "SELECT count(*) FROM stream_records WHERE stream = ?1",
+                    params![stream],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(i64::unsigned_abs)
+                .map_err(sql_error("counting records"))
+            })
+            .await
+            .map_err(|err| self.error("DescribeStream", None, &err))
+    }
+
+    /// The sequence number of each shard's newest record (shards without records are
+    /// left out).
+    pub async fn newest_sequences(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, StreamError> {
+        let stream = self.name.clone();
+        self.db
+            .call("reading the tip", move |conn| {
+                let mut select = conn
+                    .prepare_cached(
+                        "SELECT shard_id, max(seq) FROM stream_records WHERE stream = ?1 GROUP BY shard_id",
+                    )
+                    .map_err(sql_error("reading the tip"))?;
+                select
+                    .query_map(params![stream], |row| {
+                        Ok((row.get::<_, String>(0)?, sequence_text(row.get(1)?)))
+                    })
+                    .and_then(Iterator::collect)
+                    .map_err(sql_error("reading the tip"))
+            })
+            .await
+            .map_err(|err| self.error("DescribeStream", None, &err))
+    }
+
     fn error(
         &self,
         operation: &'static str,
@@ -635,7 +678,7 @@ impl RecordStream for EmbeddedStream {
         let put = self
             .db
             .call("putting records", move |conn| {
-                let tx = conn.transaction().map_err(sql_error("putting records"))?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error("putting records"))?;
                 let now = now_ms();
                 let retention: i64 = tx
                     .query_row(

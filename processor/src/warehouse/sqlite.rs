@@ -31,6 +31,7 @@ use super::{
     fresh_items, merge_keys,
 };
 use crate::lineage;
+use crate::timefmt::iso_utc_micros;
 
 /// The current time as the text the timestamp columns hold.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -459,7 +460,7 @@ fn sqlite_rows(dataset: &str, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, Wa
                 let micros = micros.as_primitive::<Int64Type>().clone();
                 let text: datafusion::arrow::array::StringArray = micros
                     .iter()
-                    .map(|value| value.map(format_timestamp_micros))
+                    .map(|value| value.map(iso_utc_micros))
                     .collect();
                 Arc::new(text)
             }
@@ -501,36 +502,6 @@ fn sqlite_rows(dataset: &str, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, Wa
     Ok((0..batch.num_rows())
         .map(|row| columns.iter().map(|column| column(row)).collect())
         .collect())
-}
-
-/// `2026-11-24T10:00:00.000000Z` for microseconds since the epoch (UTC).
-fn format_timestamp_micros(micros: i64) -> String {
-    let seconds = micros.div_euclid(1_000_000);
-    let fraction = micros.rem_euclid(1_000_000);
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
-        of_day / 3600,
-        (of_day % 3600) / 60,
-        of_day % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[async_trait]
@@ -772,24 +743,5 @@ impl Warehouse for SqliteWarehouse {
                 .map(|_| ())
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_iso_8601_utc_with_microseconds() {
-        assert_eq!(format_timestamp_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            format_timestamp_micros(1_795_946_400_123_456),
-            "2026-11-29T10:00:00.123456Z"
-        );
-        assert_eq!(format_timestamp_micros(-1), "1969-12-31T23:59:59.999999Z");
-        assert_eq!(
-            format_timestamp_micros(951_782_400_000_000),
-            "2000-02-29T00:00:00.000000Z"
-        );
     }
 }
