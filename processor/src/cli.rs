@@ -114,4 +114,17 @@ pub enum Command {
         /// One SQL statement (SQLite); targets are `<schema>_<table>`, e.g. sales_orders.
         sql: String,
     },
+    /// Watch the demo's landing folder and load files dropped into it (like S3 uploads),
+    /// until Ctrl-C.
+    Dev {
+        /// The demo folder; files go under <dir>/objects/demo/landing/<dataset>/.
+        #[arg(long, default_value = "demo-data")]
+        dir: PathBuf,
+        /// Processor workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Seconds between two looks at the folder.
+        #[arg(long, default_value_t = 1)]
+        scan_interval_secs: u64,
+    },
 }

@@ -239,6 +239,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Dev {
+            dir,
+            workers,
+            scan_interval_secs,
+        } => {
+            let options = demo::dev::DevOptions {
+                dir,
+                workers,
+                visibility_timeout: std::time::Duration::from_secs(30),
+                scan_interval: std::time::Duration::from_secs(scan_interval_secs.max(1)),
+            };
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            let mut report = |event: demo::dev::DevEvent| match event {
+                demo::dev::DevEvent::Watching { folder } => eprintln!(
+                    "watching {} — drop files under landing/<dataset>/ (customers, orders, order_items, payments); Ctrl-C stops",
+                    folder.display()
+                ),
+                demo::dev::DevEvent::Queued { key, work_items } => {
+                    eprintln!("queued {key}: {work_items} work item(s)")
+                }
+                demo::dev::DevEvent::Skipped { key, reasons } => {
+                    eprintln!("skipped {key}: {reasons}")
+                }
+                demo::dev::DevEvent::Failed { key, reason } => {
+                    eprintln!("failed {key}: {reason}")
+                }
+                demo::dev::DevEvent::Loaded {
+                    table,
+                    rows,
+                    rejected,
+                } => eprintln!("loaded {table}: {rows:+} row(s), {rejected:+} rejected"),
+            };
+            demo::dev::run_dev(&options, stopped, &mut report).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Query { dir, sql } => {
             let layout = demo::Layout { dir };
             print!("{}", demo::query::run_query(&layout.database(), &sql)?);

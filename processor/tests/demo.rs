@@ -259,3 +259,66 @@ fn a_demo_killed_twice_and_restarted_ends_like_an_uninterrupted_one() {
     let _ = std::fs::remove_dir_all(&reference);
     let _ = std::fs::remove_dir_all(&interrupted);
 }
+
+#[test]
+fn dev_loads_files_dropped_into_the_landing_folder() {
+    let dir = temp_dir("dev");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_processor"))
+        .args(["dev", "--dir", dir.to_str().expect("utf-8 path")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dev");
+    let stderr = child.stderr.take().expect("piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("dev never said {what:?}");
+    };
+    wait_for("watching");
+
+    let landing = Layout { dir: dir.clone() }.landing().join("landing");
+    std::fs::create_dir_all(landing.join("customers")).expect("folder");
+    std::fs::write(
+        landing.join("customers").join("dropped in.csv"),
+        "customer_id,email,full_name,country,signup_date,updated_at\n\
+         1,a@example.com,Ada,DE,2024-01-02,2026-11-24T10:00:00Z\n\
+         2,b@example.com,\"Brown, Ben\",GB,2024-02-03,2026-11-24T10:00:00Z\n\
+         x3,c@example.com,Chloé,FR,2024-03-04,2026-11-24T10:00:00Z\n",
+    )
+    .expect("drop a file");
+    assert!(wait_for("queued").contains("landing/customers/dropped in.csv"));
+    let loaded = wait_for("loaded sales_customers");
+    assert!(loaded.contains("+2 row(s), +1 rejected"), "{loaded}");
+
+    std::fs::create_dir_all(landing.join("elsewhere")).expect("folder");
+    std::fs::write(landing.join("elsewhere").join("notes.txt"), "not data").expect("drop");
+    assert!(wait_for("skipped").contains("unrouted"));
+    child.kill().expect("stop dev");
+    child.wait().expect("reaped");
+
+    let rows = query(
+        &dir,
+        "SELECT customer_id, full_name FROM sales_customers ORDER BY 1",
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+    );
+    assert_eq!(
+        rows,
+        vec![(1, "Ada".to_owned()), (2, "Brown, Ben".to_owned())]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,6 +15,7 @@
 //! adds no rows; a run killed at any point and started again ends with the same
 //! warehouse as an uninterrupted one.
 
+pub mod dev;
 pub mod generate;
 pub mod query;
 
@@ -331,6 +332,144 @@ fn quarantined(folder: &Path) -> Vec<String> {
     reasons
 }
 
+/// The embedded platform in a folder: queues, stream, buckets, warehouse, both ingest
+/// paths and a worker, wired like the AWS deployment. `demo` and `dev` both run on it.
+#[derive(Debug)]
+pub struct LocalPlatform {
+    pub db: EmbeddedDb,
+    pub catalog: Arc<Catalog>,
+    pub queue: Arc<EmbeddedQueue>,
+    pub dead_letter: Arc<EmbeddedQueue>,
+    pub stream: Arc<EmbeddedStream>,
+    pub stream_name: String,
+    pub buckets: Arc<LocalBuckets>,
+    pub warehouse: Arc<SqliteWarehouse>,
+    /// (dataset, embedded table) of every dataset.
+    pub tables: Vec<(String, String)>,
+    pub file_ingest: FileIngest,
+    pub stream_ingest: Arc<StreamIngest>,
+    pub worker: Arc<Worker>,
+}
+
+impl LocalPlatform {
+    /// Opens (or creates) everything in `layout`, with the targets of every dataset.
+    pub async fn open(
+        layout: &Layout,
+        catalog: Arc<Catalog>,
+        visibility_timeout: Duration,
+    ) -> Result<Self, DemoError> {
+        // The embedded database: queue, dead-letter queue and stream on one connection, the
+        // warehouse on its own.
+        let db = EmbeddedDb::open(&layout.database())
+            .map_err(|err| step("opening the demo database")(err.to_string()))?;
+        let size_limit = MessageSizeLimit::default();
+        let queue = Arc::new(EmbeddedQueue::new(
+            db.clone(),
+            WORK_QUEUE,
+            size_limit,
+            Some(Redrive {
+                dead_letter: DEAD_LETTER_QUEUE.into(),
+                max_receive_count: MAX_RECEIVE_COUNT,
+            }),
+        ));
+        let dead_letter = Arc::new(EmbeddedQueue::new(
+            db.clone(),
+            DEAD_LETTER_QUEUE,
+            size_limit,
+            None,
+        ));
+        let stream_name = catalog
+            .datasets()
+            .find_map(|d| d.stream.as_ref().map(|s| s.stream.clone()))
+            .ok_or_else(|| DemoError::Setup("the catalog routes no stream".into()))?;
+        let stream = Arc::new(
+            EmbeddedStream::create(db.clone(), &stream_name, STREAM_SHARDS, STREAM_RETENTION)
+                .await
+                .map_err(|err| step("creating the stream")(err.to_string()))?,
+        );
+        let buckets = Arc::new(LocalBuckets::new(layout.objects()));
+        let warehouse = Arc::new(
+            SqliteWarehouse::open(&layout.database(), PLATFORM)
+                .map_err(|err| step("opening the warehouse")(err.to_string()))?,
+        );
+        let pipeline = Arc::new(
+            Pipeline::new(Arc::clone(&catalog), Arc::clone(&buckets) as _)
+                .await
+                .map_err(|err| step("planning the transforms")(err.to_string()))?,
+        );
+        warehouse
+            .ensure_platform_tables()
+            .await
+            .map_err(|err| step("creating the platform tables")(err.to_string()))?;
+        let mut tables = Vec::new();
+        for dataset in catalog.datasets() {
+            let schema = pipeline
+                .load_schema(&dataset.name)
+                .ok_or_else(|| DemoError::Setup(format!("dataset {} has no plan", dataset.name)))?;
+            warehouse
+                .ensure_target(dataset, schema)
+                .await
+                .map_err(|err| step("creating the target tables")(err.to_string()))?;
+            tables.push((dataset.name.clone(), table_name(&dataset.target)));
+        }
+        // The batch path: the landing files, planned and sent like S3 notifications.
+        let file_ingest = FileIngest {
+            planner: FilePlanner {
+                catalog: Arc::clone(&catalog),
+                reader: Arc::clone(&buckets) as _,
+                part_size: shared::config::FileSettings::default().part_size_bytes,
+            },
+            queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
+            size_limit,
+            source: "demo",
+        };
+        // The stream path: the poller reads the embedded stream into the stream handler.
+        let stream_ingest = Arc::new(StreamIngest {
+            catalog: Arc::clone(&catalog),
+            queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
+            objects: Arc::clone(&buckets) as _,
+            quarantine: S3Location {
+                bucket: BUCKET.into(),
+                prefix: "quarantine/".into(),
+            },
+            claim_checks: S3Location {
+                bucket: BUCKET.into(),
+                prefix: "claim-checks/".into(),
+            },
+            size_limit,
+            replay: None,
+        });
+        let worker = Arc::new(Worker {
+            queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
+            dead_letter: Some(Arc::clone(&dead_letter) as Arc<dyn WorkQueue>),
+            pipeline,
+            warehouse: Arc::clone(&warehouse) as Arc<dyn Warehouse>,
+            settings: WorkerSettings {
+                wait_time: Duration::from_secs(1),
+                visibility_timeout: visibility_timeout,
+                retry_backoff: Duration::from_secs(1),
+                max_retry_backoff: Duration::from_secs(10),
+            },
+            batching: BatchSettings::default(),
+            announcer: None,
+        });
+        Ok(Self {
+            db,
+            catalog,
+            queue,
+            dead_letter,
+            stream,
+            stream_name,
+            buckets,
+            warehouse,
+            tables,
+            file_ingest,
+            stream_ingest,
+            worker,
+        })
+    }
+}
+
 /// Runs the demo; `progress` is called about twice a second.
 pub async fn run_demo(
     options: &DemoOptions,
@@ -347,77 +486,27 @@ pub async fn run_demo(
             .map_err(|err| DemoError::Setup(err.to_string()))?,
     );
 
-    // The embedded database: queue, dead-letter queue and stream on one connection, the
-    // warehouse on its own.
-    let db = EmbeddedDb::open(&layout.database())
-        .map_err(|err| step("opening the demo database")(err.to_string()))?;
-    check_same_data(&db, &options.size, &layout.dir).await?;
+    let platform = LocalPlatform::open(&layout, catalog, options.visibility_timeout).await?;
+    check_same_data(&platform.db, &options.size, &layout.dir).await?;
     for file in &generated.files {
         write_if_changed(&layout.landing().join(&file.key), &file.bytes)?;
     }
-    let size_limit = MessageSizeLimit::default();
-    let queue = Arc::new(EmbeddedQueue::new(
-        db.clone(),
-        WORK_QUEUE,
-        size_limit,
-        Some(Redrive {
-            dead_letter: DEAD_LETTER_QUEUE.into(),
-            max_receive_count: MAX_RECEIVE_COUNT,
-        }),
-    ));
-    let dead_letter = Arc::new(EmbeddedQueue::new(
-        db.clone(),
-        DEAD_LETTER_QUEUE,
-        size_limit,
-        None,
-    ));
-    let stream_name = catalog
-        .datasets()
-        .find_map(|d| d.stream.as_ref().map(|s| s.stream.clone()))
-        .ok_or_else(|| DemoError::Setup("the catalog routes no stream".into()))?;
-    let stream = Arc::new(
-        EmbeddedStream::create(db.clone(), &stream_name, STREAM_SHARDS, STREAM_RETENTION)
-            .await
-            .map_err(|err| step("creating the stream")(err.to_string()))?,
-    );
-    let buckets = Arc::new(LocalBuckets::new(layout.objects()));
-    let warehouse = Arc::new(
-        SqliteWarehouse::open(&layout.database(), PLATFORM)
-            .map_err(|err| step("opening the warehouse")(err.to_string()))?,
-    );
-    let pipeline = Arc::new(
-        Pipeline::new(Arc::clone(&catalog), Arc::clone(&buckets) as _)
-            .await
-            .map_err(|err| step("planning the transforms")(err.to_string()))?,
-    );
-    warehouse
-        .ensure_platform_tables()
-        .await
-        .map_err(|err| step("creating the platform tables")(err.to_string()))?;
-    let mut tables = Vec::new();
-    for dataset in catalog.datasets() {
-        let schema = pipeline
-            .load_schema(&dataset.name)
-            .ok_or_else(|| DemoError::Setup(format!("dataset {} has no plan", dataset.name)))?;
-        warehouse
-            .ensure_target(dataset, schema)
-            .await
-            .map_err(|err| step("creating the target tables")(err.to_string()))?;
-        tables.push((dataset.name.clone(), table_name(&dataset.target)));
-    }
+    let LocalPlatform {
+        queue,
+        dead_letter,
+        stream,
+        stream_name,
+        buckets,
+        warehouse,
+        tables,
+        file_ingest,
+        stream_ingest,
+        worker,
+        catalog,
+        ..
+    } = platform;
     let before = counts(warehouse.db(), tables.clone()).await?;
 
-    // The batch path: the landing files, planned and sent like S3 notifications.
-    let file_ingest = FileIngest {
-        planner: FilePlanner {
-            catalog: Arc::clone(&catalog),
-            reader: Arc::clone(&buckets) as _,
-            part_size: shared::config::FileSettings::default().part_size_bytes,
-        },
-        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-        size_limit,
-        source: "demo",
-    };
     let mut objects = Vec::with_capacity(generated.files.len());
     for file in &generated.files {
         objects.push(
@@ -435,37 +524,6 @@ pub async fn run_demo(
     for item in &file_items {
         *items_sent.entry(item.dataset().to_owned()).or_default() += 1;
     }
-
-    // The stream path: the poller reads the embedded stream into the stream handler.
-    let stream_ingest = Arc::new(StreamIngest {
-        catalog: Arc::clone(&catalog),
-        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-        objects: Arc::clone(&buckets) as _,
-        quarantine: S3Location {
-            bucket: BUCKET.into(),
-            prefix: "quarantine/".into(),
-        },
-        claim_checks: S3Location {
-            bucket: BUCKET.into(),
-            prefix: "claim-checks/".into(),
-        },
-        size_limit,
-        replay: None,
-    });
-    let worker = Arc::new(Worker {
-        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-        dead_letter: Some(Arc::clone(&dead_letter) as Arc<dyn WorkQueue>),
-        pipeline,
-        warehouse: Arc::clone(&warehouse) as Arc<dyn Warehouse>,
-        settings: WorkerSettings {
-            wait_time: Duration::from_secs(1),
-            visibility_timeout: options.visibility_timeout,
-            retry_backoff: Duration::from_secs(1),
-            max_retry_backoff: Duration::from_secs(10),
-        },
-        batching: BatchSettings::default(),
-        announcer: None,
-    });
 
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
