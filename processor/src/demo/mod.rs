@@ -446,7 +446,7 @@ impl LocalPlatform {
             warehouse: Arc::clone(&warehouse) as Arc<dyn Warehouse>,
             settings: WorkerSettings {
                 wait_time: Duration::from_secs(1),
-                visibility_timeout: visibility_timeout,
+                visibility_timeout,
                 retry_backoff: Duration::from_secs(1),
                 max_retry_backoff: Duration::from_secs(10),
             },
