@@ -322,3 +322,42 @@ fn dev_loads_files_dropped_into_the_landing_folder() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The local buckets behave like S3 where the planner and the stream handler rely on it:
+/// ranged reads pinned to the entity tag of the notification, and writes.
+#[tokio::test]
+async fn local_buckets_pin_reads_to_the_entity_tag() {
+    use ingest_batch::plan::{ObjectReadError, ObjectReader};
+    use ingest_stream::handler::ObjectWriter;
+    use processor::local::LocalBuckets;
+    let dir = temp_dir("buckets");
+    let buckets = LocalBuckets::new(&dir);
+    buckets
+        .put("landing", "a b/ü.csv", b"id\n1\n2\n".to_vec())
+        .await
+        .expect("put");
+    let object = buckets
+        .created_object("landing", "a b/ü.csv")
+        .await
+        .expect("head");
+    assert_eq!(object.size, 7);
+    assert!(!object.etag.is_empty());
+    let bytes = buckets.read_range(&object, 3, 5).await.expect("range");
+    assert_eq!(bytes.as_ref(), b"1\n");
+    // Overwritten since the notification: the old one names content that is gone.
+    std::thread::sleep(Duration::from_millis(20));
+    buckets
+        .put("landing", "a b/ü.csv", b"id\n3\n".to_vec())
+        .await
+        .expect("overwrite");
+    let err = buckets
+        .read_range(&object, 0, 2)
+        .await
+        .expect_err("changed");
+    assert!(matches!(err, ObjectReadError::Gone { .. }), "{err}");
+    assert!(
+        buckets.put("../escape", "k", Vec::new()).await.is_err(),
+        "no bucket outside the root"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
