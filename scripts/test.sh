@@ -3,7 +3,8 @@
 #
 # Runs `cargo fmt --check` and `cargo clippy -D warnings`, then `cargo test` for the whole
 # workspace with the AWS emulator (moto server) and PostgreSQL started on loopback by
-# scripts/peers.sh, which installs them first if they are missing and stops them after.
+# scripts/peers.sh, which installs them first if they are missing and stops them after;
+# then the offline checks of the AWS stack (scripts/infra-check.sh: cfn-lint, checkov, IAM).
 #
 # Usage: scripts/test.sh [--no-lint] [-- <extra cargo test args>]
 #   --no-lint   skip fmt and clippy (quicker local iterations)
@@ -31,4 +32,5 @@ if [ "$LINT" = 1 ]; then
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 bash "$ROOT/scripts/peers.sh" cargo test --workspace --locked "${CARGO_TEST_ARGS[@]}"
+bash "$ROOT/scripts/infra-check.sh"
 echo "[test.sh] all tests passed" >&2

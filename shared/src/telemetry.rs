@@ -53,6 +53,10 @@ pub struct MetricSpec {
     pub help: &'static str,
 }
 
+/// The CloudWatch namespace of the platform's metrics (Embedded Metric Format), which the
+/// stack's dashboard and alarms read.
+pub const CLOUDWATCH_NAMESPACE: &str = "RedshiftIngest";
+
 /// Metric names, in one place so dashboards, alarms and code agree.
 pub mod names {
     pub const WORK_ITEMS_SENT_TOTAL: &str = "ingest_work_items_sent_total";
