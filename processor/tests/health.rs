@@ -91,3 +91,25 @@ async fn readiness_names_what_does_not_answer_and_liveness_follows_the_workers()
     // Nothing emitted in this process yet: a valid, empty exposition.
     assert!(!body.contains("ingest_rows_loaded_total{"), "{body}");
 }
+
+/// `processor healthcheck`'s probe: live only while a worker runs; a closed port is an
+/// error that names the address.
+#[tokio::test]
+async fn the_health_probe_follows_liveness() {
+    let health = Health::new(Vec::new());
+    let address = endpoint(Arc::clone(&health)).await;
+    let timeout = std::time::Duration::from_secs(3);
+    let down = health::probe(address, timeout).await.expect_err("no worker");
+    assert!(down.contains("503"), "{down}");
+    let _worker = health.worker_started();
+    let live = health::probe(address, timeout).await.expect("live");
+    assert_eq!(live, "live: 1 worker(s) running");
+    // 0.0.0.0 (the config's default form) means this host.
+    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], address.port()));
+    assert!(health::probe(unspecified, timeout).await.is_ok());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let closed_address = closed.local_addr().expect("address");
+    drop(closed);
+    let err = health::probe(closed_address, timeout).await.expect_err("closed");
+    assert!(err.contains(&closed_address.to_string()), "{err}");
+}

@@ -206,3 +206,55 @@ async fn where_sqs_supports_it_a_move_task_moves_the_dead_letters() {
     assert_eq!(move_task.num_calls(), 1);
     assert!(empty_receive.num_calls() >= 1);
 }
+
+/// With a redrive limit, a message already redriven that often stays in the dead-letter
+/// queue; the others move with their count raised, so the next redrive can tell.
+#[tokio::test]
+async fn a_redrive_limit_leaves_poison_messages_in_the_dead_letter_queue() {
+    use processor::redrive::REDRIVE_COUNT_ATTRIBUTE;
+    let clients = shared::testing::clients().await;
+    let dlq_url = create_queue(&clients.sqs, &[]).await;
+    let work_url = create_queue(&clients.sqs, &[]).await;
+    let dead_letter = SqsQueue::new(clients.sqs.clone(), &dlq_url, MessageSizeLimit::default());
+    let target = SqsQueue::new(clients.sqs.clone(), &work_url, MessageSizeLimit::default());
+    let messages = vec![
+        OutgoingMessage::from("fresh".to_owned()),
+        OutgoingMessage::from("once".to_owned()).with_attribute(REDRIVE_COUNT_ATTRIBUTE, "1"),
+        OutgoingMessage::from("poison".to_owned()).with_attribute(REDRIVE_COUNT_ATTRIBUTE, "2"),
+    ];
+    assert!(dead_letter.send(&messages).await.all_succeeded());
+    let options = RedriveOptions {
+        max_redrives: Some(2),
+        ..RedriveOptions::default()
+    };
+    let outcome = redrive(&dead_letter, &target, options, &mut |_, _| {})
+        .await
+        .expect("redrive");
+    assert_eq!(
+        outcome,
+        RedriveOutcome::Moved {
+            moved: 2,
+            failed: 0,
+            held: 1
+        }
+    );
+    let mut moved = std::collections::BTreeMap::new();
+    while moved.len() < 2 {
+        let received = target
+            .receive(10, Duration::from_secs(1), Duration::from_secs(60))
+            .await
+            .expect("receive");
+        assert!(!received.is_empty(), "moved messages arrive: {moved:?}");
+        for message in received {
+            moved.insert(
+                message.body.clone(),
+                message.attributes.get(REDRIVE_COUNT_ATTRIBUTE).cloned(),
+            );
+        }
+    }
+    assert_eq!(moved["fresh"].as_deref(), Some("1"));
+    assert_eq!(moved["once"].as_deref(), Some("2"));
+    // The poison message is still in the dead-letter queue (hidden for a moment).
+    let (visible, in_flight) = queue_depth(&clients.sqs, &dlq_url).await;
+    assert_eq!(visible + in_flight, 1);
+}
