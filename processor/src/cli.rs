@@ -72,6 +72,10 @@ pub enum Command {
         /// Messages per second.
         #[arg(long, default_value_t = 100)]
         rate: u32,
+        /// Leave in the dead-letter queue any message already redriven this many times
+        /// (counted on the message), so a poison message cannot cycle forever.
+        #[arg(long)]
+        max_redrives: Option<u32>,
     },
     /// Run the whole platform on this machine with embedded defaults (no AWS, no
     /// servers): generate an e-commerce data set and a stream of events, ingest both,
@@ -126,5 +130,12 @@ pub enum Command {
         /// Seconds between two looks at the folder.
         #[arg(long, default_value_t = 1)]
         scan_interval_secs: u64,
+    },
+    /// Exit 0 when the processor running here answers that it is live (the container's
+    /// health check; the image has no shell or HTTP client).
+    Healthcheck {
+        /// The health endpoint; default: processor.health_address of the config.
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
     },
 }

@@ -274,3 +274,43 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
         });
     }
 }
+
+/// `processor healthcheck`: asks the liveness endpoint at `address` (an unspecified address
+/// such as `0.0.0.0` means this host) and returns its answer when it says live. The
+/// container health check runs it, as the runtime image has no shell or HTTP client.
+pub async fn probe(address: SocketAddr, timeout: std::time::Duration) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = if address.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    };
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|err| format!("cannot connect to {address}: {err}"))?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|err| format!("cannot ask {address}: {err}"))?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|err| format!("no answer from {address}: {err}"))?;
+        let text = String::from_utf8_lossy(&response);
+        let status = text.lines().next().unwrap_or_default().to_owned();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.trim().to_owned())
+            .unwrap_or_default();
+        if status.split_whitespace().nth(1) == Some("200") {
+            Ok(body)
+        } else {
+            Err(format!("{status}: {body}"))
+        }
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| format!("no answer from {address} within {timeout:?}"))?
+}

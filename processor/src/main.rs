@@ -278,12 +278,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo::dev::run_dev(&options, stopped, &mut report).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck { address } => {
+            let address = address
+                .or(config.processor.health_address)
+                .context("processor.health_address is \"off\": there is no endpoint to ask")?;
+            match processor::health::probe(address, std::time::Duration::from_secs(3)).await {
+                Ok(answer) => {
+                    println!("{answer}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(reason) => {
+                    eprintln!("unhealthy: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Query { dir, sql } => {
             let layout = demo::Layout { dir };
             print!("{}", demo::query::run_query(&layout.database(), &sql)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Redrive { dry_run, max, rate } => {
+        Command::Redrive {
+            dry_run,
+            max,
+            rate,
+            max_redrives,
+        } => {
             config.require(&[Section::Queue])?;
             let queue = config.queue.as_ref().context("[queue] is required")?;
             let dead_letter_url = queue
@@ -301,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 dry_run,
                 max_messages: max,
                 max_per_second: rate,
+                max_redrives,
             };
             let mut progress =
                 |moved: u64, expected: u64| eprint!("\rmoved {moved} of ~{expected}");
@@ -318,9 +339,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } => println!(
                     "SQS is moving about {messages} message(s) (task {task_handle}); follow it with `aws sqs list-message-move-tasks`"
                 ),
-                RedriveOutcome::Moved { moved, failed } => {
+                RedriveOutcome::Moved {
+                    moved,
+                    failed,
+                    held,
+                } => {
                     println!(
-                        "moved {moved} message(s); {failed} could not be moved and stay in the dead-letter queue"
+                        "moved {moved} message(s); {failed} could not be moved and {held} were redriven too often: they stay in the dead-letter queue"
                     )
                 }
             }

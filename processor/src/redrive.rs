@@ -11,6 +11,9 @@ use shared::queue::{OutgoingMessage, QueueError, SqsQueue, WorkQueue};
 
 use crate::worker::{DATASET_ATTRIBUTE, REASON_ATTRIBUTE};
 
+/// How many times a message was redriven, carried on the message itself.
+pub const REDRIVE_COUNT_ATTRIBUTE: &str = "ingest_redrive_count";
+
 /// What to redrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedriveOptions {
@@ -20,6 +23,9 @@ pub struct RedriveOptions {
     pub max_messages: Option<u64>,
     /// Move at most this many messages per second.
     pub max_per_second: u32,
+    /// Leave in the dead-letter queue any message already redriven this many times, so a
+    /// poison message cannot cycle between the queues forever.
+    pub max_redrives: Option<u32>,
 }
 
 impl Default for RedriveOptions {
@@ -28,6 +34,7 @@ impl Default for RedriveOptions {
             dry_run: false,
             max_messages: None,
             max_per_second: 100,
+            max_redrives: None,
         }
     }
 }
@@ -40,8 +47,9 @@ pub enum RedriveOutcome {
     /// SQS moves the messages itself; follow the task in the console or with
     /// `ListMessageMoveTasks`.
     MoveTaskStarted { task_handle: String, messages: u64 },
-    /// Moved by receive → send → delete.
-    Moved { moved: u64, failed: u64 },
+    /// Moved by receive → send → delete; `held` were redriven `max_redrives` times already
+    /// and stay in the dead-letter queue (hidden for a minute, then visible again).
+    Moved { moved: u64, failed: u64, held: u64 },
 }
 
 /// Redrives `dead_letter` into `target`, reporting progress as (moved, expected).
@@ -58,7 +66,8 @@ pub async fn redrive(
     if options.dry_run {
         return Ok(RedriveOutcome::WouldMove { messages: expected });
     }
-    if options.max_messages.is_none() {
+    // SQS's own move task cannot count redrives: with a limit, move them here.
+    if options.max_messages.is_none() && options.max_redrives.is_none() {
         match start_move_task(dead_letter, target, options.max_per_second).await {
             Ok(task_handle) => {
                 return Ok(RedriveOutcome::MoveTaskStarted {
@@ -110,6 +119,7 @@ pub async fn move_messages(
     let per_second = u64::from(options.max_per_second.max(1));
     let mut moved = 0u64;
     let mut failed = 0u64;
+    let mut held = 0u64;
     let mut empty_polls = 0;
     let started = tokio::time::Instant::now();
     while moved + failed < limit && empty_polls < 2 {
@@ -122,6 +132,23 @@ pub async fn move_messages(
             continue;
         }
         empty_polls = 0;
+        let redrives = |m: &shared::queue::ReceivedMessage| -> u32 {
+            m.attributes
+                .get(REDRIVE_COUNT_ATTRIBUTE)
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(0)
+        };
+        // Held messages are neither sent nor deleted: they reappear in the DLQ.
+        let (messages, held_now): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|m| options.max_redrives.is_none_or(|max| redrives(m) < max));
+        held += held_now.len() as u64;
+        for message in &held_now {
+            tracing::warn!(message_id = %message.message_id, redrives = redrives(message), "left in the dead-letter queue: redriven too often");
+        }
+        if messages.is_empty() {
+            continue;
+        }
         // The failure reason belongs to the dead letter, not to the retried work item.
         let outgoing: Vec<OutgoingMessage> = messages
             .iter()
@@ -135,6 +162,10 @@ pub async fn move_messages(
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
+                message.attributes.insert(
+                    REDRIVE_COUNT_ATTRIBUTE.to_owned(),
+                    (redrives(m) + 1).to_string(),
+                );
                 message
             })
             .collect();
@@ -157,5 +188,9 @@ pub async fn move_messages(
         let due = started + Duration::from_millis((moved + failed) * 1000 / per_second);
         tokio::time::sleep_until(due).await;
     }
-    Ok(RedriveOutcome::Moved { moved, failed })
+    Ok(RedriveOutcome::Moved {
+        moved,
+        failed,
+        held,
+    })
 }

@@ -99,7 +99,9 @@ async fn the_health_probe_follows_liveness() {
     let health = Health::new(Vec::new());
     let address = endpoint(Arc::clone(&health)).await;
     let timeout = std::time::Duration::from_secs(3);
-    let down = health::probe(address, timeout).await.expect_err("no worker");
+    let down = health::probe(address, timeout)
+        .await
+        .expect_err("no worker");
     assert!(down.contains("503"), "{down}");
     let _worker = health.worker_started();
     let live = health::probe(address, timeout).await.expect("live");
@@ -110,6 +112,8 @@ async fn the_health_probe_follows_liveness() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let closed_address = closed.local_addr().expect("address");
     drop(closed);
-    let err = health::probe(closed_address, timeout).await.expect_err("closed");
+    let err = health::probe(closed_address, timeout)
+        .await
+        .expect_err("closed");
     assert!(err.contains(&closed_address.to_string()), "{err}");
 }

@@ -58,7 +58,8 @@ async fn dead_letters_move_back_once_without_their_failure_reason() {
         outcome,
         RedriveOutcome::Moved {
             moved: 5,
-            failed: 0
+            failed: 0,
+            held: 0
         }
     );
 
@@ -74,7 +75,8 @@ async fn dead_letters_move_back_once_without_their_failure_reason() {
         outcome,
         RedriveOutcome::Moved {
             moved: 20,
-            failed: 0
+            failed: 0,
+            held: 0
         }
     );
     assert_eq!(
@@ -200,7 +202,8 @@ async fn where_sqs_supports_it_a_move_task_moves_the_dead_letters() {
         outcome,
         RedriveOutcome::Moved {
             moved: 0,
-            failed: 0
+            failed: 0,
+            held: 0
         }
     );
     assert_eq!(move_task.num_calls(), 1);

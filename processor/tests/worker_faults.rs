@@ -515,7 +515,8 @@ async fn a_redriven_item_loads_exactly_once_after_its_cause_is_fixed() {
         outcome,
         RedriveOutcome::Moved {
             moved: 1,
-            failed: 0
+            failed: 0,
+            held: 0
         }
     );
     let outcome = fixed.handle(&receive().await).await;

@@ -243,6 +243,35 @@ impl EmbeddedQueue {
             .map_err(|err| self.error("MoveMessages", &err))
     }
 
+    /// The bodies and attributes of the messages the queue holds, oldest first, without
+    /// receiving them (for inspection: the demo's summary of dead letters).
+    pub async fn peek(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, std::collections::BTreeMap<String, String>)>, QueueError> {
+        let queue = self.name.clone();
+        self.db
+            .call("reading messages", move |conn| {
+                let mut select = conn
+                    .prepare_cached(
+                        "SELECT body, attributes FROM queue_messages WHERE queue = ?1 ORDER BY id LIMIT ?2",
+                    )
+                    .map_err(sql_error("reading messages"))?;
+                select
+                    .query_map(params![queue, limit], |row| {
+                        let attributes: String = row.get(1)?;
+                        Ok((
+                            row.get(0)?,
+                            serde_json::from_str(&attributes).unwrap_or_default(),
+                        ))
+                    })
+                    .and_then(Iterator::collect)
+                    .map_err(sql_error("reading messages"))
+            })
+            .await
+            .map_err(|err| self.error("PeekMessages", &err))
+    }
+
     async fn receive_once(
         &self,
         max_messages: u8,

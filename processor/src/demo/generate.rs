@@ -159,8 +159,13 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-/// Cuts rows into `count` files of about equal size.
+/// Rows per file at most: with up to 5 % dirty rows a file stays within the catalog's
+/// reject limits (500 for customers), as a real extract would be cut.
+const MAX_ROWS_PER_FILE: usize = 5_000;
+
+/// Cuts rows into at least `count` files of about equal size.
 fn chunks<T>(rows: Vec<T>, count: usize) -> Vec<Vec<T>> {
+    let count = count.max(rows.len().div_ceil(MAX_ROWS_PER_FILE));
     let per = rows.len().div_ceil(count.max(1)).max(1);
     let mut out: Vec<Vec<T>> = Vec::new();
     let mut current = Vec::with_capacity(per);

@@ -124,6 +124,9 @@ pub struct DatasetSummary {
     /// Work items sent by this run, and how many of them the ledger had already loaded.
     pub items_sent: i64,
     pub duplicates_prevented: i64,
+    /// Work items in the dead-letter queue, with the most common reasons.
+    pub dead_lettered: i64,
+    pub dead_letter_reasons: Vec<(String, i64)>,
     /// Rows per second of this run's loads.
     pub rows_per_second: f64,
     /// Arrival in the stream to commit, p50 and p99 in seconds (stream datasets).
@@ -506,6 +509,7 @@ pub async fn run_demo(
         ..
     } = platform;
     let before = counts(warehouse.db(), tables.clone()).await?;
+    let dead_before = dead_letters_by_dataset(&dead_letter).await?;
 
     let mut objects = Vec::with_capacity(generated.files.len());
     for file in &generated.files {
@@ -537,6 +541,8 @@ pub async fn run_demo(
         let checkpoint_file = layout.checkpoints();
         tokio::spawn(async move {
             let settings = ReadSettings {
+                // The stack's default batch size; at five reads a second per shard.
+                batch_size: 500,
                 poll_interval: Duration::from_millis(250),
                 stop: StopWhen::Stopped,
                 checkpoint_file: Some(checkpoint_file.clone()),
@@ -659,6 +665,7 @@ pub async fn run_demo(
 
     // The summary.
     let after = counts(warehouse.db(), tables.clone()).await?;
+    let mut dead_by_dataset = dead_letters_by_dataset(&dead_letter).await?;
     let quarantine_reasons = quarantined(&layout.landing().join("quarantine"));
     let mut datasets = Vec::new();
     for (name, table) in &tables {
@@ -676,6 +683,8 @@ pub async fn run_demo(
         };
         let sent = items_sent.get(name).copied().unwrap_or(0);
         let loaded_items = ledger - ledger_before;
+        let dead = dead_by_dataset.remove(name).unwrap_or_default();
+        let dead_before = dead_before.get(name).map_or(0, Vec::len) as i64;
         let latency = if is_stream {
             latencies(
                 warehouse.db(),
@@ -695,7 +704,9 @@ pub async fn run_demo(
             rejected,
             top_reasons,
             items_sent: sent,
-            duplicates_prevented: (sent - loaded_items).max(0),
+            duplicates_prevented: (sent - loaded_items - (dead.len() as i64 - dead_before)).max(0),
+            dead_lettered: dead.len() as i64,
+            dead_letter_reasons: top(dead.into_iter(), 3),
             rows_per_second: (rows - rows_before) as f64 / elapsed.as_secs_f64().max(0.001),
             latency,
             expected: generated
@@ -716,6 +727,29 @@ pub async fn run_demo(
         dead_letters,
         layout,
     })
+}
+
+/// The reasons of the dead letters, by dataset (the items' own, or the receive limit for
+/// items SQS-style redrive moved).
+async fn dead_letters_by_dataset(
+    dead_letter: &EmbeddedQueue,
+) -> Result<BTreeMap<String, Vec<String>>, DemoError> {
+    let mut by_dataset: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (body, attributes) in dead_letter
+        .peek(u32::MAX)
+        .await
+        .map_err(|err| step("reading the dead-letter queue")(err.to_string()))?
+    {
+        let dataset = shared::envelope::WorkItem::from_json(&body)
+            .map(|item| item.dataset().to_owned())
+            .unwrap_or_else(|_| "(unreadable)".to_owned());
+        let reason = attributes
+            .get(crate::worker::REASON_ATTRIBUTE)
+            .cloned()
+            .unwrap_or_else(|| format!("received {MAX_RECEIVE_COUNT} times without success"));
+        by_dataset.entry(dataset).or_default().push(reason);
+    }
+    Ok(by_dataset)
 }
 
 /// Whether the poller's checkpoints have reached every shard's newest record.
@@ -824,7 +858,7 @@ pub fn render_summary(summary: &DemoSummary) -> String {
             .map(|(p50, p99)| format!("{p50:.2} s / {p99:.2} s"))
             .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<20} {:<22} {:>8} {:>8} {:>9} {:>7} {:>7} {:>9.0}  {}\n",
+            "{:<20} {:<22} {:>8} {:>8} {:>9} {:>7} {:>7} {:>5} {:>9.0}  {}\n",
             d.dataset,
             d.table,
             d.rows,
@@ -832,6 +866,7 @@ pub fn render_summary(summary: &DemoSummary) -> String {
             d.rejected,
             d.items_sent,
             d.duplicates_prevented,
+            d.dead_lettered,
             d.rows_per_second,
             latency
         ));
@@ -842,10 +877,20 @@ pub fn render_summary(summary: &DemoSummary) -> String {
             out.push_str(&format!("  {:<20} {count:>5}  {reason}\n", d.dataset));
         }
     }
+    if summary.datasets.iter().any(|d| d.dead_lettered > 0) {
+        out.push_str(
+            "\nDead-lettered work items (in the dead-letter queue, with their reasons):\n",
+        );
+        for d in &summary.datasets {
+            for (reason, count) in &d.dead_letter_reasons {
+                out.push_str(&format!("  {:<20} {count:>5}  {reason}\n", d.dataset));
+            }
+        }
+    }
     let expected = if summary.matches_expectation() {
         "every dataset holds exactly the rows and rejects the generator made"
     } else {
-        "MISMATCH: some dataset differs from what the generator made (see rows/rejected)"
+        "MISMATCH: some dataset differs from what the generator made (see rows, rejected and dead letters)"
     };
     out.push_str(&format!(
         "\nDone in {:.1} s; dead letters: {}; {expected}.\n",
@@ -853,7 +898,7 @@ pub fn render_summary(summary: &DemoSummary) -> String {
         summary.dead_letters
     ));
     out.push_str(&format!(
-        "`items` are work items sent by this run; `dupes` of them were already in the ledger and loaded nothing.\n\nQuery the warehouse:\n  cargo run --release -p processor -- query --dir {} \"SELECT status, count(*) FROM events_order_status GROUP BY status\"\n",
+        "`items` are work items sent by this run; `dupes` of them were already in the ledger and loaded nothing; `dead` are in the dead-letter queue.\n\nQuery the warehouse:\n  cargo run --release -p processor -- query --dir {} \"SELECT status, count(*) FROM events_order_status GROUP BY status\"\n",
         summary.layout.dir.display()
     ));
     out
