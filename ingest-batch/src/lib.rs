@@ -169,6 +169,8 @@ impl FileIngest {
             objects: objects.len(),
             ..IngestReport::default()
         };
+        metrics::counter!(names::OBJECTS_RECEIVED_TOTAL, "source" => self.source)
+            .increment(objects.len() as u64);
         let mut items: Vec<WorkItem> = Vec::new();
         for object in objects {
             let object = &self.resolve_key(object).await?;

@@ -182,6 +182,7 @@ impl StreamIngest {
             records: records.len(),
             ..BatchOutcome::default()
         };
+        metrics::counter!(names::STREAM_RECORDS_RECEIVED_TOTAL).increment(records.len() as u64);
         let mut quarantine: Vec<(usize, QuarantineEntry<'_>)> = Vec::new();
         // Per (dataset, shard), in record order.
         let mut routed: BTreeMap<(String, String, String), Vec<Routed>> = BTreeMap::new();

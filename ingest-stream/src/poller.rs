@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::stream::{RecordStream, ShardInfo, StartPosition, StreamError};
+use shared::telemetry::names;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -274,6 +275,8 @@ pub async fn read_stream(
                     records.truncate(cut);
                     state.read_to_end = true;
                 }
+                metrics::counter!(names::STREAM_RECORDS_READ_TOTAL, "reader" => if ingest.replay.is_some() { "replay" } else { "poller" })
+                    .increment(records.len() as u64);
                 if !records.is_empty() && state.pending.is_empty() {
                     state.window_opened = Some(Instant::now());
                 }
@@ -348,6 +351,13 @@ pub async fn read_stream(
             save(checkpoints, settings)?;
         }
         done.millis_behind_latest = slowest;
+        let reader = if ingest.replay.is_some() {
+            "replay"
+        } else {
+            "poller"
+        };
+        metrics::gauge!(names::STREAM_BEHIND_LATEST_SECONDS, "reader" => reader)
+            .set(slowest as f64 / 1000.0);
         progress(&done);
         if !worked {
             // Sleep until the next call or the end of the next batching window is due.

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use shared::queue::{OutgoingMessage, QueueError, SqsQueue, WorkQueue};
+use shared::telemetry::names;
 
 use crate::worker::{DATASET_ATTRIBUTE, REASON_ATTRIBUTE};
 
@@ -187,6 +188,9 @@ pub async fn move_messages(
         // Rate limit: no faster than `per_second` on average.
         let due = started + Duration::from_millis((moved + failed) * 1000 / per_second);
         tokio::time::sleep_until(due).await;
+    }
+    for (outcome, count) in [("moved", moved), ("failed", failed), ("held", held)] {
+        metrics::counter!(names::REDRIVE_MESSAGES_TOTAL, "outcome" => outcome).increment(count);
     }
     Ok(RedriveOutcome::Moved {
         moved,

@@ -623,7 +623,12 @@ impl Worker {
             .load_many(batch.items.iter().map(|(_, item, _)| item))
             .await;
         if let (Ok(report), Some((_, item, _))) = (&result, batch.items.first()) {
-            self.record_load(item.dataset(), report, started.elapsed());
+            let items: Vec<(&WorkItem, usize)> = batch
+                .items
+                .iter()
+                .map(|(message, item, _)| (item, message.body.len()))
+                .collect();
+            self.record_load(item.dataset(), report, started.elapsed(), &items);
         }
         for (_, _, heartbeat) in &batch.items {
             heartbeat.abort();
@@ -681,7 +686,12 @@ impl Worker {
         heartbeat.abort();
         match result {
             Ok(report) => {
-                self.record_load(item.dataset(), &report, started.elapsed());
+                self.record_load(
+                    item.dataset(),
+                    &report,
+                    started.elapsed(),
+                    &[(&item, message.body.len())],
+                );
                 let deleted = self
                     .queue
                     .delete(std::slice::from_ref(&message.receipt_handle))
@@ -723,8 +733,33 @@ impl Worker {
         }
     }
 
-    fn record_load(&self, dataset: &str, report: &LoadReport, elapsed: Duration) {
+    /// Metrics of one committed load of `items` (each with its message's size).
+    fn record_load(
+        &self,
+        dataset: &str,
+        report: &LoadReport,
+        elapsed: Duration,
+        items: &[(&WorkItem, usize)],
+    ) {
         let dataset = self.dataset_label(dataset);
+        if report.items_loaded > 0 {
+            let bytes: u64 = items
+                .iter()
+                .map(|(item, message_bytes)| item.source_bytes(*message_bytes))
+                .sum();
+            metrics::counter!(names::BYTES_READ_TOTAL, "dataset" => dataset.clone())
+                .increment(bytes);
+            let now_ms = shared::stream::epoch_millis(std::time::SystemTime::now());
+            if let Some(oldest) = items
+                .iter()
+                .filter_map(|(item, _)| item.arrived_at_ms())
+                .min()
+            {
+                let seconds = (now_ms.saturating_sub(oldest)).max(0) as f64 / 1000.0;
+                metrics::histogram!(names::END_TO_END_LATENCY_SECONDS, "dataset" => dataset.clone())
+                    .record(seconds);
+            }
+        }
         metrics::counter!(names::WORK_ITEMS_PROCESSED_TOTAL, "dataset" => dataset.clone(), "outcome" => outcome::LOADED)
             .increment(report.items_loaded as u64);
         metrics::counter!(names::WORK_ITEMS_PROCESSED_TOTAL, "dataset" => dataset.clone(), "outcome" => outcome::DUPLICATE)

@@ -94,7 +94,10 @@ async fn files_and_records_load_once_and_poison_goes_to_the_dlq() {
         payload: RecordsPayload::Inline(vec![
             StreamRecord {
                 position: position("1"),
-                arrival_ms: None,
+                // Arrived in Kinesis five seconds ago: the end-to-end latency starts here.
+                arrival_ms: Some(
+                    shared::stream::epoch_millis(std::time::SystemTime::now()) - 5_000,
+                ),
                 data: event("e1", 1.into(), "shipped"),
             },
             StreamRecord {
@@ -241,6 +244,25 @@ health_address = "127.0.0.1:0"
         metrics.contains("# TYPE ingest_load_duration_seconds histogram"),
         "{metrics}"
     );
+    // Bytes: the file's size (the duplicate loaded nothing and counts nothing).
+    assert_eq!(
+        rows("ingest_bytes_read_total", "order_items"),
+        file_item.source_bytes(0) as f64,
+        "{metrics}"
+    );
+    // One latency observation for the records' load, from their arrival five seconds ago;
+    // the file item carries no event time here, so its load observes none.
+    let latency = |suffix: &str, dataset: &str| {
+        metric_value(
+            &metrics,
+            &format!("ingest_end_to_end_latency_seconds_{suffix}"),
+            &[("dataset", dataset)],
+        )
+    };
+    assert_eq!(latency("count", "order_status_events"), 1.0, "{metrics}");
+    let seconds = latency("sum", "order_status_events");
+    assert!((5.0..60.0).contains(&seconds), "{seconds} s: {metrics}");
+    assert_eq!(latency("count", "order_items"), 0.0, "{metrics}");
 
     let summary = tokio::time::timeout(Duration::from_secs(30), service.shutdown())
         .await

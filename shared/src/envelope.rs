@@ -244,6 +244,34 @@ impl WorkItem {
         }
     }
 
+    /// When the item's data arrived (milliseconds since the Unix epoch), the start of its
+    /// end-to-end latency: the S3 event time of a file, the earliest Kinesis arrival of
+    /// inline records, else when the item was created.
+    pub fn arrived_at_ms(&self) -> Option<i64> {
+        match self {
+            WorkItem::File(file) => file.created_at_ms,
+            WorkItem::Records(records) => match &records.payload {
+                RecordsPayload::Inline(list) => list
+                    .iter()
+                    .filter_map(|record| record.arrival_ms)
+                    .min()
+                    .or(records.created_at_ms),
+                RecordsPayload::S3(_) => records.created_at_ms,
+            },
+        }
+    }
+
+    /// Bytes of source data the item covers: its byte range (or the whole object) for a
+    /// file; for records, `message_bytes`, the size of the message carrying them.
+    pub fn source_bytes(&self, message_bytes: usize) -> u64 {
+        match self {
+            WorkItem::File(file) => file
+                .range
+                .map_or(file.size, |range| range.end.saturating_sub(range.start)),
+            WorkItem::Records(_) => message_bytes as u64,
+        }
+    }
+
     /// Reads a work item, checking the version before the shape so a message from a
     /// newer producer gets a clear "unsupported version" error.
     pub fn from_json(text: &str) -> Result<Self, EnvelopeError> {
@@ -615,5 +643,73 @@ mod tests {
         assert!(MessageSizeLimit::new(1023).is_err());
         assert!(MessageSizeLimit::new(SQS_MAX_MESSAGE_BYTES + 1).is_err());
         assert_eq!(MessageSizeLimit::default().bytes(), 256 * 1024);
+    }
+
+    #[test]
+    fn arrival_and_bytes_for_the_latency_and_volume_metrics() {
+        let position = |n: &str| StreamPosition {
+            sequence_number: n.to_owned(),
+            sub_sequence_number: 0,
+        };
+        let record = |n: &str, arrival_ms: Option<i64>| StreamRecord {
+            position: position(n),
+            arrival_ms,
+            data: serde_json::json!({}),
+        };
+        let mut records = RecordsItem {
+            dataset: "d".into(),
+            stream: "s".into(),
+            shard_id: "shard".into(),
+            first: position("1"),
+            last: position("3"),
+            payload: RecordsPayload::Inline(vec![
+                record("1", Some(30)),
+                record("2", None),
+                record("3", Some(20)),
+            ]),
+            created_at_ms: Some(50),
+            replay: None,
+        };
+        let item = WorkItem::Records(records.clone());
+        assert_eq!(item.arrived_at_ms(), Some(20), "the earliest arrival");
+        assert_eq!(item.source_bytes(777), 777);
+        records.payload = RecordsPayload::Inline(vec![record("1", None)]);
+        assert_eq!(
+            WorkItem::Records(records).arrived_at_ms(),
+            Some(50),
+            "else creation"
+        );
+        let file = FileItem {
+            dataset: "d".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: None,
+            etag: "e".into(),
+            size: 1000,
+            range: Some(ByteRange {
+                start: 100,
+                end: 400,
+            }),
+            part: Some(Part { index: 1, count: 3 }),
+            format: FileFormat::Csv,
+            compression: Compression::None,
+            created_at_ms: Some(7),
+        };
+        let whole = FileItem {
+            range: None,
+            part: None,
+            ..file.clone()
+        };
+        assert_eq!(
+            WorkItem::File(file).source_bytes(5),
+            300,
+            "the part's range"
+        );
+        assert_eq!(WorkItem::File(whole.clone()).source_bytes(5), 1000);
+        assert_eq!(
+            WorkItem::File(whole).arrived_at_ms(),
+            Some(7),
+            "the S3 event time"
+        );
     }
 }

@@ -75,6 +75,13 @@ pub mod names {
     pub const FILES_COMPLETED_TOTAL: &str = "ingest_files_completed_total";
     pub const FILE_EVENTS_PUBLISHED_TOTAL: &str = "ingest_file_events_published_total";
     pub const RECORDS_QUARANTINED_TOTAL: &str = "ingest_records_quarantined_total";
+    pub const OBJECTS_RECEIVED_TOTAL: &str = "ingest_objects_received_total";
+    pub const STREAM_RECORDS_RECEIVED_TOTAL: &str = "ingest_stream_records_received_total";
+    pub const BYTES_READ_TOTAL: &str = "ingest_bytes_read_total";
+    pub const END_TO_END_LATENCY_SECONDS: &str = "ingest_end_to_end_latency_seconds";
+    pub const REDRIVE_MESSAGES_TOTAL: &str = "ingest_redrive_messages_total";
+    pub const STREAM_RECORDS_READ_TOTAL: &str = "ingest_stream_records_read_total";
+    pub const STREAM_BEHIND_LATEST_SECONDS: &str = "ingest_stream_behind_latest_seconds";
 }
 
 /// Values of the `outcome` label of [`names::WORK_ITEMS_PROCESSED_TOTAL`].
@@ -190,6 +197,48 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &[],
         help: "Stream records written to quarantine (undecodable, unrouted or invalid), each with its reason.",
+    },
+    MetricSpec {
+        name: names::OBJECTS_RECEIVED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["source"],
+        help: "Objects named by S3 events (or listed by backfill) that the batch path looked at.",
+    },
+    MetricSpec {
+        name: names::STREAM_RECORDS_RECEIVED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Kinesis records handed to the stream handler (before de-aggregation).",
+    },
+    MetricSpec {
+        name: names::BYTES_READ_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["dataset"],
+        help: "Bytes of source data covered by loaded work items: a file's byte range, or the message carrying stream records.",
+    },
+    MetricSpec {
+        name: names::END_TO_END_LATENCY_SECONDS,
+        kind: MetricKind::Histogram,
+        labels: &["dataset"],
+        help: "From the data's arrival (S3 event time, Kinesis arrival) to the commit of its load; one observation per load, for its oldest item.",
+    },
+    MetricSpec {
+        name: names::REDRIVE_MESSAGES_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["outcome"],
+        help: "Dead letters a redrive handled: moved, failed (stay, retried next time) or held (redriven too often).",
+    },
+    MetricSpec {
+        name: names::STREAM_RECORDS_READ_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["reader"],
+        help: "Records read by the local shard reader: reader = poller or replay.",
+    },
+    MetricSpec {
+        name: names::STREAM_BEHIND_LATEST_SECONDS,
+        kind: MetricKind::Gauge,
+        labels: &["reader"],
+        help: "How far the slowest shard's last read was behind the tip (the iterator age), per reader.",
     },
 ];
 

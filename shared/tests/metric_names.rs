@@ -199,3 +199,41 @@ fn an_unspecified_name_kind_or_label_is_caught() {
             .any(|p| p.contains("no label \"object_key\""))
     );
 }
+
+#[test]
+fn the_metrics_page_lists_exactly_the_specified_metrics() {
+    let page =
+        std::fs::read_to_string(workspace().join("docs/metrics.md")).expect("docs/metrics.md");
+    let listed: Vec<&str> = page
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`').map(|(name, _)| name))
+        .collect();
+    let mut specified: Vec<&str> = METRICS.iter().map(|spec| spec.name).collect();
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    specified.sort_unstable();
+    assert_eq!(
+        sorted, specified,
+        "docs/metrics.md and telemetry::METRICS differ"
+    );
+    for spec in METRICS {
+        let row = page
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{}`", spec.name)))
+            .expect("listed");
+        let kind = format!("{:?}", spec.kind).to_lowercase();
+        assert!(
+            row.contains(&format!("| {kind} |")),
+            "{}: kind {kind}: {row}",
+            spec.name
+        );
+        for label in spec.labels {
+            assert!(
+                row.contains(&format!("`{label}`")),
+                "{}: label {label}: {row}",
+                spec.name
+            );
+        }
+    }
+}
