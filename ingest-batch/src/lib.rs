@@ -202,6 +202,7 @@ impl FileIngest {
             .map(|item| item.to_json(self.size_limit).map(OutgoingMessage::from))
             .collect::<Result<Vec<_>, _>>()?;
         let sent = self.queue.send(&messages).await;
+        shared::telemetry::log_items_sent(&sent, |index| items.get(index));
         metrics::counter!(names::WORK_ITEMS_SENT_TOTAL, "source" => self.source)
             .increment(sent.succeeded.len() as u64);
         if let Some(first) = sent.failed.first() {

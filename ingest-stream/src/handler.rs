@@ -333,6 +333,7 @@ impl StreamIngest {
         }
         if !messages.is_empty() {
             let sent = self.queue.send(&messages).await;
+            shared::telemetry::log_items_sent(&sent, |index| sendable.get(index).map(|p| &p.item));
             outcome.work_items_sent = sent.succeeded.len();
             metrics::counter!(names::WORK_ITEMS_SENT_TOTAL, "source" => "kinesis")
                 .increment(sent.succeeded.len() as u64);

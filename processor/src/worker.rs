@@ -589,8 +589,7 @@ impl Worker {
                     }
                     _ => {
                         heartbeat.abort();
-                        let outcome = self.handle(&message).await;
-                        tracing::info!(message_id = %message.message_id, ?outcome, "work item handled");
+                        self.handle(&message).await;
                     }
                 }
             }
@@ -645,12 +644,19 @@ impl Worker {
                     );
                 }
                 tracing::info!(items = messages.len(), ?report, "micro-batch loaded");
+                for (message, item, _) in &batch.items {
+                    tracing::info!(
+                        message_id = %message.message_id,
+                        idempotency_key = %item.idempotency_key(),
+                        dataset = %self.dataset_label(item.dataset()),
+                        "work item handled in a micro-batch"
+                    );
+                }
             }
             Err(err) => {
                 tracing::warn!(error = %err, items = messages.len(), "micro-batch failed; loading its items one by one");
                 for message in messages {
-                    let outcome = self.handle(message).await;
-                    tracing::info!(message_id = %message.message_id, ?outcome, "work item handled");
+                    self.handle(message).await;
                 }
             }
         }
@@ -673,16 +679,34 @@ impl Worker {
         Ok(self.warehouse.load(dataset, schema, sources).await?)
     }
 
-    /// Handles one received message end to end.
+    /// Handles one received message end to end, and logs its outcome with the message id,
+    /// the work item's idempotency key and its dataset (the fields the ingest Lambdas log
+    /// when they send it), so one item can be followed end to end.
     pub async fn handle(&self, message: &ReceivedMessage) -> Outcome {
         let item = match WorkItem::from_json(&message.body) {
             Ok(item) => item,
-            Err(err) => return self.dead_letter(message, None, &err.to_string()).await,
+            Err(err) => {
+                let outcome = self.dead_letter(message, None, &err.to_string()).await;
+                tracing::warn!(message_id = %message.message_id, ?outcome, "unreadable work item handled");
+                return outcome;
+            }
         };
+        let outcome = self.handle_item(message, &item).await;
+        tracing::info!(
+            message_id = %message.message_id,
+            idempotency_key = %item.idempotency_key(),
+            dataset = %self.dataset_label(item.dataset()),
+            ?outcome,
+            "work item handled"
+        );
+        outcome
+    }
+
+    async fn handle_item(&self, message: &ReceivedMessage, item: &WorkItem) -> Outcome {
         let dataset = self.dataset_label(item.dataset());
         let heartbeat = self.start_heartbeat(message.receipt_handle.clone());
         let started = std::time::Instant::now();
-        let result = self.load(&item).await;
+        let result = self.load(item).await;
         heartbeat.abort();
         match result {
             Ok(report) => {
@@ -690,7 +714,7 @@ impl Worker {
                     item.dataset(),
                     &report,
                     started.elapsed(),
-                    &[(&item, message.body.len())],
+                    &[(item, message.body.len())],
                 );
                 let deleted = self
                     .queue

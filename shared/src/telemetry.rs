@@ -35,6 +35,26 @@ pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
     result.map_err(|_| TelemetryError::AlreadyInstalled)
 }
 
+/// Logs each work item the queue accepted with its idempotency key, message id and
+/// dataset — the fields the processor logs when it handles the item — so one item can be
+/// followed from the ingest Lambda to its load. `item` maps a sent entry's index to its
+/// work item.
+pub fn log_items_sent<'a>(
+    sent: &crate::queue::SendReport,
+    item: impl Fn(usize) -> Option<&'a crate::envelope::WorkItem>,
+) {
+    for (index, message_id) in &sent.succeeded {
+        if let Some(item) = item(*index) {
+            tracing::info!(
+                message_id = %message_id,
+                idempotency_key = %item.idempotency_key(),
+                dataset = %item.dataset(),
+                "work item sent"
+            );
+        }
+    }
+}
+
 /// What kind of instrument a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
