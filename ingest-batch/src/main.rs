@@ -8,7 +8,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
 use shared::config::{CONFIG_PATH_ENV, PlatformConfig, Section};
-use shared::telemetry::init_tracing;
+use shared::telemetry::{flush_emf, init_emf, init_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -17,16 +17,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         eprintln!("error: {err:#}");
         err
     })?;
+    let metrics = init_emf("ingest-batch")?;
     let ingest = &ingest;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            ingest
-                .handle(event.payload)
-                .await
-                .map_err(|err| lambda_runtime::Diagnostic {
-                    error_type: err.kind().to_owned(),
-                    error_message: err.to_string(),
-                })
+            let result = ingest.handle(event.payload).await;
+            // The invocation's metrics, as one Embedded Metric Format document.
+            flush_emf(metrics, &event.context.request_id, std::io::stdout());
+            result.map_err(|err| lambda_runtime::Diagnostic {
+                error_type: err.kind().to_owned(),
+                error_message: err.to_string(),
+            })
         },
     ))
     .await

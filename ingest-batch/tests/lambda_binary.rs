@@ -85,10 +85,18 @@ async fn the_binary_serves_invocations_through_the_runtime_api() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-batch"))
         .envs(runtime_api::lambda_env(api.address))
         .env("INGEST_CONFIG", &config_path)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the function binary");
+    let stdout = child.stdout.take().expect("piped");
+    let emf_lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
 
     let Call::Next { at } = next_call(&mut calls).await else {
         panic!("the first call is for the next event");
@@ -126,6 +134,16 @@ async fn the_binary_serves_invocations_through_the_runtime_api() {
     assert!(child.try_wait().expect("status").is_none(), "still running");
     child.kill().expect("stop the function");
     child.wait().expect("reaped");
+
+    // One Embedded Metric Format document per invocation that recorded metrics; the
+    // failed one recorded none, so it wrote none.
+    let lines = emf_lines.join().expect("stdout reader");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let (values, dimensions) = shared::testing::check_emf(&lines[0], "ingest-batch");
+    assert_eq!(values["ingest_objects_received_total"], 1.0, "{lines:?}");
+    assert_eq!(values["ingest_work_items_sent_total"], 1.0, "{lines:?}");
+    assert_eq!(dimensions["source"], "s3_event");
+    assert!(lines[0].contains("\"RequestId\":\"req-1\""), "{lines:?}");
 
     let received = clients
         .sqs

@@ -12,7 +12,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
 use shared::config::{CONFIG_PATH_ENV, PlatformConfig, Section};
-use shared::telemetry::init_tracing;
+use shared::telemetry::{flush_emf, init_emf, init_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -20,14 +20,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         eprintln!("error: {err:#}");
         err
     })?;
+    let metrics = init_emf("ingest-stream")?;
     let ingest = &ingest;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KinesisEvent>| async move {
+            let request_id = event.context.request_id.clone();
             let records = incoming_records(event.payload).map_err(|err| Diagnostic {
                 error_type: "UnreadableEvent".to_owned(),
                 error_message: err.to_string(),
             })?;
             let outcome = ingest.ingest(&records).await;
+            // The invocation's metrics, as one Embedded Metric Format document.
+            flush_emf(metrics, &request_id, std::io::stdout());
             tracing::info!(
                 records = outcome.records,
                 user_records = outcome.user_records,

@@ -69,7 +69,7 @@ async fn the_binary_handles_a_kinesis_event_through_the_runtime_api() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-stream"))
         .envs(runtime_api::lambda_env(api.address))
         .env("INGEST_CONFIG", &config_path)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the function binary");
@@ -89,6 +89,26 @@ async fn the_binary_handles_a_kinesis_event_through_the_runtime_api() {
     assert!(matches!(next_call(&mut calls).await, Call::Next { .. }));
     child.kill().expect("stop");
     child.wait().expect("reaped");
+    // The invocation's metrics, as one Embedded Metric Format document on stdout.
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout)
+        .expect("stdout");
+    // One document per dimension set (metrics with and without `source`).
+    let mut values = std::collections::BTreeMap::new();
+    let mut dimensions = std::collections::BTreeMap::new();
+    for line in stdout.lines() {
+        assert!(line.contains("\"RequestId\":\"req-1\""), "{line}");
+        let (line_values, line_dimensions) = shared::testing::check_emf(line, "ingest-stream");
+        values.extend(line_values);
+        dimensions.extend(line_dimensions);
+    }
+    assert_eq!(
+        values["ingest_stream_records_received_total"], 2.0,
+        "{stdout}"
+    );
+    assert_eq!(values["ingest_records_quarantined_total"], 1.0, "{stdout}");
+    assert_eq!(values["ingest_work_items_sent_total"], 1.0, "{stdout}");
+    assert_eq!(dimensions["source"], "kinesis");
 
     let received = clients
         .sqs

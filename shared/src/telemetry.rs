@@ -10,6 +10,8 @@ pub enum TelemetryError {
     InvalidFilter { filter: String, reason: String },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
+    #[error("cannot install the metrics recorder: {reason}")]
+    Metrics { reason: String },
 }
 
 /// Installs the global tracing subscriber: JSON lines without colours for Lambda and
@@ -33,6 +35,36 @@ pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
         LogFormat::Text => builder.try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)
+}
+
+/// Installs the CloudWatch Embedded Metric Format recorder (namespace
+/// [`CLOUDWATCH_NAMESPACE`], a `function` dimension) as the global `metrics` recorder.
+/// A Lambda flushes it after every invocation ([`flush_emf`]); CloudWatch Logs turns the
+/// document into metrics.
+pub fn init_emf(
+    function: &'static str,
+) -> Result<&'static metrics_cloudwatch_embedded::Collector, TelemetryError> {
+    metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(CLOUDWATCH_NAMESPACE)
+        .with_dimension("function", function)
+        .init()
+        .map_err(|err| TelemetryError::Metrics {
+            reason: err.to_string(),
+        })
+}
+
+/// Writes the metrics recorded since the last flush as one EMF document to `out`.
+pub fn flush_emf(
+    collector: &metrics_cloudwatch_embedded::Collector,
+    request_id: &str,
+    out: impl std::io::Write,
+) {
+    if let Err(err) = collector
+        .set_property("RequestId", request_id.to_owned())
+        .flush(out)
+    {
+        tracing::warn!(error = %err, "could not write the invocation's metrics");
+    }
 }
 
 /// Logs each work item the queue accepted with its idempotency key, message id and

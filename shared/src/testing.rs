@@ -264,3 +264,61 @@ impl crate::queue::WorkQueue for AcceptingQueue {
         Ok(())
     }
 }
+
+/// Checks one Embedded Metric Format document as CloudWatch reads it — the `_aws` directive
+/// with the platform's namespace and a timestamp, every metric of the directive specified
+/// in `telemetry::METRICS` and present as a number, every dimension present as a string,
+/// the `function` dimension — and returns the metric values and the dimension values.
+pub fn check_emf(
+    line: &str,
+    function: &str,
+) -> (
+    std::collections::BTreeMap<String, f64>,
+    std::collections::BTreeMap<String, String>,
+) {
+    let document: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+    let aws = &document["_aws"];
+    assert!(aws["Timestamp"].as_u64().is_some(), "{document}");
+    let directives = aws["CloudWatchMetrics"].as_array().expect("directives");
+    assert!(!directives.is_empty(), "{document}");
+    let mut values = std::collections::BTreeMap::new();
+    let mut dimensions = std::collections::BTreeMap::new();
+    for directive in directives {
+        assert_eq!(
+            directive["Namespace"],
+            crate::telemetry::CLOUDWATCH_NAMESPACE,
+            "{document}"
+        );
+        for set in directive["Dimensions"].as_array().expect("dimension sets") {
+            let set = set.as_array().expect("a dimension set");
+            assert!(
+                set.iter().any(|d| d == "function"),
+                "every set has the function: {document}"
+            );
+            for name in set {
+                let name = name.as_str().expect("dimension name");
+                let value = document[name]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("dimension {name} has a value: {document}"));
+                dimensions.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        for metric in directive["Metrics"].as_array().expect("metrics") {
+            let name = metric["Name"].as_str().expect("metric name");
+            assert!(
+                crate::telemetry::spec(name).is_some(),
+                "{name} is specified in telemetry::METRICS"
+            );
+            let value = document[name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} has a number: {document}"));
+            values.insert(name.to_owned(), value);
+        }
+    }
+    assert_eq!(
+        dimensions.get("function").map(String::as_str),
+        Some(function)
+    );
+    (values, dimensions)
+}
