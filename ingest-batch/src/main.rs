@@ -23,7 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let result = ingest.handle(event.payload).await;
             // The invocation's metrics, as one Embedded Metric Format document.
-            flush_emf(metrics, &event.context.request_id, std::io::stdout());
+            flush_emf(metrics, Some(&event.context.request_id), std::io::stdout());
             result.map_err(|err| lambda_runtime::Diagnostic {
                 error_type: err.kind().to_owned(),
                 error_message: err.to_string(),

@@ -31,7 +31,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             })?;
             let outcome = ingest.ingest(&records).await;
             // The invocation's metrics, as one Embedded Metric Format document.
-            flush_emf(metrics, &request_id, std::io::stdout());
+            flush_emf(metrics, Some(&request_id), std::io::stdout());
             tracing::info!(
                 records = outcome.records,
                 user_records = outcome.user_records,

@@ -31,6 +31,8 @@ pub enum ServeError {
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
     Health(#[from] HealthError),
+    #[error(transparent)]
+    Telemetry(#[from] shared::telemetry::TelemetryError),
 }
 
 /// How the service stopped.
@@ -53,6 +55,8 @@ pub struct RunningService {
     workers: JoinSet<()>,
     health_server: Option<tokio::task::JoinHandle<()>>,
     shutdown_grace: Duration,
+    /// The EMF collector, flushed once more at shutdown (`telemetry.metrics_export = "emf"`).
+    emf: Option<shared::telemetry::EmfCollector>,
 }
 
 /// Runs the processor until `shutdown` completes.
@@ -132,7 +136,24 @@ pub async fn start(
         Box::new(WarehouseCheck(control)),
     ]);
     // Install the recorder before the first metric is emitted.
-    let _ = health::prometheus();
+    let emf = match config.telemetry.metrics_export {
+        shared::config::MetricsExport::Prometheus => {
+            let _ = health::prometheus();
+            None
+        }
+        shared::config::MetricsExport::Emf => {
+            let collector = shared::telemetry::init_emf("processor")?;
+            // Every 10 s: EMF histograms keep at most 100 values between flushes.
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(std::time::Duration::from_secs(10));
+                loop {
+                    ticks.tick().await;
+                    shared::telemetry::flush_emf(collector, None, std::io::stdout());
+                }
+            });
+            Some(collector)
+        }
+    };
     let settings = WorkerSettings {
         wait_time: queue_settings.wait_time,
         visibility_timeout: queue_settings.visibility_timeout,
@@ -197,6 +218,7 @@ pub async fn start(
         workers,
         health_server,
         shutdown_grace: config.processor.shutdown_grace,
+        emf,
     })
 }
 
@@ -230,6 +252,9 @@ impl RunningService {
         }
         if let Some(server) = self.health_server.take() {
             server.abort();
+        }
+        if let Some(collector) = self.emf {
+            shared::telemetry::flush_emf(collector, None, std::io::stdout());
         }
         tracing::info!(?summary, "processor stopped");
         summary

@@ -87,6 +87,7 @@ health_address = "off"
 
 [telemetry]
 log_format = "text"
+metrics_export = "emf"
 "#,
             endpoint = aws_endpoint(),
             catalog = catalog_path.display(),
@@ -99,7 +100,7 @@ log_format = "text"
         .arg("--config")
         .arg(&config_path)
         .arg("serve")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start processor");
@@ -151,11 +152,25 @@ log_format = "text"
         .status()
         .expect("kill");
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let exit = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .expect("join")
         .expect("wait");
     guard.0 = None;
+    let output = exit;
+    let exit = output.status;
+    // The metrics went out as Embedded Metric Format on stdout, the last ones at shutdown.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut rows_loaded = 0.0;
+    for line in stdout.lines() {
+        let (values, dimensions) = shared::testing::check_emf(line, "processor");
+        if dimensions.get("dataset").map(String::as_str) == Some("order_items") {
+            rows_loaded += values
+                .get("ingest_rows_loaded_total")
+                .copied()
+                .unwrap_or(0.0);
+        }
+    }
     assert!(exit.success(), "processor exited with {exit}");
     assert!(
         stopped_at.elapsed() < Duration::from_secs(20),
@@ -172,6 +187,7 @@ log_format = "text"
         loaded, rows as i64,
         "the item in hand was finished, every row once"
     );
+    assert_eq!(rows_loaded, rows as f64, "EMF counted the rows: {stdout}");
     let ledger: i64 = pg
         .query_one(&format!("SELECT count(*) FROM {platform}.load_ledger"), &[])
         .await

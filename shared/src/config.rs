@@ -51,6 +51,18 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// A `tracing` filter directive, e.g. `info,processor=debug`.
     pub log_filter: String,
+    /// Where the processor's metrics go.
+    pub metrics_export: MetricsExport,
+}
+
+/// Where the processor's metrics go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsExport {
+    /// Prometheus text at `/metrics` of the health endpoint.
+    Prometheus,
+    /// CloudWatch Embedded Metric Format documents on stdout, every 10 s (on ECS the
+    /// awslogs driver carries them to CloudWatch, which extracts the metrics).
+    Emf,
 }
 
 impl Default for TelemetrySettings {
@@ -58,6 +70,7 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Json,
             log_filter: "info".to_owned(),
+            metrics_export: MetricsExport::Prometheus,
         }
     }
 }
@@ -915,6 +928,15 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         }
         if let Some(filter) = section.string("log_filter", issues) {
             telemetry.log_filter = filter.to_owned();
+        }
+        match section.string("metrics_export", issues) {
+            Some("prometheus") => telemetry.metrics_export = MetricsExport::Prometheus,
+            Some("emf") => telemetry.metrics_export = MetricsExport::Emf,
+            Some(other) => issues.push(
+                section.path_of("metrics_export"),
+                format!("unknown metrics export {other:?}; expected prometheus or emf"),
+            ),
+            None => {}
         }
         section.finish(issues);
     }

@@ -41,28 +41,33 @@ pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
 /// [`CLOUDWATCH_NAMESPACE`], a `function` dimension) as the global `metrics` recorder.
 /// A Lambda flushes it after every invocation ([`flush_emf`]); CloudWatch Logs turns the
 /// document into metrics.
-pub fn init_emf(
-    function: &'static str,
-) -> Result<&'static metrics_cloudwatch_embedded::Collector, TelemetryError> {
+pub fn init_emf(function: &'static str) -> Result<EmfCollector, TelemetryError> {
     metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace(CLOUDWATCH_NAMESPACE)
         .with_dimension("function", function)
         .init()
+        .map(EmfCollector)
         .map_err(|err| TelemetryError::Metrics {
             reason: err.to_string(),
         })
 }
 
+/// The installed EMF recorder, to flush.
+#[derive(Clone, Copy)]
+pub struct EmfCollector(&'static metrics_cloudwatch_embedded::Collector);
+
+impl std::fmt::Debug for EmfCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmfCollector")
+    }
+}
+
 /// Writes the metrics recorded since the last flush as one EMF document to `out`.
-pub fn flush_emf(
-    collector: &metrics_cloudwatch_embedded::Collector,
-    request_id: &str,
-    out: impl std::io::Write,
-) {
-    if let Err(err) = collector
-        .set_property("RequestId", request_id.to_owned())
-        .flush(out)
-    {
+pub fn flush_emf(collector: EmfCollector, request_id: Option<&str>, out: impl std::io::Write) {
+    if let Some(request_id) = request_id {
+        collector.0.set_property("RequestId", request_id.to_owned());
+    }
+    if let Err(err) = collector.0.flush(out) {
         tracing::warn!(error = %err, "could not write the invocation's metrics");
     }
 }

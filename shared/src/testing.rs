@@ -267,8 +267,9 @@ impl crate::queue::WorkQueue for AcceptingQueue {
 
 /// Checks one Embedded Metric Format document as CloudWatch reads it — the `_aws` directive
 /// with the platform's namespace and a timestamp, every metric of the directive specified
-/// in `telemetry::METRICS` and present as a number, every dimension present as a string,
-/// the `function` dimension — and returns the metric values and the dimension values.
+/// in `telemetry::METRICS` and present as a number (or, for a histogram, an array of them,
+/// returned summed), every dimension present as a string, the `function` dimension — and
+/// returns the metric values and the dimension values.
 pub fn check_emf(
     line: &str,
     function: &str,
@@ -310,9 +311,16 @@ pub fn check_emf(
                 crate::telemetry::spec(name).is_some(),
                 "{name} is specified in telemetry::METRICS"
             );
-            let value = document[name]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{name} has a number: {document}"));
+            // A number, or an array of numbers (a histogram's observations): summed.
+            let value = match &document[name] {
+                serde_json::Value::Array(values) => values
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or_else(|| panic!("{name}: {document}")))
+                    .sum(),
+                other => other
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name} has a number: {document}")),
+            };
             values.insert(name.to_owned(), value);
         }
     }

@@ -1,55 +1,52 @@
 //! Every metric of the platform's own namespace that the stack's dashboard and alarms read
 //! (`infra/template.yaml`) is one the code emits: its name is in `telemetry::METRICS`, and
-//! every label value the template filters on is a declared label.
+//! every dimension the template reads (besides `function`) is one of its labels.
 
 use shared::telemetry::{CLOUDWATCH_NAMESPACE, METRICS};
 
 const TEMPLATE: &str = include_str!("../../infra/template.yaml");
 
-/// (metric name, label names) a template reads from the platform's namespace.
+/// (metric name, label names) a template reads from the platform's namespace. EMF
+/// publishes every metric with `function` (a default dimension) plus its labels as
+/// dimensions, so the dashboard reads them with `SEARCH('{RedshiftIngest,dims…}
+/// MetricName="…"')` and alarms with Metrics Insights (`SELECT …(name) FROM
+/// SCHEMA(RedshiftIngest, dims…)`).
 fn referenced_metrics(template: &str) -> Vec<(String, Vec<String>)> {
+    let labels_of = |dimensions: &str| -> Vec<String> {
+        dimensions
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && *d != "function")
+            .map(str::to_owned)
+            .collect()
+    };
     let mut found = Vec::new();
-    // Dashboard widgets: ["RedshiftIngest", "name", "label", "value", …, {options}].
-    let widget_prefix = format!("[\"{CLOUDWATCH_NAMESPACE}\", ");
-    for line in template.lines() {
-        let Some(start) = line.find(&widget_prefix) else {
+    let search = format!("{{{CLOUDWATCH_NAMESPACE},");
+    for (at, _) in template.match_indices(&search) {
+        let rest = &template[at + search.len()..];
+        let Some((dimensions, after)) = rest.split_once('}') else {
             continue;
         };
-        let row = &line[start + 1..];
-        let row = &row[..row.find(']').expect("a closed metric row")];
-        let strings: Vec<String> = row
-            .split(", ")
-            .take_while(|part| part.starts_with('"'))
-            .map(|part| part.trim_matches('"').to_owned())
-            .collect();
-        let labels = strings[2..].iter().step_by(2).cloned().collect();
-        found.push((strings[1].clone(), labels));
+        let name = after
+            .split("MetricName=\\\"")
+            .nth(1)
+            .and_then(|n| n.split("\\\"").next())
+            .expect("a SEARCH names its metric");
+        found.push((name.to_owned(), labels_of(dimensions)));
     }
-    // Alarms: `Namespace: RedshiftIngest` then `MetricName:` and `Dimensions:` in the block.
-    let lines: Vec<&str> = template.lines().collect();
-    for (index, line) in lines.iter().enumerate() {
-        if line.trim() != format!("Namespace: {CLOUDWATCH_NAMESPACE}") {
+    let schema = format!("FROM SCHEMA({CLOUDWATCH_NAMESPACE},");
+    for line in template.lines() {
+        let Some((select, from)) = line.split_once(&schema) else {
             continue;
-        }
-        let indent = line.len() - line.trim_start().len();
-        let block: Vec<&str> = lines[index + 1..]
-            .iter()
-            .take_while(|l| l.len() - l.trim_start().len() >= indent || l.trim().is_empty())
-            .copied()
-            .collect();
-        let name = block
-            .iter()
-            .find_map(|l| l.trim().strip_prefix("MetricName: "))
-            .expect("an alarm names its metric");
-        // `Dimensions: [{ Name: outcome, Value: dead_lettered }]`
-        let labels = block
-            .iter()
-            .filter_map(|l| l.trim().strip_prefix("Dimensions:"))
-            .flat_map(|dimensions| dimensions.split("Name: ").skip(1))
-            .filter_map(|rest| rest.split(',').next())
-            .map(|label| label.trim().to_owned())
-            .collect();
-        found.push((name.to_owned(), labels));
+        };
+        let name = select
+            .rsplit('(')
+            .next()
+            .and_then(|n| n.split(')').next())
+            .expect("a query selects a metric")
+            .trim();
+        let dimensions = from.split(')').next().unwrap_or_default();
+        found.push((name.to_owned(), labels_of(dimensions)));
     }
     found
 }
@@ -80,15 +77,15 @@ fn problems(template: &str) -> Vec<String> {
 fn the_dashboard_and_alarms_read_only_metrics_the_code_emits() {
     let referenced = referenced_metrics(TEMPLATE);
     assert!(
-        referenced.len() >= 10,
+        referenced.len() >= 8,
         "the scan found the dashboard's and alarms' metrics: {referenced:?}"
     );
     assert!(
         referenced
             .iter()
             .any(|(name, labels)| name == "ingest_work_items_processed_total"
-                && labels == &["outcome".to_owned()]),
-        "the alarm's dimension was read: {referenced:?}"
+                && labels == &["dataset".to_owned(), "outcome".to_owned()]),
+        "the alarm's query was read: {referenced:?}"
     );
     assert_eq!(problems(TEMPLATE), Vec::<String>::new());
 }
@@ -101,8 +98,8 @@ fn a_metric_or_label_the_code_does_not_emit_is_caught() {
         ["ingest_rows_misplaced_total is read by the template but no code emits it"]
     );
     let relabelled = TEMPLATE.replace(
-        "Dimensions: [{ Name: outcome, Value: dead_lettered }]",
-        "Dimensions: [{ Name: dataset_id, Value: x }]",
+        "FROM SCHEMA(RedshiftIngest, dataset, function, outcome)",
+        "FROM SCHEMA(RedshiftIngest, dataset_id, function, outcome)",
     );
     assert_eq!(
         problems(&relabelled).len(),
