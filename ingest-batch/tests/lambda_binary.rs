@@ -86,9 +86,17 @@ async fn the_binary_serves_invocations_through_the_runtime_api() {
         .envs(runtime_api::lambda_env(api.address))
         .env("INGEST_CONFIG", &config_path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the function binary");
+    let stderr = child.stderr.take().expect("piped");
+    let log_lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
     let stdout = child.stdout.take().expect("piped");
     let emf_lines = std::thread::spawn(move || {
         use std::io::BufRead;
@@ -155,9 +163,21 @@ async fn the_binary_serves_invocations_through_the_runtime_api() {
         .expect("receive");
     let messages = received.messages();
     assert_eq!(messages.len(), 1);
-    let WorkItem::File(item) =
-        WorkItem::from_json(messages[0].body().expect("body")).expect("work item")
-    else {
+    let work_item = WorkItem::from_json(messages[0].body().expect("body")).expect("work item");
+    // The log names the item the way the processor will: message id, key, dataset.
+    let logs = log_lines.join().expect("stderr reader");
+    let sent: serde_json::Value = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["message"] == "work item sent")
+        .unwrap_or_else(|| panic!("a `work item sent` log line: {logs:?}"));
+    assert_eq!(sent["message_id"], messages[0].message_id().expect("id"));
+    assert_eq!(
+        sent["idempotency_key"],
+        work_item.idempotency_key().to_string()
+    );
+    assert_eq!(sent["dataset"], "orders");
+    let WorkItem::File(item) = work_item else {
         panic!("a file item");
     };
     assert_eq!(item.key, key);

@@ -96,7 +96,7 @@ metrics_export = "emf"
     )
     .expect("write config");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_processor"))
+    let child = Command::new(env!("CARGO_BIN_EXE_processor"))
         .arg("--config")
         .arg(&config_path)
         .arg("serve")

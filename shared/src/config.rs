@@ -1000,6 +1000,26 @@ mod tests {
     }
 
     #[test]
+    fn metrics_export_is_prometheus_unless_emf_is_asked_for() {
+        let config = PlatformConfig::from_toml("", "test", env(&[])).expect("valid");
+        assert_eq!(config.telemetry.metrics_export, MetricsExport::Prometheus);
+        let config = PlatformConfig::from_toml(
+            "",
+            "test",
+            env(&[("INGEST_TELEMETRY__METRICS_EXPORT", "emf")]),
+        )
+        .expect("valid");
+        assert_eq!(config.telemetry.metrics_export, MetricsExport::Emf);
+        let issues = issues_of("[telemetry]\nmetrics_export = \"statsd\"\n", &[]);
+        assert_eq!(
+            issues,
+            [
+                "telemetry.metrics_export: unknown metrics export \"statsd\"; expected prometheus or emf"
+            ]
+        );
+    }
+
+    #[test]
     fn file_and_event_settings_have_defaults_and_limits() {
         let config = PlatformConfig::from_toml("", "test", env(&[])).expect("valid");
         assert_eq!(config.files.part_size_bytes, 128 * 1024 * 1024);

@@ -339,6 +339,7 @@ mod tests {
         let settings = TelemetrySettings {
             log_format: LogFormat::Json,
             log_filter: "info,[".to_owned(),
+            ..TelemetrySettings::default()
         };
         let err = init_tracing(&settings).expect_err("invalid filter");
         assert!(
