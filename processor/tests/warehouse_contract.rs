@@ -578,6 +578,55 @@ async fn a_completed_file_is_claimed_once(harness: &dyn Harness) {
     );
 }
 
+/// Values are data, never SQL: rows, sources and rejects that look like SQL come back
+/// verbatim, and the tables are still there afterwards.
+async fn values_that_look_like_sql_are_stored_verbatim(harness: &dyn Harness) {
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let hostile = [
+        "'); DROP TABLE orders; --",
+        "Robert'); DELETE FROM ingest_load_ledger;--",
+        "$1 \\' \" ` ; /* */ -- ",
+        "x' OR '1'='1",
+        "Ünïcödé 🚚 ' ;",
+    ];
+    let rows: Vec<(i64, &str, u64)> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, status)| (i as i64 + 1, *status, i as u64 + 1))
+        .collect();
+    let mut item = item(1, 5, &rows);
+    item.source = "kinesis://orders'; DROP TABLE x; --".into();
+    item.rejects = vec![Reject {
+        row_number: Some(6),
+        raw: Some("6,'); TRUNCATE ingest_rejects; --".into()),
+        reason: "column order_id: \"'; --\" is not a valid int64".into(),
+    }];
+    warehouse
+        .load_rows(&dataset, &load_schema(), &[item])
+        .await
+        .expect("load");
+    let expected: Vec<(i64, String)> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, status)| (i as i64 + 1, (*status).to_owned()))
+        .collect();
+    assert_eq!(harness.rows().await, expected);
+    assert_eq!(
+        harness.rejects().await,
+        vec![(
+            6,
+            Some("6,'); TRUNCATE ingest_rejects; --".to_owned()),
+            "column order_id: \"'; --\" is not a valid int64".to_owned()
+        )]
+    );
+    assert_eq!(harness.platform_rows("load_ledger").await, 1);
+}
+
 macro_rules! contract {
     ($($check:ident),* $(,)?) => {
         mod postgres {
@@ -606,6 +655,7 @@ contract!(
     a_failed_load_leaves_nothing_behind_and_can_be_retried,
     concurrent_loads_of_the_same_item_write_it_once,
     a_completed_file_is_claimed_once,
+    values_that_look_like_sql_are_stored_verbatim,
 );
 
 /// The embedded warehouse stores each supported type as the module documents.
