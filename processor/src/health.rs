@@ -215,7 +215,7 @@ impl Health {
                 }
                 None => text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "another metrics recorder is installed in this process\n".to_owned(),
+                    "metrics are not served here: another recorder is installed (with telemetry.metrics_export = \"emf\" they go to stdout as CloudWatch EMF)\n".to_owned(),
                 ),
             },
             _ => text(
