@@ -5,7 +5,6 @@
 //! transaction, nothing left behind by a failed load, one winner among concurrent loads
 //! of one item, and exactly one claim of a completed file.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -140,14 +139,15 @@ impl Harness for Postgres {
     }
 }
 
+/// The database file is removed when the harness is dropped.
 struct Sqlite {
-    path: PathBuf,
+    file: shared::testing::TempDatabase,
 }
 
 impl Sqlite {
     fn new() -> Self {
         Self {
-            path: std::env::temp_dir().join(format!("{}.sqlite", unique_name("contract"))),
+            file: shared::testing::TempDatabase::new("contract"),
         }
     }
 
@@ -156,7 +156,7 @@ impl Sqlite {
         sql: &str,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Vec<T> {
-        let connection = rusqlite::Connection::open(&self.path).expect("open");
+        let connection = rusqlite::Connection::open(self.file.path()).expect("open");
         let mut statement = connection.prepare(sql).expect("prepare");
         statement
             .query_map([], row)
@@ -168,7 +168,7 @@ impl Sqlite {
 #[async_trait]
 impl Harness for Sqlite {
     async fn connect(&self) -> Arc<dyn Warehouse> {
-        let warehouse = SqliteWarehouse::open(&self.path, "ingest").expect("open");
+        let warehouse = SqliteWarehouse::open(self.file.path(), "ingest").expect("open");
         warehouse.ensure_platform_tables().await.expect("platform");
         Arc::new(warehouse)
     }

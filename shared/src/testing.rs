@@ -330,3 +330,28 @@ pub fn check_emf(
     );
     (values, dimensions)
 }
+
+/// A SQLite database file in the temp folder, removed with its WAL and shared-memory
+/// files when dropped (also when a test panics).
+#[derive(Debug)]
+pub struct TempDatabase(pub std::path::PathBuf);
+
+impl TempDatabase {
+    pub fn new(prefix: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("{}.sqlite", unique_name(prefix))))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -37,8 +37,8 @@ async fn sqs_queues() -> Queues {
     }
 }
 
-fn temp_db() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{}.sqlite", unique_name("contract")))
+fn temp_db() -> shared::testing::TempDatabase {
+    shared::testing::TempDatabase::new("contract")
 }
 
 fn embedded_queues(path: &std::path::Path) -> Queues {
@@ -191,13 +191,15 @@ async fn sqs_meets_the_queue_contract() {
 
 #[tokio::test]
 async fn the_embedded_queue_meets_the_queue_contract() {
-    queue_contract(embedded_queues(&temp_db())).await;
+    let db = temp_db();
+    queue_contract(embedded_queues(db.path())).await;
 }
 
 #[tokio::test]
 async fn the_embedded_queue_keeps_messages_across_a_reopen() {
-    let path = temp_db();
-    let queues = embedded_queues(&path);
+    let file = temp_db();
+    let path = file.path();
+    let queues = embedded_queues(path);
     let sent = queues
         .work
         .send(&[OutgoingMessage::from("kept".to_owned())])
@@ -208,7 +210,7 @@ async fn the_embedded_queue_keeps_messages_across_a_reopen() {
     drop(queues);
 
     // Reopened: the message that was in flight comes back with its count.
-    let queues = embedded_queues(&path);
+    let queues = embedded_queues(path);
     tokio::time::sleep(SHORT_VISIBILITY).await;
     let again = eventually_one(queues.work.as_ref(), Duration::from_secs(30)).await;
     assert_eq!(again.body, "kept");
@@ -220,7 +222,7 @@ async fn the_embedded_queue_keeps_messages_across_a_reopen() {
             .await
             .all_succeeded()
     );
-    let queues = embedded_queues(&path);
+    let queues = embedded_queues(path);
     assert!(
         receive_all(queues.work.as_ref(), SHORT_VISIBILITY)
             .await
@@ -388,7 +390,8 @@ async fn kinesis_meets_the_stream_contract() {
 
 #[tokio::test]
 async fn the_embedded_stream_meets_the_stream_contract() {
-    let db = EmbeddedDb::open(&temp_db()).expect("open");
+    let file = temp_db();
+    let db = EmbeddedDb::open(file.path()).expect("open");
     let stream = EmbeddedStream::create(db, "events", 2, Duration::from_secs(86_400))
         .await
         .expect("stream");
@@ -397,9 +400,10 @@ async fn the_embedded_stream_meets_the_stream_contract() {
 
 #[tokio::test]
 async fn the_embedded_stream_keeps_records_across_a_reopen_and_trims_past_retention() {
-    let path = temp_db();
+    let file = temp_db();
+    let path = file.path();
     let stream = EmbeddedStream::create(
-        EmbeddedDb::open(&path).expect("open"),
+        EmbeddedDb::open(path).expect("open"),
         "events",
         2,
         Duration::from_secs(1),
@@ -409,7 +413,7 @@ async fn the_embedded_stream_keeps_records_across_a_reopen_and_trims_past_retent
     assert!(stream.put_records(&[record("a", 1)]).await.all_succeeded());
     drop(stream);
     let stream = EmbeddedStream::create(
-        EmbeddedDb::open(&path).expect("open"),
+        EmbeddedDb::open(path).expect("open"),
         "events",
         4,
         Duration::from_secs(1),
@@ -439,7 +443,8 @@ async fn the_embedded_stream_keeps_records_across_a_reopen_and_trims_past_retent
 #[tokio::test]
 async fn an_unknown_queue_name_is_an_empty_queue_not_an_error() {
     // SQS would refuse an unknown URL; the embedded queue creates queues by name on use.
-    let db = EmbeddedDb::open(&temp_db()).expect("open");
+    let file = temp_db();
+    let db = EmbeddedDb::open(file.path()).expect("open");
     let queue = EmbeddedQueue::new(db, unique_name("q"), MessageSizeLimit::default(), None);
     assert!(
         queue
