@@ -1,7 +1,10 @@
 //! The load protocol against a real PostgreSQL (started by scripts/test.sh): idempotent,
 //! transactional, last-write-wins within a micro-batch, lineage-deduplicated appends.
 
+mod support;
+
 use std::sync::Arc;
+use support::orders::{batch, item, key, load_schema, owned};
 
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, StringArray,
@@ -13,9 +16,6 @@ use processor::lineage;
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{ItemRows, Reject, Warehouse};
 use shared::catalog::{Catalog, Dataset};
-use shared::envelope::{
-    IdempotencyKey, RecordsItem, RecordsPayload, StreamPosition, StreamRecord, WorkItem,
-};
 use shared::error::Classify;
 
 fn postgres_url() -> String {
@@ -58,68 +58,6 @@ columns = [
         .clone()
 }
 
-fn load_schema() -> SchemaRef {
-    let mut fields = vec![
-        Field::new("order_id", DataType::Int64, false),
-        Field::new("status", DataType::Utf8, true),
-    ];
-    fields.extend(lineage::fields());
-    Arc::new(Schema::new(fields))
-}
-
-/// Rows (order_id, status, offset) from one source.
-fn batch(rows: &[(i64, &str, u64)]) -> RecordBatch {
-    let n = rows.len();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            "kinesis://orders",
-            n,
-        ))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            "shardId-000000000000",
-            n,
-        ))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.2.to_string()),
-        )),
-        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(0, n))),
-    ];
-    RecordBatch::try_new(load_schema(), columns).expect("batch")
-}
-
-fn key(first: u64, last: u64) -> IdempotencyKey {
-    let position = |n: u64| StreamPosition {
-        sequence_number: n.to_string(),
-        sub_sequence_number: 0,
-    };
-    WorkItem::Records(RecordsItem {
-        dataset: "orders".into(),
-        stream: "orders".into(),
-        shard_id: "shardId-000000000000".into(),
-        first: position(first),
-        last: position(last),
-        payload: RecordsPayload::Inline(vec![StreamRecord {
-            position: position(first),
-            arrival_ms: None,
-            data: serde_json::json!({}),
-        }]),
-        created_at_ms: None,
-        replay: None,
-    })
-    .idempotency_key()
-}
-
-fn item(first: u64, last: u64, rows: &[(i64, &str, u64)]) -> ItemRows {
-    ItemRows {
-        key: key(first, last),
-        source: "kinesis://orders".into(),
-        batches: vec![batch(rows)],
-        rejects: Vec::new(),
-    }
-}
-
 async fn query_client() -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
         .await
@@ -154,10 +92,6 @@ async fn warehouse(platform: &str) -> PostgresWarehouse {
         .await
         .expect("platform tables");
     warehouse
-}
-
-fn owned(rows: &[(i64, &str)]) -> Vec<(i64, String)> {
-    rows.iter().map(|(id, s)| (*id, (*s).to_owned())).collect()
 }
 
 #[tokio::test]

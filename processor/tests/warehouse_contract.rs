@@ -5,7 +5,10 @@
 //! transaction, nothing left behind by a failed load, one winner among concurrent loads
 //! of one item, and exactly one claim of a completed file.
 
+mod support;
+
 use std::sync::Arc;
+use support::orders::{batch, item, key, load_schema, owned};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
@@ -19,9 +22,6 @@ use processor::warehouse::{
     ItemRows, ItemSource, MemoryRows, Reject, RowSource, SourceError, Warehouse,
 };
 use shared::catalog::{Catalog, Dataset};
-use shared::envelope::{
-    IdempotencyKey, RecordsItem, RecordsPayload, StreamPosition, StreamRecord, WorkItem,
-};
 use shared::error::{Classify, Retryability};
 use shared::testing::{postgres_url, unique_name};
 
@@ -196,72 +196,6 @@ impl Harness for Sqlite {
     fn dataset(&self, keyed: bool) -> Dataset {
         dataset("sales", keyed)
     }
-}
-
-fn load_schema() -> SchemaRef {
-    let mut fields = vec![
-        Field::new("order_id", DataType::Int64, false),
-        Field::new("status", DataType::Utf8, true),
-    ];
-    fields.extend(lineage::fields());
-    Arc::new(Schema::new(fields))
-}
-
-/// Rows (order_id, status, sequence number) read from one shard.
-fn batch(rows: &[(i64, &str, u64)]) -> RecordBatch {
-    let n = rows.len();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            "kinesis://orders",
-            n,
-        ))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            "shardId-000000000000",
-            n,
-        ))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.2.to_string()),
-        )),
-        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(0, n))),
-    ];
-    RecordBatch::try_new(load_schema(), columns).expect("batch")
-}
-
-fn key(first: u64, last: u64) -> IdempotencyKey {
-    let position = |n: u64| StreamPosition {
-        sequence_number: n.to_string(),
-        sub_sequence_number: 0,
-    };
-    WorkItem::Records(RecordsItem {
-        dataset: "orders".into(),
-        stream: "orders".into(),
-        shard_id: "shardId-000000000000".into(),
-        first: position(first),
-        last: position(last),
-        payload: RecordsPayload::Inline(vec![StreamRecord {
-            position: position(first),
-            arrival_ms: None,
-            data: serde_json::json!({}),
-        }]),
-        created_at_ms: None,
-        replay: None,
-    })
-    .idempotency_key()
-}
-
-fn item(first: u64, last: u64, rows: &[(i64, &str, u64)]) -> ItemRows {
-    ItemRows {
-        key: key(first, last),
-        source: "kinesis://orders".into(),
-        batches: vec![batch(rows)],
-        rejects: Vec::new(),
-    }
-}
-
-fn owned(rows: &[(i64, &str)]) -> Vec<(i64, String)> {
-    rows.iter().map(|(id, s)| (*id, (*s).to_owned())).collect()
 }
 
 async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins(harness: &dyn Harness) {
