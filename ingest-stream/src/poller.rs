@@ -179,6 +179,12 @@ pub async fn read_stream(
     progress: &mut (dyn FnMut(&ReadProgress) + Send),
 ) -> Result<ReadProgress, ReadError> {
     let mut done = ReadProgress::default();
+    // The `reader` label of the progress metrics.
+    let reader = if ingest.replay.is_some() {
+        "replay"
+    } else {
+        "poller"
+    };
     let mut states: HashMap<String, ShardState> = HashMap::new();
     let mut shards: Vec<ShardInfo> = Vec::new();
     let mut listed_at: Option<Instant> = None;
@@ -275,7 +281,7 @@ pub async fn read_stream(
                     records.truncate(cut);
                     state.read_to_end = true;
                 }
-                metrics::counter!(names::STREAM_RECORDS_READ_TOTAL, "reader" => if ingest.replay.is_some() { "replay" } else { "poller" })
+                metrics::counter!(names::STREAM_RECORDS_READ_TOTAL, "reader" => reader)
                     .increment(records.len() as u64);
                 if !records.is_empty() && state.pending.is_empty() {
                     state.window_opened = Some(Instant::now());
@@ -351,11 +357,6 @@ pub async fn read_stream(
             save(checkpoints, settings)?;
         }
         done.millis_behind_latest = slowest;
-        let reader = if ingest.replay.is_some() {
-            "replay"
-        } else {
-            "poller"
-        };
         metrics::gauge!(names::STREAM_BEHIND_LATEST_SECONDS, "reader" => reader)
             .set(slowest as f64 / 1000.0);
         progress(&done);

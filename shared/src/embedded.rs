@@ -179,6 +179,31 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Every entry of a batch call that failed as a whole.
+fn whole_call_failed<S>(indices: &[usize], err: &EmbeddedError) -> EntryReport<S> {
+    EntryReport::all_failed(
+        indices,
+        "EmbeddedDatabase",
+        &err.to_string(),
+        err.is_retryable(),
+    )
+}
+
+/// The report of a batch call that is one transaction: its entries succeeded together,
+/// or all failed with the call.
+fn entry_report<S>(
+    indices: &[usize],
+    result: Result<Vec<(usize, S)>, EmbeddedError>,
+) -> EntryReport<S> {
+    match result {
+        Ok(succeeded) => EntryReport {
+            succeeded,
+            failed: Vec::new(),
+        },
+        Err(err) => whole_call_failed(indices, &err),
+    }
+}
+
 /// A queue of the embedded database, with an optional dead-letter queue.
 #[derive(Debug, Clone)]
 pub struct EmbeddedQueue {
@@ -393,15 +418,7 @@ impl WorkQueue for EmbeddedQueue {
                 Ok(ids)
             })
             .await;
-        match sent {
-            Ok(ids) => report.succeeded.extend(ids),
-            Err(err) => report.merge(EntryReport::all_failed(
-                &sendable,
-                "EmbeddedDatabase",
-                &err.to_string(),
-                err.is_retryable(),
-            )),
-        }
+        report.merge(entry_report(&sendable, sent));
         report.sort_by_index();
         report
     }
@@ -469,12 +486,7 @@ impl WorkQueue for EmbeddedQueue {
                 }
                 report
             }
-            Err(err) => EntryReport::all_failed(
-                &indices,
-                "EmbeddedDatabase",
-                &err.to_string(),
-                err.is_retryable(),
-            ),
+            Err(err) => whole_call_failed(&indices, &err),
         }
     }
 
@@ -749,15 +761,7 @@ impl RecordStream for EmbeddedStream {
                 Ok(locations)
             })
             .await;
-        match put {
-            Ok(locations) => report.succeeded.extend(locations),
-            Err(err) => report.merge(EntryReport::all_failed(
-                &sendable,
-                "EmbeddedDatabase",
-                &err.to_string(),
-                err.is_retryable(),
-            )),
-        }
+        report.merge(entry_report(&sendable, put));
         report.sort_by_index();
         report
     }

@@ -31,25 +31,7 @@ pub struct PostgresWarehouse {
 
 /// The warehouse columns of a load schema.
 pub fn column_defs(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, WarehouseError> {
-    schema
-        .fields()
-        .iter()
-        .map(|field| {
-            let sql_type = pg_type(field.data_type()).ok_or_else(|| WarehouseError::Schema {
-                dataset: dataset.to_owned(),
-                reason: format!(
-                    "column {:?} has type {} with no warehouse mapping",
-                    field.name(),
-                    field.data_type()
-                ),
-            })?;
-            Ok(ColumnDef {
-                name: field.name().clone(),
-                sql_type,
-                nullable: field.is_nullable(),
-            })
-        })
-        .collect()
+    sql::typed_columns(dataset, schema, "warehouse", pg_type)
 }
 
 impl PostgresWarehouse {

@@ -88,26 +88,7 @@ fn staged_type(data_type: &DataType) -> DataType {
 
 /// The warehouse columns of a load schema.
 pub fn redshift_columns(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, WarehouseError> {
-    schema
-        .fields()
-        .iter()
-        .map(|field| {
-            let sql_type =
-                redshift_type(field.data_type()).ok_or_else(|| WarehouseError::Schema {
-                    dataset: dataset.to_owned(),
-                    reason: format!(
-                        "column {:?} has type {} with no Redshift mapping",
-                        field.name(),
-                        field.data_type()
-                    ),
-                })?;
-            Ok(ColumnDef {
-                name: field.name().clone(),
-                sql_type,
-                nullable: field.is_nullable(),
-            })
-        })
-        .collect()
+    sql::typed_columns(dataset, schema, "Redshift", redshift_type)
 }
 
 /// A literal for the few values COPY only takes as text (an S3 URL, a role ARN). Both are

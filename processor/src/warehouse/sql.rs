@@ -56,6 +56,36 @@ pub fn qualified(table: &TableName) -> String {
     )
 }
 
+/// The warehouse columns of a load schema, each typed by `sql_type`; a type it cannot
+/// map fails naming the column and `warehouse` (the sinks differ only in their types).
+pub(crate) fn typed_columns(
+    dataset: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+    warehouse: &str,
+    sql_type: impl Fn(&datafusion::arrow::datatypes::DataType) -> Option<String>,
+) -> Result<Vec<ColumnDef>, super::WarehouseError> {
+    schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let sql_type =
+                sql_type(field.data_type()).ok_or_else(|| super::WarehouseError::Schema {
+                    dataset: dataset.to_owned(),
+                    reason: format!(
+                        "column {:?} has type {} with no {warehouse} mapping",
+                        field.name(),
+                        field.data_type()
+                    ),
+                })?;
+            Ok(ColumnDef {
+                name: field.name().clone(),
+                sql_type,
+                nullable: field.is_nullable(),
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn column_list(columns: &[ColumnDef], prefix: &str) -> String {
     columns
         .iter()

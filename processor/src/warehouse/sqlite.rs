@@ -61,26 +61,9 @@ fn sqlite_type(data_type: &DataType) -> Option<&'static str> {
 
 /// The warehouse columns of a load schema.
 fn column_defs(dataset: &str, schema: &SchemaRef) -> Result<Vec<ColumnDef>, WarehouseError> {
-    schema
-        .fields()
-        .iter()
-        .map(|field| {
-            let sql_type =
-                sqlite_type(field.data_type()).ok_or_else(|| WarehouseError::Schema {
-                    dataset: dataset.to_owned(),
-                    reason: format!(
-                        "column {:?} has type {} with no embedded warehouse mapping",
-                        field.name(),
-                        field.data_type()
-                    ),
-                })?;
-            Ok(ColumnDef {
-                name: field.name().clone(),
-                sql_type: sql_type.to_owned(),
-                nullable: field.is_nullable(),
-            })
-        })
-        .collect()
+    sql::typed_columns(dataset, schema, "embedded warehouse", |data_type| {
+        sqlite_type(data_type).map(str::to_owned)
+    })
 }
 
 fn statement_error(
