@@ -149,8 +149,23 @@ start_postgres() {
   if [ "$(id -u)" = 0 ]; then chown postgres "$STATE" "$STATE/pg" "$STATE/tls/server.key"; chmod 755 "$STATE" "$STATE/tls"; fi
   pg_run "'$PG_BIN/initdb' -D '$STATE/pg/data' -U postgres --auth=trust -E UTF8 --no-locale --no-sync" >"$STATE/initdb.log" 2>&1 \
     || { cat "$STATE/initdb.log" >&2; die "initdb failed"; }
-  pg_run "'$PG_BIN/pg_ctl' -D '$STATE/pg/data' -l '$STATE/pg/log' -w -t 60 -o \"-c listen_addresses=127.0.0.1 -p $PG_PORT -k '$STATE/pg' -c fsync=off -c max_connections=200 -c ssl=on -c ssl_cert_file='$STATE/tls/server.crt' -c ssl_key_file='$STATE/tls/server.key'\" start" >/dev/null
+  local options="-c listen_addresses=127.0.0.1 -p $PG_PORT -k '$STATE/pg' -c fsync=off -c max_connections=200 -c ssl=on -c ssl_cert_file='$STATE/tls/server.crt' -c ssl_key_file='$STATE/tls/server.key'"
+  local start="'$PG_BIN/pg_ctl' -D '$STATE/pg/data' -l '$STATE/pg/log' -w -t 60 -o \"$options\" start"
+  pg_run "$start" >/dev/null
   PG_STARTED=1
+  # For the fault tests: `pg-ctl crash` stops the server the way a crash or a failover
+  # does (immediate shutdown, no checkpoint), `pg-ctl start` brings it back.
+  cat >"$STATE/pg-ctl" <<SCRIPT
+#!/bin/sh
+set -e
+run() { if [ "\$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "\$1"; else sh -c "\$1"; fi; }
+case "\$1" in
+  crash) run "'$PG_BIN/pg_ctl' -D '$STATE/pg/data' -m immediate -w stop" ;;
+  start) run "$(printf '%s' "$start" | sed 's/\\/\\\\/g; s/"/\\"/g')" ;;
+  *) echo "usage: \$0 crash|start" >&2; exit 2 ;;
+esac
+SCRIPT
+  chmod 755 "$STATE/pg-ctl"
   log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
 }
 
@@ -165,6 +180,7 @@ export TEST_INGEST_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export TEST_INGEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 # The server also speaks TLS with a certificate from this CA (see make_certificates).
 export TEST_INGEST_POSTGRES_CA="$STATE/tls/ca.crt" TEST_INGEST_OTHER_CA="$STATE/tls/other-ca.crt"
+export TEST_INGEST_POSTGRES_CTL="$STATE/pg-ctl"
 # Dummy credentials for the emulator; no instance metadata look-ups.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
@@ -172,7 +188,7 @@ unset AWS_PROFILE AWS_ENDPOINT_URL
 
 if [ "$SERVE" = 1 ]; then
   log "peers are up; in another shell:"
-  echo "export TEST_INGEST_AWS_ENDPOINT=$TEST_INGEST_AWS_ENDPOINT TEST_INGEST_POSTGRES_URL=$TEST_INGEST_POSTGRES_URL TEST_INGEST_POSTGRES_CA=$TEST_INGEST_POSTGRES_CA TEST_INGEST_OTHER_CA=$TEST_INGEST_OTHER_CA AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
+  echo "export TEST_INGEST_AWS_ENDPOINT=$TEST_INGEST_AWS_ENDPOINT TEST_INGEST_POSTGRES_URL=$TEST_INGEST_POSTGRES_URL TEST_INGEST_POSTGRES_CA=$TEST_INGEST_POSTGRES_CA TEST_INGEST_OTHER_CA=$TEST_INGEST_OTHER_CA TEST_INGEST_POSTGRES_CTL=$TEST_INGEST_POSTGRES_CTL AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
   log "press Ctrl-C to stop them"
   # A background sleep and `wait`, so Ctrl-C or SIGTERM runs the cleanup at once.
   while true; do sleep 3600 & wait $!; done

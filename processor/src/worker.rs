@@ -530,9 +530,16 @@ impl Worker {
     /// batches are flushed before returning.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut pending: HashMap<String, PendingBatch> = HashMap::new();
+        let mut after_retryable_failure = false;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if std::mem::take(&mut after_retryable_failure) {
+                self.wait_for_warehouse(&mut shutdown).await;
+                if *shutdown.borrow() {
+                    break;
+                }
             }
             let now = tokio::time::Instant::now();
             let wait = pending
@@ -584,12 +591,13 @@ impl Worker {
                         let full = batch.rows >= self.batching.max_rows
                             || batch.bytes >= self.batching.max_bytes;
                         if full && let Some(batch) = pending.remove(&dataset) {
-                            self.flush(batch).await;
+                            after_retryable_failure |= self.flush(batch).await;
                         }
                     }
                     _ => {
                         heartbeat.abort();
-                        self.handle(&message).await;
+                        let outcome = self.handle(&message).await;
+                        after_retryable_failure |= matches!(outcome, Outcome::Released { .. });
                     }
                 }
             }
@@ -601,7 +609,7 @@ impl Worker {
                 .collect();
             for dataset in due {
                 if let Some(batch) = pending.remove(&dataset) {
-                    self.flush(batch).await;
+                    after_retryable_failure |= self.flush(batch).await;
                 }
             }
         }
@@ -610,11 +618,44 @@ impl Worker {
         }
     }
 
+    /// After a retryable failure the warehouse may be down: take no more work until it
+    /// answers, so an outage costs each message one receive, not its whole allowance of
+    /// receives before the dead-letter queue.
+    async fn wait_for_warehouse(&self, shutdown: &mut watch::Receiver<bool>) {
+        let mut delay = Duration::from_millis(250);
+        let mut unreachable_since: Option<std::time::Instant> = None;
+        loop {
+            match self.warehouse.ping().await {
+                Ok(()) => {
+                    if let Some(since) = unreachable_since {
+                        tracing::info!(
+                            after_secs = since.elapsed().as_secs(),
+                            "the warehouse answers again; taking work"
+                        );
+                    }
+                    return;
+                }
+                Err(err) => {
+                    if unreachable_since.is_none() {
+                        tracing::warn!(error = %err, "the warehouse does not answer; taking no work until it does");
+                        unreachable_since = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
     /// Loads a micro-batch in one transaction and deletes its messages. If the batch fails,
-    /// each item is retried alone, so one bad item cannot hold the others back.
-    async fn flush(&self, batch: PendingBatch) {
+    /// each item is retried alone, so one bad item cannot hold the others back. Returns
+    /// whether an item was released for a retry.
+    async fn flush(&self, batch: PendingBatch) -> bool {
         if batch.items.is_empty() {
-            return;
+            return false;
         }
         let messages: Vec<&ReceivedMessage> = batch.items.iter().map(|(m, _, _)| m).collect();
         let started = std::time::Instant::now();
@@ -652,12 +693,16 @@ impl Worker {
                         "work item handled in a micro-batch"
                     );
                 }
+                false
             }
             Err(err) => {
                 tracing::warn!(error = %err, items = messages.len(), "micro-batch failed; loading its items one by one");
+                let mut released = false;
                 for message in messages {
-                    self.handle(message).await;
+                    let outcome = self.handle(message).await;
+                    released |= matches!(outcome, Outcome::Released { .. });
                 }
+                released
             }
         }
     }

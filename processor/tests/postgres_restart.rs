@@ -1,0 +1,134 @@
+//! PostgreSQL crashed (immediate shutdown, as in a crash or a failover) and started again
+//! at random points while the `processor serve` binary loads: the processor stays up,
+//! takes no work while the warehouse is down (so the outages do not use up the messages'
+//! receives before the dead-letter queue), and the warehouse ends with every row once.
+//!
+//! The server is the one `scripts/peers.sh` started, controlled through its `pg-ctl`
+//! script; this is the only test in its binary, as the outages would fail other tests.
+
+#[path = "support/faults.rs"]
+mod faults;
+
+use std::time::Duration;
+
+use faults::{FaultFixture, MAX_RECEIVE_COUNT, Scale, seed};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shared::testing::{aws_endpoint, eventually, postgres_url};
+
+/// Runs `pg-ctl crash|start`; dropping it starts the server again if a test failed with
+/// it down, so the tests that follow find it up.
+struct Server {
+    control: String,
+    down: bool,
+}
+
+impl Server {
+    fn new() -> Self {
+        let control = std::env::var("TEST_INGEST_POSTGRES_CTL").unwrap_or_else(|_| {
+            panic!("TEST_INGEST_POSTGRES_CTL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+        });
+        Self {
+            control,
+            down: false,
+        }
+    }
+
+    fn run(&mut self, action: &str) {
+        let output = std::process::Command::new(&self.control)
+            .arg(action)
+            .output()
+            .expect("run pg-ctl");
+        assert!(
+            output.status.success(),
+            "pg-ctl {action}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.down = action == "crash";
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.down {
+            self.run("start");
+        }
+    }
+}
+
+#[tokio::test]
+async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
+    let scale = Scale::from_env();
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut server = Server::new();
+    let fixture = FaultFixture::new("pg-restart").await;
+    let config = fixture.config(&aws_endpoint(), &postgres_url());
+    fixture.make_duplicates_visible(&config).await;
+    let (items, expected) = fixture
+        .upload_order_items(scale.files * 2, scale.rows_per_file)
+        .await;
+    fixture.send_items(&items).await;
+
+    let mut processor = fixture.start_processor(&config);
+    eventually("the first loads", Duration::from_secs(60), || async {
+        (fixture.ledger_entries().await? > 0).then_some(())
+    })
+    .await;
+    let mut crashes = 0;
+    let mut during_loads = 0;
+    let mut downtime = Duration::ZERO;
+    for crash in 0..scale.faults {
+        let loaded = fixture.ledger_entries().await.unwrap_or(0);
+        if loaded == items.len() as i64 {
+            break;
+        }
+        let busy = faults::warehouse()
+            .await
+            .expect("connect")
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query NOT LIKE '%pg_stat_activity%' AND backend_type = 'client backend'",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get::<_, i64>(0);
+        server.run("crash");
+        crashes += 1;
+        if busy > 0 {
+            during_loads += 1;
+        }
+        // The first outage outlasts the retry backoffs of five receives (1+2+4+4 s), the
+        // rest are short.
+        let down_for = if crash == 0 {
+            Duration::from_secs(16)
+        } else {
+            Duration::from_millis(rng.random_range(200..3_000))
+        };
+        downtime += down_for;
+        tokio::time::sleep(down_for).await;
+        server.run("start");
+        processor.assert_running();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_500))).await;
+    }
+    fixture
+        .wait_until_loaded(items.len(), 0, Duration::from_secs(300))
+        .await;
+    processor.assert_running();
+    let found = fixture.assert_rows_exact(&expected).await;
+    let dead = fixture.dead_letters().await;
+    assert!(
+        dead.is_empty(),
+        "outages pushed good items to the DLQ (max receive count {MAX_RECEIVE_COUNT}): {dead:?}"
+    );
+    assert!(
+        during_loads > 0,
+        "no crash landed during a load: the scenario proved nothing"
+    );
+    println!(
+        "FAULTS postgres seed={seed} crashes={crashes} during_loads={during_loads} downtime_ms={} items={} rows_expected={} rows_found={found}",
+        downtime.as_millis(),
+        items.len(),
+        expected.len()
+    );
+}
