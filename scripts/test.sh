@@ -4,19 +4,23 @@
 # Runs `cargo fmt --check` and `cargo clippy -D warnings`, then `cargo test` for the whole
 # workspace with the AWS emulator (moto server) and PostgreSQL started on loopback by
 # scripts/peers.sh, which installs them first if they are missing and stops them after;
-# then the offline checks of the AWS stack (scripts/infra-check.sh: cfn-lint, checkov, IAM).
+# then the offline checks of the AWS stack (scripts/infra-check.sh: cfn-lint, checkov, IAM),
+# then a bounded run of every fuzz target (scripts/fuzz.sh, FUZZ_SECONDS each, default 20).
 #
-# Usage: scripts/test.sh [--no-lint] [-- <extra cargo test args>]
+# Usage: scripts/test.sh [--no-lint] [--no-fuzz] [-- <extra cargo test args>]
 #   --no-lint   skip fmt and clippy (quicker local iterations)
+#   --no-fuzz   skip the fuzz run (it builds a nightly workspace of its own, ~6 min cold)
 #   --serve     start the peers, print their endpoints and wait (for running tests by hand)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LINT=1
+FUZZ=1
 CARGO_TEST_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-lint) LINT=0 ;;
+    --no-fuzz) FUZZ=0 ;;
     --serve) exec bash "$ROOT/scripts/peers.sh" --serve ;;
     --) shift; CARGO_TEST_ARGS=("$@"); break ;;
     *) echo "unknown option: $1 (see the header of $0)" >&2; exit 2 ;;
@@ -28,9 +32,13 @@ cd "$ROOT"
 if [ "$LINT" = 1 ]; then
   echo "[test.sh] cargo fmt --check" >&2
   cargo fmt --all -- --check
+  cargo fmt --manifest-path fuzz/Cargo.toml -- --check
   echo "[test.sh] cargo clippy -D warnings" >&2
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 bash "$ROOT/scripts/peers.sh" cargo test --workspace --locked "${CARGO_TEST_ARGS[@]}"
 bash "$ROOT/scripts/infra-check.sh"
+if [ "$FUZZ" = 1 ]; then
+  bash "$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
+fi
 echo "[test.sh] all tests passed" >&2
