@@ -295,22 +295,7 @@ log_format = "text"
         .await;
         processor.kill();
         let client = warehouse().await.expect("connect");
-        let rows = client
-            .query(
-                "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'order_items' AND indexdef LIKE 'CREATE UNIQUE INDEX%'",
-                &[&self.schemas.sales],
-            )
-            .await
-            .expect("indexes");
-        assert_eq!(rows.len(), 1, "one unique index on the target");
-        let index: String = rows[0].get(0);
-        client
-            .batch_execute(&format!(
-                "DROP INDEX {sales}.\"{index}\"; CREATE INDEX \"{index}\" ON {table} (order_id, line_number)",
-                sales = self.schemas.sales
-            ))
-            .await
-            .expect("swap the index");
+        without_unique_index(&client, &self.schemas.sales, "order_items").await;
     }
 
     /// Ledger entries of `order_items` items, or `None` while the warehouse is down.
@@ -454,6 +439,25 @@ impl Drop for FaultFixture {
             std::fs::remove_dir_all(&self.dir).ok();
         }
     }
+}
+
+/// Replaces the unique index on a target's merge key with a plain one of the same name
+/// (which the processor's `CREATE UNIQUE INDEX IF NOT EXISTS` then keeps), so the target
+/// behaves like a Redshift table: a row loaded twice is stored twice.
+pub async fn without_unique_index(client: &tokio_postgres::Client, schema: &str, table: &str) {
+    let rows = client
+        .query(
+            "SELECT indexname, regexp_replace(indexdef, '^CREATE UNIQUE INDEX', 'CREATE INDEX') FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexdef LIKE 'CREATE UNIQUE INDEX%'",
+            &[&schema, &table],
+        )
+        .await
+        .expect("indexes");
+    assert_eq!(rows.len(), 1, "one unique index on {schema}.{table}");
+    let (index, plain): (String, String) = (rows[0].get(0), rows[0].get(1));
+    client
+        .batch_execute(&format!("DROP INDEX \"{schema}\".\"{index}\"; {plain}"))
+        .await
+        .expect("swap the index");
 }
 
 /// A new warehouse session, or `None` if it cannot be opened (the server is down).
