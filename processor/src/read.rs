@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
+use datafusion::arrow::compute::can_cast_types;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
@@ -21,7 +22,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore};
-use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat};
+use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat, type_label};
 use shared::envelope::{ByteRange, FileItem, normalize_etag};
 use shared::error::{Classify, Retryability};
 use tokio::sync::mpsc;
@@ -619,6 +620,30 @@ async fn read_parquet(
                 missing.join(", "),
                 found.join(", ")
             ),
+        });
+    }
+    // A column whose Parquet type cannot become the dataset's type fails every row: say
+    // which, before reading any.
+    let unconvertible: Vec<String> = column_indices
+        .iter()
+        .zip(&dataset.columns)
+        .filter_map(|(index, column)| {
+            let file_type = file_schema.field(index.as_ref().copied()?).data_type();
+            (!can_cast_types(file_type, &column.data_type)).then(|| {
+                format!(
+                    "{} is {} in the file, which cannot become {}",
+                    column.name,
+                    type_label(file_type),
+                    type_label(&column.data_type)
+                )
+            })
+        })
+        .collect();
+    if !unconvertible.is_empty() {
+        return Err(ReadError::Shape {
+            source_url: url.clone(),
+            dataset: dataset.name.clone(),
+            reason: format!("column {}", unconvertible.join("; column ")),
         });
     }
     let groups = parquet_row_groups(builder.metadata(), item.range);
