@@ -62,6 +62,23 @@ pub fn decode_event_key(encoded: &str) -> Result<String, KeyError> {
     })
 }
 
+/// Encodes a key the way S3 does in event notifications: `+` for a space, `%XX` for every
+/// byte outside the unreserved set. The inverse of [`decode_event_key`]; for building
+/// events (backfills, tests).
+pub fn encode_event_key(key: &str) -> String {
+    let mut encoded = String::with_capacity(key.len() * 3);
+    for byte in key.bytes() {
+        match byte {
+            b' ' => encoded.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                encoded.push(char::from(byte))
+            }
+            other => encoded.push_str(&format!("%{other:02X}")),
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +104,16 @@ mod tests {
             "either case"
         );
         assert_eq!(decode_event_key("plain.csv").as_deref(), Ok("plain.csv"));
+    }
+
+    #[test]
+    fn encoding_is_what_s3_sends_and_decodes_back() {
+        let key = "landing/a b+c%d/Zürich 📦.csv";
+        assert_eq!(
+            encode_event_key(key),
+            "landing/a+b%2Bc%25d/Z%C3%BCrich+%F0%9F%93%A6.csv"
+        );
+        assert_eq!(decode_event_key(&encode_event_key(key)).as_deref(), Ok(key));
     }
 
     #[test]

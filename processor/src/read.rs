@@ -136,7 +136,9 @@ fn check_etag(item: &FileItem, meta: &object_store::ObjectMeta) -> Result<(), Re
 pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
     ObjectPath::parse(&item.key).map_err(|err| ReadError::Object {
         source_url: source_url(item),
-        reason: format!("the key cannot be addressed through object_store ({err})"),
+        reason: format!(
+            "the key cannot be read by this build ({err}); copy the object to a key without empty, `.` or `..` segments and control characters to load it"
+        ),
         retryable: false,
     })
 }

@@ -319,11 +319,13 @@ log_format = "text"
     pub async fn wait_until_loaded(&self, items: usize, dead_letters: u64, timeout: Duration) {
         eventually("every item in the ledger", timeout, || async {
             let (dead, in_flight) = queue_depth(&self.clients.sqs, &self.dlq_url).await;
-            assert!(
-                dead + in_flight <= dead_letters,
-                "{} messages in the dead-letter queue, {dead_letters} expected",
-                dead + in_flight
-            );
+            if dead + in_flight > dead_letters {
+                panic!(
+                    "{} messages in the dead-letter queue, {dead_letters} expected: {:#?}",
+                    dead + in_flight,
+                    self.dead_letters().await
+                );
+            }
             (self.ledger_entries().await? >= items as i64).then_some(())
         })
         .await;
