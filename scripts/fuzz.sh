@@ -34,10 +34,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
-# Seeds checked in with the project: work items are the envelope's own fixtures.
+# Seeds checked in with the project: the envelope's fixtures, the bad-record corpus.
 seeds_of() {
   case "$1" in
     work_item) echo "$ROOT/shared/tests/fixtures/work_items/valid $ROOT/shared/tests/fixtures/work_items/invalid" ;;
+    stream_record) echo "$ROOT/fuzz/seeds/stream_record $ROOT/testdata/bad-records" ;;
     *) echo "$ROOT/fuzz/seeds/$1" ;;
   esac
 }

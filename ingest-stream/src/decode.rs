@@ -11,6 +11,7 @@ pub const MAX_DECOMPRESSED_BYTES: u64 = 16 * 1024 * 1024;
 
 const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Why a record's bytes could not be decoded; the record is quarantined with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +70,8 @@ pub fn json_value(data: &[u8]) -> Result<serde_json::Value, DecodeError> {
     } else {
         data
     };
+    // Some producers (.NET, PowerShell) start UTF-8 text with a byte order mark.
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     serde_json::from_slice(bytes).map_err(|err| DecodeError::Json {
         reason: err.to_string(),
     })
