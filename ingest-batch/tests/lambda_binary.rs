@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use aws_sdk_s3::primitives::ByteStream;
 use shared::envelope::WorkItem;
-use shared::testing::{aws_endpoint, clients, create_queue, unique_name};
+use shared::testing::{aws_endpoint, clients, create_bucket, create_queue, unique_name};
 use support::runtime_api::{self, Call, next_call};
 
 const CATALOG: &str = r#"
@@ -24,14 +24,7 @@ columns = [{ name = "order_id", type = "int64", nullable = false }]
 #[tokio::test]
 async fn the_binary_serves_invocations_through_the_runtime_api() {
     let clients = clients().await;
-    let bucket = unique_name("lambda").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "lambda").await;
     let key = "landing/orders/2026 11 24/déjà+vu.jsonl";
     let put = clients
         .s3

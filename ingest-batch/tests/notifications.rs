@@ -11,7 +11,7 @@ use ingest_batch::plan::{FilePlanner, S3Objects};
 use shared::catalog::Catalog;
 use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
 use shared::queue::{SqsQueue, WorkQueue};
-use shared::testing::{clients, create_queue, unique_name};
+use shared::testing::{clients, create_bucket, create_queue};
 
 const CATALOG: &str = r#"
 [datasets.orders]
@@ -74,14 +74,7 @@ async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>)
 #[tokio::test]
 async fn real_notifications_become_work_items_for_the_right_objects_and_parts() {
     let clients = clients().await;
-    let bucket = unique_name("landing").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create bucket");
+    let bucket = create_bucket(&clients.s3, "landing").await;
     let notifications_url = create_queue(&clients.sqs, &[]).await;
     let work_url = create_queue(&clients.sqs, &[]).await;
     let notifications_arn = SqsQueue::new(
@@ -347,14 +340,7 @@ fn assert_csv_parts_hold_the_same_rows(body: &[u8], parts: &[&FileItem]) {
 #[tokio::test]
 async fn objects_changed_since_the_event_are_skipped_as_gone() {
     let clients = clients().await;
-    let bucket = unique_name("gone").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "gone").await;
     let body = jsonl_body(200 * 1024);
     upload(&clients.s3, &bucket, "landing/orders/x.jsonl", body.clone()).await;
     let work_url = create_queue(&clients.sqs, &[]).await;

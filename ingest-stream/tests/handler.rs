@@ -19,7 +19,7 @@ use shared::queue::{
     WorkQueue,
 };
 use shared::retry::EntryFailure;
-use shared::testing::{clients, create_queue, unique_name};
+use shared::testing::{clients, create_bucket, create_queue, get_object_bytes};
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 const KPL_FIXTURE: &str = include_str!("fixtures/kpl/three-records.b64");
@@ -53,14 +53,7 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let clients = clients().await;
-        let bucket = unique_name("stream").to_lowercase();
-        clients
-            .s3
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("bucket");
+        let bucket = create_bucket(&clients.s3, "stream").await;
         let url = create_queue(&clients.sqs, &[]).await;
         let queue = Arc::new(SqsQueue::new(
             clients.sqs.clone(),
@@ -126,21 +119,9 @@ impl Fixture {
             .expect("list");
         let mut bodies = Vec::new();
         for object in listed.contents() {
-            let body = self
-                .clients
-                .s3
-                .get_object()
-                .bucket(&self.bucket)
-                .key(object.key().expect("key"))
-                .send()
-                .await
-                .expect("get")
-                .body
-                .collect()
-                .await
-                .expect("body")
-                .into_bytes();
-            bodies.push(String::from_utf8(body.to_vec()).expect("utf8"));
+            let body =
+                get_object_bytes(&self.clients.s3, &self.bucket, object.key().expect("key")).await;
+            bodies.push(String::from_utf8(body).expect("utf8"));
         }
         bodies
     }

@@ -9,7 +9,7 @@ mod runtime_api;
 use std::process::Stdio;
 
 use runtime_api::{Call, next_call};
-use shared::testing::{aws_endpoint, clients, create_queue, unique_name};
+use shared::testing::{aws_endpoint, clients, create_bucket, create_queue, unique_name};
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 
@@ -35,14 +35,7 @@ fn kinesis_record(sequence: &str, data: &[u8]) -> serde_json::Value {
 #[tokio::test]
 async fn the_binary_handles_a_kinesis_event_through_the_runtime_api() {
     let clients = clients().await;
-    let bucket = unique_name("quarantine").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "quarantine").await;
     let queue_url = create_queue(&clients.sqs, &[]).await;
     let good = br#"{"event_type":"order_status_changed","event_id":"e1","order_id":1,"status":"paid","occurred_at":"2026-11-24T10:00:00Z"}"#;
     let event = serde_json::json!({"Records": [

@@ -12,7 +12,7 @@ use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
-use shared::testing::{clients, create_queue, unique_name};
+use shared::testing::{clients, create_bucket, create_queue, get_object_bytes};
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 
@@ -56,14 +56,7 @@ async fn every_bad_record_has_its_defined_outcome() {
     assert_eq!(listed, on_disk, "every corpus file has an expected outcome");
 
     let clients = clients().await;
-    let bucket = unique_name("records").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "records").await;
     let queue = Arc::new(SqsQueue::new(
         clients.sqs.clone(),
         &create_queue(&clients.sqs, &[]).await,
@@ -144,18 +137,7 @@ async fn quarantine_reason(s3: &aws_sdk_s3::Client, bucket: &str, index: usize) 
     let [object] = listed.contents() else {
         return format!("{} quarantine objects", listed.contents().len());
     };
-    let body = s3
-        .get_object()
-        .bucket(bucket)
-        .key(object.key().expect("key"))
-        .send()
-        .await
-        .expect("get")
-        .body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes();
+    let body = get_object_bytes(s3, bucket, object.key().expect("key")).await;
     let entry: serde_json::Value =
         serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap_or_default())
             .expect("a JSON entry");

@@ -17,7 +17,7 @@ use shared::catalog::Catalog;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, clients, create_queue, emulator_settings, postgres_url, unique_name,
+    TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -88,14 +88,7 @@ async fn backfill_enqueues_every_object_once_and_a_second_run_loads_nothing_new(
             .expect("target");
     }
 
-    let bucket = unique_name("backfill").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "backfill").await;
     let uploads: Vec<(&str, Vec<u8>)> = vec![
         ("landing/customers/2026/part one.csv", customers_csv(1, 50)),
         ("landing/customers/2026/big+file é.csv", customers_csv(1000, 3000)),

@@ -2,8 +2,8 @@
 //! killed at random points, its connection to the emulator is cut, slowed, throttled and
 //! stalled, every message is delivered several times, and poison messages are mixed with
 //! good ones. Each scenario ends with an exact check of the warehouse: every expected row
-//! once, nothing else. `INGEST_FAULT_SCALE=large` runs more work and more faults;
-//! `INGEST_FAULT_SEED` repeats a run's random choices (each scenario prints its seed).
+//! once, nothing else. `TEST_INGEST_FAULT_SCALE=large` runs more work and more faults;
+//! `TEST_INGEST_FAULT_SEED` repeats a run's random choices (each scenario prints its seed).
 //! PostgreSQL restarts are in `postgres_restart.rs` (they would disturb these tests).
 
 #[path = "support/faults.rs"]
@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::OutgoingMessage;
-use shared::testing::{aws_endpoint, eventually, postgres_url, queue_depth};
+use shared::testing::{aws_endpoint, eventually, get_object_bytes, postgres_url, queue_depth};
 
 #[tokio::test]
 async fn sigkill_at_random_points_loses_nothing_and_doubles_nothing() {
@@ -67,7 +67,7 @@ async fn sigkill_at_random_points_loses_nothing_and_doubles_nothing() {
     }
     let _last = fixture.start_processor(&config);
     fixture
-        .wait_until_loaded(items.len(), 0, Duration::from_secs(300))
+        .wait_until_loaded(items.len(), 0, scale.timeout)
         .await;
     let found = fixture.assert_rows_exact(&expected).await;
     assert!(
@@ -115,7 +115,7 @@ async fn a_faulty_network_to_the_emulator_loses_nothing_and_doubles_nothing() {
     let config = fixture.config(&proxy.url(), &postgres_url());
     let mut processor = fixture.start_processor(&config);
     fixture
-        .wait_until_loaded(items.len(), 0, Duration::from_secs(300))
+        .wait_until_loaded(items.len(), 0, scale.timeout)
         .await;
     processor.assert_running();
     let found = fixture.assert_rows_exact(&expected).await;
@@ -173,21 +173,7 @@ async fn a_duplicate_storm_loads_every_row_once() {
         let WorkItem::File(file) = item else {
             unreachable!("file items")
         };
-        let body = fixture
-            .clients
-            .s3
-            .get_object()
-            .bucket(&file.bucket)
-            .key(&file.key)
-            .send()
-            .await
-            .expect("get")
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .to_vec();
+        let body = get_object_bytes(&fixture.clients.s3, &file.bucket, &file.key).await;
         let again = fixture.upload(&file.key, body).await;
         assert_eq!(
             again.idempotency_key(),
@@ -201,7 +187,7 @@ async fn a_duplicate_storm_loads_every_row_once() {
 
     let deliveries = storm.len() + uploaded_again;
     fixture
-        .wait_until_loaded(items.len(), 0, Duration::from_secs(300))
+        .wait_until_loaded(items.len(), 0, scale.timeout)
         .await;
     let found = fixture.assert_rows_exact(&expected).await;
     assert!(fixture.dead_letters().await.is_empty());
@@ -324,7 +310,7 @@ async fn poison_messages_go_to_the_dlq_with_reasons_and_the_good_ones_load() {
 
     let _processor = fixture.start_processor(&config);
     fixture
-        .wait_until_loaded(items.len(), poison.len() as u64, Duration::from_secs(300))
+        .wait_until_loaded(items.len(), poison.len() as u64, scale.timeout)
         .await;
     let found = fixture.assert_rows_exact(&expected).await;
     let mut dead = fixture.dead_letters().await;

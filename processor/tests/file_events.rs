@@ -20,7 +20,7 @@ use shared::config::EventSettings;
 use shared::envelope::{FileItem, MessageSizeLimit, WorkItem};
 use shared::queue::{OutgoingMessage, ReceivedMessage, SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, clients, create_queue, emulator_settings, postgres_url, unique_name,
+    TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url, unique_name,
 };
 
 /// Rows per split file: enough for four or more 64 KiB parts.
@@ -85,14 +85,7 @@ impl Fixture {
             let schema = pipeline.load_schema(&dataset.name).expect("planned");
             setup.ensure_target(dataset, schema).await.expect("target");
         }
-        let bucket = unique_name("events").to_lowercase();
-        clients
-            .s3
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("bucket");
+        let bucket = create_bucket(&clients.s3, "events").await;
 
         // A bus whose rule forwards the platform's events to a queue the test reads.
         let eventbridge = aws_sdk_eventbridge::Client::new(&sdk_config);

@@ -112,7 +112,7 @@ async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_500))).await;
     }
     fixture
-        .wait_until_loaded(items.len(), 0, Duration::from_secs(300))
+        .wait_until_loaded(items.len(), 0, scale.timeout)
         .await;
     processor.assert_running();
     let found = fixture.assert_rows_exact(&expected).await;

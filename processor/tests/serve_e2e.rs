@@ -15,8 +15,8 @@ use shared::envelope::{
 };
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, aws_endpoint, clients, create_queue_with_dlq, eventually, http_get, metric_value,
-    postgres_url, queue_depth, unique_name, upload_file,
+    TestSchemas, aws_endpoint, clients, create_bucket, create_queue_with_dlq, eventually, http_get,
+    metric_value, postgres_url, queue_depth, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -64,14 +64,7 @@ async fn files_and_records_load_once_and_poison_goes_to_the_dlq() {
         Arc::new(Catalog::from_toml(&schemas.retarget(CATALOG), "test catalog").expect("valid"));
 
     // A gzip CSV with one bad row, under a key with spaces, '+' and unicode.
-    let bucket = unique_name("landing");
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "landing").await;
     let key = "landing/order_items/2024 01/items été+1.csv.gz";
     let csv = "order_id,line_number,product_sku,quantity,unit_price\n\
                1,1,SKU-1,2,9.99\n1,2,SKU-2,1,5.00\n2,1,SKU-3,3,1.10\n2,2,SKU-4,many,1.00\n";

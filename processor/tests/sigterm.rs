@@ -8,8 +8,8 @@ use shared::catalog::FileFormat;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, aws_endpoint, clients, create_queue_with_dlq, eventually, postgres_url,
-    queue_depth, unique_name, upload_file,
+    TestSchemas, aws_endpoint, clients, create_bucket, create_queue_with_dlq, eventually,
+    postgres_url, queue_depth, unique_name, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -24,14 +24,7 @@ async fn sigterm_during_a_load_finishes_it_and_exits_cleanly() {
     let catalog_path = dir.join("catalog.toml");
     std::fs::write(&catalog_path, schemas.retarget(CATALOG)).expect("write catalog");
 
-    let bucket = unique_name("landing");
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "landing").await;
     let rows = 150_000;
     let mut csv = String::from("order_id,line_number,product_sku,quantity,unit_price\n");
     for i in 0..rows {

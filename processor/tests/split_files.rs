@@ -19,7 +19,7 @@ use processor::worker::Pipeline;
 use shared::aws::load_sdk_config;
 use shared::catalog::Catalog;
 use shared::envelope::{FileItem, WorkItem};
-use shared::testing::{TestSchemas, clients, emulator_settings, postgres_url, unique_name};
+use shared::testing::{TestSchemas, clients, create_bucket, emulator_settings, postgres_url};
 
 const CATALOG: &str = r#"
 [datasets.customers]
@@ -178,14 +178,7 @@ impl Side {
 #[tokio::test]
 async fn split_parts_load_exactly_the_rows_of_the_whole_file() {
     let clients = clients().await;
-    let bucket = unique_name("split").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "split").await;
     let sdk_config = load_sdk_config(&emulator_settings()).await;
     let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
     let whole = side(Arc::clone(&stores)).await;

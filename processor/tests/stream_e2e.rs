@@ -22,7 +22,7 @@ use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::stream::{KinesisStream, OutgoingRecord, RecordStream, epoch_millis};
 use shared::testing::{
-    TestSchemas, clients, create_queue, emulator_settings, postgres_url, unique_name,
+    TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url, unique_name,
 };
 
 #[path = "support/faults.rs"]
@@ -106,14 +106,7 @@ async fn setup(shards: i32) -> Setup {
             .await
             .expect("target");
     }
-    let bucket = unique_name("quarantine").to_lowercase();
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
+    let bucket = create_bucket(&clients.s3, "quarantine").await;
     let queue_url = create_queue(&clients.sqs, &[]).await;
     let queue = Arc::new(SqsQueue::new(
         clients.sqs.clone(),

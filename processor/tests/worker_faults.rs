@@ -18,8 +18,8 @@ use shared::catalog::{Catalog, Dataset, FileFormat};
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, clients, create_queue, emulator_settings, postgres_url, queue_depth, unique_name,
-    upload_file,
+    TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url,
+    queue_depth, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
@@ -119,14 +119,7 @@ impl Fixture {
         }
         let queue_url = create_queue(&clients.sqs, &[]).await;
         let dlq_url = create_queue(&clients.sqs, &[]).await;
-        let bucket = unique_name("landing");
-        clients
-            .s3
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("bucket");
+        let bucket = create_bucket(&clients.s3, "landing").await;
         Self {
             queue: Arc::new(SqsQueue::new(
                 clients.sqs.clone(),

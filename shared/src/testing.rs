@@ -61,6 +61,33 @@ where
     }
 }
 
+/// Creates a bucket with a unique name starting with `prefix`; returns its name.
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let bucket = unique_name(prefix).to_lowercase();
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("create bucket {bucket}: {err:?}"));
+    bucket
+}
+
+/// An object's bytes from the emulator's S3.
+pub async fn get_object_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("get s3://{bucket}/{key}: {err:?}"))
+        .body
+        .collect()
+        .await
+        .expect("object body")
+        .into_bytes()
+        .to_vec()
+}
+
 /// Creates a standard queue with a unique name and the given attributes; returns its URL.
 pub async fn create_queue(
     client: &aws_sdk_sqs::Client,

@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 use shared::aws::{AwsClients, AwsSettings};
-use shared::testing::{aws_endpoint, unique_name};
+use shared::testing::{aws_endpoint, create_bucket};
 
 #[tokio::test]
 async fn per_service_endpoints_override_the_global_one() {
@@ -51,14 +51,7 @@ async fn per_service_endpoints_override_the_global_one() {
 #[tokio::test]
 async fn path_style_s3_stores_keys_with_spaces_and_unicode() {
     let clients = shared::testing::clients().await;
-    let bucket = unique_name("landing");
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create bucket");
+    let bucket = create_bucket(&clients.s3, "landing").await;
     let key = "landing/orders/2024 01/façade+été 🚚.csv";
     clients
         .s3

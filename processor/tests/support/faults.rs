@@ -20,8 +20,8 @@ use shared::catalog::FileFormat;
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, clients, create_queue_with_dlq, eventually, postgres_url, queue_depth,
-    unique_name, upload_file,
+    TestSchemas, clients, create_bucket, create_queue_with_dlq, eventually, postgres_url,
+    queue_depth, unique_name, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../../catalog/ecommerce.toml");
@@ -30,35 +30,39 @@ const CATALOG: &str = include_str!("../../../catalog/ecommerce.toml");
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 
 /// How much work and how many faults: small in the test command, larger with
-/// `INGEST_FAULT_SCALE=large`.
+/// `TEST_INGEST_FAULT_SCALE=large`.
 #[derive(Debug, Clone, Copy)]
 pub struct Scale {
     pub files: usize,
     pub rows_per_file: usize,
     pub faults: usize,
+    /// How long a scenario may take to load everything once its faults are over.
+    pub timeout: Duration,
 }
 
 impl Scale {
     pub fn from_env() -> Self {
-        match std::env::var("INGEST_FAULT_SCALE").as_deref() {
+        match std::env::var("TEST_INGEST_FAULT_SCALE").as_deref() {
             Ok("large") => Self {
-                files: 300,
+                files: 200,
                 rows_per_file: 2_000,
-                faults: 40,
+                faults: 30,
+                timeout: Duration::from_secs(1_200),
             },
             _ => Self {
                 files: 40,
                 rows_per_file: 1_000,
                 faults: 8,
+                timeout: Duration::from_secs(300),
             },
         }
     }
 }
 
-/// The seed of a run's random choices: `INGEST_FAULT_SEED` to repeat a run, else the
+/// The seed of a run's random choices: `TEST_INGEST_FAULT_SEED` to repeat a run, else the
 /// clock. Printed by every scenario.
 pub fn seed() -> u64 {
-    std::env::var("INGEST_FAULT_SEED")
+    std::env::var("TEST_INGEST_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -105,14 +109,7 @@ impl FaultFixture {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let catalog_path = dir.join("catalog.toml");
         std::fs::write(&catalog_path, schemas.retarget(CATALOG)).expect("write catalog");
-        let bucket = unique_name("faults");
-        clients
-            .s3
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("bucket");
+        let bucket = create_bucket(&clients.s3, "faults").await;
         let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, MAX_RECEIVE_COUNT).await;
         let queue = SqsQueue::new(clients.sqs.clone(), &queue_url, MessageSizeLimit::default());
         Self {
@@ -278,12 +275,13 @@ log_format = "text"
     /// Lets the processor create the target, then swaps its unique index for a plain one
     /// of the same name (which the processor's `CREATE UNIQUE INDEX IF NOT EXISTS` keeps).
     pub async fn make_duplicates_visible(&self, config: &Path) {
-        let processor = self.start_processor(config);
+        let processor = std::sync::Mutex::new(self.start_processor(config));
         let table = self.order_items_table();
         eventually(
             "the processor to create its tables",
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             || async {
+                processor.lock().expect("lock").assert_running();
                 let client = warehouse().await?;
                 client
                     .query_one(&format!("SELECT count(*) FROM {table}"), &[])
@@ -293,6 +291,7 @@ log_format = "text"
             },
         )
         .await;
+        let processor = processor.into_inner().expect("lock");
         processor.kill();
         let client = warehouse().await.expect("connect");
         without_unique_index(&client, &self.schemas.sales, "order_items").await;
