@@ -531,6 +531,11 @@ impl Worker {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut pending: HashMap<String, PendingBatch> = HashMap::new();
         let mut after_retryable_failure = false;
+        // One message at a time while the work is files, so a worker never holds files it
+        // is not loading: a crash (or a kill) costs each message it held a receive, and
+        // after `maxReceiveCount` of those SQS dead-letters it. Up to ten while the work is
+        // stream items, which are micro-batched.
+        let mut receive_at_most: u8 = 1;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -552,7 +557,7 @@ impl Worker {
                     due.min(self.settings.wait_time)
                 });
             let received = tokio::select! {
-                received = self.queue.receive(10, wait, self.settings.visibility_timeout) => received,
+                received = self.queue.receive(receive_at_most, wait, self.settings.visibility_timeout) => received,
                 _ = shutdown.changed() => break,
             };
             let messages = match received {
@@ -571,11 +576,15 @@ impl Worker {
                     (message, heartbeat)
                 })
                 .collect();
+            if !waiting.is_empty() {
+                receive_at_most = 1;
+            }
             for (message, heartbeat) in waiting.drain(..) {
                 match WorkItem::from_json(&message.body) {
                     Ok(WorkItem::Records(records))
                         if self.pipeline.catalog().get(&records.dataset).is_some() =>
                     {
+                        receive_at_most = 10;
                         let dataset = records.dataset.clone();
                         let batch = pending.entry(dataset.clone()).or_default();
                         batch.rows += match &records.payload {

@@ -55,7 +55,7 @@ async fn sigkill_at_random_points_loses_nothing_and_doubles_nothing() {
         })
         .await;
         let processor = fixture.start_processor(&config);
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2_500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_500))).await;
         processor.kill();
         kills += 1;
         let after = fixture.ledger_entries().await.unwrap_or(0);

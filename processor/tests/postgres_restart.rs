@@ -56,6 +56,29 @@ impl Drop for Server {
     }
 }
 
+/// Waits up to `limit` for a statement of a load to be running; says whether one was.
+async fn load_running(limit: Duration) -> bool {
+    let Some(client) = faults::warehouse().await else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let running: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND query ~* '^\\s*(COPY|MERGE|INSERT|LOCK)'",
+                &[],
+            )
+            .await
+            .map(|row| row.get(0))
+            .unwrap_or(0);
+        if running > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
     let scale = Scale::from_env();
@@ -83,19 +106,13 @@ async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
         if loaded == items.len() as i64 {
             break;
         }
-        let busy = faults::warehouse()
-            .await
-            .expect("connect")
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query NOT LIKE '%pg_stat_activity%' AND backend_type = 'client backend'",
-                &[],
-            )
-            .await
-            .expect("activity")
-            .get::<_, i64>(0);
+        // Crash while a load's statement runs (a COPY, MERGE, INSERT or the ledger lock),
+        // at a random moment into it; if none starts within 5 s, crash anyway.
+        let busy = load_running(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
         server.run("crash");
         crashes += 1;
-        if busy > 0 {
+        if busy {
             during_loads += 1;
         }
         // The first outage outlasts the retry backoffs of five receives (1+2+4+4 s), the

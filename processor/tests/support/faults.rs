@@ -62,7 +62,7 @@ impl Scale {
 /// The seed of a run's random choices: `TEST_INGEST_FAULT_SEED` to repeat a run, else the
 /// clock. Printed by every scenario.
 pub fn seed() -> u64 {
-    std::env::var("TEST_INGEST_FAULT_SEED")
+    let seed = std::env::var("TEST_INGEST_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -70,7 +70,10 @@ pub fn seed() -> u64 {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0)
-        })
+        });
+    // Shown with the output of a failed test.
+    println!("seed {seed} (TEST_INGEST_FAULT_SEED={seed} repeats this run's choices)");
+    seed
 }
 
 /// One expected row of `order_items`: product, quantity and unit price (as text).
