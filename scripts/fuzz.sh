@@ -37,7 +37,7 @@ fi
 # Seeds checked in with the project: the envelope's fixtures, the bad-record corpus.
 seeds_of() {
   case "$1" in
-    work_item) echo "$ROOT/shared/tests/fixtures/work_items/valid $ROOT/shared/tests/fixtures/work_items/invalid" ;;
+    work_item) echo "$ROOT/fuzz/seeds/work_item $ROOT/shared/tests/fixtures/work_items/valid $ROOT/shared/tests/fixtures/work_items/invalid" ;;
     stream_record) echo "$ROOT/fuzz/seeds/stream_record $ROOT/testdata/bad-records" ;;
     *) echo "$ROOT/fuzz/seeds/$1" ;;
   esac

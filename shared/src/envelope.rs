@@ -510,6 +510,21 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_records_are_the_same_after_every_hop() {
+        // A long decimal parsed without correct rounding printed a float that parsed to a
+        // neighbouring one, so the value changed between the Lambda and the processor.
+        let text = r#"{"version":1,"kind":"records","dataset":"d","stream":"s","shard_id":"shardId-0",
+            "first":{"sequence_number":"1","sub_sequence_number":0},
+            "last":{"sequence_number":"1","sub_sequence_number":0},
+            "payload":{"inline":[{"sequence_number":"1","sub_sequence_number":0,
+            "data":{"amount":11111111111100000000000008289434033540599222,"rate":0.30000000000000004}}]}}"#;
+        let item = WorkItem::from_json(text).expect("valid");
+        let again = WorkItem::from_json(&item.to_json(MessageSizeLimit::default()).expect("fits"))
+            .expect("reads back");
+        assert_eq!(again, item);
+    }
+
+    #[test]
     fn etag_quotes_and_version_id_and_timestamps_do_not_change_the_key() {
         let a = file_item();
         let mut b = file_item();
