@@ -451,6 +451,13 @@ impl WorkerSettings {
         (self.visibility_timeout / 3).max(Duration::from_millis(200))
     }
 
+    /// How long a worker holds a message whose load failed because the warehouse went
+    /// away, waiting for it to answer, before it releases the message: the longest retry
+    /// backoff, at most 20 s so a SIGTERM in an outage still ends within the grace period.
+    pub fn warehouse_hold(&self) -> Duration {
+        self.max_retry_backoff.min(Duration::from_secs(20))
+    }
+
     /// Delay before a retryable failure is tried again: doubles with each receive.
     pub fn backoff(&self, receive_count: u32) -> Duration {
         let exponent = receive_count.saturating_sub(1).min(16);
@@ -541,7 +548,10 @@ impl Worker {
                 break;
             }
             if std::mem::take(&mut after_retryable_failure) {
-                self.wait_for_warehouse(&mut shutdown).await;
+                self.wait_for_warehouse(async {
+                    let _ = shutdown.changed().await;
+                })
+                .await;
                 if *shutdown.borrow() {
                     break;
                 }
@@ -627,10 +637,12 @@ impl Worker {
         }
     }
 
-    /// After a retryable failure the warehouse may be down: take no more work until it
-    /// answers, so an outage costs each message one receive, not its whole allowance of
-    /// receives before the dead-letter queue.
-    async fn wait_for_warehouse(&self, shutdown: &mut watch::Receiver<bool>) {
+    /// Pings the warehouse until it answers (`true`) or `give_up` completes first
+    /// (`false`). After a retryable failure a worker takes no more work until the
+    /// warehouse answers, so an outage cannot use up the receives messages have before
+    /// the dead-letter queue.
+    async fn wait_for_warehouse(&self, give_up: impl std::future::Future<Output = ()>) -> bool {
+        tokio::pin!(give_up);
         let mut delay = Duration::from_millis(250);
         let mut unreachable_since: Option<std::time::Instant> = None;
         loop {
@@ -642,7 +654,7 @@ impl Worker {
                             "the warehouse answers again; taking work"
                         );
                     }
-                    return;
+                    return true;
                 }
                 Err(err) => {
                     if unreachable_since.is_none() {
@@ -653,7 +665,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+                _ = &mut give_up => return false,
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
@@ -760,7 +772,18 @@ impl Worker {
         let dataset = self.dataset_label(item.dataset());
         let heartbeat = self.start_heartbeat(message.receipt_handle.clone());
         let started = std::time::Instant::now();
-        let result = self.load(item).await;
+        let mut result = self.load(item).await;
+        // The warehouse went away under the load: keep the message (its heartbeat keeps it
+        // hidden) and load it again once the warehouse answers, so a short outage costs no
+        // receive. A longer one releases it as any retryable failure.
+        while matches!(&result, Err(err) if err.is_retryable())
+            && self.warehouse.ping().await.is_err()
+            && self
+                .wait_for_warehouse(tokio::time::sleep(self.settings.warehouse_hold()))
+                .await
+        {
+            result = self.load(item).await;
+        }
         heartbeat.abort();
         match result {
             Ok(report) => {
