@@ -3,7 +3,6 @@
 //! emulator's SQS and S3 behind it. Each has its defined outcome — packed into a work
 //! item, sent by claim check, or quarantined with a reason — and none panics or hangs.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +11,9 @@ use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
-use shared::testing::{clients, create_bucket, create_queue, get_object_bytes};
+use shared::testing::{Corpus, clients, create_bucket, create_queue, get_object_bytes};
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
-
-#[derive(Debug, serde::Deserialize)]
-struct Manifest {
-    case: Vec<Case>,
-}
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,31 +24,9 @@ struct Case {
     reason: Option<String>,
 }
 
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad-records")
-}
-
 #[tokio::test]
 async fn every_bad_record_has_its_defined_outcome() {
-    let manifest: Manifest =
-        toml::from_str(&std::fs::read_to_string(corpus().join("manifest.toml")).expect("manifest"))
-            .expect("a valid manifest");
-    let mut listed: Vec<&str> = manifest.case.iter().map(|c| c.file.as_str()).collect();
-    listed.sort_unstable();
-    let mut on_disk: Vec<String> = std::fs::read_dir(corpus())
-        .expect("corpus")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|name| name != "manifest.toml")
-        .collect();
-    on_disk.sort();
-    assert_eq!(listed, on_disk, "every corpus file has an expected outcome");
-
+    let corpus = Corpus::<Case>::load("bad-records", |case| &case.file);
     let clients = clients().await;
     let bucket = create_bucket(&clients.s3, "records").await;
     let queue = Arc::new(SqsQueue::new(
@@ -63,8 +35,8 @@ async fn every_bad_record_has_its_defined_outcome() {
         MessageSizeLimit::default(),
     ));
     let mut failures = Vec::new();
-    for (index, case) in manifest.case.iter().enumerate() {
-        let data = std::fs::read(corpus().join(&case.file)).expect("corpus file");
+    for (index, case) in corpus.cases.iter().enumerate() {
+        let data = std::fs::read(corpus.dir.join(&case.file)).expect("corpus file");
         // Each case writes under its own prefixes, so its quarantine entry is its own.
         let ingest = StreamIngest {
             catalog: Arc::new(Catalog::from_toml(CATALOG, "ecommerce").expect("catalog")),

@@ -13,6 +13,7 @@ pub mod objects;
 pub mod read;
 pub mod redrive;
 pub mod replay;
+pub mod sdk_object;
 pub mod service;
 pub mod timefmt;
 pub mod transform;

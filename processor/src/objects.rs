@@ -10,8 +10,11 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use object_store::aws::{AmazonS3Builder, AwsCredential};
+use object_store::path::Path as ObjectPath;
 use object_store::{CredentialProvider, ObjectStore};
-use shared::aws::AwsSettings;
+use shared::aws::{AwsSettings, s3_client};
+
+use crate::sdk_object::SdkObject;
 
 /// Credentials are refreshed this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
@@ -52,10 +55,29 @@ impl CredentialProvider for SdkCredentials {
     }
 }
 
+/// One object to read: the store that reads it and its path there.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: ObjectPath,
+}
+
 /// Where objects are read from.
 pub trait ObjectStores: Send + Sync + std::fmt::Debug {
     /// The store holding `bucket`'s objects (keys are object paths within it).
     fn for_bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error>;
+
+    /// The object `key` of `bucket`, taken as it is (`Path::from` would percent-encode
+    /// non-ASCII characters and name another key). Keys an object path cannot hold
+    /// (empty, `.` or `..` segments, control characters) are refused here unless the
+    /// stores can read them another way, as `S3Stores` does.
+    fn for_object(&self, bucket: &str, key: &str) -> Result<StoredObject, object_store::Error> {
+        let path = ObjectPath::parse(key)?;
+        Ok(StoredObject {
+            store: self.for_bucket(bucket)?,
+            path,
+        })
+    }
 }
 
 /// One S3 store per bucket, built on first use.
@@ -66,6 +88,8 @@ pub struct S3Stores {
     path_style: bool,
     credentials: Option<Arc<SdkCredentials>>,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// Reads the keys an object path cannot hold.
+    sdk_client: aws_sdk_s3::Client,
 }
 
 impl S3Stores {
@@ -86,6 +110,7 @@ impl S3Stores {
                 })
             }),
             stores: Mutex::new(HashMap::new()),
+            sdk_client: s3_client(sdk_config, settings),
         }
     }
 }
@@ -117,6 +142,23 @@ impl ObjectStores for S3Stores {
         let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
         stores.insert(bucket.to_owned(), Arc::clone(&store));
         Ok(store)
+    }
+
+    fn for_object(&self, bucket: &str, key: &str) -> Result<StoredObject, object_store::Error> {
+        match ObjectPath::parse(key) {
+            Ok(path) => Ok(StoredObject {
+                store: self.for_bucket(bucket)?,
+                path,
+            }),
+            Err(_) => Ok(StoredObject {
+                store: Arc::new(SdkObject {
+                    client: self.sdk_client.clone(),
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                }),
+                path: ObjectPath::from("object"),
+            }),
+        }
     }
 }
 

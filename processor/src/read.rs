@@ -28,6 +28,7 @@ use shared::error::{Classify, Retryability};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use crate::objects::StoredObject;
 use crate::typing::{Origin, RowsIn, TextRows, Typed, conform, json_cells};
 use crate::warehouse::Reject;
 
@@ -131,49 +132,66 @@ fn check_etag(item: &FileItem, meta: &object_store::ObjectMeta) -> Result<(), Re
     }
 }
 
-/// The object-store path of an S3 key, taken as it is: `Path::from` would percent-encode
-/// non-ASCII characters and the request would name another key.
+/// The object-store path of a key, taken as it is (`Path::from` would percent-encode
+/// non-ASCII characters and the request would name another key). For stores other than
+/// S3, which reads any key (`ObjectStores::for_object`).
 pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
-    ObjectPath::parse(&item.key).map_err(|err| ReadError::Object {
+    ObjectPath::parse(&item.key).map_err(|err| unaddressable(item, &err))
+}
+
+/// A key the store cannot name: permanent.
+pub fn unaddressable(item: &FileItem, err: &dyn std::error::Error) -> ReadError {
+    ReadError::Object {
         source_url: source_url(item),
-        reason: format!(
-            "the key cannot be read by this build ({err}); copy the object to a key without empty, `.` or `..` segments and control characters to load it"
-        ),
+        reason: format!("the key cannot be named in this store: {err}"),
         retryable: false,
-    })
+    }
 }
 
 /// Reads the item in a background task; chunks of typed rows (and then the end, or an
 /// error) arrive on the returned channel. The channel is bounded, so a slow consumer
 /// slows the reader instead of filling memory.
 pub fn spawn_read(
-    store: Arc<dyn ObjectStore>,
+    object: StoredObject,
     item: FileItem,
     dataset: Dataset,
 ) -> mpsc::Receiver<Result<Typed, ReadError>> {
     let (sender, receiver) = mpsc::channel(2);
-    tokio::spawn(async move {
-        let result = match item.format {
-            FileFormat::Parquet => read_parquet(store, &item, &dataset, &sender).await,
+    let reader_sender = sender.clone();
+    let url = source_url(&item);
+    let reader = tokio::spawn(async move {
+        let sender = reader_sender;
+        match item.format {
+            FileFormat::Parquet => read_parquet(object, &item, &dataset, &sender).await,
             FileFormat::Csv | FileFormat::Jsonl => {
-                read_text(store, item.clone(), dataset, sender.clone()).await
+                read_text(object, item.clone(), dataset, sender).await
             }
-        };
-        if let Err(err) = result {
-            // The receiver may be gone (the consumer gave up): nothing to tell then.
-            let _ = sender.send(Err(err)).await;
         }
+    });
+    // A closed channel means the whole file was read, so a reader that panics (a decoder
+    // bug, a store answering with the wrong bytes) must end with an error, never with a
+    // silent end that would load part of the file as all of it.
+    tokio::spawn(async move {
+        let failure = match reader.await {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err,
+            Err(join) => ReadError::Convert {
+                source_url: url,
+                reason: format!("the reader failed: {join}"),
+            },
+        };
+        // The receiver may be gone (the consumer gave up): nothing to tell then.
+        let _ = sender.send(Err(failure)).await;
     });
     receiver
 }
 
 async fn read_text(
-    store: Arc<dyn ObjectStore>,
+    StoredObject { store, path }: StoredObject,
     item: FileItem,
     dataset: Dataset,
     sender: mpsc::Sender<Result<Typed, ReadError>>,
 ) -> Result<(), ReadError> {
-    let path = object_path(&item)?;
     if item.range.is_some() && item.compression != Compression::None {
         return Err(ReadError::Shape {
             source_url: source_url(&item),
@@ -573,7 +591,7 @@ pub fn parquet_row_groups(
 }
 
 async fn read_parquet(
-    store: Arc<dyn ObjectStore>,
+    StoredObject { store, path }: StoredObject,
     item: &FileItem,
     dataset: &Dataset,
     sender: &mpsc::Sender<Result<Typed, ReadError>>,
@@ -583,7 +601,6 @@ async fn read_parquet(
         source_url: url.clone(),
         reason,
     };
-    let path = object_path(item)?;
     let reader = ParquetObject {
         store,
         path,
@@ -764,13 +781,28 @@ impl ParquetObject {
             .store
             .get_opts(
                 &self.path,
-                pinned(&self.item, Some(GetRange::Bounded(range))),
+                pinned(&self.item, Some(GetRange::Bounded(range.clone()))),
             )
             .await
             .map_err(external)?;
         check_etag(&self.item, &result.meta)
             .map_err(|err| ParquetError::External(Box::new(err)))?;
-        result.bytes().await.map_err(external)
+        let wanted = range.end - range.start;
+        let bytes = result.bytes().await.map_err(external)?;
+        // The parquet reader assumes every range arrives whole.
+        if bytes.len() as u64 != wanted {
+            return Err(ParquetError::External(Box::new(ReadError::Object {
+                source_url: source_url(&self.item),
+                reason: format!(
+                    "asked for bytes {}..{}, received {} bytes",
+                    range.start,
+                    range.end,
+                    bytes.len()
+                ),
+                retryable: true,
+            })));
+        }
+        Ok(bytes)
     }
 }
 
@@ -829,7 +861,20 @@ pub async fn read_all(
     item: FileItem,
     dataset: Dataset,
 ) -> Result<(Vec<RecordBatch>, Vec<Reject>), ReadError> {
-    let mut receiver = spawn_read(store, item, dataset);
+    let object = StoredObject {
+        path: object_path(&item)?,
+        store,
+    };
+    read_object(object, item, dataset).await
+}
+
+/// Every chunk of an item read from `object`, collected.
+pub async fn read_object(
+    object: StoredObject,
+    item: FileItem,
+    dataset: Dataset,
+) -> Result<(Vec<RecordBatch>, Vec<Reject>), ReadError> {
+    let mut receiver = spawn_read(object, item, dataset);
     let mut batches = Vec::new();
     let mut rejects = Vec::new();
     while let Some(chunk) = receiver.recv().await {
@@ -850,6 +895,136 @@ pub fn row_count(batches: &[RecordBatch]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStoreExt,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+    use shared::catalog::Catalog;
+
+    const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
+    const PARQUET: &[u8] =
+        include_bytes!("../../testdata/bad-inputs/parquet/convertible_types.parquet");
+
+    /// A store that answers reads wrongly.
+    #[derive(Debug)]
+    struct Misbehaving {
+        inner: InMemory,
+        /// Panics while reading instead of answering.
+        panics: bool,
+    }
+
+    impl std::fmt::Display for Misbehaving {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "misbehaving store")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Misbehaving {
+        async fn get_opts(
+            &self,
+            location: &ObjectPath,
+            mut options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            assert!(!self.panics, "a reader bug");
+            // Every ranged read answered with the whole object.
+            options.range = None;
+            self.inner.get_opts(location, options).await
+        }
+        async fn put_opts(
+            &self,
+            location: &ObjectPath,
+            payload: PutPayload,
+            options: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, options).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjectPath,
+            options: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&ObjectPath>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &ObjectPath,
+            to: &ObjectPath,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    async fn read_parquet_from(panics: bool) -> Result<usize, ReadError> {
+        let inner = InMemory::new();
+        let path = ObjectPath::from("landing/payments/p.parquet");
+        let stored = inner
+            .put(&path, PutPayload::from_static(PARQUET))
+            .await
+            .expect("put");
+        let item = FileItem {
+            dataset: "payments".into(),
+            bucket: "landing".into(),
+            key: path.to_string(),
+            version_id: None,
+            etag: stored.e_tag.expect("etag"),
+            size: PARQUET.len() as u64,
+            range: None,
+            part: None,
+            format: FileFormat::Parquet,
+            compression: Compression::None,
+            created_at_ms: None,
+        };
+        let dataset = Catalog::from_toml(CATALOG, "test")
+            .expect("catalog")
+            .get("payments")
+            .expect("payments")
+            .clone();
+        let object = StoredObject {
+            store: Arc::new(Misbehaving { inner, panics }),
+            path,
+        };
+        let (batches, _) = read_object(object, item, dataset).await?;
+        Ok(row_count(&batches))
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_panics_ends_with_an_error_not_with_the_end_of_the_file() {
+        let err = read_parquet_from(true).await.expect_err("no silent end");
+        assert!(
+            err.to_string().contains("the reader failed") && !err.is_retryable(),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_range_answered_with_other_bytes_is_a_retryable_error() {
+        let err = read_parquet_from(false).await.expect_err("a short read");
+        assert!(
+            err.to_string().contains("received") && err.is_retryable(),
+            "{err}"
+        );
+    }
 
     #[test]
     fn nearby_ranges_are_fetched_together() {

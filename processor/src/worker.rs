@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use shared::catalog::{Catalog, Dataset};
 use shared::envelope::FileItem;
 use shared::envelope::{EnvelopeError, RecordsItem, RecordsPayload, StreamRecord, WorkItem};
@@ -23,8 +23,8 @@ use shared::telemetry::{UNKNOWN_DATASET, names, outcome};
 use tokio::sync::{mpsc, watch};
 
 use crate::announce::{AnnounceError, FileEvents};
-use crate::objects::ObjectStores;
-use crate::read::{ReadError, source_url, spawn_read};
+use crate::objects::{ObjectStores, StoredObject};
+use crate::read::{ReadError, source_url, spawn_read, unaddressable};
 use crate::transform::{TransformError, Transformer};
 use crate::typing::Typed;
 use crate::typing::{Origin, TextRows, json_cells};
@@ -136,29 +136,26 @@ impl Pipeline {
                 })?;
         let (source, rows): (String, Box<dyn RowSource>) = match item {
             WorkItem::File(file) => {
-                let store =
-                    self.stores
-                        .for_bucket(&file.bucket)
-                        .map_err(|err| ReadError::Object {
-                            source_url: source_url(file),
-                            reason: err.to_string(),
-                            retryable: false,
-                        })?;
-                let rows = FileRows::new(store, file.clone(), dataset.clone(), transformer.clone());
+                let object = self
+                    .stores
+                    .for_object(&file.bucket, &file.key)
+                    .map_err(|err| unaddressable(file, &err))?;
+                let rows =
+                    FileRows::new(object, file.clone(), dataset.clone(), transformer.clone());
                 (item_source_name(file), Box::new(rows))
             }
             WorkItem::Records(records) => {
                 let source = format!("kinesis://{}", records.stream);
                 let claim_store = match &records.payload {
-                    RecordsPayload::S3(claim) => {
-                        Some(self.stores.for_bucket(&claim.bucket).map_err(|err| {
-                            ReadError::Object {
+                    RecordsPayload::S3(claim) => Some(
+                        self.stores
+                            .for_object(&claim.bucket, &claim.key)
+                            .map_err(|err| ReadError::Object {
                                 source_url: format!("s3://{}/{}", claim.bucket, claim.key),
                                 reason: err.to_string(),
                                 retryable: false,
-                            }
-                        })?)
-                    }
+                            })?,
+                    ),
                     RecordsPayload::Inline(_) => None,
                 };
                 (
@@ -206,7 +203,7 @@ fn item_source_name(file: &FileItem) -> String {
 #[derive(Debug)]
 struct FileRows {
     /// Reading starts at the first pull, so an item the ledger skips is never read.
-    origin: (Arc<dyn ObjectStore>, FileItem),
+    origin: (StoredObject, FileItem),
     chunks: Option<mpsc::Receiver<Result<Typed, ReadError>>>,
     finished: bool,
     dataset: Dataset,
@@ -219,14 +216,14 @@ struct FileRows {
 impl FileRows {
     /// Rows of `file`, not read yet.
     fn new(
-        store: Arc<dyn ObjectStore>,
+        object: StoredObject,
         file: FileItem,
         dataset: Dataset,
         transformer: Transformer,
     ) -> Self {
         Self {
             source_url: source_url(&file),
-            origin: (store, file),
+            origin: (object, file),
             chunks: None,
             finished: false,
             dataset,
@@ -248,8 +245,8 @@ impl RowSource for FileRows {
                 return Ok(None);
             }
             let chunks = self.chunks.get_or_insert_with(|| {
-                let (store, file) = &self.origin;
-                spawn_read(Arc::clone(store), file.clone(), self.dataset.clone())
+                let (object, file) = &self.origin;
+                spawn_read(object.clone(), file.clone(), self.dataset.clone())
             });
             match chunks.recv().await {
                 None => {
@@ -276,9 +273,9 @@ impl RowSource for FileRows {
     }
 
     fn restart(&self) -> Option<Box<dyn RowSource>> {
-        let (store, file) = self.origin.clone();
+        let (object, file) = self.origin.clone();
         Some(Box::new(FileRows::new(
-            store,
+            object,
             file,
             self.dataset.clone(),
             self.transformer.clone(),
@@ -291,7 +288,7 @@ impl RowSource for FileRows {
 struct RecordsRows {
     records: Option<RecordsItem>,
     /// Where a claim-check payload is read from.
-    claim_store: Option<Arc<dyn ObjectStore>>,
+    claim_store: Option<StoredObject>,
     dataset: Dataset,
     transformer: Transformer,
     rows: MemoryRows,
@@ -304,12 +301,12 @@ impl RowSource for RecordsRows {
             let list = match &records.payload {
                 RecordsPayload::Inline(list) => list.clone(),
                 RecordsPayload::S3(claim) => {
-                    let store = self.claim_store.as_ref().ok_or_else(|| ReadError::Object {
+                    let object = self.claim_store.as_ref().ok_or_else(|| ReadError::Object {
                         source_url: format!("s3://{}/{}", claim.bucket, claim.key),
                         reason: "no object store for the claim check".to_owned(),
                         retryable: false,
                     })?;
-                    read_claim_check(store.as_ref(), claim).await?
+                    read_claim_check(object, claim).await?
                 }
             };
             let (typed, mut rejects) = typed_records(&self.dataset, &records, &list)?;
@@ -335,22 +332,17 @@ impl RowSource for RecordsRows {
 
 /// The records a claim check points to: JSON lines of stream records.
 async fn read_claim_check(
-    store: &dyn ObjectStore,
+    StoredObject { store, path }: &StoredObject,
     claim: &shared::envelope::ClaimCheck,
 ) -> Result<Vec<StreamRecord>, ReadError> {
     let source_url = format!("s3://{}/{}", claim.bucket, claim.key);
-    let path = object_store::path::Path::parse(&claim.key).map_err(|err| ReadError::Object {
-        source_url: source_url.clone(),
-        reason: err.to_string(),
-        retryable: false,
-    })?;
     let fetch_error = |err: object_store::Error| ReadError::Object {
         source_url: source_url.clone(),
         retryable: !matches!(err, object_store::Error::NotFound { .. }),
         reason: err.to_string(),
     };
     let bytes = store
-        .get(&path)
+        .get(path)
         .await
         .map_err(fetch_error)?
         .bytes()
@@ -517,6 +509,13 @@ pub enum Outcome {
     DeadLettered { reason: String },
 }
 
+impl Outcome {
+    /// A retryable failure: the warehouse or the store may be the cause.
+    pub fn is_released(&self) -> bool {
+        matches!(self, Outcome::Released { .. })
+    }
+}
+
 /// One worker: a queue consumer with its own warehouse connection.
 #[derive(Debug)]
 pub struct Worker {
@@ -616,7 +615,7 @@ impl Worker {
                     _ => {
                         heartbeat.abort();
                         let outcome = self.handle(&message).await;
-                        after_retryable_failure |= matches!(outcome, Outcome::Released { .. });
+                        after_retryable_failure |= outcome.is_released();
                     }
                 }
             }
@@ -721,7 +720,7 @@ impl Worker {
                 let mut released = false;
                 for message in messages {
                     let outcome = self.handle(message).await;
-                    released |= matches!(outcome, Outcome::Released { .. });
+                    released |= outcome.is_released();
                 }
                 released
             }
@@ -772,7 +771,7 @@ impl Worker {
         let dataset = self.dataset_label(item.dataset());
         let heartbeat = self.start_heartbeat(message.receipt_handle.clone());
         let started = std::time::Instant::now();
-        let mut result = self.load(item).await;
+        let mut result = self.load(message, item).await;
         // The warehouse went away under the load: keep the message (its heartbeat keeps it
         // hidden) and load it again once the warehouse answers, so a short outage costs no
         // receive. A longer one releases it as any retryable failure.
@@ -782,7 +781,7 @@ impl Worker {
                 .wait_for_warehouse(tokio::time::sleep(self.settings.warehouse_hold()))
                 .await
         {
-            result = self.load(item).await;
+            result = self.load(message, item).await;
         }
         heartbeat.abort();
         match result {
@@ -876,17 +875,29 @@ impl Worker {
     /// Loads one item; for a file, then announces it if this load completed it (or an
     /// earlier attempt did and could not announce it). The message is deleted only after
     /// both, so an announcement that failed is retried with the message.
-    async fn load(&self, item: &WorkItem) -> Result<LoadReport, ProcessError> {
+    async fn load(
+        &self,
+        message: &ReceivedMessage,
+        item: &WorkItem,
+    ) -> Result<LoadReport, ProcessError> {
         let report = self.load_many(std::iter::once(item)).await?;
         if let WorkItem::File(file) = item {
-            self.announce(file).await?;
+            self.announce(file, &message.message_id).await?;
         }
         Ok(report)
     }
 
-    async fn announce(&self, file: &FileItem) -> Result<(), ProcessError> {
+    /// `message_id` is the claimant: a claim an earlier attempt of the same message left
+    /// behind (its warehouse went away, or its process died, before the claim ended) is
+    /// taken over at once, so the retries do not spend the message's receives waiting for
+    /// the claim to time out.
+    async fn announce(&self, file: &FileItem, message_id: &str) -> Result<(), ProcessError> {
         let file_id = file.file_id();
-        let completion = match self.warehouse.claim_file_completion(&file_id).await? {
+        let completion = match self
+            .warehouse
+            .claim_file_completion(&file_id, message_id)
+            .await?
+        {
             Claim::NotComplete | Claim::Published => return Ok(()),
             Claim::ClaimedElsewhere => {
                 return Err(ProcessError::AnnouncementPending {

@@ -2,25 +2,24 @@
 //! file is read the way a worker reads it, and each has a defined outcome — rows loaded and
 //! rows rejected with a reason (which go to the rejects table), or a permanent error naming
 //! the problem (the item goes to the dead-letter queue with it). None panics or hangs.
+//! Every file is read three ways, each with the same outcome: from memory, from the
+//! emulator's S3 through `object_store`, and from a key only the AWS SDK can read.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use processor::read::{read_all, row_count};
-use shared::catalog::{Catalog, Compression};
-use shared::envelope::FileItem;
+use processor::objects::{ObjectStores, S3Stores, StoredObject};
+use processor::read::{read_object, row_count};
+use shared::aws::load_sdk_config;
+use shared::catalog::{Catalog, Compression, Dataset};
+use shared::envelope::{FileItem, WorkItem};
 use shared::error::Classify;
+use shared::testing::{Corpus, clients, create_bucket, emulator_settings, upload_file};
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
-
-#[derive(Debug, serde::Deserialize)]
-struct Manifest {
-    case: Vec<Case>,
-}
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,67 +37,113 @@ struct Case {
     error: bool,
 }
 
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad-inputs")
+/// Where a case's file is read from: each must give the case's outcome.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Memory,
+    /// The emulator's S3 under a plain key, read through `object_store`.
+    S3,
+    /// The emulator's S3 under a key with empty, `.` and `..` segments and a tab, which
+    /// an object path cannot hold: read through the AWS SDK.
+    S3OddKey,
+}
+
+struct Places {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    stores: S3Stores,
+}
+
+impl Places {
+    async fn new() -> Self {
+        let settings = emulator_settings();
+        let sdk_config = load_sdk_config(&settings).await;
+        let s3 = clients().await.s3;
+        let bucket = create_bucket(&s3, "bad-inputs").await;
+        Self {
+            stores: S3Stores::new(&sdk_config, &settings),
+            s3,
+            bucket,
+        }
+    }
+
+    /// Stores `bytes` in `place` and returns the object to read and its work item.
+    async fn store(
+        &self,
+        place: Place,
+        case: &Case,
+        dataset: &Dataset,
+        bytes: Vec<u8>,
+    ) -> (StoredObject, FileItem) {
+        let name = case.file.replace('/', "-");
+        let key = match place {
+            Place::Memory | Place::S3 => format!("landing/{}/{name}", case.dataset),
+            Place::S3OddKey => format!("landing/{}//odd/./x/../\ttab/{name}", case.dataset),
+        };
+        if let Place::Memory = place {
+            let store = Arc::new(InMemory::new());
+            let path = ObjectPath::parse(&key).expect("path");
+            let stored = store
+                .put(&path, PutPayload::from(bytes.clone()))
+                .await
+                .expect("put");
+            let item = FileItem {
+                dataset: case.dataset.clone(),
+                bucket: "landing".into(),
+                key: key.clone(),
+                version_id: None,
+                etag: stored.e_tag.expect("etag"),
+                size: bytes.len() as u64,
+                range: None,
+                part: None,
+                format: dataset.format,
+                compression: Compression::from_key(&key),
+                created_at_ms: None,
+            };
+            return (StoredObject { store, path }, item);
+        }
+        let WorkItem::File(item) = upload_file(
+            &self.s3,
+            &self.bucket,
+            &key,
+            bytes,
+            &case.dataset,
+            dataset.format,
+        )
+        .await
+        else {
+            unreachable!("a file item")
+        };
+        let object = self
+            .stores
+            .for_object(&self.bucket, &key)
+            .expect("every S3 key is readable");
+        (object, item)
+    }
 }
 
 #[tokio::test]
 async fn every_bad_input_has_its_defined_outcome() {
-    let manifest: Manifest =
-        toml::from_str(&std::fs::read_to_string(corpus().join("manifest.toml")).expect("manifest"))
-            .expect("a valid manifest");
+    let corpus = Corpus::<Case>::load("bad-inputs", |case| &case.file);
     let catalog = Catalog::from_toml(CATALOG, "example").expect("catalog");
-    let mut listed: Vec<String> = manifest.case.iter().map(|c| c.file.clone()).collect();
-    listed.sort();
-    let mut on_disk = Vec::new();
-    for entry in walk(&corpus()) {
-        let relative = entry
-            .strip_prefix(corpus())
-            .expect("inside")
-            .to_string_lossy()
-            .into_owned();
-        if relative != "manifest.toml" {
-            on_disk.push(relative);
-        }
-    }
-    on_disk.sort();
-    assert_eq!(
-        listed, on_disk,
-        "every corpus file has an expected outcome, and only they"
-    );
+    let places = Places::new().await;
 
     let mut failures = Vec::new();
-    for case in &manifest.case {
+    for (case, place) in corpus
+        .cases
+        .iter()
+        .flat_map(|case| [Place::Memory, Place::S3, Place::S3OddKey].map(|place| (case, place)))
+    {
         let dataset = catalog
             .get(&case.dataset)
             .expect("a catalog dataset")
             .clone();
-        let bytes = std::fs::read(corpus().join(&case.file)).expect("corpus file");
-        let store = Arc::new(InMemory::new());
-        let key = format!("landing/{}/{}", case.dataset, case.file.replace('/', "-"));
-        let stored = store
-            .put(
-                &ObjectPath::parse(&key).expect("path"),
-                PutPayload::from(bytes.clone()),
-            )
-            .await
-            .expect("put");
-        let item = FileItem {
-            dataset: case.dataset.clone(),
-            bucket: "landing".into(),
-            key: key.clone(),
-            version_id: None,
-            etag: stored.e_tag.expect("etag"),
-            size: bytes.len() as u64,
-            range: None,
-            part: None,
-            format: dataset.format,
-            compression: Compression::from_key(&key),
-            created_at_ms: None,
-        };
-        let outcome = tokio::time::timeout(Duration::from_secs(30), read_all(store, item, dataset))
-            .await
-            .unwrap_or_else(|_| panic!("{}: reading hangs", case.file));
+        let bytes = std::fs::read(corpus.dir.join(&case.file)).expect("corpus file");
+        let (object, item) = places.store(place, case, &dataset, bytes).await;
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(30), read_object(object, item, dataset))
+                .await
+                .unwrap_or_else(|_| panic!("{} ({place:?}): reading hangs", case.file));
         let found = match (&outcome, case.error) {
             (Ok((batches, rejects)), false) => {
                 let reasons: Vec<&str> = rejects.iter().map(|r| r.reason.as_str()).collect();
@@ -126,7 +171,7 @@ async fn every_bad_input_has_its_defined_outcome() {
             (Err(err), false) => Some(format!("error: {err}")),
         };
         if let Some(found) = found {
-            failures.push(format!("{} ({}): {found}", case.file, case.why));
+            failures.push(format!("{} ({}, {place:?}): {found}", case.file, case.why));
         }
     }
     assert!(
@@ -134,17 +179,4 @@ async fn every_bad_input_has_its_defined_outcome() {
         "unexpected outcomes:\n{}",
         failures.join("\n")
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("corpus folder").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }

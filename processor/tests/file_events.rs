@@ -406,9 +406,13 @@ async fn of_many_concurrent_claims_on_a_completed_file_exactly_one_wins() {
         .expect("loaded");
     let file_id = items[0].file_id();
     for round in 0..10 {
+        let file_id = &file_id;
         let claims =
-            futures::future::join_all(claimers.iter().map(|w| w.claim_file_completion(&file_id)))
-                .await;
+            futures::future::join_all(claimers.iter().enumerate().map(|(i, w)| async move {
+                w.claim_file_completion(file_id, &format!("message-{i}"))
+                    .await
+            }))
+            .await;
         let won = claims
             .iter()
             .filter(|c| matches!(c, Ok(Claim::Claimed(_))))
@@ -440,7 +444,7 @@ async fn of_many_concurrent_claims_on_a_completed_file_exactly_one_wins() {
             .expect("no-op");
         assert_eq!(
             claimers[2]
-                .claim_file_completion(&file_id)
+                .claim_file_completion(file_id, "another message")
                 .await
                 .expect("claim"),
             Claim::ClaimedElsewhere
@@ -452,7 +456,7 @@ async fn of_many_concurrent_claims_on_a_completed_file_exactly_one_wins() {
             .expect("released");
     }
     let Claim::Claimed(last) = claimers[0]
-        .claim_file_completion(&file_id)
+        .claim_file_completion(&file_id, "message-0")
         .await
         .expect("claim")
     else {
@@ -464,7 +468,7 @@ async fn of_many_concurrent_claims_on_a_completed_file_exactly_one_wins() {
         .expect("published");
     assert_eq!(
         claimers[1]
-            .claim_file_completion(&file_id)
+            .claim_file_completion(&file_id, "another message")
             .await
             .expect("claim"),
         Claim::Published

@@ -11,10 +11,9 @@ mod faults;
 
 use std::time::Duration;
 
-use faults::{FaultFixture, MAX_RECEIVE_COUNT, Scale, seed};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use shared::testing::{aws_endpoint, eventually, postgres_url};
+use faults::{MAX_RECEIVE_COUNT, Scenario};
+use rand::Rng;
+use shared::testing::eventually;
 
 /// Runs `pg-ctl crash|start`; dropping it starts the server again if a test failed with
 /// it down, so the tests that follow find it up.
@@ -81,13 +80,14 @@ async fn load_running(limit: Duration) -> bool {
 
 #[tokio::test]
 async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
-    let scale = Scale::from_env();
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
     let mut server = Server::new();
-    let fixture = FaultFixture::new("pg-restart").await;
-    let config = fixture.config(&aws_endpoint(), &postgres_url());
-    fixture.make_duplicates_visible(&config).await;
+    let Scenario {
+        scale,
+        seed,
+        mut rng,
+        fixture,
+        config,
+    } = Scenario::start("pg-restart").await;
     let (items, expected) = fixture
         .upload_order_items(scale.files * 2, scale.rows_per_file)
         .await;

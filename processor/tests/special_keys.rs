@@ -10,14 +10,13 @@ mod faults;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faults::{Expected, FaultFixture};
+use faults::{Expected, Scenario};
 use ingest_batch::FileIngest;
 use ingest_batch::keys::encode_event_key;
 use ingest_batch::plan::{FilePlanner, S3Objects};
 use shared::catalog::Catalog;
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::WorkQueue;
-use shared::testing::{aws_endpoint, postgres_url};
 
 const PREFIX: &str = "landing/order_items/";
 
@@ -81,9 +80,9 @@ async fn keys_with_every_kind_of_special_character_have_their_defined_outcome() 
         .expect("corpus"),
     )
     .expect("a valid corpus");
-    let fixture = FaultFixture::new("keys").await;
-    let config = fixture.config(&aws_endpoint(), &postgres_url());
-    fixture.make_duplicates_visible(&config).await;
+    let Scenario {
+        fixture, config, ..
+    } = Scenario::start("keys").await;
 
     let catalog_text = std::fs::read_to_string(fixture.dir.join("catalog.toml")).expect("catalog");
     let ingest = FileIngest {

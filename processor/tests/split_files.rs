@@ -195,7 +195,7 @@ async fn split_parts_load_exactly_the_rows_of_the_whole_file() {
         .expect("connect");
     tokio::spawn(connection);
 
-    let cases: [Case; 3] = [
+    let cases: [Case; 5] = [
         (
             "customers/all customers.csv",
             csv_body(4000),
@@ -212,6 +212,21 @@ async fn split_parts_load_exactly_the_rows_of_the_whole_file() {
         ),
         (
             "payments/p.parquet",
+            parquet_body(30_000),
+            30_000,
+            "payments",
+            &["payment_id", "method"],
+        ),
+        // Keys an object path cannot hold, read by ranges through the AWS SDK.
+        (
+            "customers//odd/./key\twith tab.csv",
+            csv_body(4000),
+            4000,
+            "customers",
+            &["customer_id", "name", "country"],
+        ),
+        (
+            "payments/x/../p.parquet",
             parquet_body(30_000),
             30_000,
             "payments",

@@ -465,41 +465,79 @@ async fn a_completed_file_is_claimed_once(harness: &dyn Harness) {
         .expect("part 1");
     let file = "landing/orders.csv@etag";
     assert_eq!(
-        warehouse.claim_file_completion(file).await.expect("claim"),
+        warehouse
+            .claim_file_completion(file, "message-1")
+            .await
+            .expect("claim"),
         Claim::NotComplete
     );
     warehouse
         .load(&dataset, &load_schema(), vec![part(2)])
         .await
         .expect("part 2");
-    let Claim::Claimed(completion) = warehouse.claim_file_completion(file).await.expect("claim")
+    let Claim::Claimed(completion) = warehouse
+        .claim_file_completion(file, "message-1")
+        .await
+        .expect("claim")
     else {
         panic!("the completed file is claimable");
     };
     assert_eq!((completion.parts, completion.rows_loaded), (2, 2));
+    let other = harness.connect().await;
     assert_eq!(
-        harness
-            .connect()
-            .await
-            .claim_file_completion(file)
+        other
+            .claim_file_completion(file, "message-2")
             .await
             .expect("claim"),
         Claim::ClaimedElsewhere
     );
+    // The same message again (its earlier attempt lost the warehouse or died before ending
+    // the claim) takes its own claim over at once; the earlier attempt's token is stale.
+    let Claim::Claimed(retaken) = other
+        .claim_file_completion(file, "message-1")
+        .await
+        .expect("claim")
+    else {
+        panic!("a message takes over its own claim");
+    };
+    assert_ne!(retaken.claim_token, completion.claim_token);
     warehouse
         .finish_file_claim(&completion, false)
         .await
+        .expect("stale");
+    assert_eq!(
+        warehouse
+            .claim_file_completion(file, "message-2")
+            .await
+            .expect("claim"),
+        Claim::ClaimedElsewhere,
+        "a stale token gives nothing back"
+    );
+    warehouse
+        .finish_file_claim(&retaken, false)
+        .await
         .expect("give back");
-    let Claim::Claimed(again) = warehouse.claim_file_completion(file).await.expect("claim") else {
+    let Claim::Claimed(again) = warehouse
+        .claim_file_completion(file, "message-2")
+        .await
+        .expect("claim")
+    else {
         panic!("a claim given back can be taken again");
     };
-    // The first claim's token no longer ends anything.
+    // The first claims' tokens no longer end anything.
     warehouse
         .finish_file_claim(&completion, true)
         .await
         .expect("stale");
+    warehouse
+        .finish_file_claim(&retaken, true)
+        .await
+        .expect("stale");
     assert_eq!(
-        warehouse.claim_file_completion(file).await.expect("claim"),
+        warehouse
+            .claim_file_completion(file, "message-3")
+            .await
+            .expect("claim"),
         Claim::ClaimedElsewhere
     );
     warehouse
@@ -507,7 +545,10 @@ async fn a_completed_file_is_claimed_once(harness: &dyn Harness) {
         .await
         .expect("published");
     assert_eq!(
-        warehouse.claim_file_completion(file).await.expect("claim"),
+        warehouse
+            .claim_file_completion(file, "message-1")
+            .await
+            .expect("claim"),
         Claim::Published
     );
 }

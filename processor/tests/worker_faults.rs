@@ -2,6 +2,7 @@
 //! SQS and S3 and a real PostgreSQL.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,11 +25,13 @@ use shared::testing::{
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 
-/// A real warehouse whose loads start late, to make them outlast the visibility timeout.
+/// A real warehouse whose loads start late, to make them outlast the visibility timeout,
+/// and whose next `finish_failures` claim endings fail as a lost connection would.
 #[derive(Debug)]
 struct Slow {
     inner: PostgresWarehouse,
     delay: Duration,
+    finish_failures: AtomicU32,
 }
 
 #[async_trait]
@@ -58,14 +61,26 @@ impl Warehouse for Slow {
     async fn claim_file_completion(
         &self,
         file_id: &str,
+        claimant: &str,
     ) -> Result<processor::warehouse::files::Claim, WarehouseError> {
-        self.inner.claim_file_completion(file_id).await
+        self.inner.claim_file_completion(file_id, claimant).await
     }
     async fn finish_file_claim(
         &self,
         completion: &processor::warehouse::files::FileCompletion,
         published: bool,
     ) -> Result<(), WarehouseError> {
+        let fail = self
+            .finish_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(WarehouseError::Connect {
+                url: "postgres://warehouse".into(),
+                reason: "connection reset by peer".into(),
+                retryable: true,
+            });
+        }
         self.inner.finish_file_claim(completion, published).await
     }
 }
@@ -228,6 +243,7 @@ async fn the_heartbeat_keeps_a_slow_load_from_being_delivered_twice() {
             .await
             .expect("connect"),
         delay: Duration::from_secs(5),
+        finish_failures: AtomicU32::new(0),
     };
     let worker = fixture.worker(Arc::new(slow), visibility);
     let message = fixture
@@ -638,6 +654,81 @@ async fn an_item_already_in_the_ledger_is_skipped_without_reading_its_file() {
         queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
         (0, 0)
     );
+}
+
+#[tokio::test]
+async fn a_retry_takes_over_the_claim_its_own_earlier_attempt_left() {
+    // The load commits and the file is claimed for its announcement, then the warehouse
+    // connection is lost before the claim is ended. The message's retry must finish the
+    // announcement at once: waiting for the claim to time out (minutes) would spend the
+    // message's receives and SQS would move a loaded file to the DLQ.
+    let fixture = Fixture::new(None).await;
+    let item = fixture
+        .upload_items_csv("landing/order_items/claimed.csv", 5, None)
+        .await;
+    let body = item.to_json(MessageSizeLimit::default()).expect("json");
+    let warehouse = Arc::new(Slow {
+        inner: PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+        delay: Duration::ZERO,
+        finish_failures: AtomicU32::new(1),
+    });
+    let worker = fixture.worker(warehouse.clone(), Duration::from_secs(30));
+    assert!(fixture.queue.send(&[body.into()]).await.all_succeeded());
+    let receive = || async {
+        fixture
+            .queue
+            .receive(1, Duration::from_secs(5), Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .pop()
+            .expect("the message")
+    };
+    let first = receive().await;
+    let outcome = worker.handle(&first).await;
+    assert!(outcome.is_released(), "{outcome:?}");
+    assert_eq!(warehouse.finish_failures.load(Ordering::SeqCst), 0);
+
+    // Another message for the same file (a duplicate delivery) must still wait.
+    let claim = warehouse
+        .claim_file_completion(&item_file_id(&item), "a duplicate message")
+        .await
+        .expect("claim");
+    assert_eq!(claim, processor::warehouse::files::Claim::ClaimedElsewhere);
+
+    let retry = receive().await;
+    assert_eq!(retry.message_id, first.message_id);
+    let outcome = worker.handle(&retry).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Done(LoadReport {
+                items_loaded: 0,
+                items_skipped: 1,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        warehouse
+            .claim_file_completion(&item_file_id(&item), "a duplicate message")
+            .await
+            .expect("claim"),
+        processor::warehouse::files::Claim::Published
+    );
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
+    );
+}
+
+fn item_file_id(item: &WorkItem) -> String {
+    let WorkItem::File(file) = item else {
+        unreachable!("a file item")
+    };
+    file.file_id()
 }
 
 /// A stream work item `i` of two order status events (sequence numbers 2i+1 and 2i+2).

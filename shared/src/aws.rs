@@ -112,15 +112,20 @@ impl AwsClients {
         if let Some(endpoint) = &settings.kinesis_endpoint_url {
             kinesis = kinesis.endpoint_url(endpoint.clone());
         }
-        let mut s3 = aws_sdk_s3::config::Builder::from(sdk_config)
-            .force_path_style(settings.s3_force_path_style);
-        if let Some(endpoint) = &settings.s3_endpoint_url {
-            s3 = s3.endpoint_url(endpoint.clone());
-        }
         Self {
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
             kinesis: aws_sdk_kinesis::Client::from_conf(kinesis.build()),
-            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            s3: s3_client(sdk_config, settings),
         }
     }
+}
+
+/// The S3 client of the settings: their S3 endpoint (if any) and path-style addressing.
+pub fn s3_client(sdk_config: &SdkConfig, settings: &AwsSettings) -> aws_sdk_s3::Client {
+    let mut s3 = aws_sdk_s3::config::Builder::from(sdk_config)
+        .force_path_style(settings.s3_force_path_style);
+    if let Some(endpoint) = &settings.s3_endpoint_url {
+        s3 = s3.endpoint_url(endpoint.clone());
+    }
+    aws_sdk_s3::Client::from_conf(s3.build())
 }

@@ -188,16 +188,30 @@ pub async fn record_parts(
     Ok(())
 }
 
-/// Claims a completed, unannounced file for announcement.
+/// A new claim token of `claimant`: the claimant, then a random part, so a retry of the
+/// same claimant knows its own claim and a stale attempt's token ends nothing.
+pub fn new_claim_token(claimant: &str) -> String {
+    format!("{claimant}/{:016x}", rand::random::<u64>())
+}
+
+/// Whether a live claim's token is `claimant`'s.
+pub fn claimed_by(token: Option<&str>, claimant: &str) -> bool {
+    token
+        .and_then(|token| token.rsplit_once('/'))
+        .is_some_and(|(holder, _)| holder == claimant)
+}
+
+/// Claims a completed, unannounced file for announcement by `claimant`.
 pub async fn claim(
     connection: &Connection,
     table: &str,
     dialect: Dialect,
     file_id: &str,
+    claimant: &str,
 ) -> Result<Claim, WarehouseError> {
     let now = dialect.now;
     let select = format!(
-        "SELECT \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"rows_loaded\", \"rows_rejected\", \"completed_at\" IS NOT NULL, \"published_at\" IS NOT NULL, \"claimed_at\" IS NOT NULL AND \"claimed_at\" > {now} - INTERVAL '{CLAIM_TIMEOUT_SECS} seconds' FROM {table} WHERE \"file_id\" = $1"
+        "SELECT \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"rows_loaded\", \"rows_rejected\", \"completed_at\" IS NOT NULL, \"published_at\" IS NOT NULL, \"claimed_at\" IS NOT NULL AND \"claimed_at\" > {now} - INTERVAL '{CLAIM_TIMEOUT_SECS} seconds', \"claim_token\" FROM {table} WHERE \"file_id\" = $1"
     );
     let mark = format!(
         "UPDATE {table} SET \"claimed_at\" = {now}, \"claim_token\" = $2 WHERE \"file_id\" = $1"
@@ -217,14 +231,15 @@ pub async fn claim(
         return Ok(Claim::NotComplete);
     };
     let (complete, published, claimed): (bool, bool, bool) = (row.get(8), row.get(9), row.get(10));
+    let token: Option<String> = row.get(11);
     let claim = if published {
         Claim::Published
     } else if !complete {
         Claim::NotComplete
-    } else if claimed {
+    } else if claimed && !claimed_by(token.as_deref(), claimant) {
         Claim::ClaimedElsewhere
     } else {
-        let claim_token = format!("{:016x}", rand::random::<u64>());
+        let claim_token = new_claim_token(claimant);
         tx.execute(&mark, &[&file_id, &claim_token])
             .await
             .map_err(super::connection::statement_error("(platform)", action))?;
@@ -283,6 +298,24 @@ pub async fn finish_claim(
 mod tests {
     use super::*;
     use crate::warehouse::sql::REDSHIFT;
+
+    #[test]
+    fn a_claim_token_names_its_claimant() {
+        let token = new_claim_token("5fa3-message");
+        assert!(claimed_by(Some(&token), "5fa3-message"));
+        assert!(!claimed_by(Some(&token), "5fa3"));
+        assert!(!claimed_by(Some(&token), "another"));
+        assert!(
+            claimed_by(Some("a/b/0123"), "a/b"),
+            "the claimant may hold a slash"
+        );
+        assert!(
+            !claimed_by(Some("0123456789abcdef"), ""),
+            "a token without a claimant"
+        );
+        assert!(!claimed_by(None, "5fa3-message"));
+        assert_ne!(new_claim_token("m"), new_claim_token("m"));
+    }
 
     #[test]
     fn each_dialect_locks_its_own_way() {

@@ -256,8 +256,14 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError>;
 
-    /// Claims the announcement of a file whose parts have all loaded (see [`files`]).
-    async fn claim_file_completion(&self, file_id: &str) -> Result<files::Claim, WarehouseError>;
+    /// Claims the announcement of a file whose parts have all loaded (see [`files`]) for
+    /// `claimant` (the work-queue message): a live claim of the same claimant is taken
+    /// over, anyone else's is [`files::Claim::ClaimedElsewhere`] until it times out.
+    async fn claim_file_completion(
+        &self,
+        file_id: &str,
+        claimant: &str,
+    ) -> Result<files::Claim, WarehouseError>;
 
     /// Ends a claim: marks the file announced, or gives the claim back when announcing
     /// failed.

@@ -93,8 +93,19 @@ impl Warehouse for PostgresWarehouse {
         self.connection.ping().await
     }
 
-    async fn claim_file_completion(&self, file_id: &str) -> Result<files::Claim, WarehouseError> {
-        files::claim(&self.connection, &self.file_loads(), sql::POSTGRES, file_id).await
+    async fn claim_file_completion(
+        &self,
+        file_id: &str,
+        claimant: &str,
+    ) -> Result<files::Claim, WarehouseError> {
+        files::claim(
+            &self.connection,
+            &self.file_loads(),
+            sql::POSTGRES,
+            file_id,
+            claimant,
+        )
+        .await
     }
 
     async fn finish_file_claim(

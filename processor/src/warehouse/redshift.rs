@@ -689,8 +689,19 @@ impl Warehouse for RedshiftWarehouse {
         self.connection.ping().await
     }
 
-    async fn claim_file_completion(&self, file_id: &str) -> Result<files::Claim, WarehouseError> {
-        files::claim(&self.connection, &self.file_loads(), REDSHIFT, file_id).await
+    async fn claim_file_completion(
+        &self,
+        file_id: &str,
+        claimant: &str,
+    ) -> Result<files::Claim, WarehouseError> {
+        files::claim(
+            &self.connection,
+            &self.file_loads(),
+            REDSHIFT,
+            file_id,
+            claimant,
+        )
+        .await
     }
 
     async fn finish_file_claim(

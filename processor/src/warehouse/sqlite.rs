@@ -648,9 +648,14 @@ impl Warehouse for SqliteWarehouse {
         }
     }
 
-    async fn claim_file_completion(&self, file_id: &str) -> Result<Claim, WarehouseError> {
+    async fn claim_file_completion(
+        &self,
+        file_id: &str,
+        claimant: &str,
+    ) -> Result<Claim, WarehouseError> {
         let table = self.file_loads();
         let file_id = file_id.to_owned();
+        let claimant = claimant.to_owned();
         let _gate = self.gate.lock().await;
         self.step("(platform)", "claiming a completed file", move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -659,7 +664,8 @@ impl Warehouse for SqliteWarehouse {
                     &format!(
                         "SELECT dataset, bucket, object_key, version_id, etag, parts_total, rows_loaded, rows_rejected,
                          completed_at IS NOT NULL, published_at IS NOT NULL,
-                         claimed_at IS NOT NULL AND claimed_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{} seconds')
+                         claimed_at IS NOT NULL AND claimed_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{} seconds'),
+                         claim_token
                          FROM {table} WHERE file_id = ?1",
                         files::CLAIM_TIMEOUT_SECS
                     ),
@@ -668,7 +674,7 @@ impl Warehouse for SqliteWarehouse {
                         Ok((
                             FileCompletion {
                                 file_id: file_id.clone(),
-                                claim_token: format!("{:016x}", rand::random::<u64>()),
+                                claim_token: files::new_claim_token(&claimant),
                                 dataset: row.get(0)?,
                                 bucket: row.get(1)?,
                                 key: row.get(2)?,
@@ -680,7 +686,11 @@ impl Warehouse for SqliteWarehouse {
                             },
                             row.get::<_, bool>(8)?,
                             row.get::<_, bool>(9)?,
-                            row.get::<_, bool>(10)?,
+                            row.get::<_, bool>(10)?
+                                && !files::claimed_by(
+                                    row.get::<_, Option<String>>(11)?.as_deref(),
+                                    &claimant,
+                                ),
                         ))
                     },
                 )

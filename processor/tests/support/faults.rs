@@ -15,13 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use shared::aws::AwsClients;
 use shared::catalog::FileFormat;
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
 use shared::testing::{
-    TestSchemas, clients, create_bucket, create_queue_with_dlq, eventually, postgres_url,
-    queue_depth, unique_name, upload_file,
+    TestSchemas, aws_endpoint, clients, create_bucket, create_queue_with_dlq, eventually,
+    postgres_url, queue_depth, unique_name, upload_file,
 };
 
 const CATALOG: &str = include_str!("../../../catalog/ecommerce.toml");
@@ -76,6 +78,39 @@ pub fn seed() -> u64 {
     seed
 }
 
+/// What every fault scenario starts from: its scale, its seeded random choices, and a
+/// fixture whose target already has no unique index, with a configuration that points the
+/// processor straight at the peers.
+pub struct Scenario {
+    pub scale: Scale,
+    pub seed: u64,
+    pub rng: StdRng,
+    pub fixture: FaultFixture,
+    pub config: PathBuf,
+}
+
+impl Scenario {
+    pub async fn start(name: &str) -> Self {
+        Self::with_max_receive_count(name, |_| MAX_RECEIVE_COUNT).await
+    }
+
+    /// A scenario whose dead-letter queue takes a message after another number of receives.
+    pub async fn with_max_receive_count(name: &str, receives: impl Fn(&Scale) -> u32) -> Self {
+        let scale = Scale::from_env();
+        let seed = seed();
+        let fixture = FaultFixture::new(name, receives(&scale)).await;
+        let config = fixture.config(&aws_endpoint(), &postgres_url());
+        fixture.make_duplicates_visible(&config).await;
+        Self {
+            scale,
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            fixture,
+            config,
+        }
+    }
+}
+
 /// One expected row of `order_items`: product, quantity and unit price (as text).
 pub type Line = (String, i32, String);
 /// Expected rows by key (order id, line number).
@@ -105,7 +140,7 @@ pub struct FaultFixture {
 }
 
 impl FaultFixture {
-    pub async fn new(name: &str) -> Self {
+    pub async fn new(name: &str, max_receive_count: u32) -> Self {
         let clients = clients().await;
         let schemas = TestSchemas::new();
         let dir = std::env::temp_dir().join(unique_name(name));
@@ -113,7 +148,7 @@ impl FaultFixture {
         let catalog_path = dir.join("catalog.toml");
         std::fs::write(&catalog_path, schemas.retarget(CATALOG)).expect("write catalog");
         let bucket = create_bucket(&clients.s3, "faults").await;
-        let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, MAX_RECEIVE_COUNT).await;
+        let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, max_receive_count).await;
         let queue = SqsQueue::new(clients.sqs.clone(), &queue_url, MessageSizeLimit::default());
         Self {
             clients,
