@@ -67,16 +67,30 @@ pub trait ObjectStores: Send + Sync + std::fmt::Debug {
     /// The store holding `bucket`'s objects (keys are object paths within it).
     fn for_bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error>;
 
+    /// A store of the one object `key`, for keys an object path cannot hold (empty, `.`
+    /// or `..` segments, control characters); `None` where there is no other way to read
+    /// them.
+    fn for_unaddressable(&self, _bucket: &str, _key: &str) -> Option<Arc<dyn ObjectStore>> {
+        None
+    }
+
     /// The object `key` of `bucket`, taken as it is (`Path::from` would percent-encode
-    /// non-ASCII characters and name another key). Keys an object path cannot hold
-    /// (empty, `.` or `..` segments, control characters) are refused here unless the
-    /// stores can read them another way, as `S3Stores` does.
+    /// non-ASCII characters and name another key).
     fn for_object(&self, bucket: &str, key: &str) -> Result<StoredObject, object_store::Error> {
-        let path = ObjectPath::parse(key)?;
-        Ok(StoredObject {
-            store: self.for_bucket(bucket)?,
-            path,
-        })
+        match ObjectPath::parse(key) {
+            Ok(path) => Ok(StoredObject {
+                store: self.for_bucket(bucket)?,
+                path,
+            }),
+            Err(err) => match self.for_unaddressable(bucket, key) {
+                // The store answers for its one object whatever path it is given.
+                Some(store) => Ok(StoredObject {
+                    store,
+                    path: ObjectPath::from("object"),
+                }),
+                None => Err(err.into()),
+            },
+        }
     }
 }
 
@@ -144,21 +158,12 @@ impl ObjectStores for S3Stores {
         Ok(store)
     }
 
-    fn for_object(&self, bucket: &str, key: &str) -> Result<StoredObject, object_store::Error> {
-        match ObjectPath::parse(key) {
-            Ok(path) => Ok(StoredObject {
-                store: self.for_bucket(bucket)?,
-                path,
-            }),
-            Err(_) => Ok(StoredObject {
-                store: Arc::new(SdkObject {
-                    client: self.sdk_client.clone(),
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                }),
-                path: ObjectPath::from("object"),
-            }),
-        }
+    fn for_unaddressable(&self, bucket: &str, key: &str) -> Option<Arc<dyn ObjectStore>> {
+        Some(Arc::new(SdkObject {
+            client: self.sdk_client.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }))
     }
 }
 

@@ -136,16 +136,11 @@ fn check_etag(item: &FileItem, meta: &object_store::ObjectMeta) -> Result<(), Re
 /// non-ASCII characters and the request would name another key). For stores other than
 /// S3, which reads any key (`ObjectStores::for_object`).
 pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
-    ObjectPath::parse(&item.key).map_err(|err| unaddressable(item, &err))
-}
-
-/// A key the store cannot name: permanent.
-pub fn unaddressable(item: &FileItem, err: &dyn std::error::Error) -> ReadError {
-    ReadError::Object {
+    ObjectPath::parse(&item.key).map_err(|err| ReadError::Object {
         source_url: source_url(item),
         reason: format!("the key cannot be named in this store: {err}"),
         retryable: false,
-    }
+    })
 }
 
 /// Reads the item in a background task; chunks of typed rows (and then the end, or an
@@ -157,14 +152,13 @@ pub fn spawn_read(
     dataset: Dataset,
 ) -> mpsc::Receiver<Result<Typed, ReadError>> {
     let (sender, receiver) = mpsc::channel(2);
-    let reader_sender = sender.clone();
     let url = source_url(&item);
+    let reader_sender = sender.clone();
     let reader = tokio::spawn(async move {
-        let sender = reader_sender;
         match item.format {
-            FileFormat::Parquet => read_parquet(object, &item, &dataset, &sender).await,
+            FileFormat::Parquet => read_parquet(object, &item, &dataset, &reader_sender).await,
             FileFormat::Csv | FileFormat::Jsonl => {
-                read_text(object, item.clone(), dataset, sender).await
+                read_text(object, item.clone(), dataset, reader_sender).await
             }
         }
     });

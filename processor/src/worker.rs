@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::announce::{AnnounceError, FileEvents};
 use crate::objects::{ObjectStores, StoredObject};
-use crate::read::{ReadError, source_url, spawn_read, unaddressable};
+use crate::read::{ReadError, source_url, spawn_read};
 use crate::transform::{TransformError, Transformer};
 use crate::typing::Typed;
 use crate::typing::{Origin, TextRows, json_cells};
@@ -115,6 +115,17 @@ impl Pipeline {
         self.transformers.get(dataset).map(|(_, schema)| schema)
     }
 
+    /// The object `key` of `bucket` to read (a file, or a claim check's records).
+    fn object(&self, bucket: &str, key: &str) -> Result<StoredObject, ReadError> {
+        self.stores
+            .for_object(bucket, key)
+            .map_err(|err| ReadError::Object {
+                source_url: format!("s3://{bucket}/{key}"),
+                reason: err.to_string(),
+                retryable: false,
+            })
+    }
+
     /// The rows of one work item as a source the warehouse pulls from while it loads:
     /// files are read, typed and transformed chunk by chunk, and only once the ledger
     /// said the item is new.
@@ -136,10 +147,7 @@ impl Pipeline {
                 })?;
         let (source, rows): (String, Box<dyn RowSource>) = match item {
             WorkItem::File(file) => {
-                let object = self
-                    .stores
-                    .for_object(&file.bucket, &file.key)
-                    .map_err(|err| unaddressable(file, &err))?;
+                let object = self.object(&file.bucket, &file.key)?;
                 let rows =
                     FileRows::new(object, file.clone(), dataset.clone(), transformer.clone());
                 (item_source_name(file), Box::new(rows))
@@ -147,15 +155,7 @@ impl Pipeline {
             WorkItem::Records(records) => {
                 let source = format!("kinesis://{}", records.stream);
                 let claim_store = match &records.payload {
-                    RecordsPayload::S3(claim) => Some(
-                        self.stores
-                            .for_object(&claim.bucket, &claim.key)
-                            .map_err(|err| ReadError::Object {
-                                source_url: format!("s3://{}/{}", claim.bucket, claim.key),
-                                reason: err.to_string(),
-                                retryable: false,
-                            })?,
-                    ),
+                    RecordsPayload::S3(claim) => Some(self.object(&claim.bucket, &claim.key)?),
                     RecordsPayload::Inline(_) => None,
                 };
                 (

@@ -211,6 +211,16 @@ impl Fixture {
         }
     }
 
+    /// Receives the one message the test sent, hidden for `visibility`.
+    async fn receive_one(&self, visibility: Duration) -> shared::queue::ReceivedMessage {
+        self.queue
+            .receive(1, Duration::from_secs(5), visibility)
+            .await
+            .expect("receive")
+            .pop()
+            .expect("one message")
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
             .await
@@ -246,13 +256,7 @@ async fn the_heartbeat_keeps_a_slow_load_from_being_delivered_twice() {
         finish_failures: AtomicU32::new(0),
     };
     let worker = fixture.worker(Arc::new(slow), visibility);
-    let message = fixture
-        .queue
-        .receive(1, Duration::from_secs(5), visibility)
-        .await
-        .expect("receive")
-        .pop()
-        .expect("one message");
+    let message = fixture.receive_one(visibility).await;
     let handling = tokio::spawn(async move { worker.handle(&message).await });
 
     // A second consumer polls for the whole load, well past the 2 s visibility timeout.
@@ -317,13 +321,7 @@ async fn a_load_aborted_before_commit_leaves_nothing_and_the_redelivery_loads_on
             .expect("connect"),
     );
     let worker = Arc::new(fixture.worker(Arc::clone(&warehouse), Duration::from_secs(30)));
-    let message = fixture
-        .queue
-        .receive(1, Duration::from_secs(5), Duration::from_secs(3))
-        .await
-        .expect("receive")
-        .pop()
-        .expect("one message");
+    let message = fixture.receive_one(Duration::from_secs(3)).await;
 
     // Abort the worker while its COPY is running.
     let running = Arc::clone(&worker);
@@ -425,13 +423,7 @@ async fn a_file_over_its_reject_limit_goes_to_the_dlq_with_the_reasons() {
             .await
             .expect("connect"),
     );
-    let message = fixture
-        .queue
-        .receive(1, Duration::from_secs(5), Duration::from_secs(30))
-        .await
-        .expect("receive")
-        .pop()
-        .expect("one message");
+    let message = fixture.receive_one(Duration::from_secs(30)).await;
     let outcome = fixture
         .worker(warehouse, Duration::from_secs(30))
         .handle(&message)
@@ -490,17 +482,11 @@ async fn a_redriven_item_loads_exactly_once_after_its_cause_is_fixed() {
             .await
             .expect("connect"),
     );
-    let receive = || async {
-        fixture
-            .queue
-            .receive(1, Duration::from_secs(5), Duration::from_secs(30))
-            .await
-            .expect("receive")
-            .pop()
-            .expect("one message")
-    };
+
     let strict = fixture.worker(Arc::clone(&warehouse), Duration::from_secs(30));
-    let outcome = strict.handle(&receive().await).await;
+    let outcome = strict
+        .handle(&fixture.receive_one(Duration::from_secs(30)).await)
+        .await;
     assert!(
         matches!(outcome, Outcome::DeadLettered { .. }),
         "{outcome:?}"
@@ -528,7 +514,9 @@ async fn a_redriven_item_loads_exactly_once_after_its_cause_is_fixed() {
             held: 0
         }
     );
-    let outcome = fixed.handle(&receive().await).await;
+    let outcome = fixed
+        .handle(&fixture.receive_one(Duration::from_secs(30)).await)
+        .await;
     let Outcome::Done(report) = outcome else {
         panic!("expected a load, got {outcome:?}");
     };
@@ -557,7 +545,9 @@ async fn a_redriven_item_loads_exactly_once_after_its_cause_is_fixed() {
     )
     .await
     .expect("redrive again");
-    let outcome = fixed.handle(&receive().await).await;
+    let outcome = fixed
+        .handle(&fixture.receive_one(Duration::from_secs(30)).await)
+        .await;
     let Outcome::Done(report) = outcome else {
         panic!("expected a skip, got {outcome:?}");
     };
@@ -595,13 +585,7 @@ async fn an_item_already_in_the_ledger_is_skipped_without_reading_its_file() {
             .await
             .all_succeeded()
     );
-    let first = fixture
-        .queue
-        .receive(1, Duration::from_secs(5), Duration::from_secs(30))
-        .await
-        .expect("receive")
-        .pop()
-        .expect("message");
+    let first = fixture.receive_one(Duration::from_secs(30)).await;
     assert!(matches!(
         worker.handle(&first).await,
         Outcome::Done(LoadReport {
@@ -621,13 +605,7 @@ async fn an_item_already_in_the_ledger_is_skipped_without_reading_its_file() {
         .await
         .expect("delete object");
     assert!(fixture.queue.send(&[body.into()]).await.all_succeeded());
-    let second = fixture
-        .queue
-        .receive(1, Duration::from_secs(5), Duration::from_secs(30))
-        .await
-        .expect("receive")
-        .pop()
-        .expect("message");
+    let second = fixture.receive_one(Duration::from_secs(30)).await;
     let outcome = worker.handle(&second).await;
     assert!(
         matches!(
@@ -676,16 +654,7 @@ async fn a_retry_takes_over_the_claim_its_own_earlier_attempt_left() {
     });
     let worker = fixture.worker(warehouse.clone(), Duration::from_secs(30));
     assert!(fixture.queue.send(&[body.into()]).await.all_succeeded());
-    let receive = || async {
-        fixture
-            .queue
-            .receive(1, Duration::from_secs(5), Duration::from_secs(30))
-            .await
-            .expect("receive")
-            .pop()
-            .expect("the message")
-    };
-    let first = receive().await;
+    let first = fixture.receive_one(Duration::from_secs(30)).await;
     let outcome = worker.handle(&first).await;
     assert!(outcome.is_released(), "{outcome:?}");
     assert_eq!(warehouse.finish_failures.load(Ordering::SeqCst), 0);
@@ -697,7 +666,7 @@ async fn a_retry_takes_over_the_claim_its_own_earlier_attempt_left() {
         .expect("claim");
     assert_eq!(claim, processor::warehouse::files::Claim::ClaimedElsewhere);
 
-    let retry = receive().await;
+    let retry = fixture.receive_one(Duration::from_secs(30)).await;
     assert_eq!(retry.message_id, first.message_id);
     let outcome = worker.handle(&retry).await;
     assert!(

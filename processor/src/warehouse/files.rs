@@ -201,6 +201,27 @@ pub fn claimed_by(token: Option<&str>, claimant: &str) -> bool {
         .is_some_and(|(holder, _)| holder == claimant)
 }
 
+/// What a claim by `claimant` finds in a file's row when it cannot take the claim;
+/// `None` when it can (the file is complete, unpublished, and unclaimed, its claim timed
+/// out, or the live claim is the claimant's own). Every warehouse decides by this.
+pub fn unclaimable(
+    complete: bool,
+    published: bool,
+    live_claim: bool,
+    token: Option<&str>,
+    claimant: &str,
+) -> Option<Claim> {
+    if published {
+        Some(Claim::Published)
+    } else if !complete {
+        Some(Claim::NotComplete)
+    } else if live_claim && !claimed_by(token, claimant) {
+        Some(Claim::ClaimedElsewhere)
+    } else {
+        None
+    }
+}
+
 /// Claims a completed, unannounced file for announcement by `claimant`.
 pub async fn claim(
     connection: &Connection,
@@ -232,12 +253,10 @@ pub async fn claim(
     };
     let (complete, published, claimed): (bool, bool, bool) = (row.get(8), row.get(9), row.get(10));
     let token: Option<String> = row.get(11);
-    let claim = if published {
-        Claim::Published
-    } else if !complete {
-        Claim::NotComplete
-    } else if claimed && !claimed_by(token.as_deref(), claimant) {
-        Claim::ClaimedElsewhere
+    let claim = if let Some(found) =
+        unclaimable(complete, published, claimed, token.as_deref(), claimant)
+    {
+        found
     } else {
         let claim_token = new_claim_token(claimant);
         tx.execute(&mark, &[&file_id, &claim_token])

@@ -684,23 +684,21 @@ impl Warehouse for SqliteWarehouse {
                                 rows_loaded: row.get(6)?,
                                 rows_rejected: row.get(7)?,
                             },
-                            row.get::<_, bool>(8)?,
-                            row.get::<_, bool>(9)?,
-                            row.get::<_, bool>(10)?
-                                && !files::claimed_by(
-                                    row.get::<_, Option<String>>(11)?.as_deref(),
-                                    &claimant,
-                                ),
+                            files::unclaimable(
+                                row.get(8)?,
+                                row.get(9)?,
+                                row.get(10)?,
+                                row.get::<_, Option<String>>(11)?.as_deref(),
+                                &claimant,
+                            ),
                         ))
                     },
                 )
                 .optional()?;
             let claim = match row {
                 None => Claim::NotComplete,
-                Some((_, _, true, _)) => Claim::Published,
-                Some((_, false, _, _)) => Claim::NotComplete,
-                Some((_, _, _, true)) => Claim::ClaimedElsewhere,
-                Some((completion, _, _, _)) => {
+                Some((_, Some(found))) => found,
+                Some((completion, None)) => {
                     tx.execute(
                         &format!("UPDATE {table} SET claimed_at = {NOW}, claim_token = ?2 WHERE file_id = ?1"),
                         params![completion.file_id, completion.claim_token],
