@@ -10,8 +10,7 @@
 //!
 //! `cargo bench -p ingest-batch --bench handler`
 
-#[path = "../tests/support/runtime_api.rs"]
-mod runtime_api;
+use test_support::lambda_runtime as runtime_api;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use ingest_batch::events::CreatedObject;
 use ingest_batch::plan::{FilePlanner, ObjectReadError, ObjectReader};
 use shared::catalog::Catalog;
 use shared::envelope::MessageSizeLimit;
-use shared::testing::AcceptingQueue;
+use test_support::AcceptingQueue;
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 const RECORDS_PER_EVENT: usize = 100;

@@ -294,7 +294,7 @@ fn describe(item: &WorkItem) -> String {
 mod tests {
     use async_trait::async_trait;
     use bytes::Bytes;
-    use shared::testing::AcceptingQueue;
+    use test_support::AcceptingQueue;
 
     use super::*;
     use crate::plan::ObjectReader;

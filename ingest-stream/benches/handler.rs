@@ -13,7 +13,7 @@ use ingest_stream::handler::{IncomingRecord, ObjectWriter, PutError, StreamInges
 use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
-use shared::testing::AcceptingQueue;
+use test_support::AcceptingQueue;
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 const RECORDS_PER_BATCH: usize = 500;

@@ -26,13 +26,13 @@ use futures::SinkExt;
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
 use processor::objects::{FixedStore, ObjectStores, S3Stores};
+use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
 use processor::warehouse::postgres::PostgresWarehouse;
-use processor::worker::Pipeline;
 use shared::aws::load_sdk_config;
 use shared::catalog::{Catalog, Compression, FileFormat};
 use shared::envelope::{FileItem, WorkItem};
-use shared::testing::{TestSchemas, clients, emulator_settings, postgres_url, unique_name};
+use test_support::{TestSchemas, clients, emulator_settings, postgres_url, unique_name};
 use tokio::io::AsyncReadExt;
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");

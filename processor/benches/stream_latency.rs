@@ -29,16 +29,17 @@ use bytes::Bytes;
 use ingest_stream::handler::{S3Writer, StreamIngest};
 use ingest_stream::poller::{Checkpoints, ReadSettings, StopWhen, read_stream};
 use processor::objects::S3Stores;
+use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
 use processor::warehouse::postgres::PostgresWarehouse;
-use processor::worker::{BatchSettings, Pipeline, Worker, WorkerSettings};
+use processor::worker::{BatchSettings, Worker, WorkerSettings};
 use shared::aws::{AwsClients, load_sdk_config};
 use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::stream::{KinesisStream, OutgoingRecord, RecordStream, StartPosition};
-use shared::testing::{
+use test_support::{
     TestSchemas, clients, create_queue, emulator_settings, postgres_url, unique_name,
 };
 use tokio::sync::{Mutex, watch};

@@ -1,22 +1,12 @@
 //! The processor: consumes work items, transforms them with DataFusion and loads the
-//! warehouse; also the operator CLI (catalog check, redrive, backfill, replay).
+//! warehouse; also what the operator commands do (catalog check, backfill, replay,
+//! redrive) and the local platform. `docs/architecture.md` maps the modules.
 
-pub mod announce;
-pub mod backfill;
-pub mod check;
-pub mod cli;
-pub mod demo;
-pub mod health;
-pub mod lineage;
 pub mod local;
 pub mod objects;
-pub mod read;
-pub mod redrive;
-pub mod replay;
-pub mod sdk_object;
-pub mod service;
+pub mod operations;
+pub mod pipeline;
+pub mod serve;
 pub mod timefmt;
-pub mod transform;
-pub mod typing;
 pub mod warehouse;
 pub mod worker;

@@ -6,14 +6,13 @@
 //! The server is the one `scripts/peers.sh` started, controlled through its `pg-ctl`
 //! script; this is the only test in its binary, as the outages would fail other tests.
 
-#[path = "support/faults.rs"]
-mod faults;
+use test_support::faults;
 
 use std::time::Duration;
 
 use faults::{MAX_RECEIVE_COUNT, Scenario};
 use rand::Rng;
-use shared::testing::eventually;
+use test_support::eventually;
 
 /// Runs `pg-ctl crash|start`; dropping it starts the server again if a test failed with
 /// it down, so the tests that follow find it up.
@@ -78,6 +77,9 @@ async fn load_running(limit: Duration) -> bool {
     false
 }
 
+/// The `processor` binary these tests run.
+const PROCESSOR: &str = env!("CARGO_BIN_EXE_processor");
+
 #[tokio::test]
 async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
     let mut server = Server::new();
@@ -87,7 +89,7 @@ async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
         mut rng,
         fixture,
         config,
-    } = Scenario::start("pg-restart").await;
+    } = Scenario::start(PROCESSOR, "pg-restart").await;
     let (items, expected) = fixture
         .upload_order_items(scale.files * 2, scale.rows_per_file)
         .await;

@@ -23,7 +23,5 @@ pub mod queue;
 pub mod retry;
 pub mod stream;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod toml_walk;
 pub mod validate;

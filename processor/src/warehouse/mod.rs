@@ -7,7 +7,6 @@
 
 pub mod connection;
 pub mod files;
-pub mod pg_binary;
 pub mod postgres;
 pub mod redshift;
 pub mod sql;
@@ -26,7 +25,7 @@ use shared::error::{Classify, Retryability};
 /// The columns rows are merged on: the dataset's key, or the lineage columns.
 pub fn merge_keys(dataset: &Dataset) -> Vec<String> {
     if dataset.key_columns.is_empty() {
-        crate::lineage::column_names()
+        crate::pipeline::lineage::column_names()
     } else {
         dataset.key_columns.clone()
     }
@@ -190,7 +189,7 @@ pub enum WarehouseError {
     #[error("cannot encode rows of dataset {dataset:?} for the warehouse: {source}")]
     Encode {
         dataset: String,
-        source: pg_binary::EncodeError,
+        source: postgres::binary_copy::EncodeError,
     },
     #[error("dataset {dataset:?}: {reason}")]
     Schema { dataset: String, reason: String },

@@ -4,7 +4,7 @@
 
 use shared::catalog::TableName;
 
-use crate::lineage;
+use crate::pipeline::lineage;
 
 /// A column of a warehouse table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use super::{
     Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
     fresh_items, merge_keys,
 };
-use crate::lineage;
+use crate::pipeline::lineage;
 use crate::timefmt::iso_utc_micros;
 
 /// The current time as the text the timestamp columns hold.

@@ -1,0 +1,51 @@
+//! `processor dev`: watches the local platform's landing folder and loads what lands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use processor::local::dev::{DevEvent, DevOptions, run_dev};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The demo folder; files go under <dir>/objects/demo/landing/<dataset>/.
+    #[arg(long, default_value = "demo-data")]
+    dir: PathBuf,
+    /// Processor workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Seconds between two looks at the folder.
+    #[arg(long, default_value_t = 1)]
+    scan_interval_secs: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = DevOptions {
+        dir: args.dir,
+        workers: args.workers,
+        visibility_timeout: Duration::from_secs(30),
+        scan_interval: Duration::from_secs(args.scan_interval_secs.max(1)),
+    };
+    let stopped = super::stop_on_signal(|| {});
+    run_dev(&options, stopped, &mut report).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(event: DevEvent) {
+    match event {
+        DevEvent::Watching { folder } => eprintln!(
+            "watching {} — drop files under landing/<dataset>/ (customers, orders, order_items, payments); Ctrl-C stops",
+            folder.display()
+        ),
+        DevEvent::Queued { key, work_items } => {
+            eprintln!("queued {key}: {work_items} work item(s)")
+        }
+        DevEvent::Skipped { key, reasons } => eprintln!("skipped {key}: {reasons}"),
+        DevEvent::Failed { key, reason } => eprintln!("failed {key}: {reason}"),
+        DevEvent::Loaded {
+            table,
+            rows,
+            rejected,
+        } => eprintln!("loaded {table}: {rows:+} row(s), {rejected:+} rejected"),
+    }
+}

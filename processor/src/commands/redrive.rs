@@ -1,0 +1,74 @@
+//! `processor redrive`: moves dead letters back to the work queue.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use processor::operations::redrive::{RedriveOptions, RedriveOutcome, redrive};
+use shared::aws::AwsClients;
+use shared::config::{PlatformConfig, Section};
+use shared::queue::SqsQueue;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only report how many messages would move.
+    #[arg(long)]
+    dry_run: bool,
+    /// Move at most this many messages (moves them one batch at a time).
+    #[arg(long)]
+    max: Option<u64>,
+    /// Messages per second.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Leave in the dead-letter queue any message already redriven this many times
+    /// (counted on the message), so a poison message cannot cycle forever.
+    #[arg(long)]
+    max_redrives: Option<u32>,
+}
+
+pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
+    config.require(&[Section::Queue])?;
+    let queue = config.queue.as_ref().context("[queue] is required")?;
+    let dead_letter_url = queue
+        .dead_letter_url
+        .as_ref()
+        .context("queue.dead_letter_url is required to redrive")?;
+    let clients = AwsClients::new(&config.aws).await;
+    let dead_letter = SqsQueue::new(
+        clients.sqs.clone(),
+        dead_letter_url,
+        queue.max_message_bytes,
+    );
+    let target = SqsQueue::new(clients.sqs.clone(), &queue.url, queue.max_message_bytes);
+    let options = RedriveOptions {
+        dry_run: args.dry_run,
+        max_messages: args.max,
+        max_per_second: args.rate,
+        max_redrives: args.max_redrives,
+    };
+    let mut progress = |moved: u64, expected: u64| eprint!("\rmoved {moved} of ~{expected}");
+    let outcome = redrive(&dead_letter, &target, options, &mut progress).await?;
+    eprintln!();
+    println!("{}", describe(&outcome));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(outcome: &RedriveOutcome) -> String {
+    match outcome {
+        RedriveOutcome::WouldMove { messages } => format!(
+            "dry run: the dead-letter queue holds about {messages} message(s); nothing moved"
+        ),
+        RedriveOutcome::MoveTaskStarted {
+            task_handle,
+            messages,
+        } => format!(
+            "SQS is moving about {messages} message(s) (task {task_handle}); follow it with `aws sqs list-message-move-tasks`"
+        ),
+        RedriveOutcome::Moved {
+            moved,
+            failed,
+            held,
+        } => format!(
+            "moved {moved} message(s); {failed} could not be moved and {held} were redriven too often: they stay in the dead-letter queue"
+        ),
+    }
+}

@@ -1,0 +1,482 @@
+//! The PostgreSQL sink: binary `COPY FROM STDIN` into a temporary staging table, then
+//! `MERGE` (or a lineage-checked append), rejects and ledger in the same transaction.
+
+pub mod binary_copy;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::SinkExt;
+use shared::catalog::Dataset;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use super::connection::{Connection, Connector, Login, statement_error};
+use super::files;
+use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
+use super::{
+    Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, distinct_keys,
+    drain_items, fresh_items, merge_keys,
+};
+use binary_copy::{self as pg_binary, pg_type};
+
+/// COPY data is sent in chunks of about this size.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+/// A PostgreSQL warehouse over one connection (one per worker).
+#[derive(Debug)]
+pub struct PostgresWarehouse {
+    connection: Connection,
+    platform_schema: String,
+}
+
+/// The warehouse columns of a load schema.
+pub fn column_defs(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, WarehouseError> {
+    sql::typed_columns(dataset, schema, "warehouse", pg_type)
+}
+
+impl PostgresWarehouse {
+    /// Connects without TLS; `platform_schema` holds the ledger and rejects tables.
+    pub async fn connect(url: &str, platform_schema: &str) -> Result<Self, WarehouseError> {
+        Self::connect_with(url, Connector::Plain, Login::Url, platform_schema).await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        connector: Connector,
+        login: Login,
+        platform_schema: &str,
+    ) -> Result<Self, WarehouseError> {
+        Ok(Self {
+            connection: Connection::open_with(url, connector, login).await?,
+            platform_schema: platform_schema.to_owned(),
+        })
+    }
+
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, WarehouseError> {
+        self.connection.client().await
+    }
+
+    /// Runs DDL in one transaction under a cluster-wide advisory lock: concurrent
+    /// `CREATE … IF NOT EXISTS` from several starting tasks would otherwise race and fail.
+    async fn run_ddl(
+        &self,
+        dataset: &str,
+        action: &'static str,
+        statements: &[String],
+    ) -> Result<(), WarehouseError> {
+        let locked: Vec<String> = std::iter::once(
+            "SELECT pg_advisory_xact_lock(hashtextextended('redshift-ingest ddl', 0))".to_owned(),
+        )
+        .chain(statements.iter().cloned())
+        .collect();
+        self.connection
+            .run_in_transaction(dataset, action, &locked)
+            .await
+    }
+
+    fn ledger(&self) -> String {
+        sql::ledger_table(&self.platform_schema)
+    }
+
+    fn rejects(&self) -> String {
+        sql::rejects_table(&self.platform_schema)
+    }
+
+    fn file_loads(&self) -> String {
+        files::file_loads_table(&self.platform_schema)
+    }
+}
+
+#[async_trait]
+impl Warehouse for PostgresWarehouse {
+    async fn ping(&self) -> Result<(), WarehouseError> {
+        self.connection.ping().await
+    }
+
+    async fn claim_file_completion(
+        &self,
+        file_id: &str,
+        claimant: &str,
+    ) -> Result<files::Claim, WarehouseError> {
+        files::claim(
+            &self.connection,
+            &self.file_loads(),
+            sql::POSTGRES,
+            file_id,
+            claimant,
+        )
+        .await
+    }
+
+    async fn finish_file_claim(
+        &self,
+        completion: &files::FileCompletion,
+        published: bool,
+    ) -> Result<(), WarehouseError> {
+        files::finish_claim(
+            &self.connection,
+            &self.file_loads(),
+            sql::POSTGRES,
+            completion,
+            published,
+        )
+        .await
+    }
+
+    async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
+        let statements = sql::platform_tables(&self.platform_schema, sql::POSTGRES);
+        self.run_ddl(
+            "(platform)",
+            "creating the ledger and rejects tables",
+            &statements,
+        )
+        .await
+    }
+
+    async fn ensure_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<(), WarehouseError> {
+        let columns = column_defs(&dataset.name, schema)?;
+        let keys = merge_keys(dataset);
+        let index = format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+            quote_ident(&merge_key_index(dataset)),
+            sql::qualified(&dataset.target),
+            keys.iter()
+                .map(|k| quote_ident(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let statements = [
+            sql::create_schema(&dataset.target.schema),
+            sql::create_target_table(&dataset.target, &columns, sql::POSTGRES),
+            index,
+        ];
+        self.run_ddl(&dataset.name, "creating the target table", &statements)
+            .await
+    }
+
+    async fn load(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        items: Vec<ItemSource>,
+    ) -> Result<LoadReport, WarehouseError> {
+        let name = dataset.name.as_str();
+        let columns = column_defs(name, schema)?;
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(statement_error(name, "starting the load transaction"))?;
+
+        // Serialise loads of the same keys across workers and tasks: whoever comes second
+        // waits, then finds the key in the ledger.
+        let keys = distinct_keys(&items);
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
+            &[&keys],
+        )
+        .await
+        .map_err(statement_error(name, "locking the idempotency keys"))?;
+        let loaded: Vec<String> = tx
+            .query(
+                &format!(
+                    "SELECT idempotency_key FROM {} WHERE idempotency_key = ANY($1)",
+                    self.ledger()
+                ),
+                &[&keys],
+            )
+            .await
+            .map_err(statement_error(name, "reading the load ledger"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
+        let mut report = LoadReport {
+            items_skipped,
+            ..LoadReport::default()
+        };
+        if fresh.is_empty() {
+            tx.commit()
+                .await
+                .map_err(statement_error(name, "committing"))?;
+            return Ok(report);
+        }
+
+        // Fast path for a load of one item that can be read again: COPY straight into the
+        // target. Any clash with a row already there (or two rows of one key) is a unique
+        // violation: roll back to the savepoint and take the staging path instead.
+        let mut direct = None;
+        if let [only] = fresh.as_mut_slice()
+            && let Some(again) = only.rows.restart()
+            && has_merge_key_index(&tx, dataset).await?
+        {
+            tx.batch_execute("SAVEPOINT ingest_direct_copy")
+                .await
+                .map_err(statement_error(name, "starting the direct COPY"))?;
+            match copy_rows(
+                &tx,
+                name,
+                schema,
+                &columns,
+                &mut fresh,
+                CopyInto::Target(&dataset.target),
+            )
+            .await
+            {
+                Ok(copied) => direct = Some(copied),
+                Err(CopyFailure::Conflict) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT ingest_direct_copy")
+                        .await
+                        .map_err(statement_error(name, "abandoning the direct COPY"))?;
+                    fresh[0].rows = again;
+                    tracing::debug!(
+                        dataset = name,
+                        "rows clash with the target; merging through staging"
+                    );
+                }
+                Err(CopyFailure::Other(err)) => return Err(err),
+            }
+        }
+        let (rows_per_item, rejects_per_item) = match direct {
+            Some((copied, drained)) => {
+                report.rows_staged = copied;
+                report.rows_written = copied;
+                (drained.rows_per_item, drained.rejects_per_item)
+            }
+            None => {
+                tx.batch_execute(&sql::create_staging_table(&columns))
+                    .await
+                    .map_err(statement_error(name, "creating the staging table"))?;
+                let (copied, drained) =
+                    copy_rows(&tx, name, schema, &columns, &mut fresh, CopyInto::Staging)
+                        .await
+                        .map_err(CopyFailure::into_error)?;
+                report.rows_staged = copied;
+                let write = if dataset.key_columns.is_empty() {
+                    sql::append_new_lineage(&dataset.target, &columns)
+                } else {
+                    sql::merge_on_key(&dataset.target, &columns, &dataset.key_columns)
+                };
+                report.rows_written = tx
+                    .execute(&write, &[])
+                    .await
+                    .map_err(statement_error(name, "merging into the target"))?;
+                (drained.rows_per_item, drained.rejects_per_item)
+            }
+        };
+
+        let mut reject_keys = Vec::new();
+        let mut reject_sources = Vec::new();
+        let mut reject_rows: Vec<Option<i64>> = Vec::new();
+        let mut reject_raw: Vec<Option<String>> = Vec::new();
+        let mut reject_reasons = Vec::new();
+        for (item, rejects) in fresh.iter().zip(&rejects_per_item) {
+            for reject in rejects {
+                reject_keys.push(item.key.as_str());
+                reject_sources.push(item.source.as_str());
+                reject_rows.push(reject.row_number.and_then(|n| i64::try_from(n).ok()));
+                // PostgreSQL text cannot hold NUL.
+                reject_raw.push(reject.raw.as_ref().map(|raw| raw.replace('\0', "\u{FFFD}")));
+                reject_reasons.push(reject.reason.replace('\0', "\u{FFFD}"));
+            }
+        }
+        report.rows_rejected = reject_keys.len() as u64;
+        if !reject_keys.is_empty() {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (idempotency_key, dataset, source, row_number, raw, reason)
+                     SELECT k, $2, s, n, r, why FROM unnest($1::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS t(k, s, n, r, why)",
+                    self.rejects()
+                ),
+                &[&reject_keys, &name, &reject_sources, &reject_rows, &reject_raw, &reject_reasons],
+            )
+            .await
+            .map_err(statement_error(name, "writing rejects"))?;
+        }
+
+        let ledger_keys: Vec<&str> = fresh.iter().map(|i| i.key.as_str()).collect();
+        let ledger_sources: Vec<&str> = fresh.iter().map(|i| i.source.as_str()).collect();
+        let ledger_rejects: Vec<i64> = rejects_per_item.iter().map(|r| r.len() as i64).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (idempotency_key, dataset, source, rows_loaded, rows_rejected)
+                 SELECT k, $2, s, n, r FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[]) AS t(k, s, n, r)",
+                self.ledger()
+            ),
+            &[&ledger_keys, &name, &ledger_sources, &rows_per_item, &ledger_rejects],
+        )
+        .await
+        .map_err(statement_error(name, "writing the load ledger"))?;
+        let file_parts = files::loaded_parts(
+            fresh.iter().map(|item| item.file.as_ref()),
+            &rows_per_item,
+            ledger_rejects.iter().copied(),
+        );
+        files::record_parts(&tx, &self.file_loads(), sql::POSTGRES, &file_parts).await?;
+        tx.commit()
+            .await
+            .map_err(statement_error(name, "committing"))?;
+        report.items_loaded = fresh.len();
+        Ok(report)
+    }
+}
+
+/// The unique index on the merge key that `ensure_target` creates.
+fn merge_key_index(dataset: &Dataset) -> String {
+    format!("{}_merge_key", dataset.target.table)
+}
+
+/// Whether the target has its unique merge-key index: without it a direct COPY could not
+/// see a clash, so it is only tried when the index is there.
+async fn has_merge_key_index(
+    tx: &tokio_postgres::Transaction<'_>,
+    dataset: &Dataset,
+) -> Result<bool, WarehouseError> {
+    let row = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname = $3)",
+            &[&dataset.target.schema, &dataset.target.table, &merge_key_index(dataset)],
+        )
+        .await
+        .map_err(statement_error(&dataset.name, "looking up the merge-key index"))?;
+    Ok(row.get(0))
+}
+
+/// Where [`copy_rows`] writes.
+enum CopyInto<'a> {
+    /// The temporary staging table, with the sequence column.
+    Staging,
+    /// The target itself, without it.
+    Target(&'a shared::catalog::TableName),
+}
+
+enum CopyFailure {
+    /// A row clashed with a unique key of the target.
+    Conflict,
+    Other(WarehouseError),
+}
+
+impl CopyFailure {
+    fn into_error(self) -> WarehouseError {
+        match self {
+            CopyFailure::Other(err) => err,
+            // Only a COPY into the target can clash; the staging table has no keys.
+            CopyFailure::Conflict => WarehouseError::Schema {
+                dataset: "(staging)".to_owned(),
+                reason: "unexpected unique violation in the staging table".to_owned(),
+            },
+        }
+    }
+}
+
+/// Binary COPY of every item's rows; returns the rows the server took.
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+    schema: &SchemaRef,
+    columns: &[ColumnDef],
+    items: &mut [ItemSource],
+    into: CopyInto<'_>,
+) -> Result<(u64, Drained), CopyFailure> {
+    let mut column_names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let (table, with_sequence) = match into {
+        CopyInto::Staging => {
+            column_names.push(quote_ident(SEQUENCE_COLUMN));
+            (quote_ident(sql::STAGING_TABLE), true)
+        }
+        CopyInto::Target(target) => (sql::qualified(target), false),
+    };
+    let copy = format!(
+        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+        column_names.join(", ")
+    );
+    let conflict_or = |action: &'static str| {
+        move |err: tokio_postgres::Error| {
+            if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                CopyFailure::Conflict
+            } else {
+                CopyFailure::Other(statement_error(name, action)(err))
+            }
+        }
+    };
+    let sink = tx
+        .copy_in::<_, Bytes>(&copy)
+        .await
+        .map_err(conflict_or("starting COPY"))?;
+    let mut copy_sink = CopySink {
+        dataset: name,
+        sink: Box::pin(sink),
+        buffer: Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
+        with_sequence,
+        conflict: false,
+    };
+    pg_binary::write_header(&mut copy_sink.buffer);
+    let drained = match drain_items(name, schema, items, &mut copy_sink).await {
+        Ok(drained) => drained,
+        Err(_) if copy_sink.conflict => return Err(CopyFailure::Conflict),
+        Err(err) => return Err(CopyFailure::Other(err)),
+    };
+    let CopySink {
+        mut sink,
+        mut buffer,
+        ..
+    } = copy_sink;
+    pg_binary::write_trailer(&mut buffer);
+    sink.send(Bytes::from(buffer))
+        .await
+        .map_err(conflict_or("sending COPY data"))?;
+    let copied = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(conflict_or("finishing COPY"))?;
+    Ok((copied, drained))
+}
+
+/// Binary COPY data, sent in chunks of about [`COPY_CHUNK_BYTES`].
+struct CopySink<'a> {
+    dataset: &'a str,
+    sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+    buffer: Vec<u8>,
+    /// Whether the staged sequence column (the last) is sent.
+    with_sequence: bool,
+    /// Whether sending failed on a unique violation (a key clash with the target).
+    conflict: bool,
+}
+
+impl StagedRowsSink for CopySink<'_> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {
+        let batch = if self.with_sequence {
+            batch
+        } else {
+            let keep: Vec<usize> = (0..batch.num_columns() - 1).collect();
+            batch.project(&keep).map_err(|err| WarehouseError::Schema {
+                dataset: self.dataset.to_owned(),
+                reason: err.to_string(),
+            })?
+        };
+        pg_binary::write_batch(&batch, &mut self.buffer).map_err(|source| {
+            WarehouseError::Encode {
+                dataset: self.dataset.to_owned(),
+                source,
+            }
+        })?;
+        if self.buffer.len() >= COPY_CHUNK_BYTES {
+            let chunk = Bytes::from(std::mem::replace(
+                &mut self.buffer,
+                Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024),
+            ));
+            if let Err(err) = self.sink.send(chunk).await {
+                self.conflict = err.code() == Some(&SqlState::UNIQUE_VIOLATION);
+                return Err(statement_error(self.dataset, "sending COPY data")(err));
+            }
+        }
+        Ok(())
+    }
+}

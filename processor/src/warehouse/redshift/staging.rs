@@ -1,0 +1,242 @@
+//! Staging a load's rows for `COPY`: Parquet files under the staging prefix and the
+//! manifest that names exactly them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::warehouse::{
+    Drained, ItemSource, StagedRowsSink, WarehouseError, drain_items, with_sequence,
+};
+
+/// Rows per Parquet row group: bounds the memory each open file buffers.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The Arrow type a column is written to Parquet as: the physical types Redshift's
+/// Parquet `COPY` maps onto its column types.
+fn staged_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Int8 => DataType::Int16,
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        other => other.clone(),
+    }
+}
+
+/// Staged Parquet files of one load and the manifest that names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFiles {
+    /// The folder of this load under the staging prefix.
+    pub folder: Path,
+    /// `(key, bytes)` of each Parquet file.
+    pub files: Vec<(Path, u64)>,
+    pub manifest: Path,
+    pub rows: u64,
+}
+
+/// Writes a load's rows as Parquet files in the staging location.
+#[derive(Debug, Clone)]
+pub struct ParquetStager {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+    files: usize,
+}
+
+impl ParquetStager {
+    /// `store` is the staging bucket's store; `prefix` ends in `/` (or is empty).
+    pub fn new(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str, files: usize) -> Self {
+        Self {
+            store,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            files: files.max(1),
+        }
+    }
+
+    pub fn s3_url(&self, key: &Path) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// A failed write to the staging location; retried like any S3 hiccup.
+    fn staging_error(&self, dataset: &str, reason: String) -> WarehouseError {
+        WarehouseError::Staging {
+            dataset: dataset.to_owned(),
+            location: self.location(),
+            reason,
+            retryable: true,
+        }
+    }
+
+    /// Drains the items into up to `files` Parquet files (batches go round-robin, so the
+    /// files come out about equal) under `<prefix><dataset>/<load_id>/`, then writes the
+    /// manifest. Nothing is written when there are no rows.
+    pub async fn stage(
+        &self,
+        dataset: &str,
+        schema: &SchemaRef,
+        items: &mut [ItemSource],
+        load_id: &str,
+    ) -> Result<(Option<StagedFiles>, Drained), WarehouseError> {
+        let folder = Path::from(format!("{}{dataset}/{load_id}", self.prefix));
+        let staged_schema = Arc::new(Schema::new(
+            with_sequence(schema)
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), staged_type(f.data_type()), f.is_nullable()))
+                .collect::<Vec<_>>(),
+        ));
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let mut sink = ParquetFiles {
+            stager: self,
+            dataset,
+            folder: folder.clone(),
+            schema: staged_schema,
+            properties,
+            writers: Vec::new(),
+            next: 0,
+            rows: 0,
+        };
+        let drained = match drain_items(dataset, schema, items, &mut sink).await {
+            Ok(drained) => drained,
+            Err(err) => {
+                // Abandon the open uploads; finished files are removed with the folder.
+                drop(sink);
+                self.remove_folder(&folder).await;
+                return Err(err);
+            }
+        };
+        let ParquetFiles { writers, rows, .. } = sink;
+        if writers.is_empty() {
+            return Ok((None, drained));
+        }
+        let mut files = Vec::with_capacity(writers.len());
+        for (key, writer) in writers {
+            writer
+                .close()
+                .await
+                .map_err(|err| self.staging_error(dataset, err.to_string()))?;
+            let size = self
+                .store
+                .head(&key)
+                .await
+                .map_err(|err| {
+                    self.staging_error(dataset, format!("staged file {key} is missing: {err}"))
+                })?
+                .size;
+            files.push((key, size));
+        }
+        let manifest = folder.clone().join("manifest.json");
+        let entries: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(key, size)| {
+                serde_json::json!({
+                    "url": self.s3_url(key),
+                    "mandatory": true,
+                    "meta": { "content_length": size },
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec_pretty(&serde_json::json!({ "entries": entries }))
+            .expect("a JSON value serialises");
+        self.store
+            .put(&manifest, body.into())
+            .await
+            .map_err(|err| {
+                self.staging_error(dataset, format!("cannot write the manifest: {err}"))
+            })?;
+        Ok((
+            Some(StagedFiles {
+                folder,
+                files,
+                manifest,
+                rows,
+            }),
+            drained,
+        ))
+    }
+
+    /// Deletes everything under a load's folder; failures are logged, not raised (the
+    /// staging prefix's lifecycle rule removes leftovers).
+    pub async fn remove_folder(&self, folder: &Path) {
+        use futures::TryStreamExt;
+        let listed: Result<Vec<_>, _> = self.store.list(Some(folder)).try_collect().await;
+        match listed {
+            Ok(objects) => {
+                for object in objects {
+                    if let Err(err) = self.store.delete(&object.location).await {
+                        tracing::warn!(key = %object.location, error = %err, "cannot delete a staged file");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(folder = %folder, error = %err, "cannot list staged files"),
+        }
+    }
+}
+
+/// The open Parquet files of one load; batches go to them in turn.
+struct ParquetFiles<'a> {
+    stager: &'a ParquetStager,
+    dataset: &'a str,
+    folder: Path,
+    schema: SchemaRef,
+    properties: WriterProperties,
+    writers: Vec<(Path, AsyncArrowWriter<BufWriter>)>,
+    next: usize,
+    rows: u64,
+}
+
+impl StagedRowsSink for ParquetFiles<'_> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {
+        let convert_failed = |err: ArrowError| WarehouseError::Schema {
+            dataset: self.dataset.to_owned(),
+            reason: format!("cannot convert rows for Parquet: {err}"),
+        };
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(array, field)| cast(array, field.data_type()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(convert_failed)?;
+        let batch =
+            RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(convert_failed)?;
+        self.rows += batch.num_rows() as u64;
+        if self.next == self.writers.len() {
+            let key = self
+                .folder
+                .clone()
+                .join(format!("part-{:05}.parquet", self.writers.len()));
+            let writer = AsyncArrowWriter::try_new(
+                BufWriter::new(Arc::clone(&self.stager.store), key.clone()),
+                Arc::clone(&self.schema),
+                Some(self.properties.clone()),
+            )
+            .map_err(|err| self.stager.staging_error(self.dataset, err.to_string()))?;
+            self.writers.push((key, writer));
+        }
+        let (_, writer) = &mut self.writers[self.next];
+        writer
+            .write(&batch)
+            .await
+            .map_err(|err| self.stager.staging_error(self.dataset, err.to_string()))?;
+        self.next = (self.next + 1) % self.stager.files;
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! The SQL of one Redshift load, built as text here and unit-tested as text.
+
+use shared::catalog::TableName;
+
+use super::SOURCE_TABLE;
+use crate::pipeline::lineage;
+use crate::warehouse::sql::{
+    self, ColumnDef, REDSHIFT, SEQUENCE_COLUMN, STAGING_TABLE, column_list, key_condition,
+    qualified, quote_ident,
+};
+
+/// A literal for the few values COPY only takes as text (an S3 URL, a role ARN). Both are
+/// validated to plain characters at start-up; quotes are doubled anyway.
+pub(super) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `$first, $first+1, …` for `count` parameters.
+pub(super) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The temporary staging table: the load columns plus the sequence, in the Parquet
+/// files' column order (Parquet `COPY` maps columns by position).
+pub fn create_staging(columns: &[ColumnDef]) -> String {
+    format!(
+        "CREATE TEMPORARY TABLE {} (\n  {},\n  {} BIGINT NOT NULL\n)",
+        quote_ident(STAGING_TABLE),
+        sql::column_defs(columns),
+        quote_ident(SEQUENCE_COLUMN),
+    )
+}
+
+pub fn copy_from_manifest(manifest_url: &str, iam_role: &str) -> String {
+    format!(
+        "COPY {} FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST",
+        quote_ident(STAGING_TABLE),
+        literal(manifest_url),
+        literal(iam_role),
+    )
+}
+
+/// The last staged row of each merge key, as a table `MERGE` can read.
+pub fn create_source(columns: &[ColumnDef], merge_keys: &[String]) -> String {
+    format!(
+        "CREATE TEMPORARY TABLE {} AS SELECT {} FROM {}",
+        quote_ident(SOURCE_TABLE),
+        column_list(columns, ""),
+        sql::deduplicated_staging(columns, merge_keys)
+            .strip_prefix('(')
+            .and_then(|s| s.strip_suffix(')'))
+            .map(|inner| format!("({inner}) AS deduplicated"))
+            .expect("deduplicated_staging is parenthesised"),
+    )
+}
+
+/// Upsert on the key. Redshift's `MERGE` takes no alias for the target, so the target
+/// is named in full in the match condition.
+pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[String]) -> String {
+    format!(
+        "MERGE INTO {target} USING {source} AS source\nON {on}\nWHEN MATCHED THEN UPDATE SET {updates}\nWHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
+        target = qualified(table),
+        source = quote_ident(SOURCE_TABLE),
+        on = key_condition(&qualified(table), key_columns),
+        updates = sql::merge_updates(columns, key_columns, REDSHIFT),
+        cols = column_list(columns, ""),
+        values = column_list(columns, "source."),
+    )
+}
+
+/// Append of the rows whose lineage the target does not hold yet (an anti-join).
+pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
+    let lineage_keys = lineage::column_names();
+    format!(
+        "INSERT INTO {target} ({cols})\nSELECT {source_cols} FROM {source} AS source\nLEFT JOIN {target} AS existing ON {on}\nWHERE existing.{first} IS NULL",
+        target = qualified(table),
+        cols = column_list(columns, ""),
+        source_cols = column_list(columns, "source."),
+        source = quote_ident(SOURCE_TABLE),
+        on = key_condition("existing", &lineage_keys),
+        first = quote_ident(lineage::SOURCE),
+    )
+}
+
+/// Serialises loads: Redshift has no advisory locks; a table lock on the ledger makes
+/// a second load of the same key wait, then find the key.
+pub fn lock_ledger(ledger: &str) -> String {
+    format!("LOCK {ledger}")
+}
+
+pub fn ledger_lookup(ledger: &str, keys: usize) -> String {
+    format!(
+        "SELECT idempotency_key FROM {ledger} WHERE idempotency_key IN ({})",
+        placeholders(1, keys)
+    )
+}
+
+/// A multi-row insert of `rows` rows of `width` parameters each.
+pub fn insert_rows(table: &str, columns: &[&str], rows: usize) -> String {
+    let width = columns.len();
+    let values = (0..rows)
+        .map(|row| format!("({})", placeholders(1 + row * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {table} ({}) VALUES {values}",
+        columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+pub fn drop_temporary() -> String {
+    format!(
+        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
+        quote_ident(SOURCE_TABLE),
+        quote_ident(STAGING_TABLE)
+    )
+}

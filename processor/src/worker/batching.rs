@@ -1,0 +1,177 @@
+//! Micro-batching of stream items: records items of one dataset wait, hidden by their
+//! heartbeats, until a row, byte or time limit is reached, and are loaded together.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use shared::envelope::{RecordsItem, RecordsPayload, WorkItem};
+use shared::queue::ReceivedMessage;
+use tokio::time::Instant;
+
+use super::heartbeat::Heartbeat;
+use super::{ProcessError, Worker};
+use crate::warehouse::LoadReport;
+
+/// Limits of a micro-batch of records items: whichever is reached first flushes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_rows: 10_000,
+            max_bytes: 8 * 1024 * 1024,
+            max_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Records items of one dataset waiting to be loaded together.
+#[derive(Debug)]
+pub(super) struct PendingBatch {
+    started: Instant,
+    rows: usize,
+    bytes: usize,
+    items: Vec<(ReceivedMessage, WorkItem)>,
+    heartbeats: Vec<Heartbeat>,
+}
+
+impl PendingBatch {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            rows: 0,
+            bytes: 0,
+            items: Vec::new(),
+            heartbeats: Vec::new(),
+        }
+    }
+}
+
+/// The pending micro-batches of one worker, by dataset.
+#[derive(Debug, Default)]
+pub(super) struct Batches(HashMap<String, PendingBatch>);
+
+impl Batches {
+    /// Adds a records item; returns its dataset's batch once it is full.
+    pub(super) fn add(
+        &mut self,
+        message: ReceivedMessage,
+        records: RecordsItem,
+        heartbeat: Heartbeat,
+        limits: &BatchSettings,
+    ) -> Option<PendingBatch> {
+        let dataset = records.dataset.clone();
+        let batch = self
+            .0
+            .entry(dataset.clone())
+            .or_insert_with(PendingBatch::new);
+        batch.rows += match &records.payload {
+            RecordsPayload::Inline(list) => list.len(),
+            RecordsPayload::S3(claim) => usize::try_from(claim.record_count).unwrap_or(usize::MAX),
+        };
+        batch.bytes += message.body.len();
+        batch.items.push((message, WorkItem::Records(records)));
+        batch.heartbeats.push(heartbeat);
+        let full = batch.rows >= limits.max_rows || batch.bytes >= limits.max_bytes;
+        if full { self.0.remove(&dataset) } else { None }
+    }
+
+    /// How long until the oldest batch is due, if any is pending.
+    pub(super) fn next_due(&self, max_wait: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        self.0
+            .values()
+            .map(|batch| (batch.started + max_wait).saturating_duration_since(now))
+            .min()
+    }
+
+    /// The batches that have waited `max_wait`.
+    pub(super) fn take_due(&mut self, max_wait: Duration) -> Vec<PendingBatch> {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, batch)| now >= batch.started + max_wait)
+            .map(|(dataset, _)| dataset.clone())
+            .collect();
+        due.iter()
+            .filter_map(|dataset| self.0.remove(dataset))
+            .collect()
+    }
+
+    /// Every pending batch (at shutdown).
+    pub(super) fn take_all(&mut self) -> Vec<PendingBatch> {
+        self.0.drain().map(|(_, batch)| batch).collect()
+    }
+}
+
+impl Worker {
+    /// Loads a micro-batch in one transaction and deletes its messages. If the batch fails,
+    /// each item is retried alone, so one bad item cannot hold the others back. Returns
+    /// whether an item was released for a retry.
+    pub(super) async fn flush(&self, batch: PendingBatch) -> bool {
+        let PendingBatch {
+            items, heartbeats, ..
+        } = batch;
+        let Some((_, first)) = items.first() else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        let result = self.load_many(items.iter().map(|(_, item)| item)).await;
+        // Each item is handled alone below, with a heartbeat of its own.
+        drop(heartbeats);
+        match result {
+            Ok(report) => {
+                let sizes: Vec<(&WorkItem, usize)> = items
+                    .iter()
+                    .map(|(message, item)| (item, message.body.len()))
+                    .collect();
+                self.record_load(first.dataset(), &report, started.elapsed(), &sizes);
+                self.delete_batch(&items, &report).await;
+                false
+            }
+            Err(err) => self.handle_one_by_one(&items, &err).await,
+        }
+    }
+
+    async fn delete_batch(&self, items: &[(ReceivedMessage, WorkItem)], report: &LoadReport) {
+        let handles: Vec<String> = items
+            .iter()
+            .map(|(message, _)| message.receipt_handle.clone())
+            .collect();
+        let deleted = self.queue.delete(&handles).await;
+        if !deleted.all_succeeded() {
+            tracing::warn!(
+                failed = deleted.failed.len(),
+                "deleting a loaded micro-batch partly failed; the ledger will skip the redeliveries"
+            );
+        }
+        tracing::info!(items = items.len(), ?report, "micro-batch loaded");
+        for (message, item) in items {
+            tracing::info!(
+                message_id = %message.message_id,
+                idempotency_key = %item.idempotency_key(),
+                dataset = %self.dataset_label(item.dataset()),
+                "work item handled in a micro-batch"
+            );
+        }
+    }
+
+    async fn handle_one_by_one(
+        &self,
+        items: &[(ReceivedMessage, WorkItem)],
+        err: &ProcessError,
+    ) -> bool {
+        tracing::warn!(error = %err, items = items.len(), "micro-batch failed; loading its items one by one");
+        let mut released = false;
+        for (message, _) in items {
+            released |= self.handle(message).await.is_released();
+        }
+        released
+    }
+}

@@ -1,0 +1,24 @@
+//! The integration tests of `processor`, in one binary (one link, one run).
+
+/// The `processor` binary these tests run.
+const PROCESSOR: &str = env!("CARGO_BIN_EXE_processor");
+
+mod backfill;
+mod bad_inputs;
+mod demo;
+mod file_events;
+mod health;
+mod postgres_sink;
+mod read_files;
+mod redrive;
+mod redshift_staging;
+mod serve_e2e;
+mod sigterm;
+mod special_keys;
+mod split_files;
+mod stream_e2e;
+mod support;
+mod warehouse_contract;
+mod warehouse_iam;
+mod warehouse_tls;
+mod worker_faults;

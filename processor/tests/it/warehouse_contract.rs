@@ -1,0 +1,737 @@
+//! The load protocol's contract, checked against PostgreSQL (started by scripts/test.sh)
+//! and against the embedded SQLite warehouse with the same code, so the local mode keeps
+//! the guarantees of the real one: idempotent by the ledger, last write wins within a
+//! micro-batch, lineage-deduplicated appends, rejects and ledger in the load's
+//! transaction, nothing left behind by a failed load, one winner among concurrent loads
+//! of one item, and exactly one claim of a completed file.
+
+use crate::support::orders::{batch, item, key, load_schema, owned};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use processor::pipeline::lineage;
+use processor::warehouse::files::{Claim, FilePart};
+use processor::warehouse::postgres::PostgresWarehouse;
+use processor::warehouse::sqlite::SqliteWarehouse;
+use processor::warehouse::{
+    ItemRows, ItemSource, MemoryRows, Reject, RowSource, SourceError, Warehouse,
+};
+use shared::catalog::{Catalog, Dataset};
+use shared::error::{Classify, Retryability};
+use test_support::{postgres_url, unique_name};
+
+/// One warehouse under test, and a way to look inside it.
+#[async_trait]
+trait Harness: Send + Sync {
+    /// A new connection (each call), with the platform tables in place.
+    async fn connect(&self) -> Arc<dyn Warehouse>;
+    /// (order_id, status) of the target, by order id.
+    async fn rows(&self) -> Vec<(i64, String)>;
+    /// Rows in a platform table: `load_ledger` or `rejects`.
+    async fn platform_rows(&self, table: &str) -> i64;
+    /// (row_number, raw, reason) of the rejects, by row number.
+    async fn rejects(&self) -> Vec<(i64, Option<String>, String)>;
+    fn dataset(&self, keyed: bool) -> Dataset;
+}
+
+fn dataset(target_schema: &str, keyed: bool) -> Dataset {
+    let text = format!(
+        r#"
+[datasets.orders]
+format = "csv"
+target = "{target_schema}.orders"
+key = [{}]
+s3 = {{ prefix = "orders/" }}
+columns = [
+  {{ name = "order_id", type = "int64", nullable = false }},
+  {{ name = "status", type = "string" }},
+]
+"#,
+        if keyed { "\"order_id\"" } else { "" }
+    );
+    Catalog::from_toml(&text, "test")
+        .expect("valid")
+        .get("orders")
+        .expect("present")
+        .clone()
+}
+
+struct Postgres {
+    schema: String,
+    platform: String,
+}
+
+impl Postgres {
+    fn new() -> Self {
+        let name = |prefix: &str| unique_name(prefix).replace('-', "_");
+        Self {
+            schema: name("contract"),
+            platform: name("platform"),
+        }
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        test_support::pg_client().await
+    }
+}
+
+#[async_trait]
+impl Harness for Postgres {
+    async fn connect(&self) -> Arc<dyn Warehouse> {
+        let warehouse = PostgresWarehouse::connect(&postgres_url(), &self.platform)
+            .await
+            .expect("connect");
+        warehouse.ensure_platform_tables().await.expect("platform");
+        Arc::new(warehouse)
+    }
+
+    async fn rows(&self) -> Vec<(i64, String)> {
+        let sql = format!(
+            "SELECT order_id, status FROM {}.orders ORDER BY order_id",
+            self.schema
+        );
+        self.client()
+            .await
+            .query(&sql, &[])
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    async fn platform_rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {}.{table}", self.platform);
+        self.client()
+            .await
+            .query_one(&sql, &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    async fn rejects(&self) -> Vec<(i64, Option<String>, String)> {
+        let sql = format!(
+            "SELECT row_number, raw, reason FROM {}.rejects ORDER BY row_number",
+            self.platform
+        );
+        self.client()
+            .await
+            .query(&sql, &[])
+            .await
+            .expect("rejects")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    fn dataset(&self, keyed: bool) -> Dataset {
+        dataset(&self.schema, keyed)
+    }
+}
+
+/// The database file is removed when the harness is dropped.
+struct Sqlite {
+    file: test_support::TempDatabase,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Self {
+            file: test_support::TempDatabase::new("contract"),
+        }
+    }
+
+    fn query<T>(
+        &self,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Vec<T> {
+        let connection = rusqlite::Connection::open(self.file.path()).expect("open");
+        let mut statement = connection.prepare(sql).expect("prepare");
+        statement
+            .query_map([], row)
+            .and_then(Iterator::collect)
+            .expect("query")
+    }
+}
+
+#[async_trait]
+impl Harness for Sqlite {
+    async fn connect(&self) -> Arc<dyn Warehouse> {
+        let warehouse = SqliteWarehouse::open(self.file.path(), "ingest").expect("open");
+        warehouse.ensure_platform_tables().await.expect("platform");
+        Arc::new(warehouse)
+    }
+
+    async fn rows(&self) -> Vec<(i64, String)> {
+        self.query(
+            "SELECT order_id, status FROM sales_orders ORDER BY order_id",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    async fn platform_rows(&self, table: &str) -> i64 {
+        self.query(&format!("SELECT count(*) FROM ingest_{table}"), |r| {
+            r.get(0)
+        })[0]
+    }
+
+    async fn rejects(&self) -> Vec<(i64, Option<String>, String)> {
+        self.query(
+            "SELECT row_number, raw, reason FROM ingest_rejects ORDER BY row_number",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+    }
+
+    fn dataset(&self, keyed: bool) -> Dataset {
+        dataset("sales", keyed)
+    }
+}
+
+async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins(harness: &dyn Harness) {
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let first = item(1, 2, &[(1, "placed", 1), (2, "placed", 2)]);
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), std::slice::from_ref(&first))
+        .await
+        .expect("load");
+    assert_eq!(
+        (
+            report.items_loaded,
+            report.items_skipped,
+            report.rows_written
+        ),
+        (1, 0, 2)
+    );
+    // A redelivery: skipped, nothing changes.
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), &[first])
+        .await
+        .expect("again");
+    assert_eq!(
+        (
+            report.items_loaded,
+            report.items_skipped,
+            report.rows_written
+        ),
+        (0, 1, 0)
+    );
+    // Two items of one micro-batch update one order: the later one wins.
+    let batch = [
+        item(3, 4, &[(2, "shipped", 3), (3, "placed", 4)]),
+        item(5, 5, &[(3, "cancelled", 5)]),
+    ];
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), &batch)
+        .await
+        .expect("batch");
+    assert_eq!(
+        (report.items_loaded, report.rows_staged, report.rows_written),
+        (2, 3, 2)
+    );
+    assert_eq!(
+        harness.rows().await,
+        owned(&[(1, "placed"), (2, "shipped"), (3, "cancelled")])
+    );
+    // An old item whose key the ledger holds does not bring back stale values.
+    let report = warehouse
+        .load_rows(
+            &dataset,
+            &load_schema(),
+            &[item(3, 4, &[(2, "shipped", 3), (3, "placed", 4)])],
+        )
+        .await
+        .expect("replay");
+    assert_eq!(report.items_skipped, 1);
+    assert_eq!(
+        harness.rows().await,
+        owned(&[(1, "placed"), (2, "shipped"), (3, "cancelled")])
+    );
+    assert_eq!(harness.platform_rows("load_ledger").await, 3);
+}
+
+async fn appends_merge_on_lineage_so_repacked_records_load_once(harness: &dyn Harness) {
+    let dataset = harness.dataset(false);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    warehouse
+        .load_rows(
+            &dataset,
+            &load_schema(),
+            &[item(1, 3, &[(10, "a", 1), (11, "b", 2), (12, "c", 3)])],
+        )
+        .await
+        .expect("first");
+    // Packed differently on a retry: a new key, but records 2 and 3 are loaded.
+    let report = warehouse
+        .load_rows(
+            &dataset,
+            &load_schema(),
+            &[item(2, 4, &[(11, "b", 2), (12, "c", 3), (13, "d", 4)])],
+        )
+        .await
+        .expect("repacked");
+    assert_eq!(
+        (report.items_loaded, report.rows_staged, report.rows_written),
+        (1, 3, 1)
+    );
+    assert_eq!(
+        harness.rows().await,
+        owned(&[(10, "a"), (11, "b"), (12, "c"), (13, "d")])
+    );
+}
+
+async fn rejects_and_ledger_are_written_with_the_rows(harness: &dyn Harness) {
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let mut with_rejects = item(1, 3, &[(1, "placed", 1)]);
+    with_rejects.rejects = vec![
+        Reject {
+            row_number: Some(2),
+            raw: Some("two,placed".into()),
+            reason: "order_id: \"two\" is not an int64".into(),
+        },
+        Reject {
+            row_number: Some(3),
+            raw: None,
+            reason: "order_id is required".into(),
+        },
+    ];
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), &[with_rejects])
+        .await
+        .expect("load");
+    assert_eq!((report.rows_written, report.rows_rejected), (1, 2));
+    assert_eq!(
+        harness.rejects().await,
+        vec![
+            (
+                2,
+                Some("two,placed".to_owned()),
+                "order_id: \"two\" is not an int64".to_owned()
+            ),
+            (3, None, "order_id is required".to_owned()),
+        ]
+    );
+    assert_eq!(harness.platform_rows("load_ledger").await, 1);
+}
+
+/// Rows that fail after their first batch, like a file that turns out corrupt half-way.
+#[derive(Debug)]
+struct FailsHalfWay(Option<RecordBatch>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the source broke half-way")]
+struct Broke;
+
+impl Classify for Broke {
+    fn retryability(&self) -> Retryability {
+        Retryability::Retryable
+    }
+}
+
+#[async_trait]
+impl RowSource for FailsHalfWay {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        match self.0.take() {
+            Some(batch) => Ok(Some(batch)),
+            None => Err(Broke.into()),
+        }
+    }
+
+    fn take_rejects(&mut self) -> Vec<Reject> {
+        Vec::new()
+    }
+}
+
+async fn a_failed_load_leaves_nothing_behind_and_can_be_retried(harness: &dyn Harness) {
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let items = vec![
+        item(1, 1, &[(1, "placed", 1)]).into_source(),
+        ItemSource {
+            key: key(2, 3),
+            source: "kinesis://orders".into(),
+            rows: Box::new(FailsHalfWay(Some(batch(&[(2, "placed", 2)])))),
+            file: None,
+        },
+    ];
+    let err = warehouse
+        .load(&dataset, &load_schema(), items)
+        .await
+        .expect_err("breaks");
+    assert!(err.is_retryable(), "{err}");
+    assert!(harness.rows().await.is_empty(), "nothing of the load stays");
+    assert_eq!(harness.platform_rows("load_ledger").await, 0);
+    let items = vec![
+        item(1, 1, &[(1, "placed", 1)]).into_source(),
+        ItemSource {
+            key: key(2, 3),
+            source: "kinesis://orders".into(),
+            rows: Box::new(MemoryRows::new(
+                vec![batch(&[(2, "placed", 2), (3, "placed", 3)])],
+                Vec::new(),
+            )),
+            file: None,
+        },
+    ];
+    let report = warehouse
+        .load(&dataset, &load_schema(), items)
+        .await
+        .expect("retry");
+    assert_eq!((report.items_loaded, report.rows_written), (2, 3));
+}
+
+async fn concurrent_loads_of_the_same_item_write_it_once(harness: &dyn Harness) {
+    let dataset = harness.dataset(false);
+    harness
+        .connect()
+        .await
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let rows: Vec<(i64, &str, u64)> = (0..2000).map(|i| (i, "placed", i as u64)).collect();
+    let the_item = item(0, 1999, &rows);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let warehouse = harness.connect().await;
+        let (dataset, the_item) = (dataset.clone(), the_item.clone());
+        tasks.push(tokio::spawn(async move {
+            warehouse
+                .load_rows(&dataset, &load_schema(), &[the_item])
+                .await
+                .expect("load")
+        }));
+    }
+    let (mut loaded, mut skipped) = (0, 0);
+    for task in tasks {
+        let report = task.await.expect("task");
+        loaded += report.items_loaded;
+        skipped += report.items_skipped;
+    }
+    assert_eq!((loaded, skipped), (1, 3));
+    assert_eq!(harness.rows().await.len(), 2000);
+}
+
+async fn a_completed_file_is_claimed_once(harness: &dyn Harness) {
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let part = |n: u64| {
+        let mut source = item(n, n, &[(n as i64, "placed", n)]).into_source();
+        source.file = Some(FilePart {
+            file_id: "landing/orders.csv@etag".into(),
+            dataset: "orders".into(),
+            bucket: "landing".into(),
+            key: "orders.csv".into(),
+            version_id: None,
+            etag: "etag".into(),
+            parts_total: 2,
+        });
+        source
+    };
+    warehouse
+        .load(&dataset, &load_schema(), vec![part(1)])
+        .await
+        .expect("part 1");
+    let file = "landing/orders.csv@etag";
+    assert_eq!(
+        warehouse
+            .claim_file_completion(file, "message-1")
+            .await
+            .expect("claim"),
+        Claim::NotComplete
+    );
+    warehouse
+        .load(&dataset, &load_schema(), vec![part(2)])
+        .await
+        .expect("part 2");
+    let Claim::Claimed(completion) = warehouse
+        .claim_file_completion(file, "message-1")
+        .await
+        .expect("claim")
+    else {
+        panic!("the completed file is claimable");
+    };
+    assert_eq!((completion.parts, completion.rows_loaded), (2, 2));
+    let other = harness.connect().await;
+    assert_eq!(
+        other
+            .claim_file_completion(file, "message-2")
+            .await
+            .expect("claim"),
+        Claim::ClaimedElsewhere
+    );
+    // The same message again (its earlier attempt lost the warehouse or died before ending
+    // the claim) takes its own claim over at once; the earlier attempt's token is stale.
+    let Claim::Claimed(retaken) = other
+        .claim_file_completion(file, "message-1")
+        .await
+        .expect("claim")
+    else {
+        panic!("a message takes over its own claim");
+    };
+    assert_ne!(retaken.claim_token, completion.claim_token);
+    warehouse
+        .finish_file_claim(&completion, false)
+        .await
+        .expect("stale");
+    assert_eq!(
+        warehouse
+            .claim_file_completion(file, "message-2")
+            .await
+            .expect("claim"),
+        Claim::ClaimedElsewhere,
+        "a stale token gives nothing back"
+    );
+    warehouse
+        .finish_file_claim(&retaken, false)
+        .await
+        .expect("give back");
+    let Claim::Claimed(again) = warehouse
+        .claim_file_completion(file, "message-2")
+        .await
+        .expect("claim")
+    else {
+        panic!("a claim given back can be taken again");
+    };
+    // The first claims' tokens no longer end anything.
+    warehouse
+        .finish_file_claim(&completion, true)
+        .await
+        .expect("stale");
+    warehouse
+        .finish_file_claim(&retaken, true)
+        .await
+        .expect("stale");
+    assert_eq!(
+        warehouse
+            .claim_file_completion(file, "message-3")
+            .await
+            .expect("claim"),
+        Claim::ClaimedElsewhere
+    );
+    warehouse
+        .finish_file_claim(&again, true)
+        .await
+        .expect("published");
+    assert_eq!(
+        warehouse
+            .claim_file_completion(file, "message-1")
+            .await
+            .expect("claim"),
+        Claim::Published
+    );
+}
+
+/// Values are data, never SQL: rows, sources and rejects that look like SQL come back
+/// verbatim, and the tables are still there afterwards.
+async fn values_that_look_like_sql_are_stored_verbatim(harness: &dyn Harness) {
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let hostile = [
+        "'); DROP TABLE orders; --",
+        "Robert'); DELETE FROM ingest_load_ledger;--",
+        "$1 \\' \" ` ; /* */ -- ",
+        "x' OR '1'='1",
+        "Ünïcödé 🚚 ' ;",
+    ];
+    let rows: Vec<(i64, &str, u64)> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, status)| (i as i64 + 1, *status, i as u64 + 1))
+        .collect();
+    let mut item = item(1, 5, &rows);
+    item.source = "kinesis://orders'; DROP TABLE x; --".into();
+    item.rejects = vec![Reject {
+        row_number: Some(6),
+        raw: Some("6,'); TRUNCATE ingest_rejects; --".into()),
+        reason: "column order_id: \"'; --\" is not a valid int64".into(),
+    }];
+    warehouse
+        .load_rows(&dataset, &load_schema(), &[item])
+        .await
+        .expect("load");
+    let expected: Vec<(i64, String)> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, status)| (i as i64 + 1, (*status).to_owned()))
+        .collect();
+    assert_eq!(harness.rows().await, expected);
+    assert_eq!(
+        harness.rejects().await,
+        vec![(
+            6,
+            Some("6,'); TRUNCATE ingest_rejects; --".to_owned()),
+            "column order_id: \"'; --\" is not a valid int64".to_owned()
+        )]
+    );
+    assert_eq!(harness.platform_rows("load_ledger").await, 1);
+}
+
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(&super::Postgres::new()).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(&super::Sqlite::new()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins,
+    appends_merge_on_lineage_so_repacked_records_load_once,
+    rejects_and_ledger_are_written_with_the_rows,
+    a_failed_load_leaves_nothing_behind_and_can_be_retried,
+    concurrent_loads_of_the_same_item_write_it_once,
+    a_completed_file_is_claimed_once,
+    values_that_look_like_sql_are_stored_verbatim,
+);
+
+/// The embedded warehouse stores each supported type as the module documents.
+#[tokio::test]
+async fn sqlite_stores_every_supported_type_readably() {
+    use datafusion::arrow::array::{
+        BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array,
+        TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::TimeUnit;
+    let harness = Sqlite::new();
+    let text = r#"
+[datasets.kinds]
+format = "csv"
+target = "sales.kinds"
+s3 = { prefix = "kinds/" }
+columns = [
+  { name = "flag", type = "bool" },
+  { name = "small", type = "int32" },
+  { name = "ratio", type = "float64" },
+  { name = "day", type = "date" },
+  { name = "at", type = "timestamptz" },
+  { name = "amount", type = "decimal(12,2)" },
+]
+"#;
+    let dataset = Catalog::from_toml(text, "test")
+        .expect("valid")
+        .get("kinds")
+        .expect("present")
+        .clone();
+    let mut fields = vec![
+        Field::new("flag", DataType::Boolean, true),
+        Field::new("small", DataType::Int32, true),
+        Field::new("ratio", DataType::Float64, true),
+        Field::new("day", DataType::Date32, true),
+        Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("amount", DataType::Decimal128(12, 2), true),
+    ];
+    fields.extend(lineage::fields());
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(BooleanArray::from(vec![Some(true), None])),
+        Arc::new(Int32Array::from(vec![Some(-7), None])),
+        Arc::new(Float64Array::from(vec![Some(0.25), None])),
+        Arc::new(Date32Array::from(vec![Some(20_781), None])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(1_795_946_400_123_456), None])
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            Decimal128Array::from(vec![Some(123_456), None])
+                .with_precision_and_scale(12, 2)
+                .expect("decimal"),
+        ),
+        Arc::new(StringArray::from(vec!["s3://b/k", "s3://b/k"])),
+        Arc::new(StringArray::from(vec!["etag", "etag"])),
+        Arc::new(StringArray::from(vec!["0", "10"])),
+        Arc::new(Int64Array::from(vec![0, 0])),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).expect("batch");
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &schema)
+        .await
+        .expect("target");
+    let rows = ItemRows {
+        key: key(1, 1),
+        source: "s3://b/k".into(),
+        batches: vec![batch],
+        rejects: Vec::new(),
+    };
+    warehouse
+        .load_rows(&dataset, &schema, &[rows])
+        .await
+        .expect("load");
+    let stored = harness.query(
+        "SELECT flag, small, ratio, day, at, amount, typeof(amount) FROM sales_kinds ORDER BY _ingest_offset",
+        |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        },
+    );
+    assert_eq!(
+        stored[0],
+        (
+            Some(1),
+            Some(-7),
+            Some(0.25),
+            Some("2026-11-24".to_owned()),
+            Some("2026-11-29T10:00:00.123456Z".to_owned()),
+            Some("1234.56".to_owned()),
+            "text".to_owned()
+        )
+    );
+    assert_eq!(
+        stored[1],
+        (None, None, None, None, None, None, "null".to_owned())
+    );
+}
