@@ -10,8 +10,6 @@
 //!
 //! `cargo bench -p ingest-batch --bench handler`
 
-use test_support::lambda_runtime as runtime_api;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +21,7 @@ use ingest_batch::plan::{FilePlanner, ObjectReadError, ObjectReader};
 use shared::catalog::Catalog;
 use shared::envelope::MessageSizeLimit;
 use test_support::AcceptingQueue;
+use test_support::lambda_runtime as runtime_api;
 
 const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
 const RECORDS_PER_EVENT: usize = 100;

@@ -7,7 +7,7 @@ use ingest_batch::FileIngest;
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
-use shared::config::{CONFIG_PATH_ENV, PlatformConfig, Section};
+use shared::config::{CONFIG_PATH_ENV, PlatformConfig};
 use shared::telemetry::{flush_emf, init_emf, init_tracing};
 
 #[tokio::main]
@@ -36,18 +36,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 async fn build() -> anyhow::Result<FileIngest> {
     let config_path = std::env::var_os(CONFIG_PATH_ENV).map(std::path::PathBuf::from);
     let config = PlatformConfig::load(config_path.as_deref(), std::env::vars())?;
-    config.require(&[Section::Queue, Section::Catalog])?;
+    let view = config.file_ingest()?;
     init_tracing(&config.telemetry)?;
-    let (Some(queue), Some(catalog_path)) = (&config.queue, &config.catalog_path) else {
-        anyhow::bail!("[queue] and [catalog] are required");
-    };
-    let catalog = Catalog::from_file(catalog_path)
-        .with_context(|| format!("loading the catalog {}", catalog_path.display()))?;
+    let catalog = Catalog::from_file(view.catalog_path)
+        .with_context(|| format!("loading the catalog {}", view.catalog_path.display()))?;
     let clients = AwsClients::new(&config.aws).await;
     Ok(FileIngest::new(
         Arc::new(catalog),
         &clients,
-        queue,
+        view.queue,
         config.files,
         "s3_event",
     ))

@@ -141,6 +141,55 @@ struct Routed {
     record: StreamRecord,
 }
 
+/// A batch's records sorted: invalid ones with their reasons, valid ones per (dataset,
+/// stream, shard) in record order.
+#[derive(Debug, Default)]
+struct Sorted<'a> {
+    quarantine: Vec<(usize, QuarantineEntry<'a>)>,
+    routed: BTreeMap<(String, String, String), Vec<Routed>>,
+}
+
+impl<'a> Sorted<'a> {
+    /// Quarantines user record `sub` of Kinesis record `index`, keeping its bytes as text
+    /// when they are UTF-8 and as base64 otherwise.
+    fn quarantine(
+        &mut self,
+        index: usize,
+        record: &'a IncomingRecord,
+        sub: u64,
+        reason: String,
+        bytes: &[u8],
+    ) {
+        let (data, data_base64) = match std::str::from_utf8(bytes) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (None, Some(aws_smithy_types::base64::encode(bytes))),
+        };
+        let entry = QuarantineEntry {
+            stream: &record.stream,
+            shard_id: &record.shard_id,
+            sequence_number: &record.sequence_number,
+            sub_sequence_number: sub,
+            arrival_ms: record.arrival_ms,
+            reason,
+            data,
+            data_base64,
+        };
+        self.quarantine.push((index, entry));
+    }
+}
+
+/// The first record of a batch not safely handled, and why: the batch is retried from it.
+#[derive(Debug, Default)]
+struct UnsafeFrom(Option<(usize, String)>);
+
+impl UnsafeFrom {
+    fn mark(&mut self, index: usize, why: String) {
+        if self.0.as_ref().is_none_or(|(at, _)| index < *at) {
+            self.0 = Some((index, why));
+        }
+    }
+}
+
 /// An item to send and the Kinesis records it holds.
 #[derive(Debug)]
 struct Packed {
@@ -183,128 +232,125 @@ impl StreamIngest {
             ..BatchOutcome::default()
         };
         metrics::counter!(names::STREAM_RECORDS_RECEIVED_TOTAL).increment(records.len() as u64);
-        let mut quarantine: Vec<(usize, QuarantineEntry<'_>)> = Vec::new();
-        // Per (dataset, shard), in record order.
-        let mut routed: BTreeMap<(String, String, String), Vec<Routed>> = BTreeMap::new();
+        let mut sorted = Sorted::default();
         for (index, record) in records.iter().enumerate() {
-            let mut reject = |sub: u64, reason: String, bytes: &[u8]| {
-                let (data, data_base64) = match std::str::from_utf8(bytes) {
-                    Ok(text) => (Some(text.to_owned()), None),
-                    Err(_) => (None, Some(aws_smithy_types::base64::encode(bytes))),
-                };
-                quarantine.push((
-                    index,
-                    QuarantineEntry {
-                        stream: &record.stream,
-                        shard_id: &record.shard_id,
-                        sequence_number: &record.sequence_number,
-                        sub_sequence_number: sub,
-                        arrival_ms: record.arrival_ms,
-                        reason,
-                        data,
-                        data_base64,
-                    },
-                ));
-            };
-            let users = match user_records(&record.data) {
-                Ok(users) => users,
-                Err(err) => {
-                    outcome.user_records += 1;
-                    reject(0, err.to_string(), &record.data);
-                    continue;
-                }
-            };
-            outcome.user_records += users.len();
-            for user in users {
-                let value = match json_value(&user.data) {
-                    Ok(value) => value,
-                    Err(err) => {
-                        reject(user.sub_sequence_number, err.to_string(), &user.data);
-                        continue;
-                    }
-                };
-                let Some(dataset) = self.catalog.route_record(&record.stream, &value) else {
-                    reject(
-                        user.sub_sequence_number,
-                        format!(
-                            "no dataset of the catalog takes records of stream {:?} like this one",
-                            record.stream
-                        ),
-                        &user.data,
-                    );
-                    continue;
-                };
-                if let Err(reason) = validate_record(dataset, &value) {
-                    reject(
-                        user.sub_sequence_number,
-                        format!("dataset {}: {reason}", dataset.name),
-                        &user.data,
-                    );
-                    continue;
-                }
-                routed
-                    .entry((
-                        dataset.name.clone(),
-                        record.stream.clone(),
-                        record.shard_id.clone(),
-                    ))
-                    .or_default()
-                    .push(Routed {
-                        source: index,
-                        record: StreamRecord {
-                            position: StreamPosition {
-                                sequence_number: record.sequence_number.clone(),
-                                sub_sequence_number: user.sub_sequence_number,
-                            },
-                            arrival_ms: record.arrival_ms,
-                            data: value,
-                        },
-                    });
-            }
+            outcome.user_records += self.sort_record(index, record, &mut sorted);
         }
-        outcome.quarantined = quarantine.len();
+        outcome.quarantined = sorted.quarantine.len();
+        let mut unsafe_from = UnsafeFrom::default();
+        self.write_quarantine(records, &sorted.quarantine, &mut unsafe_from)
+            .await;
+        let packed = self
+            .pack_all(sorted.routed, &mut outcome, &mut unsafe_from)
+            .await;
+        self.send_packed(&packed, &mut outcome, &mut unsafe_from)
+            .await;
+        if let Some((index, why)) = unsafe_from.0 {
+            outcome.retry_from = Some(records[index].sequence_number.clone());
+            outcome.failure = Some(why);
+        }
+        outcome
+    }
 
-        // The first record index not safely handled, and why.
-        let mut unsafe_from: Option<(usize, String)> = None;
-        let mut mark_unsafe = |index: usize, why: String| {
-            if unsafe_from.as_ref().is_none_or(|(at, _)| index < *at) {
-                unsafe_from = Some((index, why));
+    /// Decodes one Kinesis record into its user records and sorts each into quarantine
+    /// (with why) or to its dataset; returns how many user records it held.
+    fn sort_record<'a>(
+        &self,
+        index: usize,
+        record: &'a IncomingRecord,
+        sorted: &mut Sorted<'a>,
+    ) -> usize {
+        let users = match user_records(&record.data) {
+            Ok(users) => users,
+            Err(err) => {
+                sorted.quarantine(index, record, 0, err.to_string(), &record.data);
+                return 1;
             }
         };
-
-        if let Some((first, _)) = quarantine.first() {
-            let lines: Vec<String> = quarantine
-                .iter()
-                .filter_map(|(_, entry)| serde_json::to_string(entry).ok())
-                .collect();
-            let first_record = &records[*first];
-            let last_record = &records[quarantine.last().map_or(*first, |(i, _)| *i)];
-            let key = format!(
-                "{}{}/{}/{}-{}.jsonl",
-                self.quarantine.prefix,
-                first_record.stream,
-                first_record.shard_id,
-                first_record.sequence_number,
-                last_record.sequence_number
-            );
-            match self
-                .objects
-                .put(
-                    &self.quarantine.bucket,
-                    &key,
-                    (lines.join("\n") + "\n").into_bytes(),
-                )
-                .await
-            {
-                Ok(()) => {
-                    metrics::counter!(names::RECORDS_QUARANTINED_TOTAL)
-                        .increment(quarantine.len() as u64);
-                    tracing::warn!(records = quarantine.len(), location = %format!("s3://{}/{key}", self.quarantine.bucket), "invalid records quarantined");
+        let count = users.len();
+        for user in users {
+            let sub = user.sub_sequence_number;
+            let value = match json_value(&user.data) {
+                Ok(value) => value,
+                Err(err) => {
+                    sorted.quarantine(index, record, sub, err.to_string(), &user.data);
+                    continue;
                 }
-                Err(err) => mark_unsafe(*first, err.to_string()),
+            };
+            let Some(dataset) = self.catalog.route_record(&record.stream, &value) else {
+                let why = format!(
+                    "no dataset of the catalog takes records of stream {:?} like this one",
+                    record.stream
+                );
+                sorted.quarantine(index, record, sub, why, &user.data);
+                continue;
+            };
+            if let Err(reason) = validate_record(dataset, &value) {
+                let why = format!("dataset {}: {reason}", dataset.name);
+                sorted.quarantine(index, record, sub, why, &user.data);
+                continue;
             }
+            let group = (
+                dataset.name.clone(),
+                record.stream.clone(),
+                record.shard_id.clone(),
+            );
+            sorted.routed.entry(group).or_default().push(Routed {
+                source: index,
+                record: StreamRecord {
+                    position: StreamPosition {
+                        sequence_number: record.sequence_number.clone(),
+                        sub_sequence_number: sub,
+                    },
+                    arrival_ms: record.arrival_ms,
+                    data: value,
+                },
+            });
         }
+        count
+    }
 
+    /// Writes the batch's invalid records, with their reasons, as one JSON-lines object.
+    async fn write_quarantine(
+        &self,
+        records: &[IncomingRecord],
+        quarantine: &[(usize, QuarantineEntry<'_>)],
+        unsafe_from: &mut UnsafeFrom,
+    ) {
+        let (Some((first, _)), Some((last, _))) = (quarantine.first(), quarantine.last()) else {
+            return;
+        };
+        let lines: Vec<String> = quarantine
+            .iter()
+            .filter_map(|(_, entry)| serde_json::to_string(entry).ok())
+            .collect();
+        let (first_record, last_record) = (&records[*first], &records[*last]);
+        let key = format!(
+            "{}{}/{}/{}-{}.jsonl",
+            self.quarantine.prefix,
+            first_record.stream,
+            first_record.shard_id,
+            first_record.sequence_number,
+            last_record.sequence_number
+        );
+        let body = (lines.join("\n") + "\n").into_bytes();
+        match self.objects.put(&self.quarantine.bucket, &key, body).await {
+            Ok(()) => {
+                metrics::counter!(names::RECORDS_QUARANTINED_TOTAL)
+                    .increment(quarantine.len() as u64);
+                tracing::warn!(records = quarantine.len(), location = %format!("s3://{}/{key}", self.quarantine.bucket), "invalid records quarantined");
+            }
+            Err(err) => unsafe_from.mark(*first, err.to_string()),
+        }
+    }
+
+    /// Packs every (dataset, stream, shard) group into work items.
+    async fn pack_all(
+        &self,
+        routed: BTreeMap<(String, String, String), Vec<Routed>>,
+        outcome: &mut BatchOutcome,
+        unsafe_from: &mut UnsafeFrom,
+    ) -> Vec<Packed> {
         let mut packed = Vec::new();
         for ((dataset, stream, shard), group) in routed {
             match self.pack(&dataset, &stream, &shard, group).await {
@@ -315,45 +361,49 @@ impl StreamIngest {
                         .count();
                     packed.extend(items);
                 }
-                Err((index, why)) => mark_unsafe(index, why),
+                Err((index, why)) => unsafe_from.mark(index, why),
             }
         }
         // Send in record order, so a retry from the first failure resends the least.
         packed.sort_by_key(|p| p.sources.first().copied().unwrap_or(usize::MAX));
+        packed
+    }
+
+    /// Sends the packed items; an item that cannot be sent marks its first record unsafe.
+    async fn send_packed(
+        &self,
+        packed: &[Packed],
+        outcome: &mut BatchOutcome,
+        unsafe_from: &mut UnsafeFrom,
+    ) {
         let mut messages = Vec::with_capacity(packed.len());
         let mut sendable = Vec::with_capacity(packed.len());
-        for p in &packed {
+        for p in packed {
             match p.item.to_json(self.size_limit) {
                 Ok(body) => {
                     messages.push(OutgoingMessage::from(body));
                     sendable.push(p);
                 }
-                Err(err) => mark_unsafe(p.sources[0], err.to_string()),
+                Err(err) => unsafe_from.mark(p.sources[0], err.to_string()),
             }
         }
-        if !messages.is_empty() {
-            let sent = self.queue.send(&messages).await;
-            shared::telemetry::log_items_sent(&sent, |index| sendable.get(index).map(|p| &p.item));
-            outcome.work_items_sent = sent.succeeded.len();
-            metrics::counter!(names::WORK_ITEMS_SENT_TOTAL, "source" => "kinesis")
-                .increment(sent.succeeded.len() as u64);
-            for failure in &sent.failed {
-                if let Some(p) = sendable.get(failure.index) {
-                    mark_unsafe(
-                        p.sources[0],
-                        format!(
-                            "sending a work item failed: {}: {}",
-                            failure.code, failure.message
-                        ),
-                    );
-                }
+        if messages.is_empty() {
+            return;
+        }
+        let sent = self.queue.send(&messages).await;
+        shared::telemetry::log_items_sent(&sent, |index| sendable.get(index).map(|p| &p.item));
+        outcome.work_items_sent = sent.succeeded.len();
+        metrics::counter!(names::WORK_ITEMS_SENT_TOTAL, "source" => "kinesis")
+            .increment(sent.succeeded.len() as u64);
+        for failure in &sent.failed {
+            if let Some(p) = sendable.get(failure.index) {
+                let why = format!(
+                    "sending a work item failed: {}: {}",
+                    failure.code, failure.message
+                );
+                unsafe_from.mark(p.sources[0], why);
             }
         }
-        if let Some((index, why)) = unsafe_from {
-            outcome.retry_from = Some(records[index].sequence_number.clone());
-            outcome.failure = Some(why);
-        }
-        outcome
     }
 
     /// Packs one dataset's records of one shard into items that fit a message. A

@@ -11,7 +11,7 @@ use ingest_stream::{incoming_records, lambda_response};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
-use shared::config::{CONFIG_PATH_ENV, PlatformConfig, Section};
+use shared::config::{CONFIG_PATH_ENV, PlatformConfig};
 use shared::telemetry::{flush_emf, init_emf, init_tracing};
 
 #[tokio::main]
@@ -50,20 +50,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 async fn build() -> anyhow::Result<StreamIngest> {
     let config_path = std::env::var_os(CONFIG_PATH_ENV).map(std::path::PathBuf::from);
     let config = PlatformConfig::load(config_path.as_deref(), std::env::vars())?;
-    config.require(&[Section::Queue, Section::Catalog, Section::Stream])?;
+    let view = config.stream_ingest()?;
     init_tracing(&config.telemetry)?;
-    let (Some(queue), Some(catalog_path), Some(stream)) =
-        (&config.queue, &config.catalog_path, &config.stream)
-    else {
-        anyhow::bail!("[queue], [catalog] and [stream] are required");
-    };
-    let catalog = Catalog::from_file(catalog_path)
-        .with_context(|| format!("loading the catalog {}", catalog_path.display()))?;
+    let catalog = Catalog::from_file(view.catalog_path)
+        .with_context(|| format!("loading the catalog {}", view.catalog_path.display()))?;
     let clients = AwsClients::new(&config.aws).await;
     Ok(StreamIngest::new(
         Arc::new(catalog),
         &clients,
-        queue,
-        stream,
+        view.queue,
+        view.stream,
     ))
 }

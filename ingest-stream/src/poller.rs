@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shared::stream::{RecordStream, ShardInfo, StartPosition, StreamError};
+use shared::stream::{RecordStream, RecordsPage, ShardInfo, StartPosition, StreamError};
 use shared::telemetry::names;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -178,13 +178,17 @@ pub async fn read_stream(
     mut stop: watch::Receiver<bool>,
     progress: &mut (dyn FnMut(&ReadProgress) + Send),
 ) -> Result<ReadProgress, ReadError> {
-    let mut done = ReadProgress::default();
-    // The `reader` label of the progress metrics.
-    let reader = if ingest.replay.is_some() {
-        "replay"
-    } else {
-        "poller"
+    let reader = Reader {
+        stream,
+        ingest,
+        settings,
+        label: if ingest.replay.is_some() {
+            "replay"
+        } else {
+            "poller"
+        },
     };
+    let mut done = ReadProgress::default();
     let mut states: HashMap<String, ShardState> = HashMap::new();
     let mut shards: Vec<ShardInfo> = Vec::new();
     let mut listed_at: Option<Instant> = None;
@@ -197,189 +201,331 @@ pub async fn read_stream(
             shards = stream.list_shards().await?;
             listed_at = Some(Instant::now());
         }
-        let known: Vec<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-        let finished = |id: &str| checkpoints.shards.get(id).is_some_and(|c| c.finished);
-        let eligible: Vec<ShardInfo> = shards
-            .iter()
-            .filter(|s| !finished(&s.shard_id))
-            // A parent that has aged out of the stream no longer holds records.
-            .filter(|s| parents(s).all(|p| !known.contains(&p) || finished(p)))
-            .cloned()
-            .collect();
+        let eligible = eligible_shards(&shards, checkpoints);
         done.shards = shards.len();
-        done.shards_finished = shards.iter().filter(|s| finished(&s.shard_id)).count();
+        done.shards_finished = shards
+            .iter()
+            .filter(|s| is_finished(checkpoints, &s.shard_id))
+            .count();
+        if reader.may_stop(&eligible, &states) {
+            break;
+        }
+        let known: Vec<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+        let mut worked = false;
+        let mut slowest: i64 = 0;
+        for shard in &eligible {
+            let visit = reader
+                .visit(shard, &known, &mut states, checkpoints, &mut done)
+                .await?;
+            worked |= visit.worked;
+            slowest = slowest.max(visit.behind);
+        }
+        done.millis_behind_latest = slowest;
+        metrics::gauge!(names::STREAM_BEHIND_LATEST_SECONDS, "reader" => reader.label)
+            .set(slowest as f64 / 1000.0);
+        progress(&done);
+        if !worked {
+            sleep_until_due(&states, settings, &mut stop).await;
+        }
+    }
+    Ok(done)
+}
+
+/// What a read of the stream works with, apart from its state.
+struct Reader<'a> {
+    stream: &'a dyn RecordStream,
+    ingest: &'a StreamIngest,
+    settings: &'a ReadSettings,
+    /// The `reader` label of the progress metrics.
+    label: &'static str,
+}
+
+/// What one turn at a shard did: whether it called the stream or the handler, and how
+/// far behind the tip the shard is.
+#[derive(Debug, Default)]
+struct Visit {
+    worked: bool,
+    behind: i64,
+}
+
+/// What one look at a shard did.
+enum PageRead {
+    /// No page this time (the call failed and backs off); `worked` when a call was made.
+    Skipped { worked: bool },
+    /// A page was read; the shard is `behind` milliseconds behind the tip.
+    Read { behind: i64 },
+}
+
+/// What handing a shard's pending records to the handler did.
+enum HandOver {
+    Nothing,
+    Handed,
+    /// The handler asked to retry from a record: the shard backs off.
+    Retry,
+}
+
+impl ShardState {
+    /// Whether a `GetRecords` call is due, the shard has more, and the batch has room.
+    fn wants_records(&self, settings: &ReadSettings) -> bool {
+        let call_due = self.next_call.is_none_or(|at| Instant::now() >= at);
+        let room = (settings.batch_size as usize).saturating_sub(self.pending.len());
+        call_due && !self.read_to_end && room > 0
+    }
+}
+
+fn is_finished(checkpoints: &Checkpoints, shard_id: &str) -> bool {
+    checkpoints.shards.get(shard_id).is_some_and(|c| c.finished)
+}
+
+/// The shards to read now: not finished, and every parent still in the stream finished
+/// (a parent that has aged out of the stream no longer holds records).
+fn eligible_shards(shards: &[ShardInfo], checkpoints: &Checkpoints) -> Vec<ShardInfo> {
+    let known: Vec<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    shards
+        .iter()
+        .filter(|s| !is_finished(checkpoints, &s.shard_id))
+        .filter(|s| parents(s).all(|p| !known.contains(&p) || is_finished(checkpoints, p)))
+        .cloned()
+        .collect()
+}
+
+impl Reader<'_> {
+    /// Whether the stop condition holds: for a bounded read, every eligible shard caught
+    /// up with nothing pending.
+    fn may_stop(&self, eligible: &[ShardInfo], states: &HashMap<String, ShardState>) -> bool {
         let all_caught_up = eligible.iter().all(|s| {
             states
                 .get(&s.shard_id)
                 .is_some_and(|st| st.caught_up && st.pending.is_empty())
         });
-        let stop_now = match settings.stop {
+        match self.settings.stop {
             StopWhen::Stopped => false,
             StopWhen::CaughtUp | StopWhen::ArrivedAfter(_) => all_caught_up,
-        };
-        if stop_now {
-            break;
-        }
-        let mut worked = false;
-        let mut slowest: i64 = 0;
-        for shard in &eligible {
-            let state = states.entry(shard.shard_id.clone()).or_default();
-            let checkpoint = checkpoints
-                .shards
-                .entry(shard.shard_id.clone())
-                .or_default();
-            let call_due = state.next_call.is_none_or(|at| Instant::now() >= at);
-            let room = (settings.batch_size as usize).saturating_sub(state.pending.len());
-            if call_due && !state.read_to_end && room > 0 {
-                let iterator = match state.iterator.take() {
-                    Some(iterator) => iterator,
-                    None => {
-                        let start = match &checkpoint.sequence_number {
-                            Some(sequence) => StartPosition::AfterSequenceNumber(sequence.clone()),
-                            // Children of shards read here continue where their parents ended.
-                            None if parents(shard).any(|p| known.contains(&p)) => {
-                                StartPosition::TrimHorizon
-                            }
-                            None => settings.start.clone(),
-                        };
-                        match stream.shard_iterator(&shard.shard_id, &start).await {
-                            Ok(iterator) => iterator,
-                            Err(err) => {
-                                back_off(state, settings, &err.to_string());
-                                continue;
-                            }
-                        }
-                    }
-                };
-                worked = true;
-                let page = match stream.get_records(&iterator, room as u32).await {
-                    Ok(page) => page,
-                    Err(err) => {
-                        // Expired or bad iterators start again from the checkpoint.
-                        back_off(state, settings, &err.to_string());
-                        continue;
-                    }
-                };
-                state.next_call = Some(Instant::now() + settings.min_call_interval);
-                slowest = slowest.max(page.millis_behind_latest.unwrap_or(0));
-                let mut records: Vec<IncomingRecord> = page
-                    .records
-                    .iter()
-                    .map(|r| IncomingRecord {
-                        stream: stream.name().to_owned(),
-                        shard_id: shard.shard_id.clone(),
-                        sequence_number: r.sequence_number.clone(),
-                        arrival_ms: r.arrival_ms,
-                        data: r.data.to_vec(),
-                    })
-                    .collect();
-                if let StopWhen::ArrivedAfter(until) = settings.stop
-                    && let Some(cut) = records
-                        .iter()
-                        .position(|r| r.arrival_ms.is_some_and(|at| at > until))
-                {
-                    records.truncate(cut);
-                    state.read_to_end = true;
-                }
-                metrics::counter!(names::STREAM_RECORDS_READ_TOTAL, "reader" => reader)
-                    .increment(records.len() as u64);
-                if !records.is_empty() && state.pending.is_empty() {
-                    state.window_opened = Some(Instant::now());
-                }
-                state.pending.extend(records);
-                if state.pending.is_empty() {
-                    state.failures = 0;
-                }
-                let caught_up =
-                    page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
-                match page.next_iterator {
-                    None => state.read_to_end = true, // a closed shard, read to its end
-                    // A closed shard gets no new records: caught up is read to its end.
-                    Some(_) if shard.is_closed() && caught_up => state.read_to_end = true,
-                    Some(next) => {
-                        state.caught_up = caught_up;
-                        if caught_up {
-                            state.next_call = Some(Instant::now() + settings.poll_interval);
-                        }
-                        state.iterator = Some(next);
-                    }
-                }
-            }
-            // Like Lambda's batching window: hand over a full batch at once, otherwise
-            // wait up to the window from the first record read.
-            let window_passed = state
-                .window_opened
-                .is_some_and(|at| at.elapsed() >= settings.batching_window);
-            let hand_over = !state.pending.is_empty()
-                && (state.pending.len() >= settings.batch_size as usize
-                    || window_passed
-                    || state.read_to_end);
-            if hand_over {
-                worked = true;
-                let records = std::mem::take(&mut state.pending);
-                state.window_opened = None;
-                let outcome = ingest.ingest(&records).await;
-                done.batches += 1;
-                done.quarantined += outcome.quarantined as u64;
-                done.work_items_sent += outcome.work_items_sent as u64;
-                if let Some(retry_from) = outcome.retry_from {
-                    let finished_before = records
-                        .iter()
-                        .take_while(|r| r.sequence_number != retry_from)
-                        .count();
-                    done.records += finished_before as u64;
-                    if let Some(last) = finished_before.checked_sub(1).map(|i| &records[i]) {
-                        checkpoint.sequence_number = Some(last.sequence_number.clone());
-                    }
-                    done.retries += 1;
-                    // The next read starts after the checkpoint.
-                    back_off(
-                        state,
-                        settings,
-                        outcome
-                            .failure
-                            .as_deref()
-                            .unwrap_or("the handler asked for a retry"),
-                    );
-                    save(checkpoints, settings)?;
-                    continue;
-                }
-                done.records += records.len() as u64;
-                checkpoint.sequence_number = records.last().map(|r| r.sequence_number.clone());
-                state.failures = 0;
-            }
-            if state.read_to_end && state.pending.is_empty() {
-                checkpoint.finished = true;
-            }
-            if checkpoint.finished {
-                state.caught_up = true;
-            }
-            save(checkpoints, settings)?;
-        }
-        done.millis_behind_latest = slowest;
-        metrics::gauge!(names::STREAM_BEHIND_LATEST_SECONDS, "reader" => reader)
-            .set(slowest as f64 / 1000.0);
-        progress(&done);
-        if !worked {
-            // Sleep until the next call or the end of the next batching window is due.
-            let now = Instant::now();
-            let wake = states
-                .values()
-                .flat_map(|st| {
-                    let window_end = st.window_opened.map(|at| at + settings.batching_window);
-                    st.next_call.into_iter().chain(window_end)
-                })
-                .filter(|at| *at > now)
-                .min()
-                .unwrap_or(now + settings.min_call_interval)
-                .min(now + settings.min_call_interval);
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                _ = stop.changed() => {}
-            }
         }
     }
-    Ok(done)
+
+    /// One turn at a shard: reads a page when one is due, hands over what is pending when
+    /// it is time, and saves the checkpoint.
+    async fn visit(
+        &self,
+        shard: &ShardInfo,
+        known: &[&str],
+        states: &mut HashMap<String, ShardState>,
+        checkpoints: &mut Checkpoints,
+        done: &mut ReadProgress,
+    ) -> Result<Visit, ReadError> {
+        let settings = self.settings;
+        let mut visit = Visit::default();
+        let state = states.entry(shard.shard_id.clone()).or_default();
+        let checkpoint = checkpoints
+            .shards
+            .entry(shard.shard_id.clone())
+            .or_default();
+        if state.wants_records(settings) {
+            match self.read_page(shard, known, state, checkpoint).await {
+                PageRead::Skipped { worked } => {
+                    visit.worked = worked;
+                    return Ok(visit);
+                }
+                PageRead::Read { behind } => {
+                    visit.worked = true;
+                    visit.behind = behind;
+                }
+            }
+        }
+        match self.hand_over(state, checkpoint, done).await {
+            HandOver::Nothing => {}
+            HandOver::Handed => visit.worked = true,
+            HandOver::Retry => {
+                // The next read starts after the checkpoint.
+                save(checkpoints, settings)?;
+                visit.worked = true;
+                return Ok(visit);
+            }
+        }
+        if state.read_to_end && state.pending.is_empty() {
+            checkpoint.finished = true;
+        }
+        if checkpoint.finished {
+            state.caught_up = true;
+        }
+        save(checkpoints, settings)?;
+        Ok(visit)
+    }
+
+    /// Reads one page of `shard` into its pending records.
+    async fn read_page(
+        &self,
+        shard: &ShardInfo,
+        known: &[&str],
+        state: &mut ShardState,
+        checkpoint: &ShardCheckpoint,
+    ) -> PageRead {
+        let settings = self.settings;
+        let iterator = match state.iterator.take() {
+            Some(iterator) => iterator,
+            None => {
+                let start = start_position(shard, known, checkpoint, settings);
+                match self.stream.shard_iterator(&shard.shard_id, &start).await {
+                    Ok(iterator) => iterator,
+                    Err(err) => {
+                        back_off(state, settings, &err.to_string());
+                        return PageRead::Skipped { worked: false };
+                    }
+                }
+            }
+        };
+        let room = (settings.batch_size as usize).saturating_sub(state.pending.len());
+        let page = match self.stream.get_records(&iterator, room as u32).await {
+            Ok(page) => page,
+            Err(err) => {
+                // Expired or bad iterators start again from the checkpoint.
+                back_off(state, settings, &err.to_string());
+                return PageRead::Skipped { worked: true };
+            }
+        };
+        state.next_call = Some(Instant::now() + settings.min_call_interval);
+        let behind = page.millis_behind_latest.unwrap_or(0);
+        self.take_records(shard, state, &page);
+        advance(shard, state, page, settings);
+        PageRead::Read { behind }
+    }
+
+    /// Adds a page's records to the shard's pending ones, up to the stop time.
+    fn take_records(&self, shard: &ShardInfo, state: &mut ShardState, page: &RecordsPage) {
+        let mut records: Vec<IncomingRecord> = page
+            .records
+            .iter()
+            .map(|r| IncomingRecord {
+                stream: self.stream.name().to_owned(),
+                shard_id: shard.shard_id.clone(),
+                sequence_number: r.sequence_number.clone(),
+                arrival_ms: r.arrival_ms,
+                data: r.data.to_vec(),
+            })
+            .collect();
+        if let StopWhen::ArrivedAfter(until) = self.settings.stop
+            && let Some(cut) = records
+                .iter()
+                .position(|r| r.arrival_ms.is_some_and(|at| at > until))
+        {
+            records.truncate(cut);
+            state.read_to_end = true;
+        }
+        metrics::counter!(names::STREAM_RECORDS_READ_TOTAL, "reader" => self.label)
+            .increment(records.len() as u64);
+        if !records.is_empty() && state.pending.is_empty() {
+            state.window_opened = Some(Instant::now());
+        }
+        state.pending.extend(records);
+        if state.pending.is_empty() {
+            state.failures = 0;
+        }
+    }
+
+    /// Like Lambda's batching window: hands a full batch over at once, otherwise waits up
+    /// to the window from the first record read; moves the checkpoint past what the
+    /// handler took.
+    async fn hand_over(
+        &self,
+        state: &mut ShardState,
+        checkpoint: &mut ShardCheckpoint,
+        done: &mut ReadProgress,
+    ) -> HandOver {
+        let settings = self.settings;
+        let window_passed = state
+            .window_opened
+            .is_some_and(|at| at.elapsed() >= settings.batching_window);
+        let due = state.pending.len() >= settings.batch_size as usize
+            || window_passed
+            || state.read_to_end;
+        if state.pending.is_empty() || !due {
+            return HandOver::Nothing;
+        }
+        let records = std::mem::take(&mut state.pending);
+        state.window_opened = None;
+        let outcome = self.ingest.ingest(&records).await;
+        done.batches += 1;
+        done.quarantined += outcome.quarantined as u64;
+        done.work_items_sent += outcome.work_items_sent as u64;
+        let Some(retry_from) = outcome.retry_from else {
+            done.records += records.len() as u64;
+            checkpoint.sequence_number = records.last().map(|r| r.sequence_number.clone());
+            state.failures = 0;
+            return HandOver::Handed;
+        };
+        let finished_before = records
+            .iter()
+            .take_while(|r| r.sequence_number != retry_from)
+            .count();
+        done.records += finished_before as u64;
+        if let Some(last) = finished_before.checked_sub(1).map(|i| &records[i]) {
+            checkpoint.sequence_number = Some(last.sequence_number.clone());
+        }
+        done.retries += 1;
+        let why = outcome
+            .failure
+            .as_deref()
+            .unwrap_or("the handler asked for a retry");
+        back_off(state, settings, why);
+        HandOver::Retry
+    }
+}
+
+/// Where a shard without an iterator starts: after its checkpoint; at its start when it is
+/// the child of a shard read here (it continues where its parents ended); else where the
+/// read starts.
+fn start_position(
+    shard: &ShardInfo,
+    known: &[&str],
+    checkpoint: &ShardCheckpoint,
+    settings: &ReadSettings,
+) -> StartPosition {
+    match &checkpoint.sequence_number {
+        Some(sequence) => StartPosition::AfterSequenceNumber(sequence.clone()),
+        None if parents(shard).any(|p| known.contains(&p)) => StartPosition::TrimHorizon,
+        None => settings.start.clone(),
+    }
+}
+
+/// Moves the shard past a page: its next iterator, or read to its end when it is closed.
+fn advance(shard: &ShardInfo, state: &mut ShardState, page: RecordsPage, settings: &ReadSettings) {
+    let caught_up = page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
+    match page.next_iterator {
+        None => state.read_to_end = true, // a closed shard, read to its end
+        // A closed shard gets no new records: caught up is read to its end.
+        Some(_) if shard.is_closed() && caught_up => state.read_to_end = true,
+        Some(next) => {
+            state.caught_up = caught_up;
+            if caught_up {
+                state.next_call = Some(Instant::now() + settings.poll_interval);
+            }
+            state.iterator = Some(next);
+        }
+    }
+}
+
+/// Sleeps until the next call or the end of the next batching window is due (or `stop`).
+async fn sleep_until_due(
+    states: &HashMap<String, ShardState>,
+    settings: &ReadSettings,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let now = Instant::now();
+    let wake = states
+        .values()
+        .flat_map(|st| {
+            let window_end = st.window_opened.map(|at| at + settings.batching_window);
+            st.next_call.into_iter().chain(window_end)
+        })
+        .filter(|at| *at > now)
+        .min()
+        .unwrap_or(now + settings.min_call_interval)
+        .min(now + settings.min_call_interval);
+    tokio::select! {
+        () = tokio::time::sleep_until(wake) => {}
+        _ = stop.changed() => {}
+    }
 }
 
 fn back_off(state: &mut ShardState, settings: &ReadSettings, why: &str) {

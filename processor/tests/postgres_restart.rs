@@ -6,13 +6,12 @@
 //! The server is the one `scripts/peers.sh` started, controlled through its `pg-ctl`
 //! script; this is the only test in its binary, as the outages would fail other tests.
 
-use test_support::faults;
-
 use std::time::Duration;
 
 use faults::{MAX_RECEIVE_COUNT, Scenario};
 use rand::Rng;
 use test_support::eventually;
+use test_support::faults;
 
 /// Runs `pg-ctl crash|start`; dropping it starts the server again if a test failed with
 /// it down, so the tests that follow find it up.

@@ -473,108 +473,23 @@ fn read_catalog(document: &Table, issues: &mut Issues) -> Catalog {
 fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Option<Dataset> {
     let errors_before = issues.len();
     let description = fields.string("description", issues).map(str::to_owned);
-
-    let s3 = fields.table("s3", issues).map(|mut route| {
-        let prefix = route
-            .string("prefix", issues)
-            .unwrap_or_default()
-            .to_owned();
-        let suffix = route
-            .string("suffix", issues)
-            .unwrap_or_default()
-            .to_owned();
-        if prefix.is_empty() && suffix.is_empty() {
-            issues.push(route.path(), "an s3 route needs a prefix, a suffix or both");
-        }
-        route.finish(issues);
-        S3Route { prefix, suffix }
-    });
-    let stream = fields.table("stream", issues).and_then(|mut route| {
-        let stream_name = route.required_string("name", issues).map(str::to_owned);
-        let discriminator = route.table("discriminator", issues).and_then(|mut d| {
-            let field = d.required_string("field", issues).map(str::to_owned);
-            let value = d.required_string("value", issues).map(str::to_owned);
-            d.finish(issues);
-            Some(Discriminator {
-                field: field?,
-                value: value?,
-            })
-        });
-        route.finish(issues);
-        Some(StreamRoute {
-            stream: stream_name?,
-            discriminator,
-        })
-    });
+    let s3 = fields
+        .table("s3", issues)
+        .map(|route| read_s3_route(route, issues));
+    let stream = fields
+        .table("stream", issues)
+        .and_then(|route| read_stream_route(route, issues));
     if s3.is_none() && stream.is_none() && !fields.contains("s3") && !fields.contains("stream") {
         issues.push(
             fields.path(),
             "dataset has no source: add an [s3] route (prefix/suffix), a [stream] route, or both",
         );
     }
-
-    let format = match fields.string("format", issues) {
-        Some(text) => FileFormat::parse(text).or_else(|| {
-            issues.push(
-                fields.path_of("format"),
-                format!(
-                    "unknown format {text:?}; expected one of {}",
-                    FileFormat::NAMES
-                ),
-            );
-            None
-        }),
-        None if s3.is_some() => {
-            issues.push(
-                fields.path_of("format"),
-                format!(
-                    "required for a dataset with an s3 route; one of {}",
-                    FileFormat::NAMES
-                ),
-            );
-            None
-        }
-        None => Some(FileFormat::Jsonl),
-    };
-    if stream.is_some() && format.is_some_and(|f| f != FileFormat::Jsonl) && s3.is_none() {
-        issues.push(
-            fields.path_of("format"),
-            "a stream-only dataset carries JSON records: use jsonl",
-        );
-    }
-    let compression = fields.string("compression", issues).and_then(|text| {
-        let parsed = Compression::parse(text);
-        if parsed.is_none() {
-            issues.push(
-                fields.path_of("compression"),
-                format!(
-                    "unknown compression {text:?}; expected one of {}",
-                    Compression::NAMES
-                ),
-            );
-        }
-        parsed
-    });
-    if format == Some(FileFormat::Parquet) && compression.is_some_and(|c| c != Compression::None) {
-        issues.push(
-            fields.path_of("compression"),
-            "parquet compresses inside the file; whole-file compression must be none",
-        );
-    }
+    let format = read_format(&mut fields, s3.is_some(), stream.is_some(), issues);
+    let compression = read_compression(&mut fields, format, issues);
     let csv = read_csv_options(&mut fields, format, issues);
-
     let columns = read_columns(&mut fields, issues);
-    let transform_sql = match fields.string("transform", issues) {
-        Some(sql) if sql.trim().is_empty() => {
-            issues.push(
-                fields.path_of("transform"),
-                "transform SQL is empty; leave it out to load the input as it is",
-            );
-            DEFAULT_TRANSFORM_SQL.to_owned()
-        }
-        Some(sql) => sql.trim().to_owned(),
-        None => DEFAULT_TRANSFORM_SQL.to_owned(),
-    };
+    let transform_sql = read_transform(&mut fields, issues);
     let target = fields.required_string("target", issues).and_then(|text| {
         parse_table_name(text)
             .map_err(|m| issues.push(fields.path_of("target"), m))
@@ -586,18 +501,12 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         .into_iter()
         .map(str::to_owned)
         .collect();
-    check_key_columns(
-        &fields,
-        &key_columns,
-        &columns,
-        transform_sql == DEFAULT_TRANSFORM_SQL,
-        issues,
-    );
+    let plain = transform_sql == DEFAULT_TRANSFORM_SQL;
+    check_key_columns(&fields, &key_columns, &columns, plain, issues);
     let reject_limit = fields
         .integer_in("reject_limit", 0..=i64::MAX, issues)
         .map_or(DEFAULT_REJECT_LIMIT, |n| n.unsigned_abs());
     fields.finish(issues);
-
     if issues.len() > errors_before {
         return None;
     }
@@ -615,6 +524,116 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         s3,
         stream,
     })
+}
+
+fn read_s3_route(mut route: Fields<'_>, issues: &mut Issues) -> S3Route {
+    let prefix = route
+        .string("prefix", issues)
+        .unwrap_or_default()
+        .to_owned();
+    let suffix = route
+        .string("suffix", issues)
+        .unwrap_or_default()
+        .to_owned();
+    if prefix.is_empty() && suffix.is_empty() {
+        issues.push(route.path(), "an s3 route needs a prefix, a suffix or both");
+    }
+    route.finish(issues);
+    S3Route { prefix, suffix }
+}
+
+fn read_stream_route(mut route: Fields<'_>, issues: &mut Issues) -> Option<StreamRoute> {
+    let stream_name = route.required_string("name", issues).map(str::to_owned);
+    let discriminator = route.table("discriminator", issues).and_then(|mut d| {
+        let field = d.required_string("field", issues).map(str::to_owned);
+        let value = d.required_string("value", issues).map(str::to_owned);
+        d.finish(issues);
+        Some(Discriminator {
+            field: field?,
+            value: value?,
+        })
+    });
+    route.finish(issues);
+    Some(StreamRoute {
+        stream: stream_name?,
+        discriminator,
+    })
+}
+
+/// The file format: required with an s3 route, JSON lines for a stream-only dataset.
+fn read_format(
+    fields: &mut Fields<'_>,
+    has_s3: bool,
+    has_stream: bool,
+    issues: &mut Issues,
+) -> Option<FileFormat> {
+    let format = match fields.string("format", issues) {
+        Some(text) => FileFormat::parse(text).or_else(|| {
+            let message = format!(
+                "unknown format {text:?}; expected one of {}",
+                FileFormat::NAMES
+            );
+            issues.push(fields.path_of("format"), message);
+            None
+        }),
+        None if has_s3 => {
+            let message = format!(
+                "required for a dataset with an s3 route; one of {}",
+                FileFormat::NAMES
+            );
+            issues.push(fields.path_of("format"), message);
+            None
+        }
+        None => Some(FileFormat::Jsonl),
+    };
+    if has_stream && format.is_some_and(|f| f != FileFormat::Jsonl) && !has_s3 {
+        issues.push(
+            fields.path_of("format"),
+            "a stream-only dataset carries JSON records: use jsonl",
+        );
+    }
+    format
+}
+
+/// Whole-file compression, when the catalog names one (else it follows the key).
+fn read_compression(
+    fields: &mut Fields<'_>,
+    format: Option<FileFormat>,
+    issues: &mut Issues,
+) -> Option<Compression> {
+    let compression = fields.string("compression", issues).and_then(|text| {
+        let parsed = Compression::parse(text);
+        if parsed.is_none() {
+            let message = format!(
+                "unknown compression {text:?}; expected one of {}",
+                Compression::NAMES
+            );
+            issues.push(fields.path_of("compression"), message);
+        }
+        parsed
+    });
+    if format == Some(FileFormat::Parquet) && compression.is_some_and(|c| c != Compression::None) {
+        issues.push(
+            fields.path_of("compression"),
+            "parquet compresses inside the file; whole-file compression must be none",
+        );
+    }
+    compression
+}
+
+/// The transform SQL, or the default that loads the input as it is.
+fn read_transform(fields: &mut Fields<'_>, issues: &mut Issues) -> String {
+    match fields.string("transform", issues) {
+        Some(sql) if sql.trim().is_empty() => {
+            issues.push(
+                fields.path_of("transform"),
+                "transform SQL is empty; leave it out to load the input as it is",
+            );
+            DEFAULT_TRANSFORM_SQL.to_owned()
+        }
+        Some(sql) => sql.trim().to_owned(),
+        None => DEFAULT_TRANSFORM_SQL.to_owned(),
+    }
 }
 
 fn read_csv_options(

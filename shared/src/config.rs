@@ -30,7 +30,10 @@ use crate::aws::AwsSettings;
 use crate::envelope::{MessageSizeLimit, SQS_MAX_MESSAGE_BYTES};
 use crate::error::{Classify, Retryability};
 use crate::toml_walk::{Fields, Issues};
+
+mod views;
 pub use crate::toml_walk::{Issue, render_issues};
+pub use views::{FileIngestView, RedriveView, ServeView, StreamIngestView, WorkersView};
 
 /// Environment variables starting with this prefix override config keys.
 pub const ENV_PREFIX: &str = "INGEST_";
@@ -318,7 +321,7 @@ pub fn redact_url(text: &str) -> String {
 
 /// Sections a binary can require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Section {
+enum Section {
     Queue,
     Catalog,
     Warehouse,
@@ -415,35 +418,6 @@ impl PlatformConfig {
             })
         }
     }
-
-    /// Fails with every missing section listed when a binary needs sections the config
-    /// does not have.
-    pub fn require(&self, sections: &[Section]) -> Result<(), ConfigError> {
-        let issues: Vec<Issue> = sections
-            .iter()
-            .filter(|section| match section {
-                Section::Queue => self.queue.is_none(),
-                Section::Catalog => self.catalog_path.is_none(),
-                Section::Warehouse => self.warehouse.is_none(),
-                Section::Stream => self.stream.is_none(),
-            })
-            .map(|section| Issue {
-                path: section.name().to_owned(),
-                message: format!(
-                    "required by this command; set it in the config file or with {ENV_PREFIX}{}__…",
-                    section.name().to_ascii_uppercase()
-                ),
-            })
-            .collect();
-        if issues.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                origin: "(config)".to_owned(),
-                issues,
-            })
-        }
-    }
 }
 
 fn apply_env_overrides(
@@ -497,26 +471,7 @@ fn seconds(value: i64) -> Duration {
 pub const DEFAULT_STAGING_FILES: usize = 4;
 
 fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<WarehouseSettings> {
-    let mut url = section.required_string("url", issues).and_then(|text| {
-        match url::Url::parse(text) {
-            Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => Some(parsed),
-            Ok(parsed) => {
-                issues.push(
-                    section.path_of("url"),
-                    format!(
-                        "unsupported scheme {:?}; expected postgres://",
-                        parsed.scheme()
-                    ),
-                );
-                None
-            }
-            // The text may hold a password: never echo it.
-            Err(err) => {
-                issues.push(section.path_of("url"), format!("not a valid URL ({err})"));
-                None
-            }
-        }
-    });
+    let mut url = read_warehouse_url(&mut section, issues);
     // A separate password lets ECS inject it from Secrets Manager as
     // INGEST_WAREHOUSE__PASSWORD while the URL stays in the config file.
     let password = section.string("password", issues);
@@ -551,13 +506,46 @@ fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<Wareho
             None
         }
     };
+    let redshift = matches!(kind, Some(WarehouseKind::Redshift(_)));
+    let tls = read_tls(&mut section, redshift, issues);
+    if iam.is_some() && matches!(kind, Some(WarehouseKind::Postgres)) {
+        issues.push(section.path_of("iam"), "only for kind = \"redshift\"");
+    }
+    section.finish(issues);
+    Some(WarehouseSettings {
+        url: Secret::new(url?.to_string()),
+        kind: kind?,
+        tls: tls?,
+        iam,
+    })
+}
+
+/// The warehouse URL, `postgres://…` (Redshift speaks the same protocol).
+fn read_warehouse_url(section: &mut Fields<'_>, issues: &mut Issues) -> Option<url::Url> {
+    let text = section.required_string("url", issues)?;
+    match url::Url::parse(text) {
+        Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => Some(parsed),
+        Ok(parsed) => {
+            let message = format!(
+                "unsupported scheme {:?}; expected postgres://",
+                parsed.scheme()
+            );
+            issues.push(section.path_of("url"), message);
+            None
+        }
+        // The text may hold a password: never echo it.
+        Err(err) => {
+            issues.push(section.path_of("url"), format!("not a valid URL ({err})"));
+            None
+        }
+    }
+}
+
+/// TLS to the warehouse: verified by default for Redshift, off by default otherwise.
+fn read_tls(section: &mut Fields<'_>, redshift: bool, issues: &mut Issues) -> Option<TlsMode> {
     let ca_file = section.string("tls_ca_file", issues).map(PathBuf::from);
-    let default_tls = if matches!(kind, Some(WarehouseKind::Redshift(_))) {
-        "verify-full"
-    } else {
-        "disable"
-    };
-    let tls = match section.string("tls", issues).unwrap_or(default_tls) {
+    let default_tls = if redshift { "verify-full" } else { "disable" };
+    match section.string("tls", issues).unwrap_or(default_tls) {
         "disable" => {
             if ca_file.is_some() {
                 issues.push(
@@ -575,17 +563,7 @@ fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<Wareho
             );
             None
         }
-    };
-    if iam.is_some() && matches!(kind, Some(WarehouseKind::Postgres)) {
-        issues.push(section.path_of("iam"), "only for kind = \"redshift\"");
     }
-    section.finish(issues);
-    Some(WarehouseSettings {
-        url: Secret::new(url?.to_string()),
-        kind: kind?,
-        tls: tls?,
-        iam,
-    })
 }
 
 fn read_iam(
@@ -731,217 +709,40 @@ fn parse_staging_url(text: &str) -> Result<(String, String), String> {
 
 fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
     let mut root = Fields::new("", document);
-    let mut aws = AwsSettings::default();
-    if let Some(mut section) = root.table("aws", issues) {
-        aws.region = section.string("region", issues).map(str::to_owned);
-        aws.endpoint_url = read_url(&mut section, "endpoint_url", issues);
-        if let Some(mut endpoints) = section.table("endpoints", issues) {
-            aws.sqs_endpoint_url = read_url(&mut endpoints, "sqs", issues);
-            aws.kinesis_endpoint_url = read_url(&mut endpoints, "kinesis", issues);
-            aws.s3_endpoint_url = read_url(&mut endpoints, "s3", issues);
-            endpoints.finish(issues);
-        }
-        if let Some(flag) = section.boolean("s3_force_path_style", issues) {
-            aws.s3_force_path_style = flag;
-        }
-        if let Some(n) = section.integer_in("max_attempts", 1..=20, issues) {
-            aws.max_attempts = u32::try_from(n).expect("range checked");
-        }
-        if let Some(ms) = section.integer_in("initial_backoff_ms", 1..=60_000, issues) {
-            aws.initial_backoff = Duration::from_millis(ms.unsigned_abs());
-        }
-        if let Some(ms) = section.integer_in("connect_timeout_ms", 100..=60_000, issues) {
-            aws.connect_timeout = Duration::from_millis(ms.unsigned_abs());
-        }
-        if let Some(s) = section.integer_in("attempt_timeout_secs", 1..=900, issues) {
-            aws.attempt_timeout = seconds(s);
-        }
-        if let Some(s) = section.integer_in("operation_timeout_secs", 1..=3600, issues) {
-            aws.operation_timeout = seconds(s);
-        }
-        if aws.operation_timeout < aws.attempt_timeout {
-            issues.push(
-                section.path_of("operation_timeout_secs"),
-                "must be at least attempt_timeout_secs",
-            );
-        }
-        section.finish(issues);
-    }
-
-    let queue = root.table("queue", issues).and_then(|mut section| {
-        let url = read_url(&mut section, "url", issues);
-        if url.is_none() && !section.contains("url") {
-            issues.push(section.path_of("url"), "required field is missing");
-        }
-        let dead_letter_url = read_url(&mut section, "dead_letter_url", issues);
-        let max_message_bytes = section
-            .integer_in(
-                "max_message_bytes",
-                MessageSizeLimit::MIN_BYTES as i64..=SQS_MAX_MESSAGE_BYTES as i64,
-                issues,
-            )
-            .map(|n| MessageSizeLimit::new(n.unsigned_abs() as usize).expect("range checked"))
-            .unwrap_or_default();
-        let wait_time = section
-            .integer_in("wait_time_secs", 0..=20, issues)
-            .map_or(Duration::from_secs(20), seconds);
-        let visibility_timeout = section
-            .integer_in("visibility_timeout_secs", 10..=43_200, issues)
-            .map_or(Duration::from_secs(300), seconds);
-        if aws.attempt_timeout <= wait_time {
-            issues.push(
-                "aws.attempt_timeout_secs",
-                format!(
-                    "must be longer than queue.wait_time_secs ({} s), or every long poll times out",
-                    wait_time.as_secs()
-                ),
-            );
-        }
-        section.finish(issues);
-        Some(QueueSettings {
-            url: url?,
-            dead_letter_url,
-            max_message_bytes,
-            wait_time,
-            visibility_timeout,
-        })
-    });
-
+    let aws = root
+        .table("aws", issues)
+        .map_or_else(AwsSettings::default, |section| read_aws(section, issues));
+    let queue = root
+        .table("queue", issues)
+        .and_then(|section| read_queue(section, &aws, issues));
     let catalog_path = root.table("catalog", issues).and_then(|mut section| {
         let path = section.required_string("path", issues).map(PathBuf::from);
         section.finish(issues);
         path
     });
-
     let warehouse = root
         .table("warehouse", issues)
         .and_then(|section| read_warehouse(section, issues));
-
-    let mut processor = ProcessorSettings::default();
-    if let Some(mut section) = root.table("processor", issues) {
-        if let Some(n) = section.integer_in("workers", 1..=256, issues) {
-            processor.workers = usize::try_from(n).expect("range checked");
-        }
-        if let Some(schema) = section.string("platform_schema", issues) {
-            match crate::catalog::check_identifier(schema) {
-                Ok(()) => processor.platform_schema = schema.to_owned(),
-                Err(message) => issues.push(section.path_of("platform_schema"), message),
-            }
-        }
-        if let Some(s) = section.integer_in("shutdown_grace_secs", 1..=3600, issues) {
-            processor.shutdown_grace = seconds(s);
-        }
-        if let Some(s) = section.integer_in("retry_backoff_secs", 0..=43_200, issues) {
-            processor.retry_backoff = seconds(s);
-        }
-        if let Some(s) = section.integer_in("max_retry_backoff_secs", 0..=43_200, issues) {
-            processor.max_retry_backoff = seconds(s);
-        }
-        if let Some(n) = section.integer_in("batch_max_rows", 1..=10_000_000, issues) {
-            processor.batch_max_rows = usize::try_from(n).expect("range checked");
-        }
-        if let Some(n) = section.integer_in("batch_max_bytes", 1024..=1 << 30, issues) {
-            processor.batch_max_bytes = usize::try_from(n).expect("range checked");
-        }
-        if let Some(ms) = section.integer_in("batch_max_wait_ms", 0..=300_000, issues) {
-            processor.batch_max_wait = Duration::from_millis(ms.unsigned_abs());
-        }
-        match section.string("health_address", issues) {
-            Some("off") => processor.health_address = None,
-            Some(text) => match text.parse() {
-                Ok(address) => processor.health_address = Some(address),
-                Err(_) => issues.push(
-                    section.path_of("health_address"),
-                    format!("{text:?} is not an address like 0.0.0.0:8080 (or \"off\")"),
-                ),
-            },
-            None => {}
-        }
-        section.finish(issues);
-    }
-
-    let mut files = FileSettings::default();
-    if let Some(mut section) = root.table("files", issues) {
-        if let Some(n) = section.integer_in(
-            "part_size_bytes",
-            MIN_PART_SIZE_BYTES as i64..=5 * 1024 * 1024 * 1024 * 1024,
-            issues,
-        ) {
-            files.part_size_bytes = n.unsigned_abs();
-        }
-        section.finish(issues);
-    }
-
-    let events = root.table("events", issues).and_then(|mut section| {
-        let bus_name = section
-            .required_string("bus_name", issues)
-            .map(str::to_owned);
-        let source = section
-            .string("source", issues)
-            .unwrap_or(DEFAULT_EVENT_SOURCE)
-            .to_owned();
-        section.finish(issues);
-        Some(EventSettings {
-            bus_name: bus_name?,
-            source,
-        })
-    });
-
-    let stream = root.table("stream", issues).and_then(|mut section| {
-        let mut location = |key: &'static str, required: bool| {
-            let text = if required {
-                section.required_string(key, issues)
-            } else {
-                section.string(key, issues)
-            }?;
-            match S3Location::parse(text) {
-                Ok(location) => Some(location),
-                Err(message) => {
-                    issues.push(section.path_of(key), message);
-                    None
-                }
-            }
-        };
-        let quarantine = location("quarantine", true);
-        let claim_checks = location("claim_checks", false);
-        section.finish(issues);
-        let quarantine = quarantine?;
-        Some(StreamSettings {
-            claim_checks: claim_checks.unwrap_or_else(|| S3Location {
-                bucket: quarantine.bucket.clone(),
-                prefix: "claim-checks/".to_owned(),
-            }),
-            quarantine,
-        })
-    });
-
-    let mut telemetry = TelemetrySettings::default();
-    if let Some(mut section) = root.table("telemetry", issues) {
-        match section.string("log_format", issues) {
-            Some("json") => telemetry.log_format = LogFormat::Json,
-            Some("text") => telemetry.log_format = LogFormat::Text,
-            Some(other) => issues.push(
-                section.path_of("log_format"),
-                format!("unknown log format {other:?}; expected json or text"),
-            ),
-            None => {}
-        }
-        if let Some(filter) = section.string("log_filter", issues) {
-            telemetry.log_filter = filter.to_owned();
-        }
-        match section.string("metrics_export", issues) {
-            Some("prometheus") => telemetry.metrics_export = MetricsExport::Prometheus,
-            Some("emf") => telemetry.metrics_export = MetricsExport::Emf,
-            Some(other) => issues.push(
-                section.path_of("metrics_export"),
-                format!("unknown metrics export {other:?}; expected prometheus or emf"),
-            ),
-            None => {}
-        }
-        section.finish(issues);
-    }
+    let processor = root
+        .table("processor", issues)
+        .map_or_else(ProcessorSettings::default, |section| {
+            read_processor(section, issues)
+        });
+    let files = root
+        .table("files", issues)
+        .map_or_else(FileSettings::default, |section| read_files(section, issues));
+    let events = root
+        .table("events", issues)
+        .and_then(|section| read_events(section, issues));
+    let stream = root
+        .table("stream", issues)
+        .and_then(|section| read_stream(section, issues));
+    let telemetry = root
+        .table("telemetry", issues)
+        .map_or_else(TelemetrySettings::default, |section| {
+            read_telemetry(section, issues)
+        });
     root.finish(issues);
-
     PlatformConfig {
         aws,
         queue,
@@ -953,6 +754,216 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         stream,
         telemetry,
     }
+}
+
+fn read_aws(mut section: Fields<'_>, issues: &mut Issues) -> AwsSettings {
+    let mut aws = AwsSettings {
+        region: section.string("region", issues).map(str::to_owned),
+        endpoint_url: read_url(&mut section, "endpoint_url", issues),
+        ..AwsSettings::default()
+    };
+    if let Some(mut endpoints) = section.table("endpoints", issues) {
+        aws.sqs_endpoint_url = read_url(&mut endpoints, "sqs", issues);
+        aws.kinesis_endpoint_url = read_url(&mut endpoints, "kinesis", issues);
+        aws.s3_endpoint_url = read_url(&mut endpoints, "s3", issues);
+        endpoints.finish(issues);
+    }
+    if let Some(flag) = section.boolean("s3_force_path_style", issues) {
+        aws.s3_force_path_style = flag;
+    }
+    if let Some(n) = section.integer_in("max_attempts", 1..=20, issues) {
+        aws.max_attempts = u32::try_from(n).expect("range checked");
+    }
+    if let Some(ms) = section.integer_in("initial_backoff_ms", 1..=60_000, issues) {
+        aws.initial_backoff = Duration::from_millis(ms.unsigned_abs());
+    }
+    if let Some(ms) = section.integer_in("connect_timeout_ms", 100..=60_000, issues) {
+        aws.connect_timeout = Duration::from_millis(ms.unsigned_abs());
+    }
+    if let Some(s) = section.integer_in("attempt_timeout_secs", 1..=900, issues) {
+        aws.attempt_timeout = seconds(s);
+    }
+    if let Some(s) = section.integer_in("operation_timeout_secs", 1..=3600, issues) {
+        aws.operation_timeout = seconds(s);
+    }
+    if aws.operation_timeout < aws.attempt_timeout {
+        issues.push(
+            section.path_of("operation_timeout_secs"),
+            "must be at least attempt_timeout_secs",
+        );
+    }
+    section.finish(issues);
+    aws
+}
+
+fn read_queue(
+    mut section: Fields<'_>,
+    aws: &AwsSettings,
+    issues: &mut Issues,
+) -> Option<QueueSettings> {
+    let url = read_url(&mut section, "url", issues);
+    if url.is_none() && !section.contains("url") {
+        issues.push(section.path_of("url"), "required field is missing");
+    }
+    let dead_letter_url = read_url(&mut section, "dead_letter_url", issues);
+    let max_message_bytes = section
+        .integer_in(
+            "max_message_bytes",
+            MessageSizeLimit::MIN_BYTES as i64..=SQS_MAX_MESSAGE_BYTES as i64,
+            issues,
+        )
+        .map(|n| MessageSizeLimit::new(n.unsigned_abs() as usize).expect("range checked"))
+        .unwrap_or_default();
+    let wait_time = section
+        .integer_in("wait_time_secs", 0..=20, issues)
+        .map_or(Duration::from_secs(20), seconds);
+    let visibility_timeout = section
+        .integer_in("visibility_timeout_secs", 10..=43_200, issues)
+        .map_or(Duration::from_secs(300), seconds);
+    if aws.attempt_timeout <= wait_time {
+        issues.push(
+            "aws.attempt_timeout_secs",
+            format!(
+                "must be longer than queue.wait_time_secs ({} s), or every long poll times out",
+                wait_time.as_secs()
+            ),
+        );
+    }
+    section.finish(issues);
+    Some(QueueSettings {
+        url: url?,
+        dead_letter_url,
+        max_message_bytes,
+        wait_time,
+        visibility_timeout,
+    })
+}
+
+fn read_processor(mut section: Fields<'_>, issues: &mut Issues) -> ProcessorSettings {
+    let mut processor = ProcessorSettings::default();
+    if let Some(n) = section.integer_in("workers", 1..=256, issues) {
+        processor.workers = usize::try_from(n).expect("range checked");
+    }
+    if let Some(schema) = section.string("platform_schema", issues) {
+        match crate::catalog::check_identifier(schema) {
+            Ok(()) => processor.platform_schema = schema.to_owned(),
+            Err(message) => issues.push(section.path_of("platform_schema"), message),
+        }
+    }
+    if let Some(s) = section.integer_in("shutdown_grace_secs", 1..=3600, issues) {
+        processor.shutdown_grace = seconds(s);
+    }
+    if let Some(s) = section.integer_in("retry_backoff_secs", 0..=43_200, issues) {
+        processor.retry_backoff = seconds(s);
+    }
+    if let Some(s) = section.integer_in("max_retry_backoff_secs", 0..=43_200, issues) {
+        processor.max_retry_backoff = seconds(s);
+    }
+    if let Some(n) = section.integer_in("batch_max_rows", 1..=10_000_000, issues) {
+        processor.batch_max_rows = usize::try_from(n).expect("range checked");
+    }
+    if let Some(n) = section.integer_in("batch_max_bytes", 1024..=1 << 30, issues) {
+        processor.batch_max_bytes = usize::try_from(n).expect("range checked");
+    }
+    if let Some(ms) = section.integer_in("batch_max_wait_ms", 0..=300_000, issues) {
+        processor.batch_max_wait = Duration::from_millis(ms.unsigned_abs());
+    }
+    match section.string("health_address", issues) {
+        Some("off") => processor.health_address = None,
+        Some(text) => match text.parse() {
+            Ok(address) => processor.health_address = Some(address),
+            Err(_) => issues.push(
+                section.path_of("health_address"),
+                format!("{text:?} is not an address like 0.0.0.0:8080 (or \"off\")"),
+            ),
+        },
+        None => {}
+    }
+    section.finish(issues);
+    processor
+}
+
+fn read_files(mut section: Fields<'_>, issues: &mut Issues) -> FileSettings {
+    let mut files = FileSettings::default();
+    if let Some(n) = section.integer_in(
+        "part_size_bytes",
+        MIN_PART_SIZE_BYTES as i64..=5 * 1024 * 1024 * 1024 * 1024,
+        issues,
+    ) {
+        files.part_size_bytes = n.unsigned_abs();
+    }
+    section.finish(issues);
+    files
+}
+
+fn read_events(mut section: Fields<'_>, issues: &mut Issues) -> Option<EventSettings> {
+    let bus_name = section
+        .required_string("bus_name", issues)
+        .map(str::to_owned);
+    let source = section
+        .string("source", issues)
+        .unwrap_or(DEFAULT_EVENT_SOURCE)
+        .to_owned();
+    section.finish(issues);
+    Some(EventSettings {
+        bus_name: bus_name?,
+        source,
+    })
+}
+
+fn read_stream(mut section: Fields<'_>, issues: &mut Issues) -> Option<StreamSettings> {
+    let mut location = |key: &'static str, required: bool| {
+        let text = if required {
+            section.required_string(key, issues)
+        } else {
+            section.string(key, issues)
+        }?;
+        match S3Location::parse(text) {
+            Ok(location) => Some(location),
+            Err(message) => {
+                issues.push(section.path_of(key), message);
+                None
+            }
+        }
+    };
+    let quarantine = location("quarantine", true);
+    let claim_checks = location("claim_checks", false);
+    section.finish(issues);
+    let quarantine = quarantine?;
+    Some(StreamSettings {
+        claim_checks: claim_checks.unwrap_or_else(|| S3Location {
+            bucket: quarantine.bucket.clone(),
+            prefix: "claim-checks/".to_owned(),
+        }),
+        quarantine,
+    })
+}
+
+fn read_telemetry(mut section: Fields<'_>, issues: &mut Issues) -> TelemetrySettings {
+    let mut telemetry = TelemetrySettings::default();
+    match section.string("log_format", issues) {
+        Some("json") => telemetry.log_format = LogFormat::Json,
+        Some("text") => telemetry.log_format = LogFormat::Text,
+        Some(other) => issues.push(
+            section.path_of("log_format"),
+            format!("unknown log format {other:?}; expected json or text"),
+        ),
+        None => {}
+    }
+    if let Some(filter) = section.string("log_filter", issues) {
+        telemetry.log_filter = filter.to_owned();
+    }
+    match section.string("metrics_export", issues) {
+        Some("prometheus") => telemetry.metrics_export = MetricsExport::Prometheus,
+        Some("emf") => telemetry.metrics_export = MetricsExport::Emf,
+        Some(other) => issues.push(
+            section.path_of("metrics_export"),
+            format!("unknown metrics export {other:?}; expected prometheus or emf"),
+        ),
+        None => {}
+    }
+    section.finish(issues);
+    telemetry
 }
 
 fn read_url(fields: &mut Fields<'_>, key: &'static str, issues: &mut Issues) -> Option<String> {
@@ -1050,9 +1061,7 @@ mod tests {
         assert_eq!(config.aws, AwsSettings::default());
         assert_eq!(config.queue, None);
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
-        let err = config
-            .require(&[Section::Queue, Section::Warehouse])
-            .expect_err("missing sections");
+        let err = config.workers().expect_err("missing sections");
         let text = err.to_string();
         assert!(
             text.contains(
@@ -1188,9 +1197,7 @@ log_format = "xml"
         let text = include_str!("../../config/example.toml");
         let config =
             PlatformConfig::from_toml(text, "config/example.toml", env(&[])).expect("valid");
-        config
-            .require(&[Section::Queue, Section::Catalog, Section::Warehouse])
-            .expect("every section present");
+        config.serve().expect("every section present");
         assert!(!format!("{config:?}").contains("change-me"));
     }
 

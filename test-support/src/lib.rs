@@ -18,7 +18,7 @@ pub use aws::{
     queue_depth, upload_file,
 };
 pub use corpus::Corpus;
-pub use fixtures::{EXAMPLE_CATALOG, gzip};
+pub use fixtures::{EXAMPLE_CATALOG, binary_config, gzip};
 pub use names::{TempDatabase, TestSchemas, unique_name};
 pub use observe::{check_emf, http_get, metric_value};
 pub use peers::{

@@ -8,7 +8,7 @@ use std::time::Instant;
 use aws_sdk_s3::primitives::ByteStream;
 use shared::envelope::WorkItem;
 use test_support::lambda_runtime::{self as runtime_api, Call, next_call};
-use test_support::{aws_endpoint, clients, create_bucket, create_queue, unique_name};
+use test_support::{binary_config, clients, create_bucket, create_queue};
 
 const CATALOG: &str = r#"
 [datasets.orders]
@@ -57,20 +57,11 @@ async fn the_binary_serves_invocations_through_the_runtime_api() {
     .await;
     let mut calls = api.calls;
 
-    let dir = std::env::temp_dir().join(unique_name("lambda"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let catalog_path = dir.join("catalog.toml");
-    std::fs::write(&catalog_path, CATALOG).expect("catalog");
-    let config_path = dir.join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\ns3_force_path_style = true\n\n[queue]\nurl = \"{work_url}\"\n\n[catalog]\npath = \"{}\"\n",
-            aws_endpoint(),
-            catalog_path.display()
-        ),
-    )
-    .expect("config");
+    let config_path = binary_config(
+        "lambda",
+        CATALOG,
+        &format!("[queue]\nurl = \"{work_url}\"\n"),
+    );
 
     let started = Instant::now();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-batch"))

@@ -19,9 +19,9 @@ use shared::queue::{
     WorkQueue,
 };
 use shared::retry::EntryFailure;
+use test_support::EXAMPLE_CATALOG as CATALOG;
 use test_support::{clients, create_bucket, create_queue, get_object_bytes};
 
-use test_support::EXAMPLE_CATALOG as CATALOG;
 const KPL_FIXTURE: &str = include_str!("../fixtures/kpl/three-records.b64");
 
 fn event(id: &str, order: i64, status: &str) -> Vec<u8> {

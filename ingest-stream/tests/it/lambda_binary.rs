@@ -3,14 +3,12 @@
 //! valid records reach the emulator's SQS, the invalid one its S3 quarantine, and the
 //! response carries no batch item failures.
 
-use test_support::lambda_runtime as runtime_api;
-
 use std::process::Stdio;
 
 use runtime_api::{Call, next_call};
-use test_support::{aws_endpoint, clients, create_bucket, create_queue, unique_name};
-
 use test_support::EXAMPLE_CATALOG as CATALOG;
+use test_support::lambda_runtime as runtime_api;
+use test_support::{binary_config, clients, create_bucket, create_queue};
 
 fn kinesis_record(sequence: &str, data: &[u8]) -> serde_json::Value {
     serde_json::json!({
@@ -44,20 +42,10 @@ async fn the_binary_handles_a_kinesis_event_through_the_runtime_api() {
     let api = runtime_api::start(vec![("req-1".to_owned(), event.to_string())]).await;
     let mut calls = api.calls;
 
-    let dir = std::env::temp_dir().join(unique_name("stream-lambda"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let catalog_path = dir.join("catalog.toml");
-    std::fs::write(&catalog_path, CATALOG).expect("catalog");
-    let config_path = dir.join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\ns3_force_path_style = true\n\n[queue]\nurl = \"{queue_url}\"\n\n[catalog]\npath = \"{}\"\n\n[stream]\nquarantine = \"s3://{bucket}/quarantine/\"\n",
-            aws_endpoint(),
-            catalog_path.display()
-        ),
-    )
-    .expect("config");
+    let sections = format!(
+        "[queue]\nurl = \"{queue_url}\"\n\n[stream]\nquarantine = \"s3://{bucket}/quarantine/\"\n"
+    );
+    let config_path = binary_config("stream-lambda", CATALOG, &sections);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingest-stream"))
         .envs(runtime_api::lambda_env(api.address))
         .env("INGEST_CONFIG", &config_path)

@@ -11,9 +11,8 @@ use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
-use test_support::{Corpus, clients, create_bucket, create_queue, get_object_bytes};
-
 use test_support::EXAMPLE_CATALOG as CATALOG;
+use test_support::{Corpus, clients, create_bucket, create_queue, get_object_bytes};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

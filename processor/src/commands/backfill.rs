@@ -8,7 +8,7 @@ use ingest_batch::FileIngest;
 use processor::operations::backfill::{BackfillOptions, BackfillProgress, backfill, parse_since};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
-use shared::config::{PlatformConfig, Section};
+use shared::config::PlatformConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,19 +27,16 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
-    config.require(&[Section::Queue, Section::Catalog])?;
+    let view = config.file_ingest()?;
     let since_ms = args
         .since
         .as_deref()
         .map(parse_since)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let (Some(queue), Some(catalog_path)) = (&config.queue, &config.catalog_path) else {
-        anyhow::bail!("[queue] and [catalog] are required");
-    };
-    let catalog = Arc::new(Catalog::from_file(catalog_path)?);
+    let catalog = Arc::new(Catalog::from_file(view.catalog_path)?);
     let clients = AwsClients::new(&config.aws).await;
-    let ingest = FileIngest::new(catalog, &clients, queue, config.files, "backfill");
+    let ingest = FileIngest::new(catalog, &clients, view.queue, config.files, "backfill");
     let options = BackfillOptions {
         bucket: args.bucket,
         prefix: args.prefix,

@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use processor::operations::redrive::{RedriveOptions, RedriveOutcome, redrive};
 use shared::aws::AwsClients;
-use shared::config::{PlatformConfig, Section};
+use shared::config::{PlatformConfig, RedriveView};
 use shared::queue::SqsQueue;
 
 #[derive(Debug, clap::Args)]
@@ -26,12 +25,10 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
-    config.require(&[Section::Queue])?;
-    let queue = config.queue.as_ref().context("[queue] is required")?;
-    let dead_letter_url = queue
-        .dead_letter_url
-        .as_ref()
-        .context("queue.dead_letter_url is required to redrive")?;
+    let RedriveView {
+        queue,
+        dead_letter_url,
+    } = config.redrive()?;
     let clients = AwsClients::new(&config.aws).await;
     let dead_letter = SqsQueue::new(
         clients.sqs.clone(),

@@ -12,7 +12,7 @@ use processor::operations::backfill::parse_since;
 use processor::operations::replay::{ReplayOptions, replay};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
-use shared::config::{PlatformConfig, Section};
+use shared::config::PlatformConfig;
 use shared::stream::{KinesisStream, epoch_millis};
 
 #[derive(Debug, clap::Args)]
@@ -35,16 +35,11 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
-    config.require(&[Section::Queue, Section::Catalog, Section::Stream])?;
-    let (Some(queue), Some(catalog_path), Some(stream_settings)) =
-        (&config.queue, &config.catalog_path, &config.stream)
-    else {
-        anyhow::bail!("[queue], [catalog] and [stream] are required");
-    };
+    let view = config.stream_ingest()?;
     let options = window(&args)?;
-    let catalog = Arc::new(Catalog::from_file(catalog_path)?);
+    let catalog = Arc::new(Catalog::from_file(view.catalog_path)?);
     let clients = AwsClients::new(&config.aws).await;
-    let ingest = StreamIngest::new(catalog, &clients, queue, stream_settings);
+    let ingest = StreamIngest::new(catalog, &clients, view.queue, view.stream);
     let kinesis = KinesisStream::new(clients.kinesis.clone(), &args.stream);
     let stopped = super::stop_on_signal(|| {
         eprintln!(

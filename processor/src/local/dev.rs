@@ -128,54 +128,13 @@ pub async fn run_dev(
         let now = scan(&landing);
         for (key, state) in &now {
             let stable = last_seen.get(key) == Some(state);
-            if !stable || ingested.get(key) == Some(state) {
-                continue;
-            }
-            ingested.insert(key.clone(), *state);
-            let object = match platform.buckets.created_object(BUCKET, key).await {
-                Ok(object) => object,
-                Err(err) => {
-                    report(DevEvent::Failed {
-                        key: key.clone(),
-                        reason: err.to_string(),
-                    });
-                    continue;
-                }
-            };
-            match platform.file_ingest.ingest(&[object]).await {
-                Ok(done) if done.work_items_sent > 0 => report(DevEvent::Queued {
-                    key: key.clone(),
-                    work_items: done.work_items_sent,
-                }),
-                Ok(done) => report(DevEvent::Skipped {
-                    key: key.clone(),
-                    reasons: done
-                        .skipped
-                        .iter()
-                        .map(|(reason, count)| format!("{reason} ×{count}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }),
-                Err(err) => report(DevEvent::Failed {
-                    key: key.clone(),
-                    reason: err.to_string(),
-                }),
+            if stable && ingested.get(key) != Some(state) {
+                ingested.insert(key.clone(), *state);
+                report(offer(&platform, key).await);
             }
         }
         last_seen = now;
-        let counted = counts(platform.warehouse.db(), platform.tables.clone()).await?;
-        for (dataset, table) in &platform.tables {
-            let (rows, rejects, _) = counted.get(dataset).copied().unwrap_or_default();
-            let (rows_before, rejects_before, _) = loaded.get(dataset).copied().unwrap_or_default();
-            if (rows, rejects) != (rows_before, rejects_before) {
-                report(DevEvent::Loaded {
-                    table: table.clone(),
-                    rows: rows - rows_before,
-                    rejected: rejects - rejects_before,
-                });
-            }
-        }
-        loaded = counted;
+        loaded = report_loaded(&platform, loaded, report).await?;
     }
     stop.send_replace(true);
     for worker in workers {
@@ -185,4 +144,54 @@ pub async fn run_dev(
         })?;
     }
     Ok(())
+}
+
+/// Offers the file under `key` to the batch path, as an S3 notification would.
+async fn offer(platform: &LocalPlatform, key: &str) -> DevEvent {
+    let failed = |reason: String| DevEvent::Failed {
+        key: key.to_owned(),
+        reason,
+    };
+    let object = match platform.buckets.created_object(BUCKET, key).await {
+        Ok(object) => object,
+        Err(err) => return failed(err.to_string()),
+    };
+    match platform.file_ingest.ingest(&[object]).await {
+        Ok(done) if done.work_items_sent > 0 => DevEvent::Queued {
+            key: key.to_owned(),
+            work_items: done.work_items_sent,
+        },
+        Ok(done) => DevEvent::Skipped {
+            key: key.to_owned(),
+            reasons: done
+                .skipped
+                .iter()
+                .map(|(reason, count)| format!("{reason} ×{count}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+        Err(err) => failed(err.to_string()),
+    }
+}
+
+/// Reports each table whose rows or rejects changed since `before`; returns the counts
+/// now.
+async fn report_loaded(
+    platform: &LocalPlatform,
+    before: BTreeMap<String, (i64, i64, i64)>,
+    report: &mut (dyn FnMut(DevEvent) + Send),
+) -> Result<BTreeMap<String, (i64, i64, i64)>, DemoError> {
+    let counted = counts(platform.warehouse.db(), platform.tables.clone()).await?;
+    for (dataset, table) in &platform.tables {
+        let (rows, rejects, _) = counted.get(dataset).copied().unwrap_or_default();
+        let (rows_before, rejects_before, _) = before.get(dataset).copied().unwrap_or_default();
+        if (rows, rejects) != (rows_before, rejects_before) {
+            report(DevEvent::Loaded {
+                table: table.clone(),
+                rows: rows - rows_before,
+                rejected: rejects - rejects_before,
+            });
+        }
+    }
+    Ok(counted)
 }

@@ -199,16 +199,41 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to memory")
 }
 
-/// Generates everything for `size`; the same size always gives the same bytes.
+/// Generates everything for `size`; the same size always gives the same bytes (the
+/// dice are drawn in one fixed order: customers, orders with their items and payments,
+/// events).
 pub fn generate(size: &DemoSize) -> Generated {
     let mut dice = Dice {
         rng: StdRng::seed_from_u64(size.seed),
         dirty_share: size.dirty_share.clamp(0.0, 0.5),
     };
     let mut expected: BTreeMap<&'static str, Expected> = BTreeMap::new();
-    let mut files = Vec::new();
+    let mut files = customers(&mut dice, size, &mut expected);
+    files.extend(orders(&mut dice, size, &mut expected));
+    let events = events(&mut dice, size, &mut expected);
+    Generated {
+        files,
+        events,
+        expected,
+    }
+}
 
-    // Customers: CSV, the second file gzip-compressed.
+/// Counts a generated row as loaded or rejected for `dataset`.
+fn expect(expected: &mut BTreeMap<&'static str, Expected>, dataset: &'static str, fault: Fault) {
+    let entry = expected.entry(dataset).or_default();
+    if fault == Fault::Clean {
+        entry.rows += 1;
+    } else {
+        entry.rejected += 1;
+    }
+}
+
+/// Customers: CSV, the second file gzip-compressed.
+fn customers(
+    dice: &mut Dice,
+    size: &DemoSize,
+    expected: &mut BTreeMap<&'static str, Expected>,
+) -> Vec<GeneratedFile> {
     let mut lines = Vec::with_capacity(size.customers);
     for id in 1..=size.customers as i64 {
         let fault = dice.fault();
@@ -227,18 +252,14 @@ pub fn generate(size: &DemoSize) -> Generated {
             Fault::WrongType => (format!("C-{id}"), iso_date(signup_day)),
             Fault::Missing => (String::new(), iso_date(signup_day)),
         };
-        let entry = expected.entry("customers").or_default();
-        if fault == Fault::Clean {
-            entry.rows += 1;
-        } else {
-            entry.rejected += 1;
-        }
+        expect(expected, "customers", fault);
         lines.push(format!(
             "{id_text},customer.{id}@example.com,{},{country},{signup},{updated}\n",
             csv_field(&full_name)
         ));
     }
     let header = "customer_id,email,full_name,country,signup_date,updated_at\n";
+    let mut files = Vec::new();
     for (index, chunk) in chunks(lines, 2).into_iter().enumerate() {
         let body = format!("{header}{}", chunk.concat());
         files.push(if index == 1 {
@@ -253,40 +274,28 @@ pub fn generate(size: &DemoSize) -> Generated {
             }
         });
     }
+    files
+}
 
-    // Orders (JSON lines), their items (CSV) and payments (Parquet).
+/// A payment row: id, order, method, amount and time (amount and time as text).
+type Payment = (String, Option<i64>, String, String, String);
+
+/// Orders (JSON lines), their items (CSV, the second file zstd-compressed) and payments
+/// (Parquet).
+fn orders(
+    dice: &mut Dice,
+    size: &DemoSize,
+    expected: &mut BTreeMap<&'static str, Expected>,
+) -> Vec<GeneratedFile> {
     let mut orders = Vec::with_capacity(size.orders);
     let mut items = Vec::new();
-    let mut payments: Vec<(String, Option<i64>, String, String, String)> = Vec::new();
+    let mut payments: Vec<Payment> = Vec::new();
     let customers = size.customers.max(1) as i64;
     for order_id in 1..=size.orders as i64 {
         let fault = dice.fault();
         let customer_id = dice.rng.random_range(1..=customers);
         let ordered_at = dice.time_micros();
-        let mut total = 0;
-        let lines = dice.rng.random_range(1..=4);
-        for line_number in 1..=lines {
-            let item_fault = dice.fault();
-            let quantity = dice.rng.random_range(1..=5);
-            let price = dice.price_cents();
-            total += quantity * price;
-            let sku = format!("SKU-{:05}", dice.rng.random_range(1..2_000));
-            let (quantity_text, price_text, sku_text) = match item_fault {
-                Fault::Clean => (quantity.to_string(), cents(price), sku),
-                Fault::BadValue => (quantity.to_string(), "12.345.6".to_owned(), sku),
-                Fault::WrongType => ("three".to_owned(), cents(price), sku),
-                Fault::Missing => (quantity.to_string(), cents(price), String::new()),
-            };
-            let entry = expected.entry("order_items").or_default();
-            if item_fault == Fault::Clean {
-                entry.rows += 1;
-            } else {
-                entry.rejected += 1;
-            }
-            items.push(format!(
-                "{order_id},{line_number},{sku_text},{quantity_text},{price_text}\n"
-            ));
-        }
+        let total = order_items(dice, order_id, expected, &mut items);
         // A struct, not a JSON map: its field order does not depend on serde_json's
         // `preserve_order` feature, which other crates may switch on in some builds, so
         // the bytes (and the file's entity tag) are the same whatever the build.
@@ -306,42 +315,76 @@ pub fn generate(size: &DemoSize) -> Generated {
             Fault::WrongType => order.order_id = format!("ORD-{order_id}").into(),
             Fault::Missing => order.customer_id = None,
         }
-        let entry = expected.entry("orders").or_default();
-        if fault == Fault::Clean {
-            entry.rows += 1;
-        } else {
-            entry.rejected += 1;
-        }
+        expect(expected, "orders", fault);
         orders.push(format!(
             "{}\n",
             serde_json::to_string(&order).expect("a plain struct serialises")
         ));
-
         // Most orders are paid once.
         if dice.rng.random_bool(0.95) {
-            let pay_fault = dice.fault();
-            let paid_at = iso_utc_micros(ordered_at + dice.rng.random_range(0..3_600_000_000));
-            let payment = match pay_fault {
-                Fault::Clean => (Some(order_id), cents(total), paid_at),
-                Fault::BadValue => (Some(order_id), cents(total), "not a time".to_owned()),
-                Fault::WrongType => (Some(order_id), "twelve euros".to_owned(), paid_at),
-                Fault::Missing => (None, cents(total), paid_at),
-            };
-            let entry = expected.entry("payments").or_default();
-            if pay_fault == Fault::Clean {
-                entry.rows += 1;
-            } else {
-                entry.rejected += 1;
-            }
-            payments.push((
-                format!("PAY-{order_id:07}"),
-                payment.0,
-                dice.pick(METHODS).to_owned(),
-                payment.1,
-                payment.2,
-            ));
+            payments.push(payment(dice, order_id, ordered_at, total, expected));
         }
     }
+    order_files(orders, items, payments)
+}
+
+/// One to four item lines of an order; returns the order's total in cents.
+fn order_items(
+    dice: &mut Dice,
+    order_id: i64,
+    expected: &mut BTreeMap<&'static str, Expected>,
+    items: &mut Vec<String>,
+) -> i64 {
+    let mut total = 0;
+    let lines = dice.rng.random_range(1..=4);
+    for line_number in 1..=lines {
+        let item_fault = dice.fault();
+        let quantity = dice.rng.random_range(1..=5);
+        let price = dice.price_cents();
+        total += quantity * price;
+        let sku = format!("SKU-{:05}", dice.rng.random_range(1..2_000));
+        let (quantity_text, price_text, sku_text) = match item_fault {
+            Fault::Clean => (quantity.to_string(), cents(price), sku),
+            Fault::BadValue => (quantity.to_string(), "12.345.6".to_owned(), sku),
+            Fault::WrongType => ("three".to_owned(), cents(price), sku),
+            Fault::Missing => (quantity.to_string(), cents(price), String::new()),
+        };
+        expect(expected, "order_items", item_fault);
+        items.push(format!(
+            "{order_id},{line_number},{sku_text},{quantity_text},{price_text}\n"
+        ));
+    }
+    total
+}
+
+/// The payment of an order.
+fn payment(
+    dice: &mut Dice,
+    order_id: i64,
+    ordered_at: i64,
+    total: i64,
+    expected: &mut BTreeMap<&'static str, Expected>,
+) -> Payment {
+    let pay_fault = dice.fault();
+    let paid_at = iso_utc_micros(ordered_at + dice.rng.random_range(0..3_600_000_000));
+    let (order, amount, at) = match pay_fault {
+        Fault::Clean => (Some(order_id), cents(total), paid_at),
+        Fault::BadValue => (Some(order_id), cents(total), "not a time".to_owned()),
+        Fault::WrongType => (Some(order_id), "twelve euros".to_owned(), paid_at),
+        Fault::Missing => (None, cents(total), paid_at),
+    };
+    expect(expected, "payments", pay_fault);
+    let method = dice.pick(METHODS).to_owned();
+    (format!("PAY-{order_id:07}"), order, method, amount, at)
+}
+
+/// The landing files of orders, order items and payments.
+fn order_files(
+    orders: Vec<String>,
+    items: Vec<String>,
+    payments: Vec<Payment>,
+) -> Vec<GeneratedFile> {
+    let mut files = Vec::new();
     for (index, chunk) in chunks(orders, 3).into_iter().enumerate() {
         files.push(GeneratedFile {
             key: format!("landing/orders/orders-{index:03}.jsonl"),
@@ -369,8 +412,15 @@ pub fn generate(size: &DemoSize) -> Generated {
             bytes: payments_parquet(&chunk),
         });
     }
+    files
+}
 
-    // Order status events for the stream.
+/// Order status events for the stream.
+fn events(
+    dice: &mut Dice,
+    size: &DemoSize,
+    expected: &mut BTreeMap<&'static str, Expected>,
+) -> Vec<OutgoingRecord> {
     let mut events = Vec::with_capacity(size.events);
     let orders_total = size.orders.max(1) as i64;
     for n in 1..=size.events {
@@ -392,27 +442,18 @@ pub fn generate(size: &DemoSize) -> Generated {
                 r#"{{"event_type":"order_status_changed","event_id":"evt-{n:07}","order_id":{order_id},"occurred_at":"{occurred_at}"}}"#
             ),
         };
-        let entry = expected.entry("order_status_events").or_default();
-        if fault == Fault::Clean {
-            entry.rows += 1;
-        } else {
-            entry.rejected += 1;
-        }
+        expect(expected, "order_status_events", fault);
         events.push(OutgoingRecord {
             partition_key: format!("order-{order_id}"),
             data: Bytes::from(data),
         });
     }
-    Generated {
-        files,
-        events,
-        expected,
-    }
+    events
 }
 
 /// Payments as a Parquet export whose amount and time columns are text, as many
 /// providers write them; the processor converts (or rejects) them.
-fn payments_parquet(rows: &[(String, Option<i64>, String, String, String)]) -> Vec<u8> {
+fn payments_parquet(rows: &[Payment]) -> Vec<u8> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("payment_id", DataType::Utf8, false),
         Field::new("order_id", DataType::Int64, true),

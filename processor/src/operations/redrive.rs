@@ -7,10 +7,11 @@
 
 use std::time::Duration;
 
-use shared::queue::{OutgoingMessage, QueueError, SqsQueue, WorkQueue};
+use shared::queue::{
+    DATASET_ATTRIBUTE, OutgoingMessage, QueueError, REASON_ATTRIBUTE, ReceivedMessage, SqsQueue,
+    WorkQueue,
+};
 use shared::telemetry::names;
-
-use shared::queue::{DATASET_ATTRIBUTE, REASON_ATTRIBUTE};
 
 /// How many times a message was redriven, carried on the message itself.
 pub const REDRIVE_COUNT_ATTRIBUTE: &str = "ingest_redrive_count";
@@ -124,7 +125,7 @@ pub async fn move_messages(
     let mut empty_polls = 0;
     let started = tokio::time::Instant::now();
     while moved + failed < limit && empty_polls < 2 {
-        let want = u8::try_from((limit - moved - failed).min(10)).expect("at most 10");
+        let want = u8::try_from((limit - moved - failed).min(10)).unwrap_or(10);
         let messages = dead_letter
             .receive(want, Duration::from_secs(1), Duration::from_secs(60))
             .await?;
@@ -133,57 +134,22 @@ pub async fn move_messages(
             continue;
         }
         empty_polls = 0;
-        let redrives = |m: &shared::queue::ReceivedMessage| -> u32 {
-            m.attributes
-                .get(REDRIVE_COUNT_ATTRIBUTE)
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(0)
-        };
         // Held messages are neither sent nor deleted: they reappear in the DLQ.
-        let (messages, held_now): (Vec<_>, Vec<_>) = messages
-            .into_iter()
-            .partition(|m| options.max_redrives.is_none_or(|max| redrives(m) < max));
+        let (messages, held_now): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| {
+            options
+                .max_redrives
+                .is_none_or(|max| redrive_count(m) < max)
+        });
         held += held_now.len() as u64;
         for message in &held_now {
-            tracing::warn!(message_id = %message.message_id, redrives = redrives(message), "left in the dead-letter queue: redriven too often");
+            tracing::warn!(message_id = %message.message_id, redrives = redrive_count(message), "left in the dead-letter queue: redriven too often");
         }
         if messages.is_empty() {
             continue;
         }
-        // The failure reason belongs to the dead letter, not to the retried work item.
-        let outgoing: Vec<OutgoingMessage> = messages
-            .iter()
-            .map(|m| {
-                let mut message = OutgoingMessage::from(m.body.clone());
-                message.attributes = m
-                    .attributes
-                    .iter()
-                    .filter(|(name, _)| {
-                        name.as_str() != REASON_ATTRIBUTE && name.as_str() != DATASET_ATTRIBUTE
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                message.attributes.insert(
-                    REDRIVE_COUNT_ATTRIBUTE.to_owned(),
-                    (redrives(m) + 1).to_string(),
-                );
-                message
-            })
-            .collect();
-        let sent = target.send(&outgoing).await;
-        let handles: Vec<String> = sent
-            .succeeded
-            .iter()
-            .map(|(index, _)| messages[*index].receipt_handle.clone())
-            .collect();
-        let deleted = dead_letter.delete(&handles).await;
-        moved += deleted.succeeded.len() as u64;
-        // A sent message whose delete failed will be sent again by a later redrive; the
-        // ledger makes that harmless.
-        failed += sent.failed.len() as u64 + deleted.failed.len() as u64;
-        for failure in sent.failed.iter().filter(|f| !f.retryable) {
-            tracing::warn!(code = %failure.code, message = %failure.message, "a message could not be moved");
-        }
+        let (moved_now, failed_now) = move_batch(dead_letter, target, &messages).await;
+        moved += moved_now;
+        failed += failed_now;
         progress(moved, expected);
         // Rate limit: no faster than `per_second` on average.
         let due = started + Duration::from_millis((moved + failed) * 1000 / per_second);
@@ -197,4 +163,54 @@ pub async fn move_messages(
         failed,
         held,
     })
+}
+
+/// How often a message was redriven already (counted on the message).
+fn redrive_count(message: &ReceivedMessage) -> u32 {
+    message
+        .attributes
+        .get(REDRIVE_COUNT_ATTRIBUTE)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The message to send back: without the dead letter's failure reason and dataset (they
+/// belong to the dead letter, not to the retried work item), its redrive count raised.
+fn redriven(message: &ReceivedMessage) -> OutgoingMessage {
+    let mut outgoing = OutgoingMessage::from(message.body.clone());
+    outgoing.attributes = message
+        .attributes
+        .iter()
+        .filter(|(name, _)| name.as_str() != REASON_ATTRIBUTE && name.as_str() != DATASET_ATTRIBUTE)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    outgoing.attributes.insert(
+        REDRIVE_COUNT_ATTRIBUTE.to_owned(),
+        (redrive_count(message) + 1).to_string(),
+    );
+    outgoing
+}
+
+/// Sends `messages` to `target` and deletes from the dead-letter queue what was sent;
+/// returns (moved, failed).
+async fn move_batch(
+    dead_letter: &dyn WorkQueue,
+    target: &dyn WorkQueue,
+    messages: &[ReceivedMessage],
+) -> (u64, u64) {
+    let outgoing: Vec<OutgoingMessage> = messages.iter().map(redriven).collect();
+    let sent = target.send(&outgoing).await;
+    let handles: Vec<String> = sent
+        .succeeded
+        .iter()
+        .map(|(index, _)| messages[*index].receipt_handle.clone())
+        .collect();
+    let deleted = dead_letter.delete(&handles).await;
+    for failure in sent.failed.iter().filter(|f| !f.retryable) {
+        tracing::warn!(code = %failure.code, message = %failure.message, "a message could not be moved");
+    }
+    // A sent message whose delete failed will be sent again by a later redrive; the
+    // ledger makes that harmless.
+    let failed = sent.failed.len() + deleted.failed.len();
+    (deleted.succeeded.len() as u64, failed as u64)
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::can_cast_types;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
@@ -384,9 +385,6 @@ fn read_csv(
                 },
             })
     };
-    // Which field holds each catalog column: by header name, or by position.
-    let mut field_of_column: Vec<usize> = (0..column_count).collect();
-    let mut expected_fields = column_count;
     let names = match part_header {
         Some(names) => Some(names),
         None if has_header => {
@@ -397,73 +395,18 @@ fn read_csv(
         }
         None => None,
     };
-    if let Some(names) = names {
-        let missing: Vec<&str> = dataset
-            .columns
-            .iter()
-            .filter(|c| !names.contains(&c.name))
-            .map(|c| c.name.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(ReadError::Shape {
-                source_url: source_url(item),
-                dataset: dataset.name.clone(),
-                reason: format!(
-                    "the header lacks column(s) {}; it has {}",
-                    missing.join(", "),
-                    names.join(", ")
-                ),
-            });
-        }
-        field_of_column = dataset
-            .columns
-            .iter()
-            .map(|c| {
-                names
-                    .iter()
-                    .position(|n| n == &c.name)
-                    .expect("checked present")
-            })
-            .collect();
-        expected_fields = names.len();
-    }
+    // Which field holds each catalog column: by header name, or by position.
+    let layout = match names {
+        Some(names) => header_layout(dataset, &names, item)?,
+        None => FieldLayout {
+            field_of_column: (0..column_count).collect(),
+            fields: column_count,
+        },
+    };
+    let separator = char::from(delimiter).to_string();
     let mut rows = TextRows::new(column_count);
     while read(&mut csv, &mut record)? {
-        let (byte, row_number) = record.position().map_or((0, 0), |p| (p.byte(), p.line()));
-        let offset = item.range.map_or(0, |r| r.start) + byte;
-        let raw = || {
-            record
-                .iter()
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect::<Vec<_>>()
-                .join(&char::from(delimiter).to_string())
-        };
-        if record.len() != expected_fields {
-            rows.reject(Reject {
-                row_number: Some(row_number),
-                raw: Some(raw()),
-                reason: format!("expected {expected_fields} fields, found {}", record.len()),
-            });
-        } else {
-            let cells: Result<Vec<&str>, _> = field_of_column
-                .iter()
-                .map(|&i| std::str::from_utf8(&record[i]))
-                .collect();
-            match cells {
-                Ok(cells) => rows.push(
-                    cells.into_iter().map(Some),
-                    row_number,
-                    Some(raw()),
-                    offset.to_string(),
-                    0,
-                ),
-                Err(err) => rows.reject(Reject {
-                    row_number: Some(row_number),
-                    raw: Some(raw()),
-                    reason: format!("row is not valid UTF-8 ({err})"),
-                }),
-            }
-        }
+        push_csv_record(&record, &layout, item, &separator, &mut rows);
         if !flush_if_full(&mut rows, column_count, emit)? {
             return Ok(());
         }
@@ -472,6 +415,95 @@ fn read_csv(
         emit(rows)?;
     }
     Ok(())
+}
+
+/// Where a CSV row's fields go: the field of each catalog column, and how many fields a
+/// row has.
+#[derive(Debug)]
+struct FieldLayout {
+    field_of_column: Vec<usize>,
+    fields: usize,
+}
+
+/// The layout a header gives; a header that lacks a catalog column fails the file.
+fn header_layout(
+    dataset: &Dataset,
+    names: &[String],
+    item: &FileItem,
+) -> Result<FieldLayout, ReadError> {
+    let positions: Vec<Option<usize>> = dataset
+        .columns
+        .iter()
+        .map(|c| names.iter().position(|n| n == &c.name))
+        .collect();
+    let missing: Vec<&str> = dataset
+        .columns
+        .iter()
+        .zip(&positions)
+        .filter(|(_, position)| position.is_none())
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReadError::Shape {
+            source_url: source_url(item),
+            dataset: dataset.name.clone(),
+            reason: format!(
+                "the header lacks column(s) {}; it has {}",
+                missing.join(", "),
+                names.join(", ")
+            ),
+        });
+    }
+    Ok(FieldLayout {
+        field_of_column: positions.into_iter().flatten().collect(),
+        fields: names.len(),
+    })
+}
+
+/// One CSV record as a row, or as a reject when its field count or encoding is wrong.
+fn push_csv_record(
+    record: &csv::ByteRecord,
+    layout: &FieldLayout,
+    item: &FileItem,
+    separator: &str,
+    rows: &mut TextRows,
+) {
+    let (byte, row_number) = record.position().map_or((0, 0), |p| (p.byte(), p.line()));
+    let offset = item.range.map_or(0, |r| r.start) + byte;
+    let raw = || {
+        record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect::<Vec<_>>()
+            .join(separator)
+    };
+    if record.len() != layout.fields {
+        rows.reject(Reject {
+            row_number: Some(row_number),
+            raw: Some(raw()),
+            reason: format!("expected {} fields, found {}", layout.fields, record.len()),
+        });
+        return;
+    }
+    let cells: Result<Vec<&str>, _> = layout
+        .field_of_column
+        .iter()
+        .map(|&i| std::str::from_utf8(&record[i]))
+        .collect();
+    match cells {
+        Ok(cells) => rows.push(
+            cells.into_iter().map(Some),
+            row_number,
+            Some(raw()),
+            offset.to_string(),
+            0,
+        ),
+        Err(err) => rows.reject(Reject {
+            row_number: Some(row_number),
+            raw: Some(raw()),
+            reason: format!("row is not valid UTF-8 ({err})"),
+        }),
+    }
 }
 
 fn read_jsonl(
@@ -610,56 +642,7 @@ async fn read_parquet(
                 reason: format!("not a readable Parquet file: {other}"),
             })
         })?;
-    let file_schema = builder.schema().clone();
-    let mut column_indices = Vec::with_capacity(dataset.columns.len());
-    let mut missing = Vec::new();
-    for column in &dataset.columns {
-        match file_schema.index_of(&column.name) {
-            Ok(index) => column_indices.push(Some(index)),
-            Err(_) if column.nullable => column_indices.push(None),
-            Err(_) => missing.push(column.name.as_str()),
-        }
-    }
-    if !missing.is_empty() {
-        let found: Vec<&str> = file_schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        return Err(ReadError::Shape {
-            source_url: url.clone(),
-            dataset: dataset.name.clone(),
-            reason: format!(
-                "the file lacks required column(s) {}; it has {}",
-                missing.join(", "),
-                found.join(", ")
-            ),
-        });
-    }
-    // A column whose Parquet type cannot become the dataset's type fails every row: say
-    // which, before reading any.
-    let unconvertible: Vec<String> = column_indices
-        .iter()
-        .zip(&dataset.columns)
-        .filter_map(|(index, column)| {
-            let file_type = file_schema.field(index.as_ref().copied()?).data_type();
-            (!can_cast_types(file_type, &column.data_type)).then(|| {
-                format!(
-                    "{} is {} in the file, which cannot become {}",
-                    column.name,
-                    type_label(file_type),
-                    type_label(&column.data_type)
-                )
-            })
-        })
-        .collect();
-    if !unconvertible.is_empty() {
-        return Err(ReadError::Shape {
-            source_url: url.clone(),
-            dataset: dataset.name.clone(),
-            reason: format!("column {}", unconvertible.join("; column ")),
-        });
-    }
+    let column_indices = parquet_columns(builder.schema(), dataset, &url)?;
     let groups = parquet_row_groups(builder.metadata(), item.range);
     let row_counts: Vec<u64> = groups
         .iter()
@@ -676,8 +659,7 @@ async fn read_parquet(
         .build()
         .map_err(|err| convert(err.to_string()))?;
     // Lineage offsets are row numbers in the whole file, whichever part reads the row.
-    let mut group = 0;
-    let mut row_in_group: u64 = 0;
+    let mut position = GroupPosition::default();
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch =
             batch.map_err(|err| parquet_error(item, err, |other| convert(other.to_string())))?;
@@ -690,33 +672,100 @@ async fn read_parquet(
                 None => new_null_array(&column.data_type, rows),
             })
             .collect();
-        let mut offsets = Vec::with_capacity(rows);
-        for _ in 0..rows {
-            while group + 1 < groups.len() && row_in_group >= row_counts[group] {
-                group += 1;
-                row_in_group = 0;
-            }
-            offsets.push(groups[group].1 + row_in_group);
-            row_in_group += 1;
-        }
-        let typed = conform(
-            dataset,
-            &origin(item),
-            RowsIn {
-                columns,
-                row_numbers: offsets.iter().map(|n| n + 1).collect(),
-                offsets: offsets.iter().map(u64::to_string).collect(),
-                raw: vec![None; rows],
-                sub_offsets: vec![0; rows],
-                rejects: Vec::new(),
-            },
-        )
-        .map_err(|err| convert(err.to_string()))?;
+        let offsets: Vec<u64> = (0..rows)
+            .map(|_| position.next_offset(&groups, &row_counts))
+            .collect();
+        let rows_in = RowsIn {
+            columns,
+            row_numbers: offsets.iter().map(|n| n + 1).collect(),
+            offsets: offsets.iter().map(u64::to_string).collect(),
+            raw: vec![None; rows],
+            sub_offsets: vec![0; rows],
+            rejects: Vec::new(),
+        };
+        let typed =
+            conform(dataset, &origin(item), rows_in).map_err(|err| convert(err.to_string()))?;
         if sender.send(Ok(typed)).await.is_err() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// Where the next row stands among the row groups a part reads.
+#[derive(Debug, Default)]
+struct GroupPosition {
+    group: usize,
+    row_in_group: u64,
+}
+
+impl GroupPosition {
+    /// The next row's number in the whole file, from each group's (index, first row) and
+    /// row count.
+    fn next_offset(&mut self, groups: &[(usize, u64)], row_counts: &[u64]) -> u64 {
+        while self.group + 1 < groups.len() && self.row_in_group >= row_counts[self.group] {
+            self.group += 1;
+            self.row_in_group = 0;
+        }
+        let offset = groups[self.group].1 + self.row_in_group;
+        self.row_in_group += 1;
+        offset
+    }
+}
+
+/// The file column of each catalog column (`None`: absent and nullable, read as NULL).
+/// A required column the file lacks, or one whose Parquet type cannot become the
+/// dataset's type, fails the file before any row is read, naming them all.
+fn parquet_columns(
+    file_schema: &SchemaRef,
+    dataset: &Dataset,
+    url: &str,
+) -> Result<Vec<Option<usize>>, ReadError> {
+    let shape = |reason: String| ReadError::Shape {
+        source_url: url.to_owned(),
+        dataset: dataset.name.clone(),
+        reason,
+    };
+    let mut column_indices = Vec::with_capacity(dataset.columns.len());
+    let mut missing = Vec::new();
+    for column in &dataset.columns {
+        match file_schema.index_of(&column.name) {
+            Ok(index) => column_indices.push(Some(index)),
+            Err(_) if column.nullable => column_indices.push(None),
+            Err(_) => missing.push(column.name.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        let found: Vec<&str> = file_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        return Err(shape(format!(
+            "the file lacks required column(s) {}; it has {}",
+            missing.join(", "),
+            found.join(", ")
+        )));
+    }
+    let unconvertible: Vec<String> = column_indices
+        .iter()
+        .zip(&dataset.columns)
+        .filter_map(|(index, column)| {
+            let file_type = file_schema.field(index.as_ref().copied()?).data_type();
+            (!can_cast_types(file_type, &column.data_type)).then(|| {
+                format!(
+                    "{} is {} in the file, which cannot become {}",
+                    column.name,
+                    type_label(file_type),
+                    type_label(&column.data_type)
+                )
+            })
+        })
+        .collect();
+    if !unconvertible.is_empty() {
+        return Err(shape(format!("column {}", unconvertible.join("; column "))));
+    }
+    Ok(column_indices)
 }
 
 /// A Parquet file in an object store, read by ranges for the parquet crate's async

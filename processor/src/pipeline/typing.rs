@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use shared::catalog::{Dataset, type_label};
+use shared::catalog::{Column, Dataset, type_label};
 
 use crate::pipeline::lineage;
 use crate::warehouse::Reject;
@@ -171,56 +171,10 @@ pub fn conform(dataset: &Dataset, origin: &Origin, rows: RowsIn) -> Result<Typed
     } = rows;
     let row_count = row_numbers.len();
     let mut reasons: Vec<Option<String>> = vec![None; row_count];
-    let cast_options = CastOptions {
-        safe: true,
-        format_options: FormatOptions::default(),
-    };
     let mut typed_columns: Vec<ArrayRef> =
         Vec::with_capacity(dataset.columns.len() + lineage::COLUMNS.len());
     for (column, source) in dataset.columns.iter().zip(columns) {
-        let source = if column.data_type != DataType::Utf8 && source.data_type() == &DataType::Utf8
-        {
-            let text = source
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("checked to be Utf8");
-            Arc::new(
-                text.iter()
-                    .map(|cell| cell.map(str::trim))
-                    .collect::<StringArray>(),
-            ) as ArrayRef
-        } else {
-            source
-        };
-        let typed = if source.data_type() == &column.data_type {
-            Arc::clone(&source)
-        } else {
-            cast_with_options(&source, &column.data_type, &cast_options)?
-        };
-        let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())?;
-        for (row, reason) in reasons.iter_mut().enumerate() {
-            if reason.is_some() || !typed.is_null(row) {
-                continue;
-            }
-            let value = source
-                .is_valid(row)
-                .then(|| formatter.value(row).to_string());
-            match value {
-                Some(value) if !value.trim().is_empty() => {
-                    *reason = Some(format!(
-                        "column {}: {} is not a valid {}",
-                        column.name,
-                        display(&value),
-                        type_label(&column.data_type)
-                    ));
-                }
-                _ if !column.nullable => {
-                    *reason = Some(format!("column {}: a value is required", column.name));
-                }
-                _ => {}
-            }
-        }
-        typed_columns.push(typed);
+        typed_columns.push(type_column(column, source, &mut reasons)?);
     }
     typed_columns.push(Arc::new(StringArray::from_iter_values(
         std::iter::repeat_n(origin.source.as_str(), row_count),
@@ -248,6 +202,56 @@ pub fn conform(dataset: &Dataset, origin: &Origin, rows: RowsIn) -> Result<Typed
         .collect::<Result<Vec<_>, _>>()?;
     let batch = RecordBatch::try_new(input_schema_with_lineage(dataset), columns)?;
     Ok(Typed { batch, rejects })
+}
+
+/// One column cast to its catalog type (text trimmed first); a row whose value does not
+/// convert, or that lacks a required value, gets its first reason.
+fn type_column(
+    column: &Column,
+    source: ArrayRef,
+    reasons: &mut [Option<String>],
+) -> Result<ArrayRef, ArrowError> {
+    let source = match source.as_any().downcast_ref::<StringArray>() {
+        Some(text) if column.data_type != DataType::Utf8 => Arc::new(
+            text.iter()
+                .map(|cell| cell.map(str::trim))
+                .collect::<StringArray>(),
+        ) as ArrayRef,
+        _ => source,
+    };
+    let typed = if source.data_type() == &column.data_type {
+        Arc::clone(&source)
+    } else {
+        let cast_options = CastOptions {
+            safe: true,
+            format_options: FormatOptions::default(),
+        };
+        cast_with_options(&source, &column.data_type, &cast_options)?
+    };
+    let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())?;
+    for (row, reason) in reasons.iter_mut().enumerate() {
+        if reason.is_some() || !typed.is_null(row) {
+            continue;
+        }
+        let value = source
+            .is_valid(row)
+            .then(|| formatter.value(row).to_string());
+        match value {
+            Some(value) if !value.trim().is_empty() => {
+                *reason = Some(format!(
+                    "column {}: {} is not a valid {}",
+                    column.name,
+                    display(&value),
+                    type_label(&column.data_type)
+                ));
+            }
+            _ if !column.nullable => {
+                *reason = Some(format!("column {}: a value is required", column.name));
+            }
+            _ => {}
+        }
+    }
+    Ok(typed)
 }
 
 /// The text cells of a JSON object for the dataset's columns: strings as they are,

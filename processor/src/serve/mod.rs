@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_config::SdkConfig;
 use shared::aws::{AwsClients, load_sdk_config};
 use shared::catalog::Catalog;
-use shared::config::{ConfigError, PlatformConfig, Section};
+use shared::config::{
+    ConfigError, MetricsExport, PlatformConfig, QueueSettings, WarehouseSettings, WorkersView,
+};
 use shared::queue::{SqsQueue, WorkQueue};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -19,7 +22,7 @@ use crate::objects::S3Stores;
 use crate::pipeline::Pipeline;
 use crate::pipeline::transform::TransformError;
 use crate::warehouse::connection::{Connector, IamLogin, Login};
-use crate::warehouse::{self, WarehouseError};
+use crate::warehouse::{self, Warehouse, WarehouseError};
 use crate::worker::announce::FileEvents;
 use crate::worker::{BatchSettings, Worker, WorkerSettings};
 use health::{Health, HealthError, QueueCheck, WarehouseCheck};
@@ -79,41 +82,22 @@ pub async fn start(
     config: &PlatformConfig,
     catalog: Arc<Catalog>,
 ) -> Result<RunningService, ServeError> {
-    config.require(&[Section::Queue, Section::Warehouse])?;
-    let (Some(queue_settings), Some(warehouse_settings)) = (&config.queue, &config.warehouse)
-    else {
-        unreachable!("required sections are present");
-    };
+    let WorkersView {
+        queue: queue_settings,
+        warehouse: warehouse_settings,
+    } = config.workers()?;
     // Bind first: a taken port is the quickest start-up error to report.
     let listener = match config.processor.health_address {
-        Some(address) => Some(health::bind(address).await?),
+        Some(address) => Some((address, health::bind(address).await?)),
         None => None,
     };
     let sdk_config = load_sdk_config(&config.aws).await;
     let clients = AwsClients::from_sdk_config(&sdk_config, &config.aws);
-    let queue: Arc<dyn WorkQueue> = Arc::new(SqsQueue::new(
-        clients.sqs.clone(),
-        &queue_settings.url,
-        queue_settings.max_message_bytes,
-    ));
-    let dead_letter = queue_settings.dead_letter_url.as_ref().map(|url| {
-        Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            url,
-            queue_settings.max_message_bytes,
-        )) as Arc<dyn WorkQueue>
-    });
+    let (queue, dead_letter) = queues(&clients, queue_settings);
     let stores = Arc::new(S3Stores::new(&sdk_config, &config.aws));
     let pipeline = Arc::new(Pipeline::new(Arc::clone(&catalog), stores.clone()).await?);
-
     let connector = Connector::new(&warehouse_settings.tls)?;
-    let login = match &warehouse_settings.iam {
-        Some(iam) => Login::Iam(Arc::new(IamLogin {
-            client: aws_sdk_redshift::Client::new(&sdk_config),
-            settings: iam.clone(),
-        })),
-        None => Login::Url,
-    };
+    let login = login(warehouse_settings, &sdk_config);
     let schema = &config.processor.platform_schema;
     let connect = async || {
         warehouse::connect(
@@ -127,85 +111,38 @@ pub async fn start(
     };
     // This connection creates the tables, then answers readiness checks.
     let control = connect().await?;
-    control.ensure_platform_tables().await?;
-    for dataset in catalog.datasets() {
-        if let Some(load_schema) = pipeline.load_schema(&dataset.name) {
-            control.ensure_target(dataset, load_schema).await?;
-        }
-    }
-
+    create_tables(control.as_ref(), &catalog, &pipeline).await?;
     let health = Health::new(vec![
         Box::new(QueueCheck(Arc::clone(&queue))),
         Box::new(WarehouseCheck(control)),
     ]);
     // Install the recorder before the first metric is emitted.
-    let emf = match config.telemetry.metrics_export {
-        shared::config::MetricsExport::Prometheus => {
-            let _ = health::prometheus();
-            None
-        }
-        shared::config::MetricsExport::Emf => {
-            let collector = shared::telemetry::init_emf("processor")?;
-            // Every 10 s: EMF histograms keep at most 100 values between flushes.
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(std::time::Duration::from_secs(10));
-                loop {
-                    ticks.tick().await;
-                    shared::telemetry::flush_emf(collector, None, std::io::stdout());
-                }
-            });
-            Some(collector)
-        }
+    let emf = install_metrics(config)?;
+    let template = Worker {
+        queue,
+        dead_letter,
+        pipeline,
+        warehouse: connect().await?,
+        settings: worker_settings(config, queue_settings),
+        batching: batch_settings(config),
+        announcer: config.events.as_ref().map(|events| {
+            let client = aws_sdk_eventbridge::Client::new(&sdk_config);
+            Arc::new(FileEvents::new(client, events.clone()))
+        }),
     };
-    let settings = WorkerSettings {
-        wait_time: queue_settings.wait_time,
-        visibility_timeout: queue_settings.visibility_timeout,
-        retry_backoff: config.processor.retry_backoff,
-        max_retry_backoff: config.processor.max_retry_backoff,
-    };
-    let announcer = config.events.as_ref().map(|events| {
-        Arc::new(FileEvents::new(
-            aws_sdk_eventbridge::Client::new(&sdk_config),
-            events.clone(),
-        ))
-    });
     let (stop, stopped) = watch::channel(false);
     let mut workers = JoinSet::new();
-    for _ in 0..config.processor.workers {
+    spawn_worker(&mut workers, &health, template.clone(), stopped.clone());
+    for _ in 1..config.processor.workers {
         let worker = Worker {
-            queue: Arc::clone(&queue),
-            dead_letter: dead_letter.clone(),
-            pipeline: Arc::clone(&pipeline),
             warehouse: connect().await?,
-            settings,
-            announcer: announcer.clone(),
-            batching: BatchSettings {
-                max_rows: config.processor.batch_max_rows,
-                max_bytes: config.processor.batch_max_bytes,
-                max_wait: config.processor.batch_max_wait,
-            },
+            ..template.clone()
         };
-        let stopped = stopped.clone();
-        let guard = health.worker_started();
-        workers.spawn(async move {
-            let _guard = guard;
-            worker.run(stopped).await;
-        });
+        spawn_worker(&mut workers, &health, worker, stopped.clone());
     }
-    let health_address = match &listener {
-        Some(listener) => Some(listener.local_addr().map_err(|source| {
-            health::HealthError::Bind {
-                address: config
-                    .processor
-                    .health_address
-                    .expect("a listener exists only for an address"),
-                source,
-            }
-        })?),
-        None => None,
-    };
+    let health_address = listener.as_ref().map(bound_address).transpose()?;
     let health_server =
-        listener.map(|listener| tokio::spawn(health::serve(listener, Arc::clone(&health))));
+        listener.map(|(_, listener)| tokio::spawn(health::serve(listener, Arc::clone(&health))));
     tracing::info!(
         workers = config.processor.workers,
         queue = %queue_settings.url,
@@ -223,6 +160,116 @@ pub async fn start(
         shutdown_grace: config.processor.shutdown_grace,
         emf,
     })
+}
+
+/// The address a listener bound (the port the system chose for port 0).
+fn bound_address(
+    (requested, listener): &(SocketAddr, tokio::net::TcpListener),
+) -> Result<SocketAddr, HealthError> {
+    listener.local_addr().map_err(|source| HealthError::Bind {
+        address: *requested,
+        source,
+    })
+}
+
+/// The work queue and, when configured, the dead-letter queue.
+fn queues(
+    clients: &AwsClients,
+    settings: &QueueSettings,
+) -> (Arc<dyn WorkQueue>, Option<Arc<dyn WorkQueue>>) {
+    let queue = |url: &str| -> Arc<dyn WorkQueue> {
+        Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            url,
+            settings.max_message_bytes,
+        ))
+    };
+    (
+        queue(&settings.url),
+        settings.dead_letter_url.as_deref().map(queue),
+    )
+}
+
+/// How the warehouse connections log in: the URL's password, or IAM credentials.
+fn login(settings: &WarehouseSettings, sdk_config: &SdkConfig) -> Login {
+    match &settings.iam {
+        Some(iam) => Login::Iam(Arc::new(IamLogin {
+            client: aws_sdk_redshift::Client::new(sdk_config),
+            settings: iam.clone(),
+        })),
+        None => Login::Url,
+    }
+}
+
+/// The platform tables and every dataset's target, created where missing.
+async fn create_tables(
+    control: &dyn Warehouse,
+    catalog: &Catalog,
+    pipeline: &Pipeline,
+) -> Result<(), WarehouseError> {
+    control.ensure_platform_tables().await?;
+    for dataset in catalog.datasets() {
+        if let Some(load_schema) = pipeline.load_schema(&dataset.name) {
+            control.ensure_target(dataset, load_schema).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Installs the metrics recorder the config names: Prometheus (served at `/metrics`) or
+/// EMF, flushed every 10 s to standard output (EMF histograms keep at most 100 values
+/// between flushes).
+fn install_metrics(
+    config: &PlatformConfig,
+) -> Result<Option<shared::telemetry::EmfCollector>, ServeError> {
+    match config.telemetry.metrics_export {
+        MetricsExport::Prometheus => {
+            let _ = health::prometheus();
+            Ok(None)
+        }
+        MetricsExport::Emf => {
+            let collector = shared::telemetry::init_emf("processor")?;
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    ticks.tick().await;
+                    shared::telemetry::flush_emf(collector, None, std::io::stdout());
+                }
+            });
+            Ok(Some(collector))
+        }
+    }
+}
+
+fn worker_settings(config: &PlatformConfig, queue: &QueueSettings) -> WorkerSettings {
+    WorkerSettings {
+        wait_time: queue.wait_time,
+        visibility_timeout: queue.visibility_timeout,
+        retry_backoff: config.processor.retry_backoff,
+        max_retry_backoff: config.processor.max_retry_backoff,
+    }
+}
+
+fn batch_settings(config: &PlatformConfig) -> BatchSettings {
+    BatchSettings {
+        max_rows: config.processor.batch_max_rows,
+        max_bytes: config.processor.batch_max_bytes,
+        max_wait: config.processor.batch_max_wait,
+    }
+}
+
+/// Runs `worker` until `stopped`, counted by the health endpoint's liveness.
+fn spawn_worker(
+    workers: &mut JoinSet<()>,
+    health: &Arc<Health>,
+    worker: Worker,
+    stopped: watch::Receiver<bool>,
+) {
+    let guard = health.worker_started();
+    workers.spawn(async move {
+        let _guard = guard;
+        worker.run(stopped).await;
+    });
 }
 
 impl RunningService {

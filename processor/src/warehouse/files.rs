@@ -18,6 +18,7 @@ use tokio_postgres::types::ToSql;
 
 use super::WarehouseError;
 use super::connection::Connection;
+use super::protocol::LoadedPart;
 use super::sql::{Dialect, POSTGRES, quote_ident};
 
 /// How long a claimed, unannounced completion stays with its claimer.
@@ -122,27 +123,13 @@ async fn lock_file(
     Ok(())
 }
 
-/// The loaded items that are file parts, with their rows and rejects, for
-/// [`record_parts`].
-pub fn loaded_parts<'a>(
-    files: impl Iterator<Item = Option<&'a FilePart>>,
-    rows: &[i64],
-    rejected: impl Iterator<Item = i64>,
-) -> Vec<(&'a FilePart, i64, i64)> {
-    files
-        .zip(rows)
-        .zip(rejected)
-        .filter_map(|((file, rows), rejected)| Some((file?, *rows, rejected)))
-        .collect()
-}
-
 /// Adds loaded parts to their files' rows, inside the load transaction; the part that
 /// completes a file stamps `completed_at`.
-pub async fn record_parts(
+pub(crate) async fn record_parts(
     tx: &Transaction<'_>,
     table: &str,
     dialect: Dialect,
-    parts: &[(&FilePart, i64, i64)],
+    parts: &[LoadedPart],
 ) -> Result<(), WarehouseError> {
     let now = dialect.now;
     let update = format!(
@@ -151,7 +138,12 @@ pub async fn record_parts(
     let insert = format!(
         "INSERT INTO {table} (\"file_id\", \"dataset\", \"bucket\", \"object_key\", \"version_id\", \"etag\", \"parts_total\", \"parts_loaded\", \"rows_loaded\", \"rows_rejected\", \"completed_at\") VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, CASE WHEN $10::boolean THEN {now} ELSE NULL END)"
     );
-    for (part, rows, rejected) in parts {
+    for LoadedPart {
+        part,
+        rows,
+        rejected,
+    } in parts
+    {
         let dataset = part.dataset.as_str();
         lock_file(tx, table, dialect, &part.file_id, dataset).await?;
         let updated = tx

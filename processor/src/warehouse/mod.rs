@@ -1,4 +1,5 @@
-//! The warehouse interface and its load protocol.
+//! The warehouse interface, the load protocol every sink follows (`protocol`), and one
+//! module per sink.
 //!
 //! One load covers one or more work items of one dataset (micro-batching). In one
 //! transaction it skips items whose idempotency key is in the ledger, stages the rows of
@@ -8,15 +9,20 @@
 pub mod connection;
 pub mod files;
 pub mod postgres;
+mod protocol;
 pub mod redshift;
 pub mod sql;
 pub mod sqlite;
 
+pub use protocol::Drained;
+pub(crate) use protocol::{
+    LoadRecord, LoadedItem, StagedRowsSink, distinct_keys, drain_items, fresh_items, with_sequence,
+};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use shared::catalog::Dataset;
 use shared::envelope::IdempotencyKey;
@@ -282,94 +288,6 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         let sources = items.iter().cloned().map(ItemRows::into_source).collect();
         self.load(dataset, schema, sources).await
     }
-}
-
-/// The items of a load whose keys the ledger does not hold, each key once, and how many
-/// were skipped.
-pub(crate) fn fresh_items(items: Vec<ItemSource>, loaded: &[String]) -> (Vec<ItemSource>, usize) {
-    let count = items.len();
-    let mut seen = std::collections::HashSet::new();
-    let fresh: Vec<ItemSource> = items
-        .into_iter()
-        .filter(|item| {
-            !loaded.iter().any(|k| k == item.key.as_str()) && seen.insert(item.key.clone())
-        })
-        .collect();
-    let skipped = count - fresh.len();
-    (fresh, skipped)
-}
-
-/// The idempotency keys of a load's items, sorted, each once (the order locks are taken in).
-pub(crate) fn distinct_keys(items: &[ItemSource]) -> Vec<&str> {
-    let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
-/// The load schema plus the staging sequence column.
-pub(crate) fn with_sequence(schema: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(sql::SEQUENCE_COLUMN, DataType::Int64, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// What draining the items of a load found, per item in load order.
-#[derive(Debug, Default)]
-pub struct Drained {
-    pub rows_per_item: Vec<i64>,
-    pub rejects_per_item: Vec<Vec<Reject>>,
-}
-
-/// Where a load writes its staged rows.
-pub(crate) trait StagedRowsSink: Send {
-    fn write(
-        &mut self,
-        batch: RecordBatch,
-    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
-}
-
-/// Reads every item's rows in order and hands them to `sink` with the sequence column
-/// appended (numbered across the whole load, so the last row of a key wins), then
-/// collects each item's rejects. Both sinks stage through this.
-pub(crate) async fn drain_items(
-    dataset: &str,
-    schema: &SchemaRef,
-    items: &mut [ItemSource],
-    sink: &mut impl StagedRowsSink,
-) -> Result<Drained, WarehouseError> {
-    let staged_schema = with_sequence(schema);
-    let mut sequence: i64 = 0;
-    let mut drained = Drained::default();
-    for item in items {
-        let mut item_rows: i64 = 0;
-        while let Some(batch) = item
-            .rows
-            .next_batch()
-            .await
-            .map_err(WarehouseError::Source)?
-        {
-            let rows = batch.num_rows() as i64;
-            if rows == 0 {
-                continue;
-            }
-            item_rows += rows;
-            let sequence_column = Int64Array::from_iter_values(sequence..sequence + rows);
-            sequence += rows;
-            let mut arrays = batch.columns().to_vec();
-            arrays.push(Arc::new(sequence_column));
-            let staged = RecordBatch::try_new(staged_schema.clone(), arrays).map_err(|err| {
-                WarehouseError::Schema {
-                    dataset: dataset.to_owned(),
-                    reason: format!("rows do not match the load schema: {err}"),
-                }
-            })?;
-            sink.write(staged).await?;
-        }
-        drained.rows_per_item.push(item_rows);
-        drained.rejects_per_item.push(item.rows.take_rejects());
-    }
-    Ok(drained)
 }
 
 /// Connects the configured warehouse. `stores` reaches the staging bucket (Redshift).

@@ -24,11 +24,12 @@ use shared::catalog::{Dataset, TableName};
 use shared::embedded::{EmbeddedDb, EmbeddedError, sql_error};
 use shared::error::Classify;
 
-use super::files::{self, Claim, FileCompletion, FilePart};
+use super::files::{self, Claim, FileCompletion};
+use super::protocol::LoadedPart;
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, STAGING_TABLE, quote_ident};
 use super::{
-    Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
-    fresh_items, merge_keys,
+    ItemSource, LoadRecord, LoadReport, LoadedItem, StagedRowsSink, Warehouse, WarehouseError,
+    drain_items, fresh_items, merge_keys,
 };
 use crate::pipeline::lineage;
 use crate::timefmt::iso_utc_micros;
@@ -189,12 +190,8 @@ impl SqliteWarehouse {
             })
             .await?;
         let (mut fresh, items_skipped) = fresh_items(items, &loaded);
-        let mut report = LoadReport {
-            items_skipped,
-            ..LoadReport::default()
-        };
         if fresh.is_empty() {
-            return Ok(report);
+            return Ok(LoadRecord::default().report(items_skipped, 0, 0));
         }
 
         let staging = quote_ident(STAGING_TABLE);
@@ -221,56 +218,25 @@ impl SqliteWarehouse {
             ),
             staged: 0,
         };
-        let Drained {
-            rows_per_item,
-            rejects_per_item,
-        } = drain_items(name, schema, &mut fresh, &mut sink).await?;
-        report.rows_staged = sink.staged;
-
+        let drained = drain_items(name, schema, &mut fresh, &mut sink).await?;
+        let rows_staged = sink.staged;
         let write = upsert(dataset, &columns);
-        report.rows_written = self
+        let rows_written = self
             .step(name, "merging into the target", move |conn| {
                 let written = conn.execute(&write, [])?;
                 conn.execute_batch(&format!("DROP TABLE temp.{staging}"))?;
                 Ok(written as u64)
             })
             .await?;
+        let items: Vec<LoadedItem> = fresh.iter().map(LoadedItem::of).collect();
+        let record = LoadRecord::new(&items, &drained);
+        let report = record.report(items_skipped, rows_staged, rows_written);
+        self.record(name, record).await?;
+        Ok(report)
+    }
 
-        let rejects: Vec<RejectRow> = fresh
-            .iter()
-            .zip(&rejects_per_item)
-            .flat_map(|(item, item_rejects)| {
-                item_rejects.iter().map(|reject| RejectRow {
-                    key: item.key.as_str().to_owned(),
-                    source: item.source.clone(),
-                    row_number: reject.row_number.and_then(|n| i64::try_from(n).ok()),
-                    raw: reject.raw.clone(),
-                    reason: reject.reason.clone(),
-                })
-            })
-            .collect();
-        report.rows_rejected = rejects.len() as u64;
-        let ledger_rows: Vec<(String, String, i64, i64)> = fresh
-            .iter()
-            .zip(&rows_per_item)
-            .zip(&rejects_per_item)
-            .map(|((item, rows), rejected)| {
-                (
-                    item.key.as_str().to_owned(),
-                    item.source.clone(),
-                    *rows,
-                    rejected.len() as i64,
-                )
-            })
-            .collect();
-        let parts: Vec<(FilePart, i64, i64)> = files::loaded_parts(
-            fresh.iter().map(|item| item.file.as_ref()),
-            &rows_per_item,
-            ledger_rows.iter().map(|row| row.3),
-        )
-        .into_iter()
-        .map(|(part, rows, rejected)| (part.clone(), rows, rejected))
-        .collect();
+    /// Writes the load's rejects, ledger rows and file parts.
+    async fn record(&self, name: &str, record: LoadRecord) -> Result<(), WarehouseError> {
         let (rejects_table, ledger, file_loads) =
             (self.rejects(), self.ledger(), self.file_loads());
         let dataset_name = name.to_owned();
@@ -278,7 +244,7 @@ impl SqliteWarehouse {
             let mut insert_reject = conn.prepare_cached(&format!(
                 "INSERT INTO {rejects_table} (idempotency_key, dataset, source, row_number, raw, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             ))?;
-            for reject in &rejects {
+            for reject in &record.rejects {
                 insert_reject.execute(params![
                     reject.key,
                     dataset_name,
@@ -291,25 +257,19 @@ impl SqliteWarehouse {
             let mut insert_ledger = conn.prepare_cached(&format!(
                 "INSERT INTO {ledger} (idempotency_key, dataset, source, rows_loaded, rows_rejected) VALUES (?1, ?2, ?3, ?4, ?5)"
             ))?;
-            for (key, source, rows, rejected) in &ledger_rows {
-                insert_ledger.execute(params![key, dataset_name, source, rows, rejected])?;
+            for row in &record.ledger {
+                insert_ledger.execute(params![
+                    row.key,
+                    dataset_name,
+                    row.source,
+                    row.rows_loaded,
+                    row.rows_rejected
+                ])?;
             }
-            record_parts(conn, &file_loads, &parts)
+            record_parts(conn, &file_loads, &record.parts)
         })
-        .await?;
-        report.items_loaded = fresh.len();
-        Ok(report)
+        .await
     }
-}
-
-/// A rejects table row of one load.
-#[derive(Debug)]
-struct RejectRow {
-    key: String,
-    source: String,
-    row_number: Option<i64>,
-    raw: Option<String>,
-    reason: String,
 }
 
 /// Upserts the staged rows into the target: on the dataset's key columns (the last
@@ -352,9 +312,14 @@ fn upsert(dataset: &Dataset, columns: &[ColumnDef]) -> String {
 fn record_parts(
     conn: &rusqlite::Connection,
     table: &str,
-    parts: &[(FilePart, i64, i64)],
+    parts: &[LoadedPart],
 ) -> rusqlite::Result<()> {
-    for (part, rows, rejected) in parts {
+    for LoadedPart {
+        part,
+        rows,
+        rejected,
+    } in parts
+    {
         let updated = conn.execute(
             &format!(
                 "UPDATE {table} SET parts_loaded = parts_loaded + 1, rows_loaded = rows_loaded + ?2, rows_rejected = rows_rejected + ?3,

@@ -107,7 +107,7 @@ impl Outcome {
 }
 
 /// One worker: a queue consumer with its own warehouse connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Worker {
     pub queue: Arc<dyn WorkQueue>,
     pub dead_letter: Option<Arc<dyn WorkQueue>>,

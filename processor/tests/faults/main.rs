@@ -6,7 +6,6 @@
 //! `TEST_INGEST_FAULT_SEED` repeats a run's random choices (each scenario prints its seed).
 //! PostgreSQL restarts are in `postgres_restart.rs` (they would disturb these tests).
 
-use test_support::faults;
 mod proxy;
 
 use std::net::SocketAddr;
@@ -18,6 +17,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::OutgoingMessage;
+use test_support::faults;
 use test_support::{aws_endpoint, eventually, get_object_bytes, postgres_url, queue_depth};
 
 /// The `processor` binary these tests run.

@@ -12,17 +12,18 @@ use processor::operations::backfill::{BackfillOptions, BackfillProgress, backfil
 use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
 use processor::warehouse::postgres::PostgresWarehouse;
-use processor::worker::{BatchSettings, Outcome, Worker, WorkerSettings};
+use processor::worker::{Outcome, Worker};
 use shared::aws::load_sdk_config;
 use shared::catalog::Catalog;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
+use test_support::EXAMPLE_CATALOG as CATALOG;
 use test_support::{
     TestSchemas, clients, count, create_bucket, create_queue, emulator_settings, pg_client,
     postgres_url,
 };
 
-use test_support::EXAMPLE_CATALOG as CATALOG;
+use crate::support::workers;
 
 fn customers_csv(first: usize, rows: usize) -> Vec<u8> {
     let mut body = b"customer_id,email,full_name,country,signup_date,updated_at\n".to_vec();
@@ -128,20 +129,12 @@ async fn backfill_enqueues_every_object_once_and_a_second_run_loads_nothing_new(
         size_limit: MessageSizeLimit::default(),
         source: "backfill",
     };
-    let worker = Worker {
-        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-        dead_letter: None,
+    let worker = workers::worker(
+        Arc::clone(&queue) as Arc<dyn WorkQueue>,
         pipeline,
-        warehouse: Arc::clone(&warehouse) as Arc<dyn Warehouse>,
-        settings: WorkerSettings {
-            wait_time: Duration::from_secs(1),
-            visibility_timeout: Duration::from_secs(60),
-            retry_backoff: Duration::from_secs(1),
-            max_retry_backoff: Duration::from_secs(5),
-        },
-        batching: BatchSettings::default(),
-        announcer: None,
-    };
+        Arc::clone(&warehouse) as Arc<dyn Warehouse>,
+        Duration::from_secs(60),
+    );
     let options = BackfillOptions {
         bucket: bucket.clone(),
         prefix: "landing/".into(),

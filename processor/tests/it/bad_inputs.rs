@@ -17,9 +17,8 @@ use shared::aws::load_sdk_config;
 use shared::catalog::{Catalog, Compression, Dataset};
 use shared::envelope::{FileItem, WorkItem};
 use shared::error::Classify;
-use test_support::{Corpus, clients, create_bucket, emulator_settings, upload_file};
-
 use test_support::EXAMPLE_CATALOG as CATALOG;
+use test_support::{Corpus, clients, create_bucket, emulator_settings, upload_file};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,7 +14,7 @@ use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::worker::announce::FileEvents;
-use processor::worker::{BatchSettings, Outcome, Worker, WorkerSettings};
+use processor::worker::{Outcome, Worker};
 use shared::aws::load_sdk_config;
 use shared::catalog::Catalog;
 use shared::config::EventSettings;
@@ -23,6 +23,8 @@ use shared::queue::{OutgoingMessage, ReceivedMessage, SqsQueue, WorkQueue};
 use test_support::{
     TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url, unique_name,
 };
+
+use crate::support::workers;
 
 /// Rows per split file: enough for four or more 64 KiB parts.
 const ROWS: usize = 5000;
@@ -159,26 +161,21 @@ impl Fixture {
         let warehouse = PostgresWarehouse::connect(&postgres_url(), &self.platform)
             .await
             .expect("connect");
-        Worker {
-            queue: Arc::clone(&self.queue) as Arc<dyn WorkQueue>,
-            dead_letter: None,
-            pipeline: Arc::clone(&self.pipeline),
-            warehouse: Arc::new(warehouse) as Arc<dyn Warehouse>,
-            settings: WorkerSettings {
-                wait_time: Duration::from_secs(1),
-                visibility_timeout: Duration::from_secs(60),
-                retry_backoff: Duration::from_secs(1),
-                max_retry_backoff: Duration::from_secs(1),
+        let mut worker = workers::worker(
+            Arc::clone(&self.queue) as Arc<dyn WorkQueue>,
+            Arc::clone(&self.pipeline),
+            Arc::new(warehouse),
+            Duration::from_secs(60),
+        );
+        worker.settings.max_retry_backoff = Duration::from_secs(1);
+        worker.announcer = Some(Arc::new(FileEvents::new(
+            aws_sdk_eventbridge::Client::new(&sdk_config),
+            EventSettings {
+                bus_name: bus.to_owned(),
+                source: "redshift-ingest".to_owned(),
             },
-            batching: BatchSettings::default(),
-            announcer: Some(Arc::new(FileEvents::new(
-                aws_sdk_eventbridge::Client::new(&sdk_config),
-                EventSettings {
-                    bus_name: bus.to_owned(),
-                    source: "redshift-ingest".to_owned(),
-                },
-            ))),
-        }
+        )));
+        worker
     }
 
     /// Uploads a file and returns its planned work items.

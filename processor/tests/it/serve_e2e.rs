@@ -13,12 +13,11 @@ use shared::envelope::{
 };
 use shared::queue::REASON_ATTRIBUTE;
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
+use test_support::EXAMPLE_CATALOG as CATALOG;
 use test_support::{
     TestSchemas, aws_endpoint, clients, count, create_bucket, create_queue_with_dlq, eventually,
     gzip, http_get, metric_value, pg_client, postgres_url, queue_depth, try_count, upload_file,
 };
-
-use test_support::EXAMPLE_CATALOG as CATALOG;
 
 fn position(sequence: &str) -> StreamPosition {
     StreamPosition {

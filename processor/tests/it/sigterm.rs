@@ -7,22 +7,17 @@ use std::time::Duration;
 use shared::catalog::FileFormat;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
-use test_support::{
-    TestSchemas, aws_endpoint, clients, create_bucket, create_queue_with_dlq, eventually,
-    postgres_url, queue_depth, unique_name, upload_file,
-};
-
 use test_support::EXAMPLE_CATALOG as CATALOG;
+use test_support::{
+    TestSchemas, binary_config, clients, create_bucket, create_queue_with_dlq, eventually,
+    postgres_url, queue_depth, upload_file,
+};
 
 #[tokio::test]
 async fn sigterm_during_a_load_finishes_it_and_exits_cleanly() {
     let clients = clients().await;
     let schemas = TestSchemas::new();
     let (sales, platform) = (&schemas.sales, &schemas.platform);
-    let dir = std::env::temp_dir().join(unique_name("sigterm"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let catalog_path = dir.join("catalog.toml");
-    std::fs::write(&catalog_path, schemas.retarget(CATALOG)).expect("write catalog");
 
     let bucket = create_bucket(&clients.s3, "landing").await;
     let rows = 150_000;
@@ -50,24 +45,13 @@ async fn sigterm_during_a_load_finishes_it_and_exits_cleanly() {
     let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, 5).await;
     let queue = SqsQueue::new(clients.sqs.clone(), &queue_url, MessageSizeLimit::default());
 
-    let config_path = dir.join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-s3_force_path_style = true
-
+    let sections = format!(
+        r#"
 [queue]
 url = "{queue_url}"
 dead_letter_url = "{dlq_url}"
 wait_time_secs = 1
 visibility_timeout_secs = 60
-
-[catalog]
-path = "{catalog}"
 
 [warehouse]
 url = "{warehouse}"
@@ -82,12 +66,10 @@ health_address = "off"
 log_format = "text"
 metrics_export = "emf"
 "#,
-            endpoint = aws_endpoint(),
-            catalog = catalog_path.display(),
-            warehouse = postgres_url(),
-        ),
-    )
-    .expect("write config");
+        warehouse = postgres_url(),
+    );
+    let config_path = binary_config("sigterm", &schemas.retarget(CATALOG), &sections);
+    let dir = config_path.parent().expect("a folder").to_owned();
 
     let child = Command::new(crate::PROCESSOR)
         .arg("--config")

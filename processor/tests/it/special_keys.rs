@@ -4,8 +4,6 @@
 //! the work items. Each key ends as its corpus entry says: its row loaded once, or its
 //! item in the dead-letter queue with the reason.
 
-use test_support::faults;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +14,7 @@ use ingest_batch::plan::{FilePlanner, S3Objects};
 use shared::catalog::Catalog;
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::WorkQueue;
+use test_support::faults;
 
 const PREFIX: &str = "landing/order_items/";
 

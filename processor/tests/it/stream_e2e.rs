@@ -15,18 +15,19 @@ use processor::operations::replay::{ReplayOptions, replay};
 use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
 use processor::warehouse::postgres::PostgresWarehouse;
-use processor::worker::{BatchSettings, Worker, WorkerSettings};
+use processor::worker::Worker;
 use shared::aws::load_sdk_config;
 use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::stream::{KinesisStream, OutgoingRecord, RecordStream, epoch_millis};
+use test_support::faults;
 use test_support::{
     TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url, unique_name,
 };
 
-use test_support::faults;
+use crate::support::workers;
 
 const CATALOG: &str = r#"
 [datasets.order_status_events]
@@ -130,20 +131,12 @@ async fn setup(shards: i32) -> Setup {
         size_limit: MessageSizeLimit::default(),
         replay: None,
     };
-    let worker = Worker {
-        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-        dead_letter: None,
+    let worker = workers::worker(
+        Arc::clone(&queue) as Arc<dyn WorkQueue>,
         pipeline,
-        warehouse: Arc::clone(&warehouse) as Arc<dyn Warehouse>,
-        settings: WorkerSettings {
-            wait_time: Duration::from_secs(1),
-            visibility_timeout: Duration::from_secs(60),
-            retry_backoff: Duration::from_secs(1),
-            max_retry_backoff: Duration::from_secs(5),
-        },
-        batching: BatchSettings::default(),
-        announcer: None,
-    };
+        Arc::clone(&warehouse) as Arc<dyn Warehouse>,
+        Duration::from_secs(60),
+    );
 
     let client = test_support::pg_client().await;
     // Like Redshift, no uniqueness: only the load protocol keeps a replayed row single.

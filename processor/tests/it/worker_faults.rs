@@ -12,18 +12,19 @@ use processor::operations::redrive::{RedriveOptions, RedriveOutcome, redrive};
 use processor::pipeline::Pipeline;
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{ItemSource, LoadReport, Warehouse, WarehouseError};
-use processor::worker::{BatchSettings, Outcome, Worker, WorkerSettings};
+use processor::worker::{Outcome, Worker};
 use shared::aws::load_sdk_config;
 use shared::catalog::{Catalog, Dataset, FileFormat};
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::REASON_ATTRIBUTE;
 use shared::queue::{SqsQueue, WorkQueue};
+use test_support::EXAMPLE_CATALOG as CATALOG;
 use test_support::{
     TestSchemas, clients, count, create_bucket, create_queue, emulator_settings, pg_client,
     postgres_url, queue_depth, upload_file,
 };
 
-use test_support::EXAMPLE_CATALOG as CATALOG;
+use crate::support::workers;
 
 /// A real warehouse whose loads start late, to make them outlast the visibility timeout,
 /// and whose next `finish_failures` claim endings fail as a lost connection would.
@@ -199,18 +200,8 @@ impl Fixture {
         visibility: Duration,
     ) -> Worker {
         Worker {
-            queue: self.queue.clone(),
             dead_letter: Some(self.dead_letter.clone()),
-            pipeline,
-            warehouse,
-            settings: WorkerSettings {
-                wait_time: Duration::from_secs(1),
-                visibility_timeout: visibility,
-                retry_backoff: Duration::from_secs(1),
-                max_retry_backoff: Duration::from_secs(5),
-            },
-            batching: BatchSettings::default(),
-            announcer: None,
+            ..workers::worker(self.queue.clone(), pipeline, warehouse, visibility)
         }
     }
 

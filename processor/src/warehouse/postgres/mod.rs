@@ -9,15 +9,15 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::SinkExt;
 use shared::catalog::Dataset;
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Transaction};
 
 use super::connection::{Connection, Connector, Login, statement_error};
 use super::files;
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
 use super::{
-    Drained, ItemSource, LoadReport, StagedRowsSink, Warehouse, WarehouseError, distinct_keys,
-    drain_items, fresh_items, merge_keys,
+    Drained, ItemSource, LoadRecord, LoadReport, LoadedItem, StagedRowsSink, Warehouse,
+    WarehouseError, distinct_keys, drain_items, fresh_items, merge_keys,
 };
 use binary_copy::{self as pg_binary, pg_type};
 
@@ -173,17 +173,43 @@ impl Warehouse for PostgresWarehouse {
             .transaction()
             .await
             .map_err(statement_error(name, "starting the load transaction"))?;
+        let keys: Vec<String> = distinct_keys(&items)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let loaded = self.lock_and_read_ledger(&tx, name, &keys).await?;
+        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
+        let (rows_staged, rows_written, drained) = if fresh.is_empty() {
+            (0, 0, Drained::default())
+        } else {
+            write_rows(&tx, dataset, schema, &columns, &mut fresh).await?
+        };
+        let items: Vec<LoadedItem> = fresh.iter().map(LoadedItem::of).collect();
+        let record = LoadRecord::new(&items, &drained);
+        self.record(&tx, name, &record).await?;
+        tx.commit()
+            .await
+            .map_err(statement_error(name, "committing"))?;
+        Ok(record.report(items_skipped, rows_staged, rows_written))
+    }
+}
 
-        // Serialise loads of the same keys across workers and tasks: whoever comes second
-        // waits, then finds the key in the ledger.
-        let keys = distinct_keys(&items);
+impl PostgresWarehouse {
+    /// Serialises loads of the same keys across workers and tasks (whoever comes second
+    /// waits, then finds the key in the ledger) and returns the keys the ledger holds.
+    async fn lock_and_read_ledger(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        keys: &[String],
+    ) -> Result<Vec<String>, WarehouseError> {
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
             &[&keys],
         )
         .await
         .map_err(statement_error(name, "locking the idempotency keys"))?;
-        let loaded: Vec<String> = tx
+        let rows = tx
             .query(
                 &format!(
                     "SELECT idempotency_key FROM {} WHERE idempotency_key = ANY($1)",
@@ -192,138 +218,130 @@ impl Warehouse for PostgresWarehouse {
                 &[&keys],
             )
             .await
-            .map_err(statement_error(name, "reading the load ledger"))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
-        let mut report = LoadReport {
-            items_skipped,
-            ..LoadReport::default()
-        };
-        if fresh.is_empty() {
-            tx.commit()
-                .await
-                .map_err(statement_error(name, "committing"))?;
-            return Ok(report);
-        }
+            .map_err(statement_error(name, "reading the load ledger"))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
 
-        // Fast path for a load of one item that can be read again: COPY straight into the
-        // target. Any clash with a row already there (or two rows of one key) is a unique
-        // violation: roll back to the savepoint and take the staging path instead.
-        let mut direct = None;
-        if let [only] = fresh.as_mut_slice()
-            && let Some(again) = only.rows.restart()
-            && has_merge_key_index(&tx, dataset).await?
-        {
-            tx.batch_execute("SAVEPOINT ingest_direct_copy")
-                .await
-                .map_err(statement_error(name, "starting the direct COPY"))?;
-            match copy_rows(
-                &tx,
-                name,
-                schema,
-                &columns,
-                &mut fresh,
-                CopyInto::Target(&dataset.target),
-            )
-            .await
-            {
-                Ok(copied) => direct = Some(copied),
-                Err(CopyFailure::Conflict) => {
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT ingest_direct_copy")
-                        .await
-                        .map_err(statement_error(name, "abandoning the direct COPY"))?;
-                    fresh[0].rows = again;
-                    tracing::debug!(
-                        dataset = name,
-                        "rows clash with the target; merging through staging"
-                    );
-                }
-                Err(CopyFailure::Other(err)) => return Err(err),
-            }
+    /// Writes the load's rejects, ledger rows and file parts.
+    async fn record(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        record: &LoadRecord,
+    ) -> Result<(), WarehouseError> {
+        if record.ledger.is_empty() {
+            return Ok(());
         }
-        let (rows_per_item, rejects_per_item) = match direct {
-            Some((copied, drained)) => {
-                report.rows_staged = copied;
-                report.rows_written = copied;
-                (drained.rows_per_item, drained.rejects_per_item)
-            }
-            None => {
-                tx.batch_execute(&sql::create_staging_table(&columns))
-                    .await
-                    .map_err(statement_error(name, "creating the staging table"))?;
-                let (copied, drained) =
-                    copy_rows(&tx, name, schema, &columns, &mut fresh, CopyInto::Staging)
-                        .await
-                        .map_err(CopyFailure::into_error)?;
-                report.rows_staged = copied;
-                let write = if dataset.key_columns.is_empty() {
-                    sql::append_new_lineage(&dataset.target, &columns)
-                } else {
-                    sql::merge_on_key(&dataset.target, &columns, &dataset.key_columns)
-                };
-                report.rows_written = tx
-                    .execute(&write, &[])
-                    .await
-                    .map_err(statement_error(name, "merging into the target"))?;
-                (drained.rows_per_item, drained.rejects_per_item)
-            }
-        };
-
-        let mut reject_keys = Vec::new();
-        let mut reject_sources = Vec::new();
-        let mut reject_rows: Vec<Option<i64>> = Vec::new();
-        let mut reject_raw: Vec<Option<String>> = Vec::new();
-        let mut reject_reasons = Vec::new();
-        for (item, rejects) in fresh.iter().zip(&rejects_per_item) {
-            for reject in rejects {
-                reject_keys.push(item.key.as_str());
-                reject_sources.push(item.source.as_str());
-                reject_rows.push(reject.row_number.and_then(|n| i64::try_from(n).ok()));
-                // PostgreSQL text cannot hold NUL.
-                reject_raw.push(reject.raw.as_ref().map(|raw| raw.replace('\0', "\u{FFFD}")));
-                reject_reasons.push(reject.reason.replace('\0', "\u{FFFD}"));
-            }
-        }
-        report.rows_rejected = reject_keys.len() as u64;
-        if !reject_keys.is_empty() {
+        // PostgreSQL text cannot hold NUL.
+        let text = |value: &str| value.replace('\0', "\u{FFFD}");
+        let rejects = &record.rejects;
+        let keys: Vec<&str> = rejects.iter().map(|r| r.key.as_str()).collect();
+        let sources: Vec<&str> = rejects.iter().map(|r| r.source.as_str()).collect();
+        let rows: Vec<Option<i64>> = rejects.iter().map(|r| r.row_number).collect();
+        let raw: Vec<Option<String>> = rejects.iter().map(|r| r.raw.as_deref().map(text)).collect();
+        let reasons: Vec<String> = rejects.iter().map(|r| text(&r.reason)).collect();
+        if !rejects.is_empty() {
             tx.execute(
                 &format!(
                     "INSERT INTO {} (idempotency_key, dataset, source, row_number, raw, reason)
                      SELECT k, $2, s, n, r, why FROM unnest($1::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS t(k, s, n, r, why)",
                     self.rejects()
                 ),
-                &[&reject_keys, &name, &reject_sources, &reject_rows, &reject_raw, &reject_reasons],
+                &[&keys, &name, &sources, &rows, &raw, &reasons],
             )
             .await
             .map_err(statement_error(name, "writing rejects"))?;
         }
-
-        let ledger_keys: Vec<&str> = fresh.iter().map(|i| i.key.as_str()).collect();
-        let ledger_sources: Vec<&str> = fresh.iter().map(|i| i.source.as_str()).collect();
-        let ledger_rejects: Vec<i64> = rejects_per_item.iter().map(|r| r.len() as i64).collect();
+        let ledger = &record.ledger;
+        let keys: Vec<&str> = ledger.iter().map(|r| r.key.as_str()).collect();
+        let sources: Vec<&str> = ledger.iter().map(|r| r.source.as_str()).collect();
+        let loaded: Vec<i64> = ledger.iter().map(|r| r.rows_loaded).collect();
+        let rejected: Vec<i64> = ledger.iter().map(|r| r.rows_rejected).collect();
         tx.execute(
             &format!(
                 "INSERT INTO {} (idempotency_key, dataset, source, rows_loaded, rows_rejected)
                  SELECT k, $2, s, n, r FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[]) AS t(k, s, n, r)",
                 self.ledger()
             ),
-            &[&ledger_keys, &name, &ledger_sources, &rows_per_item, &ledger_rejects],
+            &[&keys, &name, &sources, &loaded, &rejected],
         )
         .await
         .map_err(statement_error(name, "writing the load ledger"))?;
-        let file_parts = files::loaded_parts(
-            fresh.iter().map(|item| item.file.as_ref()),
-            &rows_per_item,
-            ledger_rejects.iter().copied(),
-        );
-        files::record_parts(&tx, &self.file_loads(), sql::POSTGRES, &file_parts).await?;
-        tx.commit()
-            .await
-            .map_err(statement_error(name, "committing"))?;
-        report.items_loaded = fresh.len();
-        Ok(report)
+        files::record_parts(tx, &self.file_loads(), sql::POSTGRES, &record.parts).await
+    }
+}
+
+/// Writes the rows of the fresh items into the target: straight by COPY when that can work,
+/// else through the staging table and a merge (or lineage-checked append). Returns the rows
+/// staged and written and what draining the items found.
+async fn write_rows(
+    tx: &Transaction<'_>,
+    dataset: &Dataset,
+    schema: &SchemaRef,
+    columns: &[ColumnDef],
+    fresh: &mut [ItemSource],
+) -> Result<(u64, u64, Drained), WarehouseError> {
+    if let Some((copied, drained)) = try_direct_copy(tx, dataset, schema, columns, fresh).await? {
+        return Ok((copied, copied, drained));
+    }
+    let name = dataset.name.as_str();
+    tx.batch_execute(&sql::create_staging_table(columns))
+        .await
+        .map_err(statement_error(name, "creating the staging table"))?;
+    let (staged, drained) = copy_rows(tx, name, schema, columns, fresh, CopyInto::Staging)
+        .await
+        .map_err(CopyFailure::into_error)?;
+    let write = if dataset.key_columns.is_empty() {
+        sql::append_new_lineage(&dataset.target, columns)
+    } else {
+        sql::merge_on_key(&dataset.target, columns, &dataset.key_columns)
+    };
+    let written = tx
+        .execute(&write, &[])
+        .await
+        .map_err(statement_error(name, "merging into the target"))?;
+    Ok((staged, written, drained))
+}
+
+/// The fast path for a load of one item that can be read again: COPY straight into the
+/// target. Any clash with a row already there (or two rows of one key) is a unique
+/// violation: roll back to the savepoint, restart the item's rows and return `None` so the
+/// staging path takes over.
+async fn try_direct_copy(
+    tx: &Transaction<'_>,
+    dataset: &Dataset,
+    schema: &SchemaRef,
+    columns: &[ColumnDef],
+    fresh: &mut [ItemSource],
+) -> Result<Option<(u64, Drained)>, WarehouseError> {
+    let name = dataset.name.as_str();
+    let [only] = &mut *fresh else {
+        return Ok(None);
+    };
+    let Some(again) = only.rows.restart() else {
+        return Ok(None);
+    };
+    if !has_merge_key_index(tx, dataset).await? {
+        return Ok(None);
+    }
+    tx.batch_execute("SAVEPOINT ingest_direct_copy")
+        .await
+        .map_err(statement_error(name, "starting the direct COPY"))?;
+    let into = CopyInto::Target(&dataset.target);
+    match copy_rows(tx, name, schema, columns, fresh, into).await {
+        Ok(copied) => Ok(Some(copied)),
+        Err(CopyFailure::Conflict) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT ingest_direct_copy")
+                .await
+                .map_err(statement_error(name, "abandoning the direct COPY"))?;
+            fresh[0].rows = again;
+            tracing::debug!(
+                dataset = name,
+                "rows clash with the target; merging through staging"
+            );
+            Ok(None)
+        }
+        Err(CopyFailure::Other(err)) => Err(err),
     }
 }
 

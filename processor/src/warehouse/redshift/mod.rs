@@ -21,14 +21,15 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use object_store::ObjectStore;
 use shared::catalog::Dataset;
 use shared::config::RedshiftSettings;
+use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::connection::{Connection, Connector, Login, statement_error};
 use super::files;
 use super::sql::{self, ColumnDef, REDSHIFT};
 use super::{
-    Drained, ItemSource, LoadReport, Reject, Warehouse, WarehouseError, distinct_keys, fresh_items,
-    merge_keys,
+    ItemSource, LoadRecord, LoadReport, LoadedItem, Warehouse, WarehouseError, distinct_keys,
+    fresh_items, merge_keys,
 };
 
 mod staging;
@@ -146,163 +147,164 @@ impl RedshiftWarehouse {
         Ok(loaded)
     }
 
-    /// The transaction of a load whose rows are staged (or that has none).
-    #[allow(clippy::too_many_arguments)]
+    /// The transaction of a load whose rows are staged (or that has none): lock, check the
+    /// ledger again, COPY and merge, record, commit. Returns the rows staged and written.
     async fn commit_staged(
         &self,
         dataset: &Dataset,
         columns: &[ColumnDef],
-        fresh: &[LoadedItem],
         staged: Option<&StagedFiles>,
-        drained: &Drained,
-        report: &mut LoadReport,
-    ) -> Result<(), WarehouseError> {
+        record: &LoadRecord,
+    ) -> Result<(u64, u64), WarehouseError> {
         let name = dataset.name.as_str();
-        let ledger = self.ledger();
         let mut client = self.connection.client().await?;
         let tx = client
             .transaction()
             .await
             .map_err(statement_error(name, "starting the load transaction"))?;
+        self.lock_and_check_again(&tx, name, record).await?;
+        let rows = match staged {
+            Some(staged) => self.copy_and_merge(&tx, dataset, columns, staged).await?,
+            None => (0, 0),
+        };
+        self.record(&tx, name, record).await?;
+        tx.commit()
+            .await
+            .map_err(statement_error(name, "committing"))?;
+        Ok(rows)
+    }
+
+    /// Locks the ledger (and the file progress table when the load has file parts) and
+    /// fails with `ConcurrentLoad` if another task loaded an item while this one staged it:
+    /// the retry skips it.
+    async fn lock_and_check_again(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        record: &LoadRecord,
+    ) -> Result<(), WarehouseError> {
+        let ledger = self.ledger();
         tx.batch_execute(&statements::lock_ledger(&ledger))
             .await
             .map_err(statement_error(name, "locking the load ledger"))?;
         // Locked up front, before the transaction reads anything: a table first locked
         // late, after a concurrent claim changed it, is a serialization conflict.
-        if fresh.iter().any(|item| item.file.is_some()) {
+        if !record.parts.is_empty() {
             tx.batch_execute(&statements::lock_ledger(&self.file_loads()))
                 .await
                 .map_err(statement_error(name, "locking the file progress table"))?;
         }
-        let keys: Vec<&str> = fresh.iter().map(|i| i.key.as_str()).collect();
-        if let Some(key) = Self::loaded_keys(&tx, &ledger, name, &keys).await?.first() {
-            // Another task loaded it while this one staged: roll back; the retry skips it.
-            return Err(WarehouseError::ConcurrentLoad {
+        let keys: Vec<&str> = record.ledger.iter().map(|row| row.key.as_str()).collect();
+        match Self::loaded_keys(tx, &ledger, name, &keys).await?.first() {
+            Some(key) => Err(WarehouseError::ConcurrentLoad {
                 dataset: name.to_owned(),
                 key: key.clone(),
-            });
+            }),
+            None => Ok(()),
         }
-        if let Some(staged) = staged {
-            tx.batch_execute(&statements::create_staging(columns))
-                .await
-                .map_err(statement_error(name, "creating the staging table"))?;
-            let copy = statements::copy_from_manifest(
-                &self.stager.s3_url(&staged.manifest),
-                &self.iam_role,
-            );
-            report.rows_staged = tx
-                .execute(&copy, &[])
-                .await
-                .map_err(statement_error(name, "COPY from the staged Parquet files"))?;
-            tx.batch_execute(&statements::create_source(columns, &merge_keys(dataset)))
-                .await
-                .map_err(statement_error(name, "deduplicating the staged rows"))?;
-            let write = if dataset.key_columns.is_empty() {
-                statements::append_new_lineage(&dataset.target, columns)
-            } else {
-                statements::merge_on_key(&dataset.target, columns, &dataset.key_columns)
-            };
-            report.rows_written = tx
-                .execute(&write, &[])
-                .await
-                .map_err(statement_error(name, "merging into the target"))?;
-            tx.batch_execute(&statements::drop_temporary())
-                .await
-                .map_err(statement_error(name, "dropping the staging tables"))?;
-        }
+    }
 
-        let mut reject_rows: Vec<[Box<dyn ToSql + Sync + Send>; 6]> = Vec::new();
-        for (item, rejects) in fresh.iter().zip(&drained.rejects_per_item) {
-            for reject in rejects {
-                reject_rows.push(reject_params(item, name, reject));
-            }
-        }
-        report.rows_rejected = reject_rows.len() as u64;
+    /// COPY of the staged files into the staging table, the last row of each key kept,
+    /// merged into the target (or appended where the lineage is new). Returns the rows
+    /// staged and written.
+    async fn copy_and_merge(
+        &self,
+        tx: &Transaction<'_>,
+        dataset: &Dataset,
+        columns: &[ColumnDef],
+        staged: &StagedFiles,
+    ) -> Result<(u64, u64), WarehouseError> {
+        let name = dataset.name.as_str();
+        tx.batch_execute(&statements::create_staging(columns))
+            .await
+            .map_err(statement_error(name, "creating the staging table"))?;
+        let copy =
+            statements::copy_from_manifest(&self.stager.s3_url(&staged.manifest), &self.iam_role);
+        let rows_staged = tx
+            .execute(&copy, &[])
+            .await
+            .map_err(statement_error(name, "COPY from the staged Parquet files"))?;
+        tx.batch_execute(&statements::create_source(columns, &merge_keys(dataset)))
+            .await
+            .map_err(statement_error(name, "deduplicating the staged rows"))?;
+        let write = if dataset.key_columns.is_empty() {
+            statements::append_new_lineage(&dataset.target, columns)
+        } else {
+            statements::merge_on_key(&dataset.target, columns, &dataset.key_columns)
+        };
+        let rows_written = tx
+            .execute(&write, &[])
+            .await
+            .map_err(statement_error(name, "merging into the target"))?;
+        tx.batch_execute(&statements::drop_temporary())
+            .await
+            .map_err(statement_error(name, "dropping the staging tables"))?;
+        Ok((rows_staged, rows_written))
+    }
+
+    /// Writes the load's rejects, ledger rows and file parts (text cut to fit `VARCHAR`).
+    async fn record(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        record: &LoadRecord,
+    ) -> Result<(), WarehouseError> {
+        let text = |value: &str| fit_varchar(&value.replace('\0', "\u{FFFD}"));
+        let reject_rows: Vec<[Box<dyn ToSql + Sync + Send>; 6]> = record
+            .rejects
+            .iter()
+            .map(|reject| {
+                [
+                    Box::new(reject.key.clone()) as Box<dyn ToSql + Sync + Send>,
+                    Box::new(name.to_owned()),
+                    Box::new(fit_varchar(&reject.source)),
+                    Box::new(reject.row_number),
+                    Box::new(reject.raw.as_deref().map(text)),
+                    Box::new(text(&reject.reason)),
+                ]
+            })
+            .collect();
+        let columns = [
+            "idempotency_key",
+            "dataset",
+            "source",
+            "row_number",
+            "raw",
+            "reason",
+        ];
         insert_chunked(
-            &tx,
+            tx,
             &self.rejects(),
-            &[
-                "idempotency_key",
-                "dataset",
-                "source",
-                "row_number",
-                "raw",
-                "reason",
-            ],
+            &columns,
             &reject_rows,
             name,
             "writing rejects",
         )
         .await?;
-        let ledger_rows: Vec<[Box<dyn ToSql + Sync + Send>; 5]> = fresh
+        let ledger_rows: Vec<[Box<dyn ToSql + Sync + Send>; 5]> = record
+            .ledger
             .iter()
-            .zip(&drained.rows_per_item)
-            .zip(&drained.rejects_per_item)
-            .map(|((item, rows), rejects)| {
+            .map(|row| {
                 [
-                    Box::new(item.key.clone()) as Box<dyn ToSql + Sync + Send>,
+                    Box::new(row.key.clone()) as Box<dyn ToSql + Sync + Send>,
                     Box::new(name.to_owned()),
-                    Box::new(fit_varchar(&item.source)),
-                    Box::new(*rows),
-                    Box::new(rejects.len() as i64),
+                    Box::new(fit_varchar(&row.source)),
+                    Box::new(row.rows_loaded),
+                    Box::new(row.rows_rejected),
                 ]
             })
             .collect();
-        insert_chunked(
-            &tx,
-            &ledger,
-            &[
-                "idempotency_key",
-                "dataset",
-                "source",
-                "rows_loaded",
-                "rows_rejected",
-            ],
-            &ledger_rows,
-            name,
-            "writing the load ledger",
-        )
-        .await?;
-        let file_parts = files::loaded_parts(
-            fresh.iter().map(|item| item.file.as_ref()),
-            &drained.rows_per_item,
-            drained.rejects_per_item.iter().map(|r| r.len() as i64),
-        );
-        files::record_parts(&tx, &self.file_loads(), REDSHIFT, &file_parts).await?;
-        tx.commit()
-            .await
-            .map_err(statement_error(name, "committing"))?;
-        report.items_loaded = fresh.len();
-        Ok(())
+        let columns = [
+            "idempotency_key",
+            "dataset",
+            "source",
+            "rows_loaded",
+            "rows_rejected",
+        ];
+        let action = "writing the load ledger";
+        insert_chunked(tx, &self.ledger(), &columns, &ledger_rows, name, action).await?;
+        files::record_parts(tx, &self.file_loads(), REDSHIFT, &record.parts).await
     }
-}
-
-/// The identity of an item being loaded (its rows are already staged).
-#[derive(Debug)]
-struct LoadedItem {
-    key: String,
-    source: String,
-    file: Option<files::FilePart>,
-}
-
-fn reject_params(
-    item: &LoadedItem,
-    dataset: &str,
-    reject: &Reject,
-) -> [Box<dyn ToSql + Sync + Send>; 6] {
-    [
-        Box::new(item.key.clone()),
-        Box::new(dataset.to_owned()),
-        Box::new(fit_varchar(&item.source)),
-        Box::new(reject.row_number.and_then(|n| i64::try_from(n).ok())),
-        Box::new(
-            reject
-                .raw
-                .as_deref()
-                .map(|raw| fit_varchar(&raw.replace('\0', "\u{FFFD}"))),
-        ),
-        Box::new(fit_varchar(&reject.reason.replace('\0', "\u{FFFD}"))),
-    ]
 }
 
 async fn insert_chunked<const WIDTH: usize>(
@@ -407,41 +409,25 @@ impl Warehouse for RedshiftWarehouse {
             Self::loaded_keys(&*client, &self.ledger(), name, &keys).await?
         };
         let (mut fresh, items_skipped) = fresh_items(items, &loaded);
-        let mut report = LoadReport {
-            items_skipped,
-            ..LoadReport::default()
-        };
         if fresh.is_empty() {
-            return Ok(report);
+            return Ok(LoadRecord::default().report(items_skipped, 0, 0));
         }
         let load_id = format!("{:016x}", rand::random::<u64>());
         let (staged, drained) = self
             .stager
             .stage(name, schema, &mut fresh, &load_id)
             .await?;
-        let loaded_items: Vec<LoadedItem> = fresh
-            .iter()
-            .map(|item| LoadedItem {
-                key: item.key.as_str().to_owned(),
-                source: item.source.clone(),
-                file: item.file.clone(),
-            })
-            .collect();
+        let items: Vec<LoadedItem> = fresh.iter().map(LoadedItem::of).collect();
         drop(fresh);
+        let record = LoadRecord::new(&items, &drained);
         let result = self
-            .commit_staged(
-                dataset,
-                &columns,
-                &loaded_items,
-                staged.as_ref(),
-                &drained,
-                &mut report,
-            )
+            .commit_staged(dataset, &columns, staged.as_ref(), &record)
             .await;
         if let Some(staged) = &staged {
             self.stager.remove_folder(&staged.folder).await;
         }
-        result.map(|()| report)
+        let (rows_staged, rows_written) = result?;
+        Ok(record.report(items_skipped, rows_staged, rows_written))
     }
 }
 

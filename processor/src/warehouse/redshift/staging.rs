@@ -126,22 +126,44 @@ impl ParquetStager {
         if writers.is_empty() {
             return Ok((None, drained));
         }
+        let files = self.close_files(dataset, writers).await?;
+        let manifest = self.write_manifest(dataset, &folder, &files).await?;
+        let staged = StagedFiles {
+            folder,
+            files,
+            manifest,
+            rows,
+        };
+        Ok((Some(staged), drained))
+    }
+
+    /// Finishes the uploads; returns each file's key and size.
+    async fn close_files(
+        &self,
+        dataset: &str,
+        writers: Vec<(Path, AsyncArrowWriter<BufWriter>)>,
+    ) -> Result<Vec<(Path, u64)>, WarehouseError> {
         let mut files = Vec::with_capacity(writers.len());
         for (key, writer) in writers {
             writer
                 .close()
                 .await
                 .map_err(|err| self.staging_error(dataset, err.to_string()))?;
-            let size = self
-                .store
-                .head(&key)
-                .await
-                .map_err(|err| {
-                    self.staging_error(dataset, format!("staged file {key} is missing: {err}"))
-                })?
-                .size;
-            files.push((key, size));
+            let head = self.store.head(&key).await.map_err(|err| {
+                self.staging_error(dataset, format!("staged file {key} is missing: {err}"))
+            })?;
+            files.push((key, head.size));
         }
+        Ok(files)
+    }
+
+    /// The manifest `COPY` reads: exactly these files, each mandatory, with its length.
+    async fn write_manifest(
+        &self,
+        dataset: &str,
+        folder: &Path,
+        files: &[(Path, u64)],
+    ) -> Result<Path, WarehouseError> {
         let manifest = folder.clone().join("manifest.json");
         let entries: Vec<serde_json::Value> = files
             .iter()
@@ -153,23 +175,14 @@ impl ParquetStager {
                 })
             })
             .collect();
-        let body = serde_json::to_vec_pretty(&serde_json::json!({ "entries": entries }))
-            .expect("a JSON value serialises");
+        let body = serde_json::json!({ "entries": entries }).to_string();
         self.store
             .put(&manifest, body.into())
             .await
             .map_err(|err| {
                 self.staging_error(dataset, format!("cannot write the manifest: {err}"))
             })?;
-        Ok((
-            Some(StagedFiles {
-                folder,
-                files,
-                manifest,
-                rows,
-            }),
-            drained,
-        ))
+        Ok(manifest)
     }
 
     /// Deletes everything under a load's folder; failures are logged, not raised (the

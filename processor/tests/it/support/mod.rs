@@ -1,3 +1,5 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the processor's integration tests (helpers of every crate's tests
+//! are in the `test-support` crate).
 
 pub mod orders;
+pub mod workers;
