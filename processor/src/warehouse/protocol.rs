@@ -165,6 +165,9 @@ pub(crate) struct LoadRecord {
 impl LoadRecord {
     /// The record of loading `items`, whose rows and rejects `drained` counted, in order.
     pub fn new(items: &[LoadedItem], drained: &Drained) -> Self {
+        // `drain_items` counts every item it drained, in order.
+        debug_assert_eq!(items.len(), drained.rows_per_item.len());
+        debug_assert_eq!(items.len(), drained.rejects_per_item.len());
         let mut record = Self::default();
         let per_item = items
             .iter()
