@@ -43,6 +43,9 @@ seeds_of() {
   esac
 }
 
+# A stable clippy-driver as the workspace's rustc wrapper (scripts/test.sh sets one for its
+# own build) cannot build with nightly.
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 cd "$ROOT/fuzz"
 LOG_DIR="$(mktemp -d)"
 trap 'rm -rf "$LOG_DIR"' EXIT

@@ -38,6 +38,8 @@ FREE_GB=$(df -Pk "$TARGET_DIR" | awk 'NR == 2 { print int($4 / 1048576) }')
 if [ "${FREE_GB:-0}" -lt 12 ]; then
   echo "[test.sh] warning: only ${FREE_GB} GB free under $TARGET_DIR; a cold build and its tests need about 10 GB" >&2
 fi
+# The clippy wrapper for the build and the tests, when lints run (see below).
+WITH_CLIPPY=()
 if [ "$LINT" = 1 ]; then
   echo "[test.sh] cargo fmt --check" >&2
   cargo fmt --all -- --check
@@ -46,20 +48,21 @@ if [ "$LINT" = 1 ]; then
   # in a `cargo clippy` pass of its own: that pass checks every dependency once more
   # (about 6 of a cold run's minutes). It is what `cargo clippy` itself does, with a full
   # build: clippy-driver wraps rustc for the workspace's crates only, and takes the lint
-  # flags from CLIPPY_ARGS (arguments ended by __CLIPPY_HACKERY__). The same wrapper must
-  # stay set for `cargo test`, or it would rebuild the workspace's crates.
+  # flags from CLIPPY_ARGS (arguments ended by __CLIPPY_HACKERY__). The same wrapper is
+  # set for `cargo test`, or it would rebuild the workspace's crates, and only for these
+  # two commands: the fuzz workspace builds with nightly, which stable's driver is not.
   CLIPPY_DRIVER="$(dirname "$(rustup which rustc 2>/dev/null || command -v rustc)")/clippy-driver"
   if [ -x "$CLIPPY_DRIVER" ]; then
     echo "[test.sh] build with clippy -D warnings (lib, tests, benches)" >&2
-    export RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER"
-    export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-    cargo test --workspace --locked --lib --tests --benches --no-run
+    WITH_CLIPPY=(env "RUSTC_WORKSPACE_WRAPPER=$CLIPPY_DRIVER"
+      "CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
+    "${WITH_CLIPPY[@]}" cargo test --workspace --locked --lib --tests --benches --no-run
   else
     echo "[test.sh] cargo clippy -D warnings (no clippy-driver beside rustc)" >&2
     cargo clippy --workspace --all-targets --locked -- -D warnings
   fi
 fi
-bash "$ROOT/scripts/peers.sh" cargo test --workspace --locked "${CARGO_TEST_ARGS[@]}"
+bash "$ROOT/scripts/peers.sh" "${WITH_CLIPPY[@]}" cargo test --workspace --locked "${CARGO_TEST_ARGS[@]}"
 bash "$ROOT/scripts/infra-check.sh"
 if [ "$FUZZ" = 1 ]; then
   bash "$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
