@@ -30,13 +30,13 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$ROOT"
-# The debug build of the workspace and its tests takes about 8 GB, the fuzz build 2 GB
+# The debug build of the workspace and its tests takes about 4 GB, the fuzz build 2 GB
 # more; a full disk shows up late and obscurely (the linker dies with a bus error).
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 mkdir -p "$TARGET_DIR"
 FREE_GB=$(df -Pk "$TARGET_DIR" | awk 'NR == 2 { print int($4 / 1048576) }')
 if [ "${FREE_GB:-0}" -lt 12 ]; then
-  echo "[test.sh] warning: only ${FREE_GB} GB free under $TARGET_DIR; a cold build and its tests need about 10 GB" >&2
+  echo "[test.sh] warning: only ${FREE_GB} GB free under $TARGET_DIR; a cold build, its tests and the fuzz build need about 6 GB" >&2
 fi
 # The clippy wrapper for the build and the tests, when lints run (see below).
 WITH_CLIPPY=()
