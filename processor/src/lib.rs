@@ -7,6 +7,7 @@ pub mod objects;
 pub mod operations;
 pub mod pipeline;
 pub mod serve;
+pub mod text;
 pub mod timefmt;
 pub mod warehouse;
 pub mod worker;

@@ -164,7 +164,7 @@ pub async fn run_demo(
     let layout = Layout {
         dir: options.dir.clone(),
     };
-    let generated = generate(&options.size);
+    let mut generated = generate(&options.size);
     let catalog = Arc::new(
         Catalog::from_toml(EXAMPLE_CATALOG, "catalog/ecommerce.toml")
             .map_err(|err| DemoError::Setup(err.to_string()))?,
@@ -188,7 +188,7 @@ pub async fn run_demo(
         &layout,
         options,
         file_items,
-        generated.events.clone(),
+        std::mem::take(&mut generated.events),
     )
     .await?;
     let watch = Watch {

@@ -15,9 +15,7 @@ pub mod sql;
 pub mod sqlite;
 
 pub use protocol::Drained;
-pub(crate) use protocol::{
-    LoadRecord, LoadedItem, StagedRowsSink, distinct_keys, drain_items, fresh_items, with_sequence,
-};
+pub(crate) use protocol::{LoadRecord, StagedRowsSink, drain_items, with_sequence};
 
 use std::sync::Arc;
 

@@ -1,15 +1,18 @@
-//! The load protocol, decided here once for every sink; a sink only says each step in its
-//! dialect:
+//! The load protocol, decided here once for every sink: [`run_load`] sequences the steps
+//! and a sink only says each one in its dialect ([`LoadSteps`]):
 //!
-//! 1. `fresh_items`: drop the items whose key the ledger holds, each key once (keys locked
-//!    first, in `distinct_keys` order, where the sink locks per key);
-//! 2. `drain_items`: stage the rows of the others, numbered across the load so the last
-//!    row of a key wins;
-//! 3. write the target: merge on the key, or append the rows whose lineage is new (the
-//!    sink's SQL);
-//! 4. `LoadRecord`: what the load records beside the rows, in the same transaction — one
-//!    rejects row per rejected row, one ledger row per item, the file parts it loaded;
-//! 5. commit; the `LoadReport` comes from the same record.
+//! 1. `loaded_keys`: which of the load's keys the ledger holds (sinks that lock per key
+//!    lock them first, in `distinct_keys` order); `fresh_items` drops those items and
+//!    repeated keys;
+//! 2. `stage`: the rows of the others (`drain_items`), numbered across the load so the
+//!    last row of a key wins;
+//! 3. `begin_write`: a sink that staged outside its write transaction opens it, locks
+//!    and checks the ledger again;
+//! 4. `write_target`: merge on the key, or append the rows whose lineage is new;
+//! 5. `record`: what the load records beside the rows, in the same transaction
+//!    ([`LoadRecord`]: one rejects row per rejected row, one ledger row per item, the file
+//!    parts it loaded);
+//! 6. `commit` (or undo on any failure); the `LoadReport` comes from the same record.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use super::{ItemSource, LoadReport, Reject, WarehouseError, sql};
 
 /// The items of a load whose keys the ledger does not hold, each key once, and how many
 /// were skipped.
-pub(crate) fn fresh_items(items: Vec<ItemSource>, loaded: &[String]) -> (Vec<ItemSource>, usize) {
+fn fresh_items(items: Vec<ItemSource>, loaded: &[String]) -> (Vec<ItemSource>, usize) {
     let count = items.len();
     let mut seen = std::collections::HashSet::new();
     let fresh: Vec<ItemSource> = items
@@ -37,7 +40,7 @@ pub(crate) fn fresh_items(items: Vec<ItemSource>, loaded: &[String]) -> (Vec<Ite
 }
 
 /// The idempotency keys of a load's items, sorted, each once (the order locks are taken in).
-pub(crate) fn distinct_keys(items: &[ItemSource]) -> Vec<&str> {
+fn distinct_keys(items: &[ItemSource]) -> Vec<&str> {
     let mut keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -109,9 +112,138 @@ pub(crate) async fn drain_items(
     Ok(drained)
 }
 
+/// What staging a load's rows did.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// Rows the sink staged (or wrote straight into the target).
+    pub rows: u64,
+    pub drained: Drained,
+}
+
+/// The first steps of one load in one sink's dialect, over the sink's connection or open
+/// transaction; [`run_load`] calls them in protocol order.
+pub(crate) trait LoadSteps: Send + Sized {
+    /// The steps that write, once the rows are staged.
+    type Write: WriteSteps;
+
+    /// The keys of `keys` the ledger holds; a sink that serialises loads per key locks
+    /// them here first.
+    fn loaded_keys(
+        &mut self,
+        keys: &[&str],
+    ) -> impl Future<Output = Result<Vec<String>, WarehouseError>> + Send;
+
+    /// Stages the rows of `items` (at least one, none in the ledger).
+    fn stage(
+        &mut self,
+        items: &mut [ItemSource],
+    ) -> impl Future<Output = Result<Staged, WarehouseError>> + Send;
+
+    /// Opens the write. A sink that staged outside its write transaction opens it here,
+    /// locks, and fails with [`WarehouseError::ConcurrentLoad`] if another load committed
+    /// one of `record`'s items meanwhile (the retry skips it).
+    fn begin_write(
+        self,
+        record: &LoadRecord,
+    ) -> impl Future<Output = Result<Self::Write, WarehouseError>> + Send;
+
+    /// Ends a load with nothing to write (every item was in the ledger).
+    fn finish_empty(self) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    /// Undoes what the load did so far, after a failed step.
+    fn abandon(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The steps of a load that write the target and the record, in one transaction.
+pub(crate) trait WriteSteps: Send {
+    /// Writes the staged rows into the target; returns the rows inserted or updated.
+    fn write_target(&mut self) -> impl Future<Output = Result<u64, WarehouseError>> + Send;
+
+    /// Writes the rejects, ledger rows and file parts of `record`.
+    fn record(
+        &mut self,
+        record: &LoadRecord,
+    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    fn commit(self) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    /// Undoes the write, after a failed step.
+    fn rollback(self) -> impl Future<Output = ()> + Send;
+}
+
+/// What the first steps of a load found.
+enum FirstSteps {
+    /// Every item was in the ledger.
+    NothingFresh { items_skipped: usize },
+    /// The fresh items, staged.
+    Staged {
+        items: Vec<LoadedItem>,
+        items_skipped: usize,
+        staged: Staged,
+    },
+}
+
+/// Loads `items` through `steps`, in protocol order, undoing everything on any failure.
+pub(crate) async fn run_load<S: LoadSteps>(
+    mut steps: S,
+    items: Vec<ItemSource>,
+) -> Result<LoadReport, WarehouseError> {
+    let (items, items_skipped, staged) = match stage_fresh(&mut steps, items).await {
+        Ok(FirstSteps::Staged {
+            items,
+            items_skipped,
+            staged,
+        }) => (items, items_skipped, staged),
+        Ok(FirstSteps::NothingFresh { items_skipped }) => {
+            steps.finish_empty().await?;
+            return Ok(LoadRecord::default().report(items_skipped, 0, 0));
+        }
+        Err(err) => {
+            steps.abandon().await;
+            return Err(err);
+        }
+    };
+    let record = LoadRecord::new(&items, &staged.drained);
+    let mut write = steps.begin_write(&record).await?;
+    let written = async {
+        let rows_written = write.write_target().await?;
+        write.record(&record).await?;
+        Ok(rows_written)
+    }
+    .await;
+    match written {
+        Ok(rows_written) => {
+            write.commit().await?;
+            Ok(record.report(items_skipped, staged.rows, rows_written))
+        }
+        Err(err) => {
+            write.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+/// Drops the items the ledger holds and stages the others.
+async fn stage_fresh(
+    steps: &mut impl LoadSteps,
+    items: Vec<ItemSource>,
+) -> Result<FirstSteps, WarehouseError> {
+    let loaded = steps.loaded_keys(&distinct_keys(&items)).await?;
+    let (mut fresh, items_skipped) = fresh_items(items, &loaded);
+    if fresh.is_empty() {
+        return Ok(FirstSteps::NothingFresh { items_skipped });
+    }
+    let staged = steps.stage(&mut fresh).await?;
+    Ok(FirstSteps::Staged {
+        items: fresh.iter().map(LoadedItem::of).collect(),
+        items_skipped,
+        staged,
+    })
+}
+
 /// The identity of a loaded item, kept once its rows are drained.
 #[derive(Debug, Clone)]
-pub(crate) struct LoadedItem {
+struct LoadedItem {
     pub key: String,
     pub source: String,
     pub file: Option<FilePart>,
@@ -164,7 +296,7 @@ pub(crate) struct LoadRecord {
 
 impl LoadRecord {
     /// The record of loading `items`, whose rows and rejects `drained` counted, in order.
-    pub fn new(items: &[LoadedItem], drained: &Drained) -> Self {
+    fn new(items: &[LoadedItem], drained: &Drained) -> Self {
         // `drain_items` counts every item it drained, in order.
         debug_assert_eq!(items.len(), drained.rows_per_item.len());
         debug_assert_eq!(items.len(), drained.rejects_per_item.len());

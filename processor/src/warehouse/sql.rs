@@ -44,6 +44,12 @@ pub const SEQUENCE_COLUMN: &str = "_ingest_seq";
 /// The name of the per-transaction staging table.
 pub const STAGING_TABLE: &str = "_ingest_staging";
 
+/// Text as PostgreSQL and Redshift can store it: they cannot hold NUL, so it becomes
+/// U+FFFD.
+pub(crate) fn storable_text(value: &str) -> String {
+    value.replace('\0', "\u{FFFD}")
+}
+
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -25,11 +25,11 @@ use shared::embedded::{EmbeddedDb, EmbeddedError, sql_error};
 use shared::error::Classify;
 
 use super::files::{self, Claim, FileCompletion};
-use super::protocol::LoadedPart;
+use super::protocol::{LoadSteps, LoadedPart, Staged, WriteSteps, run_load};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, STAGING_TABLE, quote_ident};
 use super::{
-    ItemSource, LoadRecord, LoadReport, LoadedItem, StagedRowsSink, Warehouse, WarehouseError,
-    drain_items, fresh_items, merge_keys,
+    ItemSource, LoadRecord, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
+    merge_keys,
 };
 use crate::pipeline::lineage;
 use crate::timefmt::iso_utc_micros;
@@ -163,20 +163,32 @@ impl SqliteWarehouse {
             .await
             .map_err(statement_error(dataset, action))
     }
+}
 
-    /// The load, inside a transaction the caller opened and ends.
-    async fn load_in_transaction(
-        &self,
-        dataset: &Dataset,
-        schema: &SchemaRef,
-        items: Vec<ItemSource>,
-    ) -> Result<LoadReport, WarehouseError> {
-        let name = dataset.name.as_str();
-        let columns = column_defs(name, schema)?;
-        let keys: Vec<String> = items.iter().map(|i| i.key.as_str().to_owned()).collect();
-        let ledger = self.ledger();
-        let loaded: Vec<String> = self
-            .step(name, "reading the load ledger", move |conn| {
+/// One load, in one write transaction (`BEGIN IMMEDIATE`) from the ledger read to the
+/// commit, holding the connection's gate throughout.
+struct SqliteLoad<'a> {
+    warehouse: &'a SqliteWarehouse,
+    _gate: tokio::sync::MutexGuard<'a, ()>,
+    dataset: &'a Dataset,
+    schema: &'a SchemaRef,
+    columns: Vec<ColumnDef>,
+}
+
+impl SqliteLoad<'_> {
+    fn name(&self) -> &str {
+        &self.dataset.name
+    }
+}
+
+impl LoadSteps for SqliteLoad<'_> {
+    type Write = Self;
+
+    async fn loaded_keys(&mut self, keys: &[&str]) -> Result<Vec<String>, WarehouseError> {
+        let keys: Vec<String> = keys.iter().map(|&key| key.to_owned()).collect();
+        let ledger = self.warehouse.ledger();
+        self.warehouse
+            .step(self.name(), "reading the load ledger", move |conn| {
                 let mut select = conn.prepare_cached(&format!(
                     "SELECT idempotency_key FROM {ledger} WHERE idempotency_key = ?1"
                 ))?;
@@ -188,28 +200,28 @@ impl SqliteWarehouse {
                 }
                 Ok(loaded)
             })
-            .await?;
-        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
-        if fresh.is_empty() {
-            return Ok(LoadRecord::default().report(items_skipped, 0, 0));
-        }
+            .await
+    }
 
+    async fn stage(&mut self, items: &mut [ItemSource]) -> Result<Staged, WarehouseError> {
+        let (name, columns) = (self.dataset.name.as_str(), &self.columns);
         let staging = quote_ident(STAGING_TABLE);
         let create_staging = format!(
             "DROP TABLE IF EXISTS temp.{staging};\nCREATE TEMPORARY TABLE {staging} (\n  {},\n  {} INTEGER NOT NULL\n)",
-            sql::column_defs(&columns),
+            sql::column_defs(columns),
             quote_ident(SEQUENCE_COLUMN),
         );
-        self.step(name, "creating the staging table", move |conn| {
-            conn.execute_batch(&create_staging)
-        })
-        .await?;
+        self.warehouse
+            .step(name, "creating the staging table", move |conn| {
+                conn.execute_batch(&create_staging)
+            })
+            .await?;
         let mut sink = StagingSink {
-            warehouse: self,
+            warehouse: self.warehouse,
             dataset: name,
             insert: format!(
                 "INSERT INTO {staging} ({}, {}) VALUES ({})",
-                sql::column_list(&columns, ""),
+                sql::column_list(columns, ""),
                 quote_ident(SEQUENCE_COLUMN),
                 (1..=columns.len() + 1)
                     .map(|i| format!("?{i}"))
@@ -218,23 +230,65 @@ impl SqliteWarehouse {
             ),
             staged: 0,
         };
-        let drained = drain_items(name, schema, &mut fresh, &mut sink).await?;
-        let rows_staged = sink.staged;
-        let write = upsert(dataset, &columns);
-        let rows_written = self
-            .step(name, "merging into the target", move |conn| {
+        let drained = drain_items(name, self.schema, items, &mut sink).await?;
+        Ok(Staged {
+            rows: sink.staged,
+            drained,
+        })
+    }
+
+    async fn begin_write(self, _record: &LoadRecord) -> Result<Self, WarehouseError> {
+        Ok(self)
+    }
+
+    async fn finish_empty(self) -> Result<(), WarehouseError> {
+        WriteSteps::commit(self).await
+    }
+
+    async fn abandon(self) {
+        WriteSteps::rollback(self).await
+    }
+}
+
+impl WriteSteps for SqliteLoad<'_> {
+    async fn write_target(&mut self) -> Result<u64, WarehouseError> {
+        let write = upsert(self.dataset, &self.columns);
+        let staging = quote_ident(STAGING_TABLE);
+        self.warehouse
+            .step(self.name(), "merging into the target", move |conn| {
                 let written = conn.execute(&write, [])?;
                 conn.execute_batch(&format!("DROP TABLE temp.{staging}"))?;
                 Ok(written as u64)
             })
-            .await?;
-        let items: Vec<LoadedItem> = fresh.iter().map(LoadedItem::of).collect();
-        let record = LoadRecord::new(&items, &drained);
-        let report = record.report(items_skipped, rows_staged, rows_written);
-        self.record(name, record).await?;
-        Ok(report)
+            .await
     }
 
+    async fn record(&mut self, record: &LoadRecord) -> Result<(), WarehouseError> {
+        self.warehouse.record(self.name(), record.clone()).await
+    }
+
+    async fn commit(self) -> Result<(), WarehouseError> {
+        self.warehouse
+            .step(self.name(), "committing", |conn| {
+                conn.execute_batch("COMMIT")
+            })
+            .await
+    }
+
+    async fn rollback(self) {
+        let rolled_back = self
+            .warehouse
+            .step(self.name(), "rolling back", |conn| {
+                conn.execute_batch("ROLLBACK; DROP TABLE IF EXISTS temp._ingest_staging")
+            })
+            .await;
+        if let Err(err) = rolled_back {
+            tracing::warn!(error = %err, "rolling back a failed load failed");
+        }
+    }
+}
+
+impl SqliteWarehouse {
     /// Writes the load's rejects, ledger rows and file parts.
     async fn record(&self, name: &str, record: LoadRecord) -> Result<(), WarehouseError> {
         let (rejects_table, ledger, file_loads) =
@@ -588,29 +642,20 @@ impl Warehouse for SqliteWarehouse {
         items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError> {
         let name = dataset.name.as_str();
-        let _gate = self.gate.lock().await;
+        let columns = column_defs(name, schema)?;
+        let gate = self.gate.lock().await;
         self.step(name, "starting the load transaction", |conn| {
             conn.execute_batch("BEGIN IMMEDIATE")
         })
         .await?;
-        match self.load_in_transaction(dataset, schema, items).await {
-            Ok(report) => {
-                self.step(name, "committing", |conn| conn.execute_batch("COMMIT"))
-                    .await?;
-                Ok(report)
-            }
-            Err(err) => {
-                let rolled_back = self
-                    .step(name, "rolling back", |conn| {
-                        conn.execute_batch("ROLLBACK; DROP TABLE IF EXISTS temp._ingest_staging")
-                    })
-                    .await;
-                if let Err(rollback) = rolled_back {
-                    tracing::warn!(error = %rollback, "rollback after a failed load failed");
-                }
-                Err(err)
-            }
-        }
+        let steps = SqliteLoad {
+            warehouse: self,
+            _gate: gate,
+            dataset,
+            schema,
+            columns,
+        };
+        run_load(steps, items).await
     }
 
     async fn claim_file_completion(

@@ -57,14 +57,11 @@ impl Worker {
 
 /// `text` cut to at most `max_bytes` on a character boundary, marked with an ellipsis.
 fn truncate(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
+    let kept = crate::text::byte_prefix(text, max_bytes);
+    if kept.len() == text.len() {
         return text.to_owned();
     }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!("{kept}…")
 }
 
 #[cfg(test)]

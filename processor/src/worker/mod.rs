@@ -141,7 +141,17 @@ impl Worker {
     /// the work item's idempotency key and its dataset (the fields the ingest Lambdas log
     /// when they send it), so one item can be followed end to end.
     pub async fn handle(&self, message: &ReceivedMessage) -> Outcome {
-        let item = match WorkItem::from_json(&message.body) {
+        self.handle_parsed(message, WorkItem::from_json(&message.body))
+            .await
+    }
+
+    /// [`Worker::handle`] for a message whose body is already parsed.
+    async fn handle_parsed(
+        &self,
+        message: &ReceivedMessage,
+        parsed: Result<WorkItem, EnvelopeError>,
+    ) -> Outcome {
+        let item = match parsed {
             Ok(item) => item,
             Err(err) => {
                 let outcome = self.dead_letter(message, None, &err.to_string()).await;

@@ -59,10 +59,15 @@ impl Worker {
                 })
                 .collect();
             for (message, heartbeat) in waiting {
-                let Some(records) = self.batchable(&message) else {
-                    drop(heartbeat);
-                    after_retryable_failure |= self.handle(&message).await.is_released();
-                    continue;
+                let records = match WorkItem::from_json(&message.body) {
+                    Ok(WorkItem::Records(records)) if self.batchable(&records) => records,
+                    // Anything else is handled alone (and reported there).
+                    parsed => {
+                        drop(heartbeat);
+                        let outcome = self.handle_parsed(&message, parsed).await;
+                        after_retryable_failure |= outcome.is_released();
+                        continue;
+                    }
                 };
                 receive_at_most = RECEIVE_MANY;
                 if let Some(full) = batches.add(message, records, heartbeat, &self.batching) {
@@ -94,17 +99,9 @@ impl Worker {
         }
     }
 
-    /// The records item of a message that can join a micro-batch: a valid records item of
-    /// a dataset in the catalog. Anything else is handled alone (and reported there).
-    fn batchable(&self, message: &ReceivedMessage) -> Option<RecordsItem> {
-        match WorkItem::from_json(&message.body) {
-            Ok(WorkItem::Records(records))
-                if self.pipeline.catalog().get(&records.dataset).is_some() =>
-            {
-                Some(records)
-            }
-            _ => None,
-        }
+    /// Whether a records item can join a micro-batch: its dataset is in the catalog.
+    fn batchable(&self, records: &RecordsItem) -> bool {
+        self.pipeline.catalog().get(&records.dataset).is_some()
     }
 
     /// Pings the warehouse until it answers (`true`) or `give_up` completes first

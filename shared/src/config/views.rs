@@ -115,15 +115,11 @@ impl PlatformConfig {
                 queue,
                 dead_letter_url,
             }),
-            None => Err(ConfigError::Invalid {
-                origin: "(config)".to_owned(),
-                issues: vec![Issue {
-                    path: "queue.dead_letter_url".to_owned(),
-                    message: format!(
-                        "required to redrive; set it in the config file or with {ENV_PREFIX}QUEUE__DEAD_LETTER_URL"
-                    ),
-                }],
-            }),
+            None => Err(required(vec![required_option(
+                "queue.dead_letter_url",
+                "QUEUE__DEAD_LETTER_URL",
+                "to redrive",
+            )])),
         }
     }
 }
@@ -144,17 +140,29 @@ impl Missing {
         let issues = self
             .0
             .into_iter()
-            .map(|section| Issue {
-                path: section.name().to_owned(),
-                message: format!(
-                    "required by this command; set it in the config file or with {ENV_PREFIX}{}__…",
-                    section.name().to_ascii_uppercase()
-                ),
+            .map(|section| {
+                let variable = format!("{}__…", section.name().to_ascii_uppercase());
+                required_option(section.name(), &variable, "by this command")
             })
             .collect();
-        ConfigError::Invalid {
-            origin: "(config)".to_owned(),
-            issues,
-        }
+        required(issues)
+    }
+}
+
+/// An option (or section) a command needs and the config lacks, with where to set it.
+fn required_option(path: &str, variable: &str, needed: &str) -> Issue {
+    Issue {
+        path: path.to_owned(),
+        message: format!(
+            "required {needed}; set it in the config file or with {ENV_PREFIX}{variable}"
+        ),
+    }
+}
+
+/// The error for the options a command needs and the config lacks.
+fn required(issues: Vec<Issue>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: "(config)".to_owned(),
+        issues,
     }
 }

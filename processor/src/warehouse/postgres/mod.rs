@@ -14,10 +14,11 @@ use tokio_postgres::{Client, Transaction};
 
 use super::connection::{Connection, Connector, Login, statement_error};
 use super::files;
+use super::protocol::{LoadSteps, Staged, WriteSteps, run_load};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
 use super::{
-    Drained, ItemSource, LoadRecord, LoadReport, LoadedItem, StagedRowsSink, Warehouse,
-    WarehouseError, distinct_keys, drain_items, fresh_items, merge_keys,
+    Drained, ItemSource, LoadRecord, LoadReport, StagedRowsSink, Warehouse, WarehouseError,
+    drain_items, merge_keys,
 };
 use binary_copy::{self as pg_binary, pg_type};
 
@@ -166,86 +167,136 @@ impl Warehouse for PostgresWarehouse {
         schema: &SchemaRef,
         items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError> {
-        let name = dataset.name.as_str();
-        let columns = column_defs(name, schema)?;
+        let columns = column_defs(&dataset.name, schema)?;
         let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(statement_error(name, "starting the load transaction"))?;
-        let keys: Vec<String> = distinct_keys(&items)
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        let loaded = self.lock_and_read_ledger(&tx, name, &keys).await?;
-        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
-        let (rows_staged, rows_written, drained) = if fresh.is_empty() {
-            (0, 0, Drained::default())
-        } else {
-            write_rows(&tx, dataset, schema, &columns, &mut fresh).await?
+        let tx = client.transaction().await.map_err(statement_error(
+            &dataset.name,
+            "starting the load transaction",
+        ))?;
+        let steps = PostgresLoad {
+            warehouse: self,
+            tx,
+            dataset,
+            schema,
+            columns,
+            copied_directly: None,
         };
-        let items: Vec<LoadedItem> = fresh.iter().map(LoadedItem::of).collect();
-        let record = LoadRecord::new(&items, &drained);
-        self.record(&tx, name, &record).await?;
-        tx.commit()
-            .await
-            .map_err(statement_error(name, "committing"))?;
-        Ok(record.report(items_skipped, rows_staged, rows_written))
+        run_load(steps, items).await
     }
 }
 
-impl PostgresWarehouse {
+/// One load, in one transaction from the key locks to the commit.
+struct PostgresLoad<'a> {
+    warehouse: &'a PostgresWarehouse,
+    tx: Transaction<'a>,
+    dataset: &'a Dataset,
+    schema: &'a SchemaRef,
+    columns: Vec<ColumnDef>,
+    /// Rows a direct COPY wrote into the target: nothing is left to merge.
+    copied_directly: Option<u64>,
+}
+
+impl PostgresLoad<'_> {
+    fn name(&self) -> &str {
+        &self.dataset.name
+    }
+}
+
+impl LoadSteps for PostgresLoad<'_> {
+    type Write = Self;
+
     /// Serialises loads of the same keys across workers and tasks (whoever comes second
-    /// waits, then finds the key in the ledger) and returns the keys the ledger holds.
-    async fn lock_and_read_ledger(
-        &self,
-        tx: &Transaction<'_>,
-        name: &str,
-        keys: &[String],
-    ) -> Result<Vec<String>, WarehouseError> {
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
-            &[&keys],
-        )
-        .await
-        .map_err(statement_error(name, "locking the idempotency keys"))?;
-        let rows = tx
+    /// waits, then finds the key in the ledger).
+    async fn loaded_keys(&mut self, keys: &[&str]) -> Result<Vec<String>, WarehouseError> {
+        self.tx
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
+                &[&keys],
+            )
+            .await
+            .map_err(statement_error(self.name(), "locking the idempotency keys"))?;
+        let rows = self
+            .tx
             .query(
                 &format!(
                     "SELECT idempotency_key FROM {} WHERE idempotency_key = ANY($1)",
-                    self.ledger()
+                    self.warehouse.ledger()
                 ),
                 &[&keys],
             )
             .await
-            .map_err(statement_error(name, "reading the load ledger"))?;
+            .map_err(statement_error(self.name(), "reading the load ledger"))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
-    /// Writes the load's rejects, ledger rows and file parts.
-    async fn record(
-        &self,
-        tx: &Transaction<'_>,
-        name: &str,
-        record: &LoadRecord,
-    ) -> Result<(), WarehouseError> {
-        if record.ledger.is_empty() {
-            return Ok(());
+    /// Straight into the target by COPY when that can work, else into the staging table.
+    async fn stage(&mut self, items: &mut [ItemSource]) -> Result<Staged, WarehouseError> {
+        let (tx, dataset, schema, columns) = (&self.tx, self.dataset, self.schema, &self.columns);
+        if let Some((rows, drained)) = try_direct_copy(tx, dataset, schema, columns, items).await? {
+            self.copied_directly = Some(rows);
+            return Ok(Staged { rows, drained });
         }
-        // PostgreSQL text cannot hold NUL.
-        let text = |value: &str| value.replace('\0', "\u{FFFD}");
+        tx.batch_execute(&sql::create_staging_table(columns))
+            .await
+            .map_err(statement_error(&dataset.name, "creating the staging table"))?;
+        let (rows, drained) =
+            copy_rows(tx, &dataset.name, schema, columns, items, CopyInto::Staging)
+                .await
+                .map_err(CopyFailure::into_error)?;
+        Ok(Staged { rows, drained })
+    }
+
+    async fn begin_write(self, _record: &LoadRecord) -> Result<Self, WarehouseError> {
+        Ok(self)
+    }
+
+    async fn finish_empty(self) -> Result<(), WarehouseError> {
+        WriteSteps::commit(self).await
+    }
+
+    async fn abandon(self) {
+        WriteSteps::rollback(self).await
+    }
+}
+
+impl WriteSteps for PostgresLoad<'_> {
+    /// A merge on the key, or an append of the rows whose lineage is new.
+    async fn write_target(&mut self) -> Result<u64, WarehouseError> {
+        if let Some(rows) = self.copied_directly {
+            return Ok(rows);
+        }
+        let (dataset, columns) = (self.dataset, &self.columns);
+        let write = if dataset.key_columns.is_empty() {
+            sql::append_new_lineage(&dataset.target, columns)
+        } else {
+            sql::merge_on_key(&dataset.target, columns, &dataset.key_columns)
+        };
+        self.tx
+            .execute(&write, &[])
+            .await
+            .map_err(statement_error(&dataset.name, "merging into the target"))
+    }
+
+    async fn record(&mut self, record: &LoadRecord) -> Result<(), WarehouseError> {
+        let (tx, name) = (&self.tx, self.dataset.name.as_str());
         let rejects = &record.rejects;
         let keys: Vec<&str> = rejects.iter().map(|r| r.key.as_str()).collect();
         let sources: Vec<&str> = rejects.iter().map(|r| r.source.as_str()).collect();
         let rows: Vec<Option<i64>> = rejects.iter().map(|r| r.row_number).collect();
-        let raw: Vec<Option<String>> = rejects.iter().map(|r| r.raw.as_deref().map(text)).collect();
-        let reasons: Vec<String> = rejects.iter().map(|r| text(&r.reason)).collect();
+        let raw: Vec<Option<String>> = rejects
+            .iter()
+            .map(|r| r.raw.as_deref().map(sql::storable_text))
+            .collect();
+        let reasons: Vec<String> = rejects
+            .iter()
+            .map(|r| sql::storable_text(&r.reason))
+            .collect();
         if !rejects.is_empty() {
             tx.execute(
                 &format!(
                     "INSERT INTO {} (idempotency_key, dataset, source, row_number, raw, reason)
                      SELECT k, $2, s, n, r, why FROM unnest($1::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS t(k, s, n, r, why)",
-                    self.rejects()
+                    self.warehouse.rejects()
                 ),
                 &[&keys, &name, &sources, &rows, &raw, &reasons],
             )
@@ -261,46 +312,34 @@ impl PostgresWarehouse {
             &format!(
                 "INSERT INTO {} (idempotency_key, dataset, source, rows_loaded, rows_rejected)
                  SELECT k, $2, s, n, r FROM unnest($1::text[], $3::text[], $4::bigint[], $5::bigint[]) AS t(k, s, n, r)",
-                self.ledger()
+                self.warehouse.ledger()
             ),
             &[&keys, &name, &sources, &loaded, &rejected],
         )
         .await
         .map_err(statement_error(name, "writing the load ledger"))?;
-        files::record_parts(tx, &self.file_loads(), sql::POSTGRES, &record.parts).await
+        files::record_parts(
+            tx,
+            &self.warehouse.file_loads(),
+            sql::POSTGRES,
+            &record.parts,
+        )
+        .await
     }
-}
 
-/// Writes the rows of the fresh items into the target: straight by COPY when that can work,
-/// else through the staging table and a merge (or lineage-checked append). Returns the rows
-/// staged and written and what draining the items found.
-async fn write_rows(
-    tx: &Transaction<'_>,
-    dataset: &Dataset,
-    schema: &SchemaRef,
-    columns: &[ColumnDef],
-    fresh: &mut [ItemSource],
-) -> Result<(u64, u64, Drained), WarehouseError> {
-    if let Some((copied, drained)) = try_direct_copy(tx, dataset, schema, columns, fresh).await? {
-        return Ok((copied, copied, drained));
+    async fn commit(self) -> Result<(), WarehouseError> {
+        let name = self.dataset.name.clone();
+        self.tx
+            .commit()
+            .await
+            .map_err(statement_error(&name, "committing"))
     }
-    let name = dataset.name.as_str();
-    tx.batch_execute(&sql::create_staging_table(columns))
-        .await
-        .map_err(statement_error(name, "creating the staging table"))?;
-    let (staged, drained) = copy_rows(tx, name, schema, columns, fresh, CopyInto::Staging)
-        .await
-        .map_err(CopyFailure::into_error)?;
-    let write = if dataset.key_columns.is_empty() {
-        sql::append_new_lineage(&dataset.target, columns)
-    } else {
-        sql::merge_on_key(&dataset.target, columns, &dataset.key_columns)
-    };
-    let written = tx
-        .execute(&write, &[])
-        .await
-        .map_err(statement_error(name, "merging into the target"))?;
-    Ok((staged, written, drained))
+
+    async fn rollback(self) {
+        if let Err(err) = self.tx.rollback().await {
+            tracing::warn!(error = %err, "rolling back a failed load failed");
+        }
+    }
 }
 
 /// The fast path for a load of one item that can be read again: COPY straight into the

@@ -1,6 +1,6 @@
 //! The Redshift sink. Redshift loads fastest from files in S3, so a load:
 //!
-//! 1. reads the ledger and drops the items it already holds;
+//! 1. reads the ledger and drops the items it already holds (`load.rs` holds the steps);
 //! 2. stages the rows of the others as Parquet files under the staging prefix (as many
 //!    files as configured, a multiple of the cluster's slices, so `COPY` reads them in
 //!    parallel) plus a manifest listing exactly those files;
@@ -21,17 +21,14 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use object_store::ObjectStore;
 use shared::catalog::Dataset;
 use shared::config::RedshiftSettings;
-use tokio_postgres::Transaction;
-use tokio_postgres::types::ToSql;
 
-use super::connection::{Connection, Connector, Login, statement_error};
+use super::connection::{Connection, Connector, Login};
 use super::files;
+use super::protocol::run_load;
 use super::sql::{self, ColumnDef, REDSHIFT};
-use super::{
-    ItemSource, LoadRecord, LoadReport, LoadedItem, Warehouse, WarehouseError, distinct_keys,
-    fresh_items, merge_keys,
-};
+use super::{ItemSource, LoadReport, Warehouse, WarehouseError};
 
+mod load;
 mod staging;
 pub mod statements;
 
@@ -39,9 +36,6 @@ pub use staging::{ParquetStager, StagedFiles};
 
 /// The deduplicated staging rows: Redshift's `MERGE` takes a table, not a subquery.
 pub const SOURCE_TABLE: &str = "_ingest_source_rows";
-/// Rows per multi-row `INSERT` of rejects or ledger rows (bind parameters are limited to
-/// 32767 per statement by the protocol).
-const INSERT_CHUNK_ROWS: usize = 1000;
 /// Redshift's longest `VARCHAR`, in bytes.
 const MAX_VARCHAR_BYTES: usize = 65535;
 
@@ -74,14 +68,7 @@ pub fn redshift_columns(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>
 
 /// Text for a `VARCHAR(65535)`: at most that many bytes, cut at a character boundary.
 fn fit_varchar(text: &str) -> String {
-    if text.len() <= MAX_VARCHAR_BYTES {
-        return text.to_owned();
-    }
-    let mut end = MAX_VARCHAR_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    crate::text::byte_prefix(text, MAX_VARCHAR_BYTES).to_owned()
 }
 
 /// A Redshift warehouse over one connection (one per worker).
@@ -126,211 +113,6 @@ impl RedshiftWarehouse {
     fn rejects(&self) -> String {
         sql::rejects_table(&self.platform_schema)
     }
-
-    /// The keys of `keys` the ledger holds.
-    async fn loaded_keys(
-        client: &impl tokio_postgres::GenericClient,
-        ledger: &str,
-        dataset: &str,
-        keys: &[&str],
-    ) -> Result<Vec<String>, WarehouseError> {
-        let mut loaded = Vec::new();
-        for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
-            let params: Vec<&(dyn ToSql + Sync)> =
-                chunk.iter().map(|k| k as &(dyn ToSql + Sync)).collect();
-            let rows = client
-                .query(&statements::ledger_lookup(ledger, chunk.len()), &params)
-                .await
-                .map_err(statement_error(dataset, "reading the load ledger"))?;
-            loaded.extend(rows.iter().map(|row| row.get::<_, String>(0)));
-        }
-        Ok(loaded)
-    }
-
-    /// The transaction of a load whose rows are staged (or that has none): lock, check the
-    /// ledger again, COPY and merge, record, commit. Returns the rows staged and written.
-    async fn commit_staged(
-        &self,
-        dataset: &Dataset,
-        columns: &[ColumnDef],
-        staged: Option<&StagedFiles>,
-        record: &LoadRecord,
-    ) -> Result<(u64, u64), WarehouseError> {
-        let name = dataset.name.as_str();
-        let mut client = self.connection.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(statement_error(name, "starting the load transaction"))?;
-        self.lock_and_check_again(&tx, name, record).await?;
-        let rows = match staged {
-            Some(staged) => self.copy_and_merge(&tx, dataset, columns, staged).await?,
-            None => (0, 0),
-        };
-        self.record(&tx, name, record).await?;
-        tx.commit()
-            .await
-            .map_err(statement_error(name, "committing"))?;
-        Ok(rows)
-    }
-
-    /// Locks the ledger (and the file progress table when the load has file parts) and
-    /// fails with `ConcurrentLoad` if another task loaded an item while this one staged it:
-    /// the retry skips it.
-    async fn lock_and_check_again(
-        &self,
-        tx: &Transaction<'_>,
-        name: &str,
-        record: &LoadRecord,
-    ) -> Result<(), WarehouseError> {
-        let ledger = self.ledger();
-        tx.batch_execute(&statements::lock_ledger(&ledger))
-            .await
-            .map_err(statement_error(name, "locking the load ledger"))?;
-        // Locked up front, before the transaction reads anything: a table first locked
-        // late, after a concurrent claim changed it, is a serialization conflict.
-        if !record.parts.is_empty() {
-            tx.batch_execute(&statements::lock_ledger(&self.file_loads()))
-                .await
-                .map_err(statement_error(name, "locking the file progress table"))?;
-        }
-        let keys: Vec<&str> = record.ledger.iter().map(|row| row.key.as_str()).collect();
-        match Self::loaded_keys(tx, &ledger, name, &keys).await?.first() {
-            Some(key) => Err(WarehouseError::ConcurrentLoad {
-                dataset: name.to_owned(),
-                key: key.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// COPY of the staged files into the staging table, the last row of each key kept,
-    /// merged into the target (or appended where the lineage is new). Returns the rows
-    /// staged and written.
-    async fn copy_and_merge(
-        &self,
-        tx: &Transaction<'_>,
-        dataset: &Dataset,
-        columns: &[ColumnDef],
-        staged: &StagedFiles,
-    ) -> Result<(u64, u64), WarehouseError> {
-        let name = dataset.name.as_str();
-        tx.batch_execute(&statements::create_staging(columns))
-            .await
-            .map_err(statement_error(name, "creating the staging table"))?;
-        let copy =
-            statements::copy_from_manifest(&self.stager.s3_url(&staged.manifest), &self.iam_role);
-        let rows_staged = tx
-            .execute(&copy, &[])
-            .await
-            .map_err(statement_error(name, "COPY from the staged Parquet files"))?;
-        tx.batch_execute(&statements::create_source(columns, &merge_keys(dataset)))
-            .await
-            .map_err(statement_error(name, "deduplicating the staged rows"))?;
-        let write = if dataset.key_columns.is_empty() {
-            statements::append_new_lineage(&dataset.target, columns)
-        } else {
-            statements::merge_on_key(&dataset.target, columns, &dataset.key_columns)
-        };
-        let rows_written = tx
-            .execute(&write, &[])
-            .await
-            .map_err(statement_error(name, "merging into the target"))?;
-        tx.batch_execute(&statements::drop_temporary())
-            .await
-            .map_err(statement_error(name, "dropping the staging tables"))?;
-        Ok((rows_staged, rows_written))
-    }
-
-    /// Writes the load's rejects, ledger rows and file parts (text cut to fit `VARCHAR`).
-    async fn record(
-        &self,
-        tx: &Transaction<'_>,
-        name: &str,
-        record: &LoadRecord,
-    ) -> Result<(), WarehouseError> {
-        let text = |value: &str| fit_varchar(&value.replace('\0', "\u{FFFD}"));
-        let reject_rows: Vec<[Box<dyn ToSql + Sync + Send>; 6]> = record
-            .rejects
-            .iter()
-            .map(|reject| {
-                [
-                    Box::new(reject.key.clone()) as Box<dyn ToSql + Sync + Send>,
-                    Box::new(name.to_owned()),
-                    Box::new(fit_varchar(&reject.source)),
-                    Box::new(reject.row_number),
-                    Box::new(reject.raw.as_deref().map(text)),
-                    Box::new(text(&reject.reason)),
-                ]
-            })
-            .collect();
-        let columns = [
-            "idempotency_key",
-            "dataset",
-            "source",
-            "row_number",
-            "raw",
-            "reason",
-        ];
-        insert_chunked(
-            tx,
-            &self.rejects(),
-            &columns,
-            &reject_rows,
-            name,
-            "writing rejects",
-        )
-        .await?;
-        let ledger_rows: Vec<[Box<dyn ToSql + Sync + Send>; 5]> = record
-            .ledger
-            .iter()
-            .map(|row| {
-                [
-                    Box::new(row.key.clone()) as Box<dyn ToSql + Sync + Send>,
-                    Box::new(name.to_owned()),
-                    Box::new(fit_varchar(&row.source)),
-                    Box::new(row.rows_loaded),
-                    Box::new(row.rows_rejected),
-                ]
-            })
-            .collect();
-        let columns = [
-            "idempotency_key",
-            "dataset",
-            "source",
-            "rows_loaded",
-            "rows_rejected",
-        ];
-        let action = "writing the load ledger";
-        insert_chunked(tx, &self.ledger(), &columns, &ledger_rows, name, action).await?;
-        files::record_parts(tx, &self.file_loads(), REDSHIFT, &record.parts).await
-    }
-}
-
-async fn insert_chunked<const WIDTH: usize>(
-    tx: &tokio_postgres::Transaction<'_>,
-    table: &str,
-    columns: &[&str; WIDTH],
-    rows: &[[Box<dyn ToSql + Sync + Send>; WIDTH]],
-    dataset: &str,
-    action: &'static str,
-) -> Result<(), WarehouseError> {
-    for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-        let params: Vec<&(dyn ToSql + Sync)> = chunk
-            .iter()
-            .flat_map(|row| {
-                row.iter()
-                    .map(|value| value.as_ref() as &(dyn ToSql + Sync))
-            })
-            .collect();
-        tx.execute(
-            &statements::insert_rows(table, columns, chunk.len()),
-            &params,
-        )
-        .await
-        .map_err(statement_error(dataset, action))?;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -401,33 +183,10 @@ impl Warehouse for RedshiftWarehouse {
         schema: &SchemaRef,
         items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError> {
-        let name = dataset.name.as_str();
-        let columns = redshift_columns(name, schema)?;
-        let keys = distinct_keys(&items);
-        let loaded = {
-            let client = self.connection.client().await?;
-            Self::loaded_keys(&*client, &self.ledger(), name, &keys).await?
-        };
-        let (mut fresh, items_skipped) = fresh_items(items, &loaded);
-        if fresh.is_empty() {
-            return Ok(LoadRecord::default().report(items_skipped, 0, 0));
-        }
-        let load_id = format!("{:016x}", rand::random::<u64>());
-        let (staged, drained) = self
-            .stager
-            .stage(name, schema, &mut fresh, &load_id)
-            .await?;
-        let items: Vec<LoadedItem> = fresh.iter().map(LoadedItem::of).collect();
-        drop(fresh);
-        let record = LoadRecord::new(&items, &drained);
-        let result = self
-            .commit_staged(dataset, &columns, staged.as_ref(), &record)
-            .await;
-        if let Some(staged) = &staged {
-            self.stager.remove_folder(&staged.folder).await;
-        }
-        let (rows_staged, rows_written) = result?;
-        Ok(record.report(items_skipped, rows_staged, rows_written))
+        let columns = redshift_columns(&dataset.name, schema)?;
+        let mut client = self.connection.client().await?;
+        let steps = load::RedshiftStage::new(self, &mut client, dataset, schema, columns);
+        run_load(steps, items).await
     }
 }
 

@@ -81,6 +81,11 @@ impl ParquetStager {
         }
     }
 
+    /// The folder of one load's files under the staging prefix.
+    pub fn load_folder(&self, dataset: &str, load_id: &str) -> Path {
+        Path::from(format!("{}{dataset}/{load_id}", self.prefix))
+    }
+
     /// Drains the items into up to `files` Parquet files (batches go round-robin, so the
     /// files come out about equal) under `<prefix><dataset>/<load_id>/`, then writes the
     /// manifest. Nothing is written when there are no rows.
@@ -91,7 +96,7 @@ impl ParquetStager {
         items: &mut [ItemSource],
         load_id: &str,
     ) -> Result<(Option<StagedFiles>, Drained), WarehouseError> {
-        let folder = Path::from(format!("{}{dataset}/{load_id}", self.prefix));
+        let folder = self.load_folder(dataset, load_id);
         let staged_schema = Arc::new(Schema::new(
             with_sequence(schema)
                 .fields()

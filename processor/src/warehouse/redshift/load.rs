@@ -1,0 +1,341 @@
+//! One Redshift load as the protocol's steps. The rows are staged as Parquet files before
+//! the write transaction opens, so the lock on the ledger is held only for `COPY`, merge
+//! and record; the ledger is checked again under the lock.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use shared::catalog::Dataset;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, GenericClient, Transaction};
+
+use super::{RedshiftWarehouse, StagedFiles, fit_varchar, statements};
+use crate::warehouse::connection::statement_error;
+use crate::warehouse::protocol::{LoadRecord, LoadSteps, Staged, WriteSteps};
+use crate::warehouse::sql::{self, ColumnDef, REDSHIFT};
+use crate::warehouse::{ItemSource, WarehouseError, files, merge_keys};
+
+/// Rows per multi-row `INSERT` of rejects or ledger rows, and keys per ledger lookup
+/// (bind parameters are limited to 32767 per statement by the protocol).
+const INSERT_CHUNK_ROWS: usize = 1000;
+
+/// A load before its write transaction: ledger read, rows staged as files.
+pub(super) struct RedshiftStage<'a> {
+    warehouse: &'a RedshiftWarehouse,
+    client: &'a mut Client,
+    dataset: &'a Dataset,
+    schema: &'a SchemaRef,
+    columns: Vec<ColumnDef>,
+    /// Names the load's folder under the staging prefix.
+    load_id: String,
+    files: Option<StagedFiles>,
+}
+
+impl<'a> RedshiftStage<'a> {
+    pub(super) fn new(
+        warehouse: &'a RedshiftWarehouse,
+        client: &'a mut Client,
+        dataset: &'a Dataset,
+        schema: &'a SchemaRef,
+        columns: Vec<ColumnDef>,
+    ) -> Self {
+        Self {
+            warehouse,
+            client,
+            dataset,
+            schema,
+            columns,
+            load_id: format!("{:016x}", rand::random::<u64>()),
+            files: None,
+        }
+    }
+}
+
+impl<'a> LoadSteps for RedshiftStage<'a> {
+    type Write = RedshiftWrite<'a>;
+
+    /// Read without a lock: the write transaction checks again under one.
+    async fn loaded_keys(&mut self, keys: &[&str]) -> Result<Vec<String>, WarehouseError> {
+        let ledger = self.warehouse.ledger();
+        loaded_keys(&*self.client, &ledger, &self.dataset.name, keys).await
+    }
+
+    async fn stage(&mut self, items: &mut [ItemSource]) -> Result<Staged, WarehouseError> {
+        let stager = &self.warehouse.stager;
+        let (files, drained) = stager
+            .stage(&self.dataset.name, self.schema, items, &self.load_id)
+            .await?;
+        let rows = files.as_ref().map_or(0, |files| files.rows);
+        self.files = files;
+        Ok(Staged { rows, drained })
+    }
+
+    async fn begin_write(self, record: &LoadRecord) -> Result<RedshiftWrite<'a>, WarehouseError> {
+        let name = self.dataset.name.as_str();
+        let began = self.client.transaction().await;
+        let tx = match began.map_err(statement_error(name, "starting the load transaction")) {
+            Ok(tx) => tx,
+            Err(err) => {
+                remove_files(self.warehouse, self.files.as_ref()).await;
+                return Err(err);
+            }
+        };
+        let write = RedshiftWrite {
+            warehouse: self.warehouse,
+            tx,
+            dataset: self.dataset,
+            columns: self.columns,
+            files: self.files,
+        };
+        if let Err(err) = write.lock_and_check_again(record).await {
+            write.rollback().await;
+            return Err(err);
+        }
+        Ok(write)
+    }
+
+    async fn finish_empty(self) -> Result<(), WarehouseError> {
+        Ok(())
+    }
+
+    async fn abandon(self) {
+        let folder = self
+            .warehouse
+            .stager
+            .load_folder(&self.dataset.name, &self.load_id);
+        self.warehouse.stager.remove_folder(&folder).await;
+    }
+}
+
+/// A load's write transaction: lock, check, `COPY`, merge, record, commit; the staged
+/// files are deleted however it ends (a lifecycle rule on the staging prefix catches what
+/// a crash leaves behind).
+pub(super) struct RedshiftWrite<'a> {
+    warehouse: &'a RedshiftWarehouse,
+    tx: Transaction<'a>,
+    dataset: &'a Dataset,
+    columns: Vec<ColumnDef>,
+    files: Option<StagedFiles>,
+}
+
+impl RedshiftWrite<'_> {
+    fn name(&self) -> &str {
+        &self.dataset.name
+    }
+
+    /// Locks the ledger (and the file progress table when the load has file parts) and
+    /// fails with `ConcurrentLoad` if another task loaded an item while this one staged it.
+    async fn lock_and_check_again(&self, record: &LoadRecord) -> Result<(), WarehouseError> {
+        let ledger = self.warehouse.ledger();
+        self.tx
+            .batch_execute(&statements::lock_ledger(&ledger))
+            .await
+            .map_err(statement_error(self.name(), "locking the load ledger"))?;
+        // Locked up front, before the transaction reads anything: a table first locked
+        // late, after a concurrent claim changed it, is a serialization conflict.
+        if !record.parts.is_empty() {
+            self.tx
+                .batch_execute(&statements::lock_ledger(&self.warehouse.file_loads()))
+                .await
+                .map_err(statement_error(
+                    self.name(),
+                    "locking the file progress table",
+                ))?;
+        }
+        let keys: Vec<&str> = record.ledger.iter().map(|row| row.key.as_str()).collect();
+        match loaded_keys(&self.tx, &ledger, self.name(), &keys)
+            .await?
+            .first()
+        {
+            Some(key) => Err(WarehouseError::ConcurrentLoad {
+                dataset: self.name().to_owned(),
+                key: key.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `COPY` of the staged files into the staging table, checked against the rows staged.
+    async fn copy_staged(&self, files: &StagedFiles) -> Result<(), WarehouseError> {
+        let name = self.name();
+        self.tx
+            .batch_execute(&statements::create_staging(&self.columns))
+            .await
+            .map_err(statement_error(name, "creating the staging table"))?;
+        let manifest = self.warehouse.stager.s3_url(&files.manifest);
+        let copy = statements::copy_from_manifest(&manifest, &self.warehouse.iam_role);
+        let copied = self
+            .tx
+            .execute(&copy, &[])
+            .await
+            .map_err(statement_error(name, "COPY from the staged Parquet files"))?;
+        if copied != files.rows {
+            return Err(WarehouseError::Staging {
+                dataset: name.to_owned(),
+                location: manifest,
+                reason: format!("COPY loaded {copied} rows of the {} staged", files.rows),
+                retryable: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl WriteSteps for RedshiftWrite<'_> {
+    /// The last staged row of each key kept ([`SOURCE_TABLE`](super::SOURCE_TABLE)), merged into the target
+    /// (or appended where the lineage is new).
+    async fn write_target(&mut self) -> Result<u64, WarehouseError> {
+        let Some(files) = &self.files else {
+            return Ok(0);
+        };
+        self.copy_staged(files).await?;
+        let (tx, dataset, name) = (&self.tx, self.dataset, self.name());
+        tx.batch_execute(&statements::create_source(
+            &self.columns,
+            &merge_keys(dataset),
+        ))
+        .await
+        .map_err(statement_error(name, "deduplicating the staged rows"))?;
+        let write = if dataset.key_columns.is_empty() {
+            statements::append_new_lineage(&dataset.target, &self.columns)
+        } else {
+            statements::merge_on_key(&dataset.target, &self.columns, &dataset.key_columns)
+        };
+        let rows_written = tx
+            .execute(&write, &[])
+            .await
+            .map_err(statement_error(name, "merging into the target"))?;
+        tx.batch_execute(&statements::drop_temporary())
+            .await
+            .map_err(statement_error(name, "dropping the staging tables"))?;
+        Ok(rows_written)
+    }
+
+    /// Rejects, ledger rows and file parts, text cut to fit `VARCHAR`.
+    async fn record(&mut self, record: &LoadRecord) -> Result<(), WarehouseError> {
+        let name = self.name();
+        let text = |value: &str| fit_varchar(&sql::storable_text(value));
+        let rejects: Vec<[Box<dyn ToSql + Sync + Send>; 6]> = record
+            .rejects
+            .iter()
+            .map(|reject| {
+                [
+                    Box::new(reject.key.clone()) as Box<dyn ToSql + Sync + Send>,
+                    Box::new(name.to_owned()),
+                    Box::new(fit_varchar(&reject.source)),
+                    Box::new(reject.row_number),
+                    Box::new(reject.raw.as_deref().map(text)),
+                    Box::new(text(&reject.reason)),
+                ]
+            })
+            .collect();
+        let columns = [
+            "idempotency_key",
+            "dataset",
+            "source",
+            "row_number",
+            "raw",
+            "reason",
+        ];
+        let table = self.warehouse.rejects();
+        insert_chunked(
+            &self.tx,
+            &table,
+            &columns,
+            &rejects,
+            name,
+            "writing rejects",
+        )
+        .await?;
+        let ledger: Vec<[Box<dyn ToSql + Sync + Send>; 5]> = record
+            .ledger
+            .iter()
+            .map(|row| {
+                [
+                    Box::new(row.key.clone()) as Box<dyn ToSql + Sync + Send>,
+                    Box::new(name.to_owned()),
+                    Box::new(fit_varchar(&row.source)),
+                    Box::new(row.rows_loaded),
+                    Box::new(row.rows_rejected),
+                ]
+            })
+            .collect();
+        let columns = [
+            "idempotency_key",
+            "dataset",
+            "source",
+            "rows_loaded",
+            "rows_rejected",
+        ];
+        let (table, action) = (self.warehouse.ledger(), "writing the load ledger");
+        insert_chunked(&self.tx, &table, &columns, &ledger, name, action).await?;
+        let file_loads = self.warehouse.file_loads();
+        files::record_parts(&self.tx, &file_loads, REDSHIFT, &record.parts).await
+    }
+
+    async fn commit(self) -> Result<(), WarehouseError> {
+        let name = self.dataset.name.as_str();
+        let committed = self.tx.commit().await;
+        remove_files(self.warehouse, self.files.as_ref()).await;
+        committed.map_err(statement_error(name, "committing"))
+    }
+
+    async fn rollback(self) {
+        if let Err(err) = self.tx.rollback().await {
+            tracing::warn!(error = %err, "rolling back a failed load failed");
+        }
+        remove_files(self.warehouse, self.files.as_ref()).await;
+    }
+}
+
+/// Deletes a load's staged files, if it staged any.
+async fn remove_files(warehouse: &RedshiftWarehouse, files: Option<&StagedFiles>) {
+    if let Some(files) = files {
+        warehouse.stager.remove_folder(&files.folder).await;
+    }
+}
+
+/// The keys of `keys` the ledger holds.
+async fn loaded_keys(
+    client: &impl GenericClient,
+    ledger: &str,
+    dataset: &str,
+    keys: &[&str],
+) -> Result<Vec<String>, WarehouseError> {
+    let mut loaded = Vec::new();
+    for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
+        let params: Vec<&(dyn ToSql + Sync)> =
+            chunk.iter().map(|k| k as &(dyn ToSql + Sync)).collect();
+        let rows = client
+            .query(&statements::ledger_lookup(ledger, chunk.len()), &params)
+            .await
+            .map_err(statement_error(dataset, "reading the load ledger"))?;
+        loaded.extend(rows.iter().map(|row| row.get::<_, String>(0)));
+    }
+    Ok(loaded)
+}
+
+/// Multi-row `INSERT`s of `rows`, [`INSERT_CHUNK_ROWS`] at a time.
+async fn insert_chunked<const WIDTH: usize>(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[&str; WIDTH],
+    rows: &[[Box<dyn ToSql + Sync + Send>; WIDTH]],
+    dataset: &str,
+    action: &'static str,
+) -> Result<(), WarehouseError> {
+    for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+        let params: Vec<&(dyn ToSql + Sync)> = chunk
+            .iter()
+            .flat_map(|row| {
+                row.iter()
+                    .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+            })
+            .collect();
+        tx.execute(
+            &statements::insert_rows(table, columns, chunk.len()),
+            &params,
+        )
+        .await
+        .map_err(statement_error(dataset, action))?;
+    }
+    Ok(())
+}
