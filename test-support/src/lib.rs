@@ -11,6 +11,7 @@ pub mod lambda_runtime;
 pub mod names;
 pub mod observe;
 pub mod peers;
+pub mod redshift;
 pub mod wait;
 
 pub use aws::{
@@ -24,4 +25,5 @@ pub use observe::{check_emf, http_get, metric_value};
 pub use peers::{
     aws_endpoint, clients, count, emulator_settings, pg_client, postgres_url, try_count,
 };
+pub use redshift::RedshiftStandIn;
 pub use wait::eventually;

@@ -33,3 +33,20 @@ pub fn fields() -> Vec<Field> {
         Field::new(SUB_OFFSET, DataType::Int64, false),
     ]
 }
+
+/// Where row `row` of a batch in the load schema came from, for a reason that names it:
+/// `s3://bucket/key offset 1234` (a byte offset, or a record's sequence number).
+pub fn describe_row(batch: &datafusion::arrow::record_batch::RecordBatch, row: usize) -> String {
+    use datafusion::arrow::array::{Array, AsArray};
+    let text = |column: &str| {
+        batch
+            .column_by_name(column)
+            .and_then(|array| array.as_string_opt::<i32>())
+            .filter(|array| row < array.len() && !array.is_null(row))
+            .map(|array| array.value(row).to_owned())
+    };
+    match (text(SOURCE), text(OFFSET)) {
+        (Some(source), Some(offset)) => format!("{source} offset {offset}"),
+        _ => format!("row {} of its batch", row + 1),
+    }
+}

@@ -17,12 +17,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::array::{BooleanArray, Int64Array};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::files::FilePart;
 use super::{ItemSource, LoadReport, Reject, WarehouseError, sql};
+use crate::pipeline::lineage;
 
 /// The items of a load whose keys the ledger does not hold, each key once, and how many
 /// were skipped.
@@ -63,6 +65,12 @@ pub struct Drained {
 
 /// Where a load writes its staged rows.
 pub(crate) trait StagedRowsSink: Send {
+    /// The rows of `batch` (in the load schema) the warehouse cannot store, each with the
+    /// reason: they are rejected instead of failing the load.
+    fn refuse(&self, _batch: &RecordBatch) -> Vec<(usize, String)> {
+        Vec::new()
+    }
+
     fn write(
         &mut self,
         batch: RecordBatch,
@@ -71,7 +79,8 @@ pub(crate) trait StagedRowsSink: Send {
 
 /// Reads every item's rows in order and hands them to `sink` with the sequence column
 /// appended (numbered across the whole load, so the last row of a key wins), then
-/// collects each item's rejects. Both sinks stage through this.
+/// collects each item's rejects: the source's and the rows the sink refused. Every sink
+/// stages through this.
 pub(crate) async fn drain_items(
     dataset: &str,
     schema: &SchemaRef,
@@ -83,12 +92,15 @@ pub(crate) async fn drain_items(
     let mut drained = Drained::default();
     for item in items {
         let mut item_rows: i64 = 0;
+        let mut refused = Vec::new();
         while let Some(batch) = item
             .rows
             .next_batch()
             .await
             .map_err(WarehouseError::Source)?
         {
+            let refuse = sink.refuse(&batch);
+            let batch = without_refused(dataset, batch, refuse, &mut refused)?;
             let rows = batch.num_rows() as i64;
             if rows == 0 {
                 continue;
@@ -107,9 +119,36 @@ pub(crate) async fn drain_items(
             sink.write(staged).await?;
         }
         drained.rows_per_item.push(item_rows);
-        drained.rejects_per_item.push(item.rows.take_rejects());
+        let mut rejects = item.rows.take_rejects();
+        rejects.append(&mut refused);
+        drained.rejects_per_item.push(rejects);
     }
     Ok(drained)
+}
+
+/// `batch` without the rows the sink refused; each becomes a reject, named by its lineage.
+fn without_refused(
+    dataset: &str,
+    batch: RecordBatch,
+    refused: Vec<(usize, String)>,
+    rejects: &mut Vec<Reject>,
+) -> Result<RecordBatch, WarehouseError> {
+    if refused.is_empty() {
+        return Ok(batch);
+    }
+    let mut keep = vec![true; batch.num_rows()];
+    for (row, reason) in refused {
+        keep[row] = false;
+        rejects.push(Reject {
+            row_number: None,
+            raw: None,
+            reason: format!("{reason} ({})", lineage::describe_row(&batch, row)),
+        });
+    }
+    filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|err| WarehouseError::Schema {
+        dataset: dataset.to_owned(),
+        reason: format!("cannot drop refused rows: {err}"),
+    })
 }
 
 /// What staging a load's rows did.

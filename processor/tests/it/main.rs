@@ -12,6 +12,7 @@ mod postgres_sink;
 mod read_files;
 mod redrive;
 mod redshift_staging;
+mod redshift_standin;
 mod serve_e2e;
 mod sigterm;
 mod special_keys;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::support::redshift::staging_store;
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{
@@ -17,13 +18,10 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use processor::objects::{ObjectStores, S3Stores};
 use processor::pipeline::lineage;
 use processor::warehouse::redshift::ParquetStager;
 use processor::warehouse::{ItemRows, ItemSource, Reject, RowSource, SourceError, WarehouseError};
-use shared::aws::load_sdk_config;
 use shared::envelope::{FileItem, WorkItem};
-use test_support::{clients, emulator_settings, unique_name};
 
 fn load_schema() -> SchemaRef {
     let mut fields = vec![
@@ -99,21 +97,6 @@ fn item(name: &str, batches: Vec<RecordBatch>, rejects: Vec<Reject>) -> ItemSour
         rejects,
     }
     .into_source()
-}
-
-async fn staging_store() -> (Arc<dyn ObjectStore>, String) {
-    let bucket = unique_name("staging");
-    clients()
-        .await
-        .s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create bucket");
-    let sdk_config = load_sdk_config(&emulator_settings()).await;
-    let stores = S3Stores::new(&sdk_config, &emulator_settings());
-    (stores.for_bucket(&bucket).expect("store"), bucket)
 }
 
 async fn keys_under(store: &Arc<dyn ObjectStore>, folder: &Path) -> Vec<String> {

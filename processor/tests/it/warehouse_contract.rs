@@ -6,6 +6,7 @@
 //! of one item, and exactly one claim of a completed file.
 
 use crate::support::orders::{batch, item, key, load_schema, owned};
+use crate::support::redshift::RedshiftPeer;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -130,6 +131,47 @@ impl Harness for Postgres {
 
     fn dataset(&self, keyed: bool) -> Dataset {
         dataset(&self.schema, keyed)
+    }
+}
+
+/// The Redshift sink on the stand-in, in front of the same PostgreSQL: what it wrote is
+/// read as from PostgreSQL.
+struct Redshift {
+    postgres: Postgres,
+    peer: RedshiftPeer,
+}
+
+impl Redshift {
+    async fn new() -> Self {
+        Self {
+            postgres: Postgres::new(),
+            peer: RedshiftPeer::start().await,
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for Redshift {
+    async fn connect(&self) -> Arc<dyn Warehouse> {
+        let warehouse = self.peer.connect(&self.postgres.platform).await;
+        warehouse.ensure_platform_tables().await.expect("platform");
+        Arc::new(warehouse)
+    }
+
+    async fn rows(&self) -> Vec<(i64, String)> {
+        self.postgres.rows().await
+    }
+
+    async fn platform_rows(&self, table: &str) -> i64 {
+        self.postgres.platform_rows(table).await
+    }
+
+    async fn rejects(&self) -> Vec<(i64, Option<String>, String)> {
+        self.postgres.rejects().await
+    }
+
+    fn dataset(&self, keyed: bool) -> Dataset {
+        self.postgres.dataset(keyed)
     }
 }
 
@@ -417,10 +459,20 @@ async fn concurrent_loads_of_the_same_item_write_it_once(harness: &dyn Harness) 
         let warehouse = harness.connect().await;
         let (dataset, the_item) = (dataset.clone(), the_item.clone());
         tasks.push(tokio::spawn(async move {
-            warehouse
-                .load_rows(&dataset, &load_schema(), &[the_item])
-                .await
-                .expect("load")
+            // As a worker does: a retryable failure (Redshift's loser of the race finds
+            // the item committed under its lock) is retried, and the retry skips it.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match warehouse
+                    .load_rows(&dataset, &load_schema(), std::slice::from_ref(&the_item))
+                    .await
+                {
+                    Ok(report) => break report,
+                    Err(err) if err.is_retryable() && attempts < 5 => continue,
+                    Err(err) => panic!("load: {err}"),
+                }
+            }
         }));
     }
     let (mut loaded, mut skipped) = (0, 0);
@@ -614,6 +666,14 @@ macro_rules! contract {
                 }
             )*
         }
+        mod redshift {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(&super::Redshift::new().await).await;
+                }
+            )*
+        }
     };
 }
 
@@ -733,5 +793,50 @@ columns = [
     assert_eq!(
         stored[1],
         (None, None, None, None, None, None, "null".to_owned())
+    );
+}
+
+/// Redshift's `VARCHAR` holds 65,535 bytes and a columnar COPY has no MAXERROR: the sink
+/// rejects a row with a longer string, with the reason, and loads the rest (the stand-in
+/// fails the whole COPY on such a value, as Redshift does).
+#[tokio::test]
+async fn redshift_rejects_a_row_whose_string_is_too_long_and_loads_the_rest() {
+    let harness = Redshift::new().await;
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let long = "é".repeat(40_000);
+    let rows = [(1, "placed", 0), (2, long.as_str(), 1), (3, "shipped", 2)];
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), &[item(0, 2, &rows)])
+        .await
+        .expect("load");
+    assert_eq!((report.rows_staged, report.rows_rejected), (2, 1));
+    assert_eq!(
+        harness.rows().await,
+        owned(&[(1, "placed"), (3, "shipped")])
+    );
+    let sql = format!("SELECT reason FROM {}.rejects", harness.postgres.platform);
+    let reasons: Vec<String> = harness
+        .postgres
+        .client()
+        .await
+        .query(&sql, &[])
+        .await
+        .expect("rejects")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("column status: 80000 bytes, longer than the 65535 bytes"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0].contains("kinesis://orders offset 1"),
+        "{reasons:?}"
     );
 }

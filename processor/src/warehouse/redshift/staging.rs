@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
@@ -30,6 +31,34 @@ fn staged_type(data_type: &DataType) -> DataType {
         DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
         other => other.clone(),
     }
+}
+
+/// The rows of `batch` with a string of more than `max_bytes` bytes, with the reason.
+fn over_long_strings(batch: &RecordBatch, max_bytes: usize) -> Vec<(usize, String)> {
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+        let Some(strings) = array.as_string_opt::<i32>() else {
+            continue;
+        };
+        for (row, value) in strings.iter().enumerate() {
+            let Some(value) = value.filter(|v| v.len() > max_bytes) else {
+                continue;
+            };
+            if refused.iter().any(|(r, _)| *r == row) {
+                continue;
+            }
+            refused.push((
+                row,
+                format!(
+                    "column {}: {} bytes, longer than the {max_bytes} bytes its Redshift VARCHAR holds",
+                    field.name(),
+                    value.len()
+                ),
+            ));
+        }
+    }
+    refused.sort_by_key(|(row, _)| *row);
+    refused
 }
 
 /// Staged Parquet files of one load and the manifest that names them.
@@ -221,6 +250,12 @@ struct ParquetFiles<'a> {
 }
 
 impl StagedRowsSink for ParquetFiles<'_> {
+    /// Rows with a string longer in bytes than Redshift's `VARCHAR` holds: one such value
+    /// would fail the whole `COPY`.
+    fn refuse(&self, batch: &RecordBatch) -> Vec<(usize, String)> {
+        over_long_strings(batch, super::MAX_VARCHAR_BYTES)
+    }
+
     async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {
         let convert_failed = |err: ArrowError| WarehouseError::Schema {
             dataset: self.dataset.to_owned(),

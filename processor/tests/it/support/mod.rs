@@ -2,4 +2,5 @@
 //! are in the `test-support` crate).
 
 pub mod orders;
+pub mod redshift;
 pub mod workers;
