@@ -153,20 +153,43 @@ fn is_retryable(err: &tokio_postgres::Error) -> bool {
             let class = code.code().get(..2).unwrap_or_default();
             matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
                 || *code == SqlState::LOCK_NOT_AVAILABLE
-                || is_redshift_serialization_conflict(err)
+                || err.as_db_error().is_some_and(|db| {
+                    db.code() == &SqlState::INTERNAL_ERROR
+                        && redshift_internal_error_is_transient(db.message(), db.detail())
+                })
         }
     }
 }
 
-/// Redshift reports a conflict between concurrent serializable transactions as a generic
-/// internal error (XX000) whose message names error 1023; retrying the transaction is the
-/// documented remedy.
-fn is_redshift_serialization_conflict(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| {
-        db.code() == &SqlState::INTERNAL_ERROR
-            && (db.message().contains("1023")
-                || db.message().contains("Serializable isolation violation"))
-    })
+/// Whether one of Redshift's catch-all internal errors (`XX000`) is worth a retry:
+///
+/// - a serializable isolation conflict, `ERROR: 1023 DETAIL: Serializable isolation
+///   violation on table …` (c_serial_isolation-serializable-isolation-troubleshooting.html:
+///   retry the transaction) — matched by the error number as the whole message or by the
+///   detail, never by "1023" inside other text (a query id, a table id);
+/// - S3 failing under a `COPY` (throttling, a timeout, a 5xx): a retry stages the files again.
+///
+/// Everything else in `XX000` (a value the column cannot hold, a Parquet schema the table
+/// does not match) fails the same way every time.
+pub(crate) fn redshift_internal_error_is_transient(message: &str, detail: Option<&str>) -> bool {
+    const CONFLICT: &str = "Serializable isolation violation";
+    const S3_FAILURES: [&str; 3] = [
+        "S3ServiceException",
+        "S3CurlException",
+        "S3 Query Exception",
+    ];
+    const DATA_ERRORS: [&str; 3] = [
+        "incompatible Parquet schema",
+        "String length exceeds DDL length",
+        "Missing data for not-null field",
+    ];
+    let text = format!("{message} {}", detail.unwrap_or_default());
+    let conflict = message.trim() == "1023"
+        || message.trim_start().starts_with(CONFLICT)
+        || detail.is_some_and(|d| d.trim_start().starts_with(CONFLICT));
+    let s3_failure = S3_FAILURES.iter().any(|s| text.contains(s))
+        && !DATA_ERRORS.iter().any(|d| text.contains(d));
+    conflict || s3_failure
 }
 
 fn describe(err: &tokio_postgres::Error) -> String {
@@ -298,5 +321,37 @@ impl Connection {
                 .map_err(statement_error(dataset, action))?;
         }
         tx.commit().await.map_err(statement_error(dataset, action))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redshift_internal_error_is_transient as transient;
+
+    #[test]
+    fn redshift_conflicts_and_s3_failures_are_retried_and_data_errors_are_not() {
+        let conflict = "Serializable isolation violation on table - 156057, transactions forming the cycle are: 10230, 10231 (pid:1023)";
+        assert!(transient("1023", Some(conflict)));
+        assert!(transient(conflict, None));
+        // "1023" inside other text is not the conflict.
+        assert!(!transient(
+            "Load into table 't' failed. Check 'stl_load_errors' for query 10230",
+            None
+        ));
+        assert!(transient(
+            "S3ServiceException:Please reduce your request rate.,Status 503,Error SlowDown",
+            None
+        ));
+        assert!(transient(
+            "Spectrum Scan Error",
+            Some("S3 Query Exception (Fetch). Task failed due to an internal error.")
+        ));
+        assert!(!transient(
+            "Spectrum Scan Error",
+            Some(
+                "S3 Query Exception (Fetch). File 'x' has an incompatible Parquet schema for column 'c'"
+            )
+        ));
+        assert!(!transient("String length exceeds DDL length", None));
     }
 }

@@ -840,3 +840,65 @@ async fn redshift_rejects_a_row_whose_string_is_too_long_and_loads_the_rest() {
         "{reasons:?}"
     );
 }
+
+/// Redshift's catch-all `XX000`: S3 failing under COPY and a serializable conflict (1023)
+/// are retried; a data error is not; a failed load commits nothing and leaves no staged
+/// files; the retry loads the item once.
+#[tokio::test]
+async fn redshift_retries_s3_failures_and_conflicts_but_not_data_errors() {
+    let harness = Redshift::new().await;
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let rows = [(1, "placed", 0), (2, "shipped", 1)];
+    let the_item = item(0, 1, &rows);
+    let faults = [
+        (
+            "S3ServiceException:Please reduce your request rate.,Status 503,Error SlowDown",
+            None,
+            true,
+        ),
+        (
+            "1023",
+            Some(
+                "Serializable isolation violation on table - 156057, transactions forming the cycle are: 10230, 10231",
+            ),
+            true,
+        ),
+        (
+            "Load into table 'orders' failed. Check 'stl_load_errors' system table for details (query 1023)",
+            None,
+            false,
+        ),
+    ];
+    for (message, detail, retryable) in faults {
+        harness.peer.standin.fail_next_copy(message, detail);
+        let err = warehouse
+            .load_rows(&dataset, &load_schema(), std::slice::from_ref(&the_item))
+            .await
+            .expect_err("the COPY fails");
+        assert_eq!(err.is_retryable(), retryable, "{message}: {err}");
+        assert!(
+            harness.rows().await.is_empty(),
+            "{message}: nothing committed"
+        );
+        assert_eq!(
+            harness.peer.staged_objects().await,
+            0,
+            "{message}: no staged files left"
+        );
+    }
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), std::slice::from_ref(&the_item))
+        .await
+        .expect("the retry loads");
+    assert_eq!(report.items_loaded, 1);
+    assert_eq!(
+        harness.rows().await,
+        owned(&[(1, "placed"), (2, "shipped")])
+    );
+    assert_eq!(harness.platform_rows("load_ledger").await, 1);
+}

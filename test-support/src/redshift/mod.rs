@@ -24,6 +24,7 @@ use wire::{Message, read_message, write_message};
 #[derive(Debug)]
 pub struct RedshiftStandIn {
     url: String,
+    context: Arc<Context>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,8 +51,11 @@ impl RedshiftStandIn {
             s3,
             files,
             upstream: address,
+            faults: std::sync::Mutex::default(),
         });
+        let accepting = context.clone();
         let task = tokio::spawn(async move {
+            let context = accepting;
             while let Ok((client, _)) = listener.accept().await {
                 let context = context.clone();
                 tokio::spawn(async move {
@@ -61,7 +65,17 @@ impl RedshiftStandIn {
                 });
             }
         });
-        Self { url, task }
+        Self { url, context, task }
+    }
+
+    /// Makes the next COPY from S3 (of any session) fail as Redshift would with `message`
+    /// and `detail` (`XX000`), loading nothing: S3 throttling, a serializable conflict, …
+    pub fn fail_next_copy(&self, message: &str, detail: Option<&str>) {
+        self.context
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back((message.to_owned(), detail.map(str::to_owned)));
     }
 
     /// The URL clients connect to (the test PostgreSQL's user and database).
@@ -77,6 +91,8 @@ struct Context {
     /// Where COPY data is written for PostgreSQL to read.
     files: std::path::PathBuf,
     upstream: String,
+    /// Failures the next COPYs report instead of loading.
+    faults: std::sync::Mutex<std::collections::VecDeque<(String, Option<String>)>>,
 }
 
 /// Redshift functions PostgreSQL lacks.
@@ -217,13 +233,22 @@ impl Requests {
     /// The statement PostgreSQL runs for a Redshift COPY: its own COPY of what passed
     /// Redshift's rules, or an error with Redshift's reason.
     async fn run_copy(&mut self, command: Result<CopyCommand, String>) -> String {
+        let fault = self
+            .context
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front();
+        if let Some((message, detail)) = fault {
+            return raise(&message, detail.as_deref());
+        }
         let outcome = match command {
             Ok(command) => self.load(&command).await,
             Err(reason) => Err(reason),
         };
         match outcome {
             Ok(sql) => sql,
-            Err(reason) => raise(&reason),
+            Err(reason) => raise(&reason, None),
         }
     }
 
@@ -392,11 +417,14 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// A statement that fails as Redshift's COPY would: SQLSTATE XX000 and the reason.
-fn raise(reason: &str) -> String {
-    let reason = reason.replace("$standin$", "");
+/// A statement that fails as Redshift's COPY would: SQLSTATE XX000, the reason, a detail.
+fn raise(reason: &str, detail: Option<&str>) -> String {
+    let text = |text: &str| literal(&text.replace("$standin$", ""));
+    let detail = detail
+        .map(|detail| format!(", DETAIL = {}", text(detail)))
+        .unwrap_or_default();
     format!(
-        "DO $standin$ BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000', MESSAGE = {}; END $standin$",
-        literal(&reason)
+        "DO $standin$ BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000', MESSAGE = {}{detail}; END $standin$",
+        text(reason)
     )
 }

@@ -43,6 +43,13 @@ impl RedshiftPeer {
         }
     }
 
+    /// Objects left in the staging bucket.
+    pub async fn staged_objects(&self) -> usize {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = self.store.list(None).try_collect().await.expect("list");
+        listed.len()
+    }
+
     /// A new connection of the sink, its platform tables in `platform`.
     pub async fn connect(&self, platform: &str) -> RedshiftWarehouse {
         RedshiftWarehouse::connect(
