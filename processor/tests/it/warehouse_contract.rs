@@ -902,3 +902,47 @@ async fn redshift_retries_s3_failures_and_conflicts_but_not_data_errors() {
     );
     assert_eq!(harness.platform_rows("load_ledger").await, 1);
 }
+
+/// Loads of two datasets on the Redshift sink `COPY` at the same time: staging runs
+/// outside any lock, and only the short merges queue on the ledger's.
+#[tokio::test]
+async fn redshift_loads_of_two_datasets_copy_in_parallel() {
+    let harness = Redshift::new().await;
+    let other_schema = format!("{}_other", harness.postgres.schema);
+    let datasets = [harness.dataset(true), dataset(&other_schema, true)];
+    for dataset in &datasets {
+        harness
+            .connect()
+            .await
+            .ensure_target(dataset, &load_schema())
+            .await
+            .expect("target");
+    }
+    harness
+        .peer
+        .standin
+        .slow_copies(std::time::Duration::from_millis(1500));
+    let mut loads = Vec::new();
+    for (n, dataset) in datasets.into_iter().enumerate() {
+        let warehouse = harness.connect().await;
+        let first = n as u64 * 100;
+        let rows = [(first as i64, "placed", first)];
+        let the_item = item(first, first, &rows);
+        loads.push(tokio::spawn(async move {
+            warehouse
+                .load_rows(&dataset, &load_schema(), &[the_item])
+                .await
+                .expect("load")
+        }));
+    }
+    for load in loads {
+        assert_eq!(load.await.expect("task").items_loaded, 1);
+    }
+    let spans = harness.peer.standin.copy_spans();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let ((a_start, a_end), (b_start, b_end)) = (spans[0], spans[1]);
+    assert!(
+        a_start < b_end && b_start < a_end,
+        "the two COPYs ran one after the other: {spans:?}"
+    );
+}

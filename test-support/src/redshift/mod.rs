@@ -52,6 +52,7 @@ impl RedshiftStandIn {
             files,
             upstream: address,
             faults: std::sync::Mutex::default(),
+            copies: std::sync::Mutex::default(),
         });
         let accepting = context.clone();
         let task = tokio::spawn(async move {
@@ -66,6 +67,16 @@ impl RedshiftStandIn {
             }
         });
         Self { url, context, task }
+    }
+
+    /// Makes every COPY from S3 take at least `duration` (as reading S3 takes time).
+    pub fn slow_copies(&self, duration: std::time::Duration) {
+        self.context.timing().at_least = duration;
+    }
+
+    /// When each COPY from S3 started and ended, in the order they ended.
+    pub fn copy_spans(&self) -> Vec<(std::time::Instant, std::time::Instant)> {
+        self.context.timing().spans.clone()
     }
 
     /// Makes the next COPY from S3 (of any session) fail as Redshift would with `message`
@@ -93,6 +104,22 @@ struct Context {
     upstream: String,
     /// Failures the next COPYs report instead of loading.
     faults: std::sync::Mutex<std::collections::VecDeque<(String, Option<String>)>>,
+    /// How long each COPY takes at least (S3 latency), and when each ran.
+    copies: std::sync::Mutex<CopyTiming>,
+}
+
+#[derive(Debug, Default)]
+struct CopyTiming {
+    at_least: std::time::Duration,
+    spans: Vec<(std::time::Instant, std::time::Instant)>,
+}
+
+impl Context {
+    fn timing(&self) -> std::sync::MutexGuard<'_, CopyTiming> {
+        self.copies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Redshift functions PostgreSQL lacks.
@@ -242,10 +269,17 @@ impl Requests {
         if let Some((message, detail)) = fault {
             return raise(&message, detail.as_deref());
         }
+        let started = std::time::Instant::now();
         let outcome = match command {
             Ok(command) => self.load(&command).await,
             Err(reason) => Err(reason),
         };
+        let at_least = self.context.timing().at_least;
+        tokio::time::sleep(at_least.saturating_sub(started.elapsed())).await;
+        self.context
+            .timing()
+            .spans
+            .push((started, std::time::Instant::now()));
         match outcome {
             Ok(sql) => sql,
             Err(reason) => raise(&reason, None),

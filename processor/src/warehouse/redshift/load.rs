@@ -1,6 +1,11 @@
-//! One Redshift load as the protocol's steps. The rows are staged as Parquet files before
-//! the write transaction opens, so the lock on the ledger is held only for `COPY`, merge
-//! and record; the ledger is checked again under the lock.
+//! One Redshift load as the protocol's steps. Everything slow happens before the write
+//! transaction and outside any lock: the rows become Parquet files in S3, then one
+//! transaction of their own `COPY`s them into a temporary staging table and keeps the last
+//! row of each key in a second one (temporary tables outlive the transaction, not the
+//! session). The write transaction is short: `LOCK` the ledger first (Redshift takes a
+//! transaction's snapshot at its first statement, so the re-check after the lock sees every
+//! load committed before it), check the ledger again, merge, record, commit. Loads of
+//! different datasets `COPY` in parallel and queue only for their merges.
 
 use datafusion::arrow::datatypes::SchemaRef;
 use shared::catalog::Dataset;
@@ -49,6 +54,49 @@ impl<'a> RedshiftStage<'a> {
     }
 }
 
+impl RedshiftStage<'_> {
+    /// In a transaction of its own: the staged files `COPY`ed into the staging table
+    /// (checked against the rows staged), and the last row of each key kept in
+    /// [`SOURCE_TABLE`](super::SOURCE_TABLE). Returns the rows copied.
+    async fn copy_staged(&mut self, files: &StagedFiles) -> Result<u64, WarehouseError> {
+        let name = self.dataset.name.as_str();
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(statement_error(name, "starting the staging transaction"))?;
+        // Left over by a load that failed after staging, in this session.
+        tx.batch_execute(&statements::drop_temporary())
+            .await
+            .map_err(statement_error(name, "dropping old staging tables"))?;
+        tx.batch_execute(&statements::create_staging(&self.columns))
+            .await
+            .map_err(statement_error(name, "creating the staging table"))?;
+        let manifest = self.warehouse.stager.s3_url(&files.manifest);
+        let copy = statements::copy_from_manifest(&manifest, &self.warehouse.iam_role);
+        let copied = tx
+            .execute(&copy, &[])
+            .await
+            .map_err(statement_error(name, "COPY from the staged Parquet files"))?;
+        if copied != files.rows {
+            return Err(WarehouseError::Staging {
+                dataset: name.to_owned(),
+                location: manifest,
+                reason: format!("COPY loaded {copied} rows of the {} staged", files.rows),
+                retryable: false,
+            });
+        }
+        let keys = merge_keys(self.dataset);
+        tx.batch_execute(&statements::create_source(&self.columns, &keys))
+            .await
+            .map_err(statement_error(name, "deduplicating the staged rows"))?;
+        tx.commit()
+            .await
+            .map_err(statement_error(name, "committing the staged rows"))?;
+        Ok(copied)
+    }
+}
+
 impl<'a> LoadSteps for RedshiftStage<'a> {
     type Write = RedshiftWrite<'a>;
 
@@ -63,9 +111,16 @@ impl<'a> LoadSteps for RedshiftStage<'a> {
         let (files, drained) = stager
             .stage(&self.dataset.name, self.schema, items, &self.load_id)
             .await?;
-        let rows = files.as_ref().map_or(0, |files| files.rows);
+        let rows = match &files {
+            Some(files) => self.copy_staged(files).await,
+            None => Ok(0),
+        };
+        // Kept first, so a failed COPY still deletes them.
         self.files = files;
-        Ok(Staged { rows, drained })
+        Ok(Staged {
+            rows: rows?,
+            drained,
+        })
     }
 
     async fn begin_write(self, record: &LoadRecord) -> Result<RedshiftWrite<'a>, WarehouseError> {
@@ -152,48 +207,16 @@ impl RedshiftWrite<'_> {
             None => Ok(()),
         }
     }
-
-    /// `COPY` of the staged files into the staging table, checked against the rows staged.
-    async fn copy_staged(&self, files: &StagedFiles) -> Result<(), WarehouseError> {
-        let name = self.name();
-        self.tx
-            .batch_execute(&statements::create_staging(&self.columns))
-            .await
-            .map_err(statement_error(name, "creating the staging table"))?;
-        let manifest = self.warehouse.stager.s3_url(&files.manifest);
-        let copy = statements::copy_from_manifest(&manifest, &self.warehouse.iam_role);
-        let copied = self
-            .tx
-            .execute(&copy, &[])
-            .await
-            .map_err(statement_error(name, "COPY from the staged Parquet files"))?;
-        if copied != files.rows {
-            return Err(WarehouseError::Staging {
-                dataset: name.to_owned(),
-                location: manifest,
-                reason: format!("COPY loaded {copied} rows of the {} staged", files.rows),
-                retryable: false,
-            });
-        }
-        Ok(())
-    }
 }
 
 impl WriteSteps for RedshiftWrite<'_> {
-    /// The last staged row of each key kept ([`SOURCE_TABLE`](super::SOURCE_TABLE)), merged into the target
-    /// (or appended where the lineage is new).
+    /// The staged rows merged into the target (or appended where the lineage is new); the
+    /// staging tables dropped with the same commit.
     async fn write_target(&mut self) -> Result<u64, WarehouseError> {
-        let Some(files) = &self.files else {
+        if self.files.is_none() {
             return Ok(0);
-        };
-        self.copy_staged(files).await?;
+        }
         let (tx, dataset, name) = (&self.tx, self.dataset, self.name());
-        tx.batch_execute(&statements::create_source(
-            &self.columns,
-            &merge_keys(dataset),
-        ))
-        .await
-        .map_err(statement_error(name, "deduplicating the staged rows"))?;
         let write = if dataset.key_columns.is_empty() {
             statements::append_new_lineage(&dataset.target, &self.columns)
         } else {

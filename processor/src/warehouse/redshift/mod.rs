@@ -4,15 +4,17 @@
 //! 2. stages the rows of the others as Parquet files under the staging prefix (as many
 //!    files as configured, a multiple of the cluster's slices, so `COPY` reads them in
 //!    parallel) plus a manifest listing exactly those files;
-//! 3. in one transaction: locks the ledger, checks it again, `COPY … FORMAT AS PARQUET
-//!    MANIFEST` into a temporary staging table, keeps the last row of each key, `MERGE`s
-//!    into the target on the key (or appends rows whose lineage is new), writes rejects and
-//!    ledger rows, commits;
-//! 4. deletes the staged files, whatever happened (a lifecycle rule on the staging prefix
+//! 3. in a transaction of its own, outside any lock: `COPY … FORMAT AS PARQUET MANIFEST`
+//!    into a temporary staging table, and the last row of each key kept in a second one;
+//! 4. in a short write transaction: locks the ledger, checks it again, `MERGE`s into the
+//!    target on the key (or appends rows whose lineage is new), writes rejects and ledger
+//!    rows, commits;
+//! 5. deletes the staged files, whatever happened (a lifecycle rule on the staging prefix
 //!    catches what a crash leaves behind).
 //!
 //! Redshift has no arrays, no advisory locks and no `MERGE` source subqueries, so its SQL
-//! differs from PostgreSQL's; the statements are built here and unit-tested as text.
+//! differs from PostgreSQL's. The statements are unit-tested as text here, and run end to
+//! end on the Redshift stand-in (`test-support`) by the warehouse contract suite.
 
 use std::sync::Arc;
 
@@ -232,7 +234,7 @@ mod tests {
                 "s3://staging-bucket/ingest/orders/00ff/manifest.json",
                 "arn:aws:iam::123456789012:role/redshift-copy"
             ),
-            "COPY \"_ingest_staging\" FROM 's3://staging-bucket/ingest/orders/00ff/manifest.json' IAM_ROLE 'arn:aws:iam::123456789012:role/redshift-copy' FORMAT AS PARQUET MANIFEST"
+            "COPY \"_ingest_staging\" FROM 's3://staging-bucket/ingest/orders/00ff/manifest.json' IAM_ROLE 'arn:aws:iam::123456789012:role/redshift-copy' FORMAT AS PARQUET MANIFEST STATUPDATE OFF"
         );
         assert_eq!(literal("it's"), "'it''s'");
     }

@@ -34,9 +34,12 @@ pub fn create_staging(columns: &[ColumnDef]) -> String {
     )
 }
 
+/// `COPY` of exactly the manifest's files. `STATUPDATE OFF`: the staging table is always
+/// empty before, and COPY into an empty table would otherwise analyze it every load
+/// (copy-parameters-data-load.html); only the merge reads it, once.
 pub fn copy_from_manifest(manifest_url: &str, iam_role: &str) -> String {
     format!(
-        "COPY {} FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST",
+        "COPY {} FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST STATUPDATE OFF",
         quote_ident(STAGING_TABLE),
         literal(manifest_url),
         literal(iam_role),
