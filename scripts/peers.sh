@@ -2,8 +2,8 @@
 # Starts the protocol peers the tests and benchmarks need, runs a command with them, and
 # stops them on exit (also on failure, printing their log tails).
 #
-# On a fresh Debian machine with Rust it installs what is missing (moto server from PyPI
-# into a virtual environment under ~/.cache, PostgreSQL from Debian packages), starts both
+# On a fresh Debian machine with Rust it installs what is missing (moto server and sqlfluff
+# from PyPI into virtual environments under ~/.cache, PostgreSQL from Debian packages), starts both
 # on free 127.0.0.1 ports with throwaway state, and exports TEST_INGEST_AWS_ENDPOINT and
 # TEST_INGEST_POSTGRES_URL (plus dummy AWS credentials) to the command.
 #
@@ -12,9 +12,12 @@
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
+# Parses the Redshift sink's SQL in the grammar gate (Redshift dialect).
+SQLFLUFF_VERSION="4.5.0"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${TEST_INGEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/redshift-ingest}"
 VENV="$CACHE_DIR/moto-$MOTO_VERSION"
+SQLFLUFF_VENV="$CACHE_DIR/sqlfluff-$SQLFLUFF_VERSION"
 SERVE=0
 if [ "${1:-}" = "--serve" ]; then SERVE=1; shift; fi
 if [ "$SERVE" = 0 ] && [ $# -eq 0 ]; then
@@ -59,6 +62,15 @@ ensure_moto() {
   mkdir -p "$CACHE_DIR"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}
+
+ensure_sqlfluff() {
+  if [ -x "$SQLFLUFF_VENV/bin/sqlfluff" ]; then return; fi
+  log "installing sqlfluff==$SQLFLUFF_VERSION into $SQLFLUFF_VENV"
+  rm -rf "$SQLFLUFF_VENV"
+  mkdir -p "$CACHE_DIR"
+  python3 -m venv "$SQLFLUFF_VENV"
+  "$SQLFLUFF_VENV/bin/pip" install --quiet --disable-pip-version-check "sqlfluff==$SQLFLUFF_VERSION"
 }
 
 find_pg_bin() {
@@ -171,6 +183,7 @@ SCRIPT
 
 ensure_python
 ensure_moto
+ensure_sqlfluff
 ensure_postgres
 ensure_openssl
 start_moto
@@ -181,6 +194,7 @@ export TEST_INGEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres
 # The server also speaks TLS with a certificate from this CA (see make_certificates).
 export TEST_INGEST_POSTGRES_CA="$STATE/tls/ca.crt" TEST_INGEST_OTHER_CA="$STATE/tls/other-ca.crt"
 export TEST_INGEST_POSTGRES_CTL="$STATE/pg-ctl"
+export TEST_INGEST_SQLFLUFF="$SQLFLUFF_VENV/bin/sqlfluff"
 # Dummy credentials for the emulator; no instance metadata look-ups.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
@@ -188,7 +202,7 @@ unset AWS_PROFILE AWS_ENDPOINT_URL
 
 if [ "$SERVE" = 1 ]; then
   log "peers are up; in another shell:"
-  echo "export TEST_INGEST_AWS_ENDPOINT=$TEST_INGEST_AWS_ENDPOINT TEST_INGEST_POSTGRES_URL=$TEST_INGEST_POSTGRES_URL TEST_INGEST_POSTGRES_CA=$TEST_INGEST_POSTGRES_CA TEST_INGEST_OTHER_CA=$TEST_INGEST_OTHER_CA TEST_INGEST_POSTGRES_CTL=$TEST_INGEST_POSTGRES_CTL AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
+  echo "export TEST_INGEST_AWS_ENDPOINT=$TEST_INGEST_AWS_ENDPOINT TEST_INGEST_POSTGRES_URL=$TEST_INGEST_POSTGRES_URL TEST_INGEST_POSTGRES_CA=$TEST_INGEST_POSTGRES_CA TEST_INGEST_OTHER_CA=$TEST_INGEST_OTHER_CA TEST_INGEST_POSTGRES_CTL=$TEST_INGEST_POSTGRES_CTL TEST_INGEST_SQLFLUFF=$TEST_INGEST_SQLFLUFF AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true"
   log "press Ctrl-C to stop them"
   # A background sleep and `wait`, so Ctrl-C or SIGTERM runs the cleanup at once.
   while true; do sleep 3600 & wait $!; done

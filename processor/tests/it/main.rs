@@ -11,6 +11,7 @@ mod health;
 mod postgres_sink;
 mod read_files;
 mod redrive;
+mod redshift_grammar;
 mod redshift_staging;
 mod redshift_standin;
 mod serve_e2e;

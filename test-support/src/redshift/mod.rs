@@ -9,6 +9,7 @@
 //! `GETDATE()` is created in the database once, as Redshift has it.
 
 pub mod copy;
+pub mod gate;
 mod wire;
 
 use std::sync::Arc;
@@ -53,6 +54,8 @@ impl RedshiftStandIn {
             upstream: address,
             faults: std::sync::Mutex::default(),
             copies: std::sync::Mutex::default(),
+            statements: std::sync::Mutex::default(),
+            next_file: std::sync::atomic::AtomicU64::new(0),
         });
         let accepting = context.clone();
         let task = tokio::spawn(async move {
@@ -72,6 +75,11 @@ impl RedshiftStandIn {
     /// Makes every COPY from S3 take at least `duration` (as reading S3 takes time).
     pub fn slow_copies(&self, duration: std::time::Duration) {
         self.context.timing().at_least = duration;
+    }
+
+    /// Every statement clients ran through the stand-in, in order.
+    pub fn statements(&self) -> Vec<Statement> {
+        self.context.log().clone()
     }
 
     /// When each COPY from S3 started and ended, in the order they ended.
@@ -106,6 +114,17 @@ struct Context {
     faults: std::sync::Mutex<std::collections::VecDeque<(String, Option<String>)>>,
     /// How long each COPY takes at least (S3 latency), and when each ran.
     copies: std::sync::Mutex<CopyTiming>,
+    /// Every statement clients ran, as sent.
+    statements: std::sync::Mutex<Vec<Statement>>,
+    /// Numbers the COPY data files of all sessions.
+    next_file: std::sync::atomic::AtomicU64,
+}
+
+/// A statement a client ran: its SQL as sent, and its size with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +136,12 @@ struct CopyTiming {
 impl Context {
     fn timing(&self) -> std::sync::MutexGuard<'_, CopyTiming> {
         self.copies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Vec<Statement>> {
+        self.statements
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -190,10 +215,12 @@ async fn serve(client: TcpStream, context: Arc<Context>) -> std::io::Result<()> 
         server: server_write,
         session,
         context,
-        copies: 0,
+        data_file: None,
+        prepared: std::collections::HashMap::new(),
     };
     let result = requests.pass().await;
     answers.abort();
+    requests.remove_data_file();
     result
 }
 
@@ -233,19 +260,17 @@ struct Requests {
     server: tokio::net::tcp::OwnedWriteHalf,
     session: Arc<Session>,
     context: Arc<Context>,
-    copies: u64,
+    /// The data file of this session's last COPY (PostgreSQL reads it while it runs).
+    data_file: Option<std::path::PathBuf>,
+    /// The SQL of this session's prepared statements, by name.
+    prepared: std::collections::HashMap<String, String>,
 }
 
 impl Requests {
     async fn pass(&mut self) -> std::io::Result<()> {
         while let Some(message) = read_message(&mut self.client).await? {
-            let message = match message.sql().and_then(|(_, sql)| copy::parse(sql)) {
-                Some(command) => {
-                    let sql = self.run_copy(command).await;
-                    message.with_sql(&sql)
-                }
-                None => message,
-            };
+            self.log(&message);
+            let message = self.as_redshift_runs(message).await;
             if matches!(message.tag, b'Q' | b'S') {
                 self.session.flow.lock().await.expected += 1;
             }
@@ -255,6 +280,56 @@ impl Requests {
             }
         }
         Ok(())
+    }
+
+    fn remove_data_file(&mut self) {
+        if let Some(path) = self.data_file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Records what a client runs: a simple query, or a prepared statement when bound.
+    fn log(&mut self, message: &Message) {
+        let statement = match (message.tag, message.sql()) {
+            (b'Q', Some((_, sql))) => Statement {
+                sql: sql.to_owned(),
+                bytes: sql.len(),
+            },
+            (b'P', Some((_, sql))) => {
+                let name = message.first_string();
+                self.prepared.insert(name, sql.to_owned());
+                return;
+            }
+            (b'B', _) => {
+                // Bind: portal name, then the statement's.
+                let name = message.second_string();
+                let sql = self.prepared.get(&name).cloned().unwrap_or_default();
+                Statement {
+                    bytes: sql.len() + message.body.len(),
+                    sql,
+                }
+            }
+            _ => return,
+        };
+        self.context.log().push(statement);
+    }
+
+    /// The message PostgreSQL gets: as sent, a COPY from S3 run as Redshift runs it, or an
+    /// error for SQL Redshift would refuse.
+    async fn as_redshift_runs(&mut self, message: Message) -> Message {
+        let Some((_, sql)) = message.sql() else {
+            return message;
+        };
+        if let Some(command) = copy::parse(sql) {
+            let sql = self.run_copy(command).await;
+            return message.with_sql(&sql);
+        }
+        let refused = gate::violations(sql);
+        if refused.is_empty() {
+            return message;
+        }
+        let reason = format!("syntax error (Redshift): {}", refused.join("; "));
+        message.with_sql(&raise_with("42601", &reason, None))
     }
 
     /// The statement PostgreSQL runs for a Redshift COPY: its own COPY of what passed
@@ -292,11 +367,16 @@ impl Requests {
             Some(list) => pick_columns(&columns, list)?,
             None => columns,
         };
-        self.copies += 1;
-        let path =
-            self.context
-                .files
-                .join(format!("copy-{}-{}.csv", std::process::id(), self.copies));
+        self.remove_data_file();
+        let number = self
+            .context
+            .next_file
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self
+            .context
+            .files
+            .join(format!("copy-{}-{number}.csv", std::process::id()));
+        self.data_file = Some(path.clone());
         let mut out = std::io::BufWriter::new(
             std::fs::File::create(&path).map_err(|err| format!("stand-in file: {err}"))?,
         );
@@ -453,12 +533,17 @@ fn literal(text: &str) -> String {
 
 /// A statement that fails as Redshift's COPY would: SQLSTATE XX000, the reason, a detail.
 fn raise(reason: &str, detail: Option<&str>) -> String {
+    raise_with("XX000", reason, detail)
+}
+
+/// A statement that fails with `code`, `reason` and `detail`.
+fn raise_with(code: &str, reason: &str, detail: Option<&str>) -> String {
     let text = |text: &str| literal(&text.replace("$standin$", ""));
     let detail = detail
         .map(|detail| format!(", DETAIL = {}", text(detail)))
         .unwrap_or_default();
     format!(
-        "DO $standin$ BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000', MESSAGE = {}{detail}; END $standin$",
+        "DO $standin$ BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {}{detail}; END $standin$",
         text(reason)
     )
 }

@@ -59,6 +59,24 @@ impl Message {
         Self::new(self.tag, body)
     }
 
+    /// The first NUL-terminated string of the body (a Parse's statement name).
+    pub fn first_string(&self) -> String {
+        self.nth_string(0)
+    }
+
+    /// The second NUL-terminated string of the body (a Bind's statement name).
+    pub fn second_string(&self) -> String {
+        self.nth_string(1)
+    }
+
+    fn nth_string(&self, n: usize) -> String {
+        self.body
+            .split(|&b| b == 0)
+            .nth(n)
+            .map(|text| String::from_utf8_lossy(text).into_owned())
+            .unwrap_or_default()
+    }
+
     /// The fields of a `DataRow` as text (`None` for NULL).
     pub fn data_row(&self) -> Vec<Option<String>> {
         let mut fields = Vec::new();
