@@ -946,3 +946,47 @@ async fn redshift_loads_of_two_datasets_copy_in_parallel() {
         "the two COPYs ran one after the other: {spans:?}"
     );
 }
+
+/// Redshift takes at most 16 MB in one statement: a load with 300 rejects of 120 KB each
+/// (36 MB) writes them all, in statements under the limit.
+#[tokio::test]
+async fn redshift_writes_many_large_rejects_in_statements_under_16_mb() {
+    let harness = Redshift::new().await;
+    let dataset = harness.dataset(true);
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let rejects = (1..=300)
+        .map(|n| Reject {
+            row_number: Some(n),
+            raw: Some("r".repeat(60_000)),
+            reason: format!("{n}: {}", "why ".repeat(15_000)),
+        })
+        .collect();
+    let item = ItemSource {
+        key: key(0, 0),
+        source: "kinesis://orders".into(),
+        rows: Box::new(MemoryRows::new(vec![batch(&[(1, "placed", 0)])], rejects)),
+        file: None,
+    };
+    let report = warehouse
+        .load(&dataset, &load_schema(), vec![item])
+        .await
+        .expect("load");
+    assert_eq!(report.rows_rejected, 300);
+    assert_eq!(harness.platform_rows("rejects").await, 300);
+    let largest = harness
+        .peer
+        .standin
+        .statements()
+        .iter()
+        .map(|s| s.bytes)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        largest <= test_support::redshift::gate::MAX_STATEMENT_BYTES,
+        "a statement of {largest} bytes"
+    );
+}

@@ -21,6 +21,9 @@ use crate::warehouse::{ItemSource, WarehouseError, files, merge_keys};
 /// Rows per multi-row `INSERT` of rejects or ledger rows, and keys per ledger lookup
 /// (bind parameters are limited to 32767 per statement by the protocol).
 const INSERT_CHUNK_ROWS: usize = 1000;
+/// Parameter bytes per multi-row `INSERT`: half of Redshift's 16 MB limit on a statement
+/// (`c_redshift-sql.html`), leaving room for the statement's text and encoding overhead.
+const INSERT_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// A load before its write transaction: ledger read, rows staged as files.
 pub(super) struct RedshiftStage<'a> {
@@ -236,6 +239,16 @@ impl WriteSteps for RedshiftWrite<'_> {
     async fn record(&mut self, record: &LoadRecord) -> Result<(), WarehouseError> {
         let name = self.name();
         let text = |value: &str| fit_varchar(&sql::storable_text(value));
+        let sizes: Vec<usize> = record
+            .rejects
+            .iter()
+            .map(|r| {
+                r.key.len()
+                    + r.source.len()
+                    + r.reason.len()
+                    + r.raw.as_ref().map_or(0, String::len)
+            })
+            .collect();
         let rejects: Vec<[Box<dyn ToSql + Sync + Send>; 6]> = record
             .rejects
             .iter()
@@ -259,15 +272,8 @@ impl WriteSteps for RedshiftWrite<'_> {
             "reason",
         ];
         let table = self.warehouse.rejects();
-        insert_chunked(
-            &self.tx,
-            &table,
-            &columns,
-            &rejects,
-            name,
-            "writing rejects",
-        )
-        .await?;
+        let rows = (&rejects[..], &sizes[..]);
+        insert_chunked(&self.tx, &table, &columns, rows, name, "writing rejects").await?;
         let ledger: Vec<[Box<dyn ToSql + Sync + Send>; 5]> = record
             .ledger
             .iter()
@@ -288,8 +294,12 @@ impl WriteSteps for RedshiftWrite<'_> {
             "rows_loaded",
             "rows_rejected",
         ];
+        let sizes: Vec<usize> = (record.ledger.iter())
+            .map(|row| row.key.len() + row.source.len())
+            .collect();
         let (table, action) = (self.warehouse.ledger(), "writing the load ledger");
-        insert_chunked(&self.tx, &table, &columns, &ledger, name, action).await?;
+        let rows = (&ledger[..], &sizes[..]);
+        insert_chunked(&self.tx, &table, &columns, rows, name, action).await?;
         let file_loads = self.warehouse.file_loads();
         files::record_parts(&self.tx, &file_loads, REDSHIFT, &record.parts).await
     }
@@ -337,15 +347,18 @@ async fn loaded_keys(
 }
 
 /// Multi-row `INSERT`s of `rows`, [`INSERT_CHUNK_ROWS`] at a time.
+/// Multi-row `INSERT`s of `rows` (with each row's size in bytes), at most
+/// [`INSERT_CHUNK_ROWS`] rows and about [`INSERT_CHUNK_BYTES`] bytes each.
 async fn insert_chunked<const WIDTH: usize>(
     tx: &Transaction<'_>,
     table: &str,
     columns: &[&str; WIDTH],
-    rows: &[[Box<dyn ToSql + Sync + Send>; WIDTH]],
+    (rows, sizes): (&[[Box<dyn ToSql + Sync + Send>; WIDTH]], &[usize]),
     dataset: &str,
     action: &'static str,
 ) -> Result<(), WarehouseError> {
-    for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+    for range in bounded_chunks(sizes, INSERT_CHUNK_ROWS, INSERT_CHUNK_BYTES) {
+        let chunk = &rows[range];
         let params: Vec<&(dyn ToSql + Sync)> = chunk
             .iter()
             .flat_map(|row| {
@@ -361,4 +374,42 @@ async fn insert_chunked<const WIDTH: usize>(
         .map_err(statement_error(dataset, action))?;
     }
     Ok(())
+}
+
+/// Consecutive ranges of rows with at most `max_rows` rows and at most `max_bytes` bytes
+/// each (a row larger than `max_bytes` alone).
+fn bounded_chunks(
+    sizes: &[usize],
+    max_rows: usize,
+    max_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (row, &size) in sizes.iter().enumerate() {
+        let full = row - start == max_rows || (row > start && bytes + size > max_bytes);
+        if full {
+            chunks.push(start..row);
+            (start, bytes) = (row, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        chunks.push(start..sizes.len());
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded_chunks;
+
+    #[test]
+    fn chunks_are_bounded_by_rows_and_by_bytes() {
+        assert_eq!(bounded_chunks(&[1; 5], 2, 100), [0..2, 2..4, 4..5]);
+        assert_eq!(
+            bounded_chunks(&[40, 40, 40, 150, 10], 10, 100),
+            [0..2, 2..3, 3..4, 4..5]
+        );
+        assert!(bounded_chunks(&[], 10, 100).is_empty());
+    }
 }
