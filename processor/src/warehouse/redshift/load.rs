@@ -249,7 +249,7 @@ impl WriteSteps for RedshiftWrite<'_> {
                     + r.raw.as_ref().map_or(0, String::len)
             })
             .collect();
-        let rejects: Vec<[Box<dyn ToSql + Sync + Send>; 6]> = record
+        let rejects: Vec<ParameterRow<6>> = record
             .rejects
             .iter()
             .map(|reject| {
@@ -274,7 +274,7 @@ impl WriteSteps for RedshiftWrite<'_> {
         let table = self.warehouse.rejects();
         let rows = (&rejects[..], &sizes[..]);
         insert_chunked(&self.tx, &table, &columns, rows, name, "writing rejects").await?;
-        let ledger: Vec<[Box<dyn ToSql + Sync + Send>; 5]> = record
+        let ledger: Vec<ParameterRow<5>> = record
             .ledger
             .iter()
             .map(|row| {
@@ -347,13 +347,16 @@ async fn loaded_keys(
 }
 
 /// Multi-row `INSERT`s of `rows`, [`INSERT_CHUNK_ROWS`] at a time.
+/// One row of bind parameters.
+type ParameterRow<const WIDTH: usize> = [Box<dyn ToSql + Sync + Send>; WIDTH];
+
 /// Multi-row `INSERT`s of `rows` (with each row's size in bytes), at most
 /// [`INSERT_CHUNK_ROWS`] rows and about [`INSERT_CHUNK_BYTES`] bytes each.
 async fn insert_chunked<const WIDTH: usize>(
     tx: &Transaction<'_>,
     table: &str,
     columns: &[&str; WIDTH],
-    (rows, sizes): (&[[Box<dyn ToSql + Sync + Send>; WIDTH]], &[usize]),
+    (rows, sizes): (&[ParameterRow<WIDTH>], &[usize]),
     dataset: &str,
     action: &'static str,
 ) -> Result<(), WarehouseError> {
