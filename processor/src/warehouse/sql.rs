@@ -68,14 +68,14 @@ pub(crate) fn typed_columns(
     dataset: &str,
     schema: &datafusion::arrow::datatypes::Schema,
     warehouse: &str,
-    sql_type: impl Fn(&datafusion::arrow::datatypes::DataType) -> Option<String>,
+    sql_type: impl Fn(&datafusion::arrow::datatypes::Field) -> Option<String>,
 ) -> Result<Vec<ColumnDef>, super::WarehouseError> {
     schema
         .fields()
         .iter()
         .map(|field| {
             let sql_type =
-                sql_type(field.data_type()).ok_or_else(|| super::WarehouseError::Schema {
+                sql_type(field.as_ref()).ok_or_else(|| super::WarehouseError::Schema {
                     dataset: dataset.to_owned(),
                     reason: format!(
                         "column {:?} has type {} with no {warehouse} mapping",

@@ -62,8 +62,8 @@ fn sqlite_type(data_type: &DataType) -> Option<&'static str> {
 
 /// The warehouse columns of a load schema.
 fn column_defs(dataset: &str, schema: &SchemaRef) -> Result<Vec<ColumnDef>, WarehouseError> {
-    sql::typed_columns(dataset, schema, "embedded warehouse", |data_type| {
-        sqlite_type(data_type).map(str::to_owned)
+    sql::typed_columns(dataset, schema, "embedded warehouse", |field| {
+        sqlite_type(field.data_type()).map(str::to_owned)
     })
 }
 

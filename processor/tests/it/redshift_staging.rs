@@ -129,7 +129,7 @@ async fn rows_are_staged_as_parquet_files_in_parallel_with_an_exact_manifest() {
         ),
     ];
     let (staged, drained) = stager
-        .stage("orders", &load_schema(), &mut items, "load-1")
+        .stage("orders", &load_schema(), &mut items, ("load-1", &[]))
         .await
         .expect("staged");
     let staged = staged.expect("there were rows");
@@ -271,7 +271,7 @@ async fn a_load_without_rows_stages_nothing() {
     };
     let mut items = vec![item("empty.csv", Vec::new(), vec![reject])];
     let (staged, drained) = stager
-        .stage("orders", &load_schema(), &mut items, "load-2")
+        .stage("orders", &load_schema(), &mut items, ("load-2", &[]))
         .await
         .expect("staged");
     assert!(staged.is_none());
@@ -318,7 +318,7 @@ async fn a_failed_read_leaves_no_staged_files() {
         },
     ];
     let err = stager
-        .stage("orders", &load_schema(), &mut items, "load-3")
+        .stage("orders", &load_schema(), &mut items, ("load-3", &[]))
         .await
         .expect_err("the read failed");
     assert!(err.to_string().contains("the source broke"), "{err}");

@@ -113,3 +113,28 @@ async fn the_stand_in_refuses_what_redshift_refuses() {
         .get::<_, i64>(0);
     assert_eq!(count, 2, "a refused COPY loads nothing");
 }
+
+/// Redshift's table attributes are checked and removed before PostgreSQL sees the DDL.
+#[test]
+fn table_attributes_are_checked_then_removed() {
+    use test_support::redshift::ddl::to_postgres;
+    assert_eq!(
+        to_postgres("CREATE TABLE t (\"id\" BIGINT, \"day\" DATE) DISTSTYLE KEY DISTKEY(\"id\") COMPOUND SORTKEY(\"day\", \"id\")")
+            .expect("valid").trim_end(),
+        "CREATE TABLE t (\"id\" BIGINT, \"day\" DATE)"
+    );
+    assert_eq!(
+        to_postgres("CREATE TEMPORARY TABLE s DISTKEY(\"id\") AS SELECT \"id\" FROM t")
+            .expect("valid"),
+        "CREATE TEMPORARY TABLE s  AS SELECT \"id\" FROM t"
+    );
+    assert_eq!(
+        to_postgres("CREATE TABLE t (\"distkey\" INT) DISTSTYLE AUTO SORTKEY AUTO")
+            .expect("valid")
+            .trim_end(),
+        "CREATE TABLE t (\"distkey\" INT)"
+    );
+    let missing =
+        to_postgres("CREATE TABLE t (\"id\" BIGINT) DISTKEY(\"other\")").expect_err("refused");
+    assert!(missing.contains("\"other\""), "{missing}");
+}

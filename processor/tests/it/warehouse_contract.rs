@@ -796,9 +796,10 @@ columns = [
     );
 }
 
-/// Redshift's `VARCHAR` holds 65,535 bytes and a columnar COPY has no MAXERROR: the sink
-/// rejects a row with a longer string, with the reason, and loads the rest (the stand-in
-/// fails the whole COPY on such a value, as Redshift does).
+/// A string column is `VARCHAR(max_length)` bytes on Redshift (256 unless the catalog says)
+/// and a columnar COPY has no MAXERROR: the sink rejects a row with a longer string, with
+/// the reason, and loads the rest (the stand-in fails the whole COPY on such a value, as
+/// Redshift does).
 #[tokio::test]
 async fn redshift_rejects_a_row_whose_string_is_too_long_and_loads_the_rest() {
     let harness = Redshift::new().await;
@@ -832,7 +833,7 @@ async fn redshift_rejects_a_row_whose_string_is_too_long_and_loads_the_rest() {
         .collect();
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(
-        reasons[0].starts_with("column status: 80000 bytes, longer than the 65535 bytes"),
+        reasons[0].starts_with("column status: 80000 bytes, longer than the 256 bytes its Redshift VARCHAR holds (raise its max_length in the catalog)"),
         "{reasons:?}"
     );
     assert!(
@@ -989,4 +990,45 @@ async fn redshift_writes_many_large_rejects_in_statements_under_16_mb() {
         largest <= test_support::redshift::gate::MAX_STATEMENT_BYTES,
         "a statement of {largest} bytes"
     );
+}
+
+/// A Redshift layout that names a column the transform does not output is refused when
+/// the target is set up (at start-up), naming the column.
+#[tokio::test]
+async fn redshift_refuses_a_layout_naming_a_column_the_output_lacks() {
+    let harness = Redshift::new().await;
+    let text = format!(
+        r#"
+[datasets.orders]
+format = "csv"
+target = "{}.orders"
+s3 = {{ prefix = "orders/" }}
+transform = "SELECT order_id AS id, status FROM input"
+redshift = {{ sort_key = ["order_id"] }}
+columns = [
+  {{ name = "order_id", type = "int64", nullable = false }},
+  {{ name = "status", type = "string" }},
+]
+"#,
+        harness.postgres.schema
+    );
+    let dataset = Catalog::from_toml(&text, "test")
+        .expect("valid: the output is known only once the transform is planned")
+        .get("orders")
+        .expect("present")
+        .clone();
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, true),
+    ];
+    fields.extend(lineage::fields());
+    let output: SchemaRef = Arc::new(Schema::new(fields));
+    let err = harness
+        .connect()
+        .await
+        .ensure_target(&dataset, &output)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("names \"order_id\""), "{err}");
+    assert!(!err.is_retryable());
 }

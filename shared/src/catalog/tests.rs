@@ -85,7 +85,7 @@ target = "events.status"
             "datasets.orders.key[0]: key column \"order_id\" must be declared nullable = false",
             "datasets.orders.key[1]: key column \"missing\" is not a column of the dataset",
             "datasets.orders.reject_limit: -1 is out of range; expected 0 to 9223372036854775807",
-            "datasets.orders.colour: unknown field; expected one of: columns, compression, csv, description, format, key, reject_limit, s3, stream, target, transform",
+            "datasets.orders.colour: unknown field; expected one of: columns, compression, csv, description, format, key, redshift, reject_limit, s3, stream, target, transform",
         ]
     );
 }
@@ -336,5 +336,77 @@ fn identifiers_are_strict() {
         &"a".repeat(128),
     ] {
         assert!(check_identifier(bad).is_err(), "{bad:?} should be refused");
+    }
+}
+
+#[test]
+fn redshift_layout_defaults_to_the_merge_key_and_can_be_set() {
+    let catalog = example();
+    let items = catalog.get("order_items").expect("present");
+    assert_eq!(
+        items.redshift,
+        RedshiftLayout {
+            distribution: Distribution::Key("order_id".into()),
+            sort_key: vec!["order_id".into(), "line_number".into()],
+        }
+    );
+    let events = catalog.get("order_status_events").expect("present");
+    assert_eq!(events.redshift, RedshiftLayout::default());
+
+    let text = r#"
+[datasets.notes]
+format = "csv"
+target = "s.notes"
+key = ["id"]
+s3 = { prefix = "notes/" }
+redshift = { dist_style = "even", sort_key = ["day", "id"] }
+columns = [
+  { name = "id", type = "int64", nullable = false },
+  { name = "day", type = "date" },
+  { name = "body", type = "string", max_length = 65535 },
+  { name = "tag", type = "string" },
+]
+"#;
+    let notes = Catalog::from_toml(text, "test").expect("valid");
+    let notes = notes.get("notes").expect("present");
+    assert_eq!(notes.redshift.distribution, Distribution::Even);
+    assert_eq!(notes.redshift.sort_key, ["day", "id"]);
+    assert_eq!(notes.max_length("body"), MAX_VARCHAR_BYTES);
+    assert_eq!(notes.max_length("tag"), DEFAULT_MAX_LENGTH);
+}
+
+#[test]
+fn redshift_layout_mistakes_are_listed() {
+    let text = r#"
+[datasets.notes]
+format = "csv"
+target = "s.notes"
+s3 = { prefix = "notes/" }
+redshift = { dist_style = "round robin", sort_key = ["missing"] }
+columns = [
+  { name = "id", type = "int64", max_length = 10 },
+  { name = "body", type = "string", max_length = 70000 },
+]
+
+[datasets.other]
+format = "csv"
+target = "s.other"
+s3 = { prefix = "other/" }
+redshift = { dist_style = "key" }
+columns = [{ name = "id", type = "int64" }]
+"#;
+    let issues = issues_of(text);
+    let expected = [
+        "unknown dist_style \"round robin\"",
+        "\"missing\" is not a column of the dataset",
+        "max_length applies to string columns only",
+        "70000 is out of range; expected 1 to 65535",
+        "dist_style = \"key\" needs a dist_key",
+    ];
+    for text in expected {
+        assert!(
+            issues.iter().any(|i| i.contains(text)),
+            "{text} not in {issues:#?}"
+        );
     }
 }

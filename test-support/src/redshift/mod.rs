@@ -9,6 +9,7 @@
 //! `GETDATE()` is created in the database once, as Redshift has it.
 
 pub mod copy;
+pub mod ddl;
 pub mod gate;
 mod wire;
 
@@ -325,11 +326,15 @@ impl Requests {
             return message.with_sql(&sql);
         }
         let refused = gate::violations(sql);
-        if refused.is_empty() {
-            return message;
+        if !refused.is_empty() {
+            let reason = format!("syntax error (Redshift): {}", refused.join("; "));
+            return message.with_sql(&raise_with("42601", &reason, None));
         }
-        let reason = format!("syntax error (Redshift): {}", refused.join("; "));
-        message.with_sql(&raise_with("42601", &reason, None))
+        match ddl::to_postgres(sql) {
+            Ok(postgres) if postgres == sql => message,
+            Ok(postgres) => message.with_sql(&postgres),
+            Err(reason) => message.with_sql(&raise_with("42601", &reason, None)),
+        }
     }
 
     /// The statement PostgreSQL runs for a Redshift COPY: its own COPY of what passed

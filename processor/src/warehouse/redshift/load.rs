@@ -12,7 +12,7 @@ use shared::catalog::Dataset;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-use super::{RedshiftWarehouse, StagedFiles, fit_varchar, statements};
+use super::{RedshiftWarehouse, StagedFiles, fit_varchar, statements, varchar_limits};
 use crate::warehouse::connection::statement_error;
 use crate::warehouse::protocol::{LoadRecord, LoadSteps, Staged, WriteSteps};
 use crate::warehouse::sql::{self, ColumnDef, REDSHIFT};
@@ -72,7 +72,8 @@ impl RedshiftStage<'_> {
         tx.batch_execute(&statements::drop_temporary())
             .await
             .map_err(statement_error(name, "dropping old staging tables"))?;
-        tx.batch_execute(&statements::create_staging(&self.columns))
+        let layout = &self.dataset.redshift;
+        tx.batch_execute(&statements::create_staging(&self.columns, layout))
             .await
             .map_err(statement_error(name, "creating the staging table"))?;
         let manifest = self.warehouse.stager.s3_url(&files.manifest);
@@ -90,7 +91,7 @@ impl RedshiftStage<'_> {
             });
         }
         let keys = merge_keys(self.dataset);
-        tx.batch_execute(&statements::create_source(&self.columns, &keys))
+        tx.batch_execute(&statements::create_source(&self.columns, &keys, layout))
             .await
             .map_err(statement_error(name, "deduplicating the staged rows"))?;
         tx.commit()
@@ -112,7 +113,12 @@ impl<'a> LoadSteps for RedshiftStage<'a> {
     async fn stage(&mut self, items: &mut [ItemSource]) -> Result<Staged, WarehouseError> {
         let stager = &self.warehouse.stager;
         let (files, drained) = stager
-            .stage(&self.dataset.name, self.schema, items, &self.load_id)
+            .stage(
+                &self.dataset.name,
+                self.schema,
+                items,
+                (&self.load_id, &varchar_limits(&self.columns)),
+            )
             .await?;
         let rows = match &files {
             Some(files) => self.copy_staged(files).await,

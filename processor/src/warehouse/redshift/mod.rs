@@ -29,6 +29,7 @@ use super::files;
 use super::protocol::run_load;
 use super::sql::{self, ColumnDef, REDSHIFT};
 use super::{ItemSource, LoadReport, Warehouse, WarehouseError};
+use crate::pipeline::lineage;
 
 mod load;
 mod staging;
@@ -39,10 +40,22 @@ pub use staging::{ParquetStager, StagedFiles};
 /// The deduplicated staging rows: Redshift's `MERGE` takes a table, not a subquery.
 pub const SOURCE_TABLE: &str = "_ingest_source_rows";
 /// Redshift's longest `VARCHAR`, in bytes.
-const MAX_VARCHAR_BYTES: usize = 65535;
+const MAX_VARCHAR_BYTES: usize = shared::catalog::MAX_VARCHAR_BYTES as usize;
 
-/// The Redshift type of an Arrow type, `None` when the sink cannot store it.
-pub fn redshift_type(data_type: &DataType) -> Option<String> {
+/// The bytes each lineage column needs: `s3://`, a bucket (63) and a key (1,024); an ETag
+/// or a shard id; a byte offset or a Kinesis sequence number (up to 128 digits).
+fn lineage_max_length(column: &str) -> Option<u32> {
+    match column {
+        lineage::SOURCE => Some(1100),
+        lineage::PARTITION => Some(256),
+        lineage::OFFSET => Some(128),
+        _ => None,
+    }
+}
+
+/// The Redshift type of an Arrow type, strings as `VARCHAR(max_length)`; `None` when the
+/// sink cannot store it.
+pub fn redshift_type(data_type: &DataType, max_length: u32) -> Option<String> {
     Some(match data_type {
         DataType::Boolean => "BOOLEAN".into(),
         DataType::Int8 | DataType::Int16 => "SMALLINT".into(),
@@ -51,7 +64,7 @@ pub fn redshift_type(data_type: &DataType) -> Option<String> {
         DataType::Float32 => "REAL".into(),
         DataType::Float64 => "DOUBLE PRECISION".into(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            format!("VARCHAR({MAX_VARCHAR_BYTES})")
+            format!("VARCHAR({max_length})")
         }
         DataType::Date32 => "DATE".into(),
         DataType::Timestamp(_, None) => "TIMESTAMP".into(),
@@ -63,9 +76,49 @@ pub fn redshift_type(data_type: &DataType) -> Option<String> {
     })
 }
 
-/// The warehouse columns of a load schema.
-pub fn redshift_columns(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, WarehouseError> {
-    sql::typed_columns(dataset, schema, "Redshift", redshift_type)
+/// The warehouse columns of a dataset's load schema, strings sized by the catalog.
+pub fn redshift_columns(
+    dataset: &Dataset,
+    schema: &Schema,
+) -> Result<Vec<ColumnDef>, WarehouseError> {
+    sql::typed_columns(&dataset.name, schema, "Redshift", |field| {
+        let name = field.name().as_str();
+        let max_length = lineage_max_length(name).unwrap_or_else(|| dataset.max_length(name));
+        redshift_type(field.data_type(), max_length)
+    })
+}
+
+/// Checks that the catalog's Redshift layout names columns of the load schema (with a
+/// transform they are known only once it is planned).
+fn check_layout(dataset: &Dataset, columns: &[ColumnDef]) -> Result<(), WarehouseError> {
+    match dataset
+        .redshift
+        .columns()
+        .find(|name| !columns.iter().any(|c| c.name == *name))
+    {
+        Some(missing) => Err(WarehouseError::Schema {
+            dataset: dataset.name.clone(),
+            reason: format!(
+                "the redshift layout (dist_key, sort_key or the merge key) names {missing:?}, which the dataset's output does not have"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The byte limit of each column that has one (`VARCHAR(n)`), by position.
+pub(crate) fn varchar_limits(columns: &[ColumnDef]) -> Vec<Option<usize>> {
+    columns
+        .iter()
+        .map(|column| {
+            column
+                .sql_type
+                .strip_prefix("VARCHAR(")?
+                .strip_suffix(')')?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Text for a `VARCHAR(65535)`: at most that many bytes, cut at a character boundary.
@@ -169,10 +222,15 @@ impl Warehouse for RedshiftWarehouse {
         dataset: &Dataset,
         schema: &SchemaRef,
     ) -> Result<(), WarehouseError> {
-        let columns = redshift_columns(&dataset.name, schema)?;
+        let columns = redshift_columns(dataset, schema)?;
+        check_layout(dataset, &columns)?;
         let statements = [
             sql::create_schema(&dataset.target.schema),
-            sql::create_target_table(&dataset.target, &columns, REDSHIFT),
+            format!(
+                "{} {}",
+                sql::create_target_table(&dataset.target, &columns, REDSHIFT),
+                statements::table_layout(&dataset.redshift)
+            ),
         ];
         self.connection
             .run_in_transaction(&dataset.name, "creating the target table", &statements)
@@ -185,7 +243,7 @@ impl Warehouse for RedshiftWarehouse {
         schema: &SchemaRef,
         items: Vec<ItemSource>,
     ) -> Result<LoadReport, WarehouseError> {
-        let columns = redshift_columns(&dataset.name, schema)?;
+        let columns = redshift_columns(dataset, schema)?;
         let mut client = self.connection.client().await?;
         let steps = load::RedshiftStage::new(self, &mut client, dataset, schema, columns);
         run_load(steps, items).await
@@ -197,8 +255,9 @@ mod tests {
     use datafusion::arrow::datatypes::TimeUnit;
     use shared::catalog::TableName;
 
+    use shared::catalog::{Distribution, RedshiftLayout};
+
     use super::*;
-    use crate::pipeline::lineage;
     use statements::literal;
 
     fn columns() -> Vec<ColumnDef> {
@@ -212,10 +271,13 @@ mod tests {
             sql_type: (*sql_type).to_owned(),
             nullable: *nullable,
         })
-        .chain(lineage::fields().iter().map(|f| ColumnDef {
-            name: f.name().clone(),
-            sql_type: redshift_type(f.data_type()).expect("lineage types map"),
-            nullable: false,
+        .chain(lineage::fields().iter().map(|f| {
+            ColumnDef {
+                name: f.name().clone(),
+                sql_type: redshift_type(f.data_type(), lineage_max_length(f.name()).unwrap_or(0))
+                    .expect("lineage types map"),
+                nullable: false,
+            }
         }))
         .collect()
     }
@@ -239,21 +301,86 @@ mod tests {
         assert_eq!(literal("it's"), "'it''s'");
     }
 
+    fn keyed() -> RedshiftLayout {
+        RedshiftLayout::default_for(&["order_id".to_owned()])
+    }
+
     #[test]
-    fn staging_table_has_the_parquet_column_order_and_the_sequence_last() {
+    fn staging_table_has_the_parquet_column_order_the_sequence_last_and_the_targets_distribution() {
         assert_eq!(
-            statements::create_staging(&columns()[..2]),
-            "CREATE TEMPORARY TABLE \"_ingest_staging\" (\n  \"order_id\" BIGINT NOT NULL,\n  \"status\" VARCHAR(65535),\n  \"_ingest_seq\" BIGINT NOT NULL\n)"
+            statements::create_staging(&columns()[..2], &keyed()),
+            "CREATE TEMPORARY TABLE \"_ingest_staging\" (\n  \"order_id\" BIGINT NOT NULL,\n  \"status\" VARCHAR(65535),\n  \"_ingest_seq\" BIGINT NOT NULL\n) DISTKEY(\"order_id\")"
+        );
+        assert!(
+            statements::create_staging(&columns()[..2], &RedshiftLayout::default()).ends_with(')')
+        );
+    }
+
+    #[test]
+    fn tables_are_distributed_and_sorted_as_the_catalog_says() {
+        assert_eq!(
+            statements::table_layout(&keyed()),
+            "DISTSTYLE KEY DISTKEY(\"order_id\") COMPOUND SORTKEY(\"order_id\")"
+        );
+        assert_eq!(
+            statements::table_layout(&RedshiftLayout::default()),
+            "DISTSTYLE AUTO SORTKEY AUTO"
+        );
+        let even = RedshiftLayout {
+            distribution: Distribution::Even,
+            sort_key: vec!["day".into(), "order_id".into()],
+        };
+        assert_eq!(
+            statements::table_layout(&even),
+            "DISTSTYLE EVEN COMPOUND SORTKEY(\"day\", \"order_id\")"
+        );
+    }
+
+    #[test]
+    fn strings_are_sized_by_the_catalog_and_lineage_by_what_it_holds() {
+        let text = r#"
+[datasets.orders]
+format = "csv"
+target = "sales.orders"
+s3 = { prefix = "o/" }
+columns = [
+  { name = "status", type = "string", max_length = 32 },
+  { name = "note", type = "string" },
+]
+"#;
+        let catalog = shared::catalog::Catalog::from_toml(text, "test").expect("valid");
+        let dataset = catalog.get("orders").expect("present");
+        let mut fields = vec![
+            datafusion::arrow::datatypes::Field::new("status", DataType::Utf8, true),
+            datafusion::arrow::datatypes::Field::new("note", DataType::Utf8, true),
+        ];
+        fields.extend(lineage::fields());
+        let columns = redshift_columns(dataset, &Schema::new(fields)).expect("columns");
+        let types: Vec<&str> = columns.iter().map(|c| c.sql_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "VARCHAR(32)",
+                "VARCHAR(256)",
+                "VARCHAR(1100)",
+                "VARCHAR(256)",
+                "VARCHAR(128)",
+                "BIGINT"
+            ]
+        );
+        assert_eq!(
+            varchar_limits(&columns),
+            [Some(32), Some(256), Some(1100), Some(256), Some(128), None]
         );
     }
 
     #[test]
     fn merge_reads_a_deduplicated_table_and_names_the_target_in_full() {
         let keys = ["order_id".to_owned()];
-        let source = statements::create_source(&columns(), &keys);
+        let source = statements::create_source(&columns(), &keys, &keyed());
         assert!(
             source.starts_with(
-                "CREATE TEMPORARY TABLE \"_ingest_source_rows\" AS SELECT \"order_id\", \"status\""
+                "CREATE TEMPORARY TABLE \"_ingest_source_rows\" DISTKEY(\"order_id\") AS SELECT \"order_id\", \"status\""
             ),
             "{source}"
         );
@@ -298,7 +425,7 @@ mod tests {
             sql.starts_with("INSERT INTO \"sales\".\"orders\" (\"order_id\", "),
             "{sql}"
         );
-        assert!(sql.contains("LEFT JOIN \"sales\".\"orders\" AS existing ON existing.\"_ingest_source\" = source.\"_ingest_source\" AND existing.\"_ingest_partition\" = source.\"_ingest_partition\" AND existing.\"_ingest_offset\" = source.\"_ingest_offset\" AND existing.\"_ingest_sub_offset\" = source.\"_ingest_sub_offset\""), "{sql}");
+        assert!(sql.contains("LEFT JOIN (SELECT \"_ingest_source\", \"_ingest_partition\", \"_ingest_offset\", \"_ingest_sub_offset\" FROM \"sales\".\"orders\" WHERE \"_ingest_source\" IN (SELECT DISTINCT \"_ingest_source\" FROM \"_ingest_source_rows\")) AS existing ON existing.\"_ingest_source\" = source.\"_ingest_source\" AND existing.\"_ingest_partition\" = source.\"_ingest_partition\" AND existing.\"_ingest_offset\" = source.\"_ingest_offset\" AND existing.\"_ingest_sub_offset\" = source.\"_ingest_sub_offset\""), "{sql}");
         assert!(
             sql.ends_with("WHERE existing.\"_ingest_source\" IS NULL"),
             "{sql}"
@@ -340,19 +467,19 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS \"sales\".\"orders\" (\n  \"order_id\" BIGINT NOT NULL,\n  \"_ingest_loaded_at\" TIMESTAMP NOT NULL DEFAULT GETDATE()\n)"
         );
         assert_eq!(
-            redshift_type(&DataType::Decimal128(12, 2)).as_deref(),
+            redshift_type(&DataType::Decimal128(12, 2), 0).as_deref(),
             Some("DECIMAL(12,2)")
         );
         assert_eq!(
-            redshift_type(&DataType::Decimal128(40, 2)),
+            redshift_type(&DataType::Decimal128(40, 2), 0),
             None,
             "Redshift stops at 38 digits"
         );
         assert_eq!(
-            redshift_type(&DataType::Timestamp(
-                TimeUnit::Nanosecond,
-                Some("UTC".into())
-            ))
+            redshift_type(
+                &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                0
+            )
             .as_deref(),
             Some("TIMESTAMPTZ")
         );

@@ -33,11 +33,14 @@ fn staged_type(data_type: &DataType) -> DataType {
     }
 }
 
-/// The rows of `batch` with a string of more than `max_bytes` bytes, with the reason.
-fn over_long_strings(batch: &RecordBatch, max_bytes: usize) -> Vec<(usize, String)> {
+/// The rows of `batch` with a string longer in bytes than its column's limit, with the
+/// reason.
+fn over_long_strings(batch: &RecordBatch, limits: &[Option<usize>]) -> Vec<(usize, String)> {
     let mut refused: Vec<(usize, String)> = Vec::new();
-    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-        let Some(strings) = array.as_string_opt::<i32>() else {
+    let schema = batch.schema();
+    let columns = schema.fields().iter().zip(batch.columns()).zip(limits);
+    for ((field, array), limit) in columns {
+        let (Some(strings), Some(max_bytes)) = (array.as_string_opt::<i32>(), *limit) else {
             continue;
         };
         for (row, value) in strings.iter().enumerate() {
@@ -50,7 +53,7 @@ fn over_long_strings(batch: &RecordBatch, max_bytes: usize) -> Vec<(usize, Strin
             refused.push((
                 row,
                 format!(
-                    "column {}: {} bytes, longer than the {max_bytes} bytes its Redshift VARCHAR holds",
+                    "column {}: {} bytes, longer than the {max_bytes} bytes its Redshift VARCHAR holds (raise its max_length in the catalog)",
                     field.name(),
                     value.len()
                 ),
@@ -118,12 +121,15 @@ impl ParquetStager {
     /// Drains the items into up to `files` Parquet files (batches go round-robin, so the
     /// files come out about equal) under `<prefix><dataset>/<load_id>/`, then writes the
     /// manifest. Nothing is written when there are no rows.
+    ///
+    /// `varchar_limits` are the byte limits of the string columns, by position: a row with a
+    /// longer string is rejected with the reason instead of failing the whole `COPY`.
     pub async fn stage(
         &self,
         dataset: &str,
         schema: &SchemaRef,
         items: &mut [ItemSource],
-        load_id: &str,
+        (load_id, varchar_limits): (&str, &[Option<usize>]),
     ) -> Result<(Option<StagedFiles>, Drained), WarehouseError> {
         let folder = self.load_folder(dataset, load_id);
         let staged_schema = Arc::new(Schema::new(
@@ -146,6 +152,7 @@ impl ParquetStager {
             writers: Vec::new(),
             next: 0,
             rows: 0,
+            varchar_limits,
         };
         let drained = match drain_items(dataset, schema, items, &mut sink).await {
             Ok(drained) => drained,
@@ -247,13 +254,14 @@ struct ParquetFiles<'a> {
     writers: Vec<(Path, AsyncArrowWriter<BufWriter>)>,
     next: usize,
     rows: u64,
+    varchar_limits: &'a [Option<usize>],
 }
 
 impl StagedRowsSink for ParquetFiles<'_> {
-    /// Rows with a string longer in bytes than Redshift's `VARCHAR` holds: one such value
-    /// would fail the whole `COPY`.
+    /// Rows with a string longer in bytes than its `VARCHAR` holds: one such value would
+    /// fail the whole `COPY`.
     fn refuse(&self, batch: &RecordBatch) -> Vec<(usize, String)> {
-        over_long_strings(batch, super::MAX_VARCHAR_BYTES)
+        over_long_strings(batch, self.varchar_limits)
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {

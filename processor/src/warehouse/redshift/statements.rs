@@ -1,6 +1,6 @@
 //! The SQL of one Redshift load, built as text here and unit-tested as text.
 
-use shared::catalog::TableName;
+use shared::catalog::{Distribution, RedshiftLayout, TableName};
 
 use super::SOURCE_TABLE;
 use crate::pipeline::lineage;
@@ -23,14 +23,41 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// The target table's distribution and sort key, after its column list.
+pub fn table_layout(layout: &RedshiftLayout) -> String {
+    let distribution = match &layout.distribution {
+        Distribution::Auto => "DISTSTYLE AUTO".to_owned(),
+        Distribution::Even => "DISTSTYLE EVEN".to_owned(),
+        Distribution::All => "DISTSTYLE ALL".to_owned(),
+        Distribution::Key(column) => format!("DISTSTYLE KEY DISTKEY({})", quote_ident(column)),
+    };
+    let sort = if layout.sort_key.is_empty() {
+        "SORTKEY AUTO".to_owned()
+    } else {
+        let names: Vec<String> = layout.sort_key.iter().map(|c| quote_ident(c)).collect();
+        format!("COMPOUND SORTKEY({})", names.join(", "))
+    };
+    format!("{distribution} {sort}")
+}
+
+/// A temporary table's distribution: the target's key, so the merge joins rows on the
+/// slice that holds them; otherwise Redshift's choice.
+fn temporary_distribution(layout: &RedshiftLayout) -> String {
+    match &layout.distribution {
+        Distribution::Key(column) => format!(" DISTKEY({})", quote_ident(column)),
+        _ => String::new(),
+    }
+}
+
 /// The temporary staging table: the load columns plus the sequence, in the Parquet
 /// files' column order (Parquet `COPY` maps columns by position).
-pub fn create_staging(columns: &[ColumnDef]) -> String {
+pub fn create_staging(columns: &[ColumnDef], layout: &RedshiftLayout) -> String {
     format!(
-        "CREATE TEMPORARY TABLE {} (\n  {},\n  {} BIGINT NOT NULL\n)",
+        "CREATE TEMPORARY TABLE {} (\n  {},\n  {} BIGINT NOT NULL\n){}",
         quote_ident(STAGING_TABLE),
         sql::column_defs(columns),
         quote_ident(SEQUENCE_COLUMN),
+        temporary_distribution(layout),
     )
 }
 
@@ -47,10 +74,15 @@ pub fn copy_from_manifest(manifest_url: &str, iam_role: &str) -> String {
 }
 
 /// The last staged row of each merge key, as a table `MERGE` can read.
-pub fn create_source(columns: &[ColumnDef], merge_keys: &[String]) -> String {
+pub fn create_source(
+    columns: &[ColumnDef],
+    merge_keys: &[String],
+    layout: &RedshiftLayout,
+) -> String {
     format!(
-        "CREATE TEMPORARY TABLE {} AS SELECT {} FROM {}",
+        "CREATE TEMPORARY TABLE {}{} AS SELECT {} FROM {}",
         quote_ident(SOURCE_TABLE),
+        temporary_distribution(layout),
         column_list(columns, ""),
         sql::deduplicated_staging(columns, merge_keys)
             .strip_prefix('(')
@@ -74,17 +106,24 @@ pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[Str
     )
 }
 
-/// Append of the rows whose lineage the target does not hold yet (an anti-join).
+/// Append of the rows whose lineage the target does not hold yet (an anti-join). Only the
+/// target rows of the batch's sources can match, so only those are read (a sort key on the
+/// source lets Redshift skip the rest).
 pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
     let lineage_keys = lineage::column_names();
+    let source = quote_ident(SOURCE_TABLE);
+    let first = quote_ident(lineage::SOURCE);
     format!(
-        "INSERT INTO {target} ({cols})\nSELECT {source_cols} FROM {source} AS source\nLEFT JOIN {target} AS existing ON {on}\nWHERE existing.{first} IS NULL",
+        "INSERT INTO {target} ({cols})\nSELECT {source_cols} FROM {source} AS source\nLEFT JOIN (SELECT {lineage_cols} FROM {target} WHERE {first} IN (SELECT DISTINCT {first} FROM {source})) AS existing ON {on}\nWHERE existing.{first} IS NULL",
         target = qualified(table),
         cols = column_list(columns, ""),
         source_cols = column_list(columns, "source."),
-        source = quote_ident(SOURCE_TABLE),
+        lineage_cols = lineage_keys
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", "),
         on = key_condition("existing", &lineage_keys),
-        first = quote_ident(lineage::SOURCE),
     )
 }
 

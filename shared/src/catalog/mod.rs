@@ -16,6 +16,9 @@ use toml::{Table, Value};
 use crate::error::{Classify, Retryability};
 use crate::toml_walk::{Fields, Issues, join_path, type_name};
 pub use crate::toml_walk::{Issue, render_issues};
+pub use redshift::{DEFAULT_MAX_LENGTH, Distribution, MAX_VARCHAR_BYTES, RedshiftLayout};
+
+mod redshift;
 
 /// Names starting with this prefix are reserved for the columns the platform adds
 /// (lineage, load time).
@@ -142,6 +145,9 @@ pub struct Column {
     pub name: String,
     pub data_type: DataType,
     pub nullable: bool,
+    /// The most bytes a string column holds in a warehouse that sizes strings (Redshift);
+    /// `None`: [`DEFAULT_MAX_LENGTH`].
+    pub max_length: Option<u32>,
 }
 
 /// Objects whose key starts with `prefix` and ends with `suffix` belong to the dataset.
@@ -208,9 +214,21 @@ pub struct Dataset {
     pub reject_limit: u64,
     pub s3: Option<S3Route>,
     pub stream: Option<StreamRoute>,
+    /// The table's layout on Redshift.
+    pub redshift: RedshiftLayout,
 }
 
 impl Dataset {
+    /// The most bytes output column `name` holds on Redshift: the input column's
+    /// `max_length`, else [`DEFAULT_MAX_LENGTH`].
+    pub fn max_length(&self, name: &str) -> u32 {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.max_length)
+            .unwrap_or(DEFAULT_MAX_LENGTH)
+    }
+
     /// The input schema as Arrow sees it.
     pub fn input_schema(&self) -> Schema {
         Schema::new(
@@ -503,6 +521,11 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         .collect();
     let plain = transform_sql == DEFAULT_TRANSFORM_SQL;
     check_key_columns(&fields, &key_columns, &columns, plain, issues);
+    let redshift = redshift::read_layout(&mut fields, &key_columns, issues);
+    // Defaults follow the key, which is checked above.
+    if plain && fields.contains("redshift") {
+        redshift::check_layout_columns(&fields, &redshift, &columns, issues);
+    }
     let reject_limit = fields
         .integer_in("reject_limit", 0..=i64::MAX, issues)
         .map_or(DEFAULT_REJECT_LIMIT, |n| n.unsigned_abs());
@@ -523,6 +546,7 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         reject_limit,
         s3,
         stream,
+        redshift,
     })
 }
 
@@ -737,12 +761,22 @@ fn read_columns(fields: &mut Fields<'_>, issues: &mut Issues) -> Vec<Column> {
                 .ok()
         });
         let nullable = column.boolean("nullable", issues).unwrap_or(true);
+        let max_length = column
+            .integer_in("max_length", 1..=i64::from(MAX_VARCHAR_BYTES), issues)
+            .and_then(|n| u32::try_from(n).ok());
+        if max_length.is_some() && data_type.as_ref().is_some_and(|t| *t != DataType::Utf8) {
+            issues.push(
+                column.path_of("max_length"),
+                "max_length applies to string columns only",
+            );
+        }
         column.finish(issues);
         if let (Some(name), Some(data_type)) = (name, data_type) {
             columns.push(Column {
                 name,
                 data_type,
                 nullable,
+                max_length,
             });
         }
     }
