@@ -88,7 +88,12 @@ async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
         mut rng,
         fixture,
         config,
-    } = Scenario::start(PROCESSOR, "pg-restart").await;
+    } = Scenario::start(
+        PROCESSOR,
+        "pg-restart",
+        test_support::faults::Sink::Postgres,
+    )
+    .await;
     let (items, expected) = fixture
         .upload_order_items(scale.files * 2, scale.rows_per_file)
         .await;

@@ -6,7 +6,9 @@
 //! Redshift enforces no uniqueness, so the load protocol alone must prevent duplicates,
 //! and a row loaded twice shows up as two rows.
 //!
-//! The processor's tests start it with the path of the binary they were built with.
+//! The processor's tests start it with the path of the binary they were built with. It loads
+//! PostgreSQL, or Redshift's sink through the Redshift stand-in in front of the same
+//! PostgreSQL (`Sink`), so every scenario's check reads the same tables.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::fixtures::EXAMPLE_CATALOG;
 use crate::{
-    TestSchemas, aws_endpoint, clients, create_bucket, create_queue_with_dlq, eventually,
-    postgres_url, queue_depth, unique_name, upload_file,
+    RedshiftStandIn, TestSchemas, aws_endpoint, clients, create_bucket, create_queue_with_dlq,
+    eventually, postgres_url, queue_depth, unique_name, upload_file,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -25,6 +27,14 @@ use shared::aws::AwsClients;
 use shared::catalog::FileFormat;
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::{OutgoingMessage, SqsQueue, WorkQueue};
+
+/// The warehouse a scenario's processor loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    Postgres,
+    /// The Redshift sink, through the Redshift stand-in.
+    Redshift,
+}
 
 /// The template's default `MaxReceiveCount`: the faults must not push good items over it.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
@@ -89,21 +99,22 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// A scenario for `processor serve` run from `binary`.
-    pub async fn start(binary: &str, name: &str) -> Self {
-        Self::with_max_receive_count(binary, name, |_| MAX_RECEIVE_COUNT).await
+    /// A scenario for `processor serve` run from `binary`, loading `sink`.
+    pub async fn start(binary: &str, name: &str, sink: Sink) -> Self {
+        Self::with_max_receive_count(binary, name, sink, |_| MAX_RECEIVE_COUNT).await
     }
 
     /// A scenario whose dead-letter queue takes a message after another number of receives.
     pub async fn with_max_receive_count(
         binary: &str,
         name: &str,
+        sink: Sink,
         receives: impl Fn(&Scale) -> u32,
     ) -> Self {
         let scale = Scale::from_env();
         let seed = seed();
-        let fixture = FaultFixture::new(binary, name, receives(&scale)).await;
-        let config = fixture.config(&aws_endpoint(), &postgres_url());
+        let fixture = FaultFixture::new(binary, name, receives(&scale), sink).await;
+        let config = fixture.config(&aws_endpoint());
         fixture.make_duplicates_visible(&config).await;
         Self {
             scale,
@@ -143,10 +154,12 @@ pub struct FaultFixture {
     catalog_path: PathBuf,
     binary: PathBuf,
     lives: std::sync::atomic::AtomicU32,
+    /// Runs while the fixture lives, when the sink is Redshift.
+    redshift: Option<RedshiftStandIn>,
 }
 
 impl FaultFixture {
-    pub async fn new(binary: &str, name: &str, max_receive_count: u32) -> Self {
+    pub async fn new(binary: &str, name: &str, max_receive_count: u32, sink: Sink) -> Self {
         let clients = clients().await;
         let schemas = TestSchemas::new();
         let dir = std::env::temp_dir().join(unique_name(name));
@@ -156,7 +169,12 @@ impl FaultFixture {
         let bucket = create_bucket(&clients.s3, "faults").await;
         let (queue_url, dlq_url) = create_queue_with_dlq(&clients.sqs, max_receive_count).await;
         let queue = SqsQueue::new(clients.sqs.clone(), &queue_url, MessageSizeLimit::default());
+        let redshift = match sink {
+            Sink::Postgres => None,
+            Sink::Redshift => Some(RedshiftStandIn::start(clients.s3.clone()).await),
+        };
         Self {
+            redshift,
             clients,
             schemas,
             bucket,
@@ -242,9 +260,21 @@ impl FaultFixture {
         assert!(report.all_succeeded(), "send failed: {:?}", report.failed);
     }
 
-    /// The processor's config file, with the AWS endpoint (the emulator or a proxy in
-    /// front of it) and the warehouse given.
-    pub fn config(&self, aws_endpoint: &str, warehouse: &str) -> PathBuf {
+    /// The `[warehouse]` section for the fixture's sink.
+    fn warehouse_section(&self) -> String {
+        match &self.redshift {
+            None => format!("[warehouse]\nurl = \"{}\"\n", postgres_url()),
+            Some(standin) => format!(
+                "[warehouse]\nurl = \"{}\"\nkind = \"redshift\"\n# The stand-in speaks plain TCP on loopback.\ntls = \"disable\"\n\n[warehouse.redshift]\niam_role = \"arn:aws:iam::123456789012:role/redshift-copy\"\nstaging = \"s3://{}/_staging/\"\nstaging_files = 2\n",
+                standin.url(),
+                self.bucket
+            ),
+        }
+    }
+
+    /// The processor's config file, with the AWS endpoint given (the emulator or a proxy
+    /// in front of it).
+    pub fn config(&self, aws_endpoint: &str) -> PathBuf {
         let path = self.dir.join(unique_name("config") + ".toml");
         std::fs::write(
             &path,
@@ -268,9 +298,7 @@ visibility_timeout_secs = 10
 [catalog]
 path = "{catalog}"
 
-[warehouse]
-url = "{warehouse}"
-
+{warehouse}
 [processor]
 workers = 2
 platform_schema = "{platform}"
@@ -286,6 +314,7 @@ log_format = "text"
                 dlq_url = self.dlq_url,
                 catalog = self.catalog_path.display(),
                 platform = self.schemas.platform,
+                warehouse = self.warehouse_section(),
             ),
         )
         .expect("write config");
@@ -318,7 +347,8 @@ log_format = "text"
     }
 
     /// Lets the processor create the target, then swaps its unique index for a plain one
-    /// of the same name (which the processor's `CREATE UNIQUE INDEX IF NOT EXISTS` keeps).
+    /// of the same name (which the processor's `CREATE UNIQUE INDEX IF NOT EXISTS` keeps);
+    /// on Redshift there is none.
     pub async fn make_duplicates_visible(&self, config: &Path) {
         let processor = std::sync::Mutex::new(self.start_processor(config));
         let table = self.order_items_table();
@@ -338,8 +368,11 @@ log_format = "text"
         .await;
         let processor = processor.into_inner().expect("lock");
         processor.kill();
-        let client = warehouse().await.expect("connect");
-        without_unique_index(&client, &self.schemas.sales, "order_items").await;
+        // The Redshift sink creates no index: a row loaded twice is stored twice already.
+        if self.redshift.is_none() {
+            let client = warehouse().await.expect("connect");
+            without_unique_index(&client, &self.schemas.sales, "order_items").await;
+        }
     }
 
     /// Ledger entries of `order_items` items, or `None` while the warehouse is down.
@@ -447,6 +480,12 @@ log_format = "text"
             report.unexpected.len(),
             report.wrong.len()
         );
+        if let Some(standin) = &self.redshift {
+            assert!(
+                !standin.copy_spans().is_empty(),
+                "the rows came through Redshift's COPY"
+            );
+        }
         report.found
     }
 

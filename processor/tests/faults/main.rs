@@ -11,20 +11,48 @@ mod proxy;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use faults::{FaultFixture, MAX_RECEIVE_COUNT, Scenario};
+use faults::{FaultFixture, MAX_RECEIVE_COUNT, Scenario, Sink};
 use proxy::{FaultCounts, FaultPlan, FaultProxy};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::OutgoingMessage;
 use test_support::faults;
-use test_support::{aws_endpoint, eventually, get_object_bytes, postgres_url, queue_depth};
+use test_support::{aws_endpoint, eventually, get_object_bytes, queue_depth};
 
 /// The `processor` binary these tests run.
 const PROCESSOR: &str = env!("CARGO_BIN_EXE_processor");
 
-#[tokio::test]
-async fn sigkill_at_random_points_loses_nothing_and_doubles_nothing() {
+/// Each scenario runs against PostgreSQL and against the Redshift sink (on the Redshift
+/// stand-in, in front of the same PostgreSQL), with the same exact checks.
+macro_rules! on_every_sink {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Sink::Postgres).await;
+                }
+            )*
+        }
+        mod redshift {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Sink::Redshift).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_sink!(
+    sigkill_at_random_points_loses_nothing_and_doubles_nothing,
+    a_duplicate_storm_loads_every_row_once,
+    poison_messages_go_to_the_dlq_with_reasons_and_the_good_ones_load,
+);
+
+async fn sigkill_at_random_points_loses_nothing_and_doubles_nothing(sink: Sink) {
     // A kill costs the file in hand a receive, and SQS moves a message received
     // `maxReceiveCount` times to the DLQ: a file in hand at five crashes in a row is taken
     // out of the way, which is the point of a DLQ. Kills every second or so often land on
@@ -36,8 +64,10 @@ async fn sigkill_at_random_points_loses_nothing_and_doubles_nothing() {
         mut rng,
         fixture,
         config,
-    } = Scenario::with_max_receive_count(PROCESSOR, "sigkill", |scale| scale.faults as u32 + 2)
-        .await;
+    } = Scenario::with_max_receive_count(PROCESSOR, "sigkill", sink, |scale| {
+        scale.faults as u32 + 2
+    })
+    .await;
     // Enough loads that every life has some to interrupt.
     let (items, expected) = fixture
         .upload_order_items(scale.files * 3, scale.rows_per_file)
@@ -86,7 +116,7 @@ async fn sigkill_at_random_points_loses_nothing_and_doubles_nothing() {
         "nothing dead-lettered"
     );
     println!(
-        "FAULTS sigkill seed={seed} kills={kills} interrupted={interrupted} items={} loaded_per_life={lives:?} rows_expected={} rows_found={found}",
+        "FAULTS sigkill sink={sink:?} seed={seed} kills={kills} interrupted={interrupted} items={} loaded_per_life={lives:?} rows_expected={} rows_found={found}",
         items.len(),
         expected.len()
     );
@@ -99,7 +129,7 @@ async fn a_faulty_network_to_the_emulator_loses_nothing_and_doubles_nothing() {
         seed,
         fixture,
         ..
-    } = Scenario::start(PROCESSOR, "proxy").await;
+    } = Scenario::start(PROCESSOR, "proxy", Sink::Postgres).await;
     let (items, expected) = fixture
         .upload_order_items(scale.files, scale.rows_per_file)
         .await;
@@ -120,7 +150,7 @@ async fn a_faulty_network_to_the_emulator_loses_nothing_and_doubles_nothing() {
         cut_after_bytes: (200, 40_000),
     };
     let proxy = FaultProxy::start(upstream, plan, seed).await;
-    let config = fixture.config(&proxy.url(), &postgres_url());
+    let config = fixture.config(&proxy.url());
     let mut processor = fixture.start_processor(&config);
     fixture
         .wait_until_loaded(items.len(), 0, scale.timeout)
@@ -151,15 +181,14 @@ async fn a_faulty_network_to_the_emulator_loses_nothing_and_doubles_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_duplicate_storm_loads_every_row_once() {
+async fn a_duplicate_storm_loads_every_row_once(sink: Sink) {
     let Scenario {
         scale,
         seed,
         mut rng,
         fixture,
         config,
-    } = Scenario::start(PROCESSOR, "storm").await;
+    } = Scenario::start(PROCESSOR, "storm", sink).await;
     let (items, expected) = fixture
         .upload_order_items(scale.files, scale.rows_per_file)
         .await;
@@ -215,7 +244,7 @@ async fn a_duplicate_storm_loads_every_row_once() {
     let report = fixture.compare_rows(&expected).await;
     assert_eq!(report.doubled.len(), 1, "{report:?}");
     println!(
-        "FAULTS storm seed={seed} items={} deliveries={deliveries} processors=2 rows_expected={} rows_found={found}",
+        "FAULTS storm sink={sink:?} seed={seed} items={} deliveries={deliveries} processors=2 rows_expected={} rows_found={found}",
         items.len(),
         expected.len()
     );
@@ -293,15 +322,14 @@ async fn poison_messages(fixture: &FaultFixture) -> Vec<(OutgoingMessage, String
     poison
 }
 
-#[tokio::test]
-async fn poison_messages_go_to_the_dlq_with_reasons_and_the_good_ones_load() {
+async fn poison_messages_go_to_the_dlq_with_reasons_and_the_good_ones_load(sink: Sink) {
     let Scenario {
         scale,
         seed,
         mut rng,
         fixture,
         config,
-    } = Scenario::start(PROCESSOR, "poison").await;
+    } = Scenario::start(PROCESSOR, "poison", sink).await;
     let (items, expected) = fixture
         .upload_order_items(scale.files / 2, scale.rows_per_file)
         .await;
@@ -340,7 +368,7 @@ async fn poison_messages_go_to_the_dlq_with_reasons_and_the_good_ones_load() {
     assert!(unexplained.is_empty(), "{unexplained:#?}");
     assert!(dead.is_empty(), "good items dead-lettered: {dead:?}");
     println!(
-        "FAULTS poison seed={seed} good_items={} poison={} max_receive_count={MAX_RECEIVE_COUNT} rows_expected={} rows_found={found}",
+        "FAULTS poison sink={sink:?} seed={seed} good_items={} poison={} max_receive_count={MAX_RECEIVE_COUNT} rows_expected={} rows_found={found}",
         items.len(),
         poison.len(),
         expected.len()

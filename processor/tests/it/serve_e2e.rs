@@ -155,11 +155,13 @@ health_address = "127.0.0.1:0"
     )
     .await;
     // The dead-lettered message is counted before the queue drains; the loads are
-    // counted right after their commit, so wait for the numbers to settle.
+    // counted right after their commit, so wait for the numbers to settle. A duplicate
+    // that arrives while the first delivery announces the file is released and checked
+    // again after the retry backoff (10 s): wait past it.
     let dead_lettered = [("dataset", "(unknown)"), ("outcome", "dead_lettered")];
     let metrics = eventually(
         "the metrics to count every item",
-        Duration::from_secs(10),
+        Duration::from_secs(40),
         || async {
             let (status, text) = http_get(health, "/metrics").await;
             assert_eq!(status, 200);

@@ -80,7 +80,12 @@ async fn keys_with_every_kind_of_special_character_have_their_defined_outcome() 
     .expect("a valid corpus");
     let Scenario {
         fixture, config, ..
-    } = Scenario::start(crate::PROCESSOR, "keys").await;
+    } = Scenario::start(
+        crate::PROCESSOR,
+        "keys",
+        test_support::faults::Sink::Postgres,
+    )
+    .await;
 
     let catalog_text = std::fs::read_to_string(fixture.dir.join("catalog.toml")).expect("catalog");
     let ingest = FileIngest {
