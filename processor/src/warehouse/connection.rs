@@ -242,21 +242,30 @@ async fn open(url: &str, connector: &Connector, login: &Login) -> Result<Client,
         let (user, password) = iam.credentials().await?;
         config.user(user).password(password);
     }
-    match connector {
+    let client = match connector {
         Connector::Plain => {
             let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
             tokio::spawn(async move { log_end(connection.await) });
-            Ok(client)
+            client
         }
         Connector::Tls(tls) => {
             // Never fall back to plain text when the server declines TLS.
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
             let (client, connection) = config.connect(tls.clone()).await.map_err(connect_error)?;
             tokio::spawn(async move { log_end(connection.await) });
-            Ok(client)
+            client
         }
-    }
+    };
+    // Load times (`GETDATE()` on Redshift) in UTC, whatever the user's or cluster's default.
+    client
+        .batch_execute(SESSION_TIME_ZONE)
+        .await
+        .map_err(connect_error)?;
+    Ok(client)
 }
+
+/// Every session's time zone.
+const SESSION_TIME_ZONE: &str = "SET timezone TO 'UTC'";
 
 /// One connection, opened again when the server closed it (a restart, a failover, an idle
 /// timeout), so one lost connection costs one retry, not the worker.

@@ -171,11 +171,12 @@ pub(crate) fn merge_updates(
     columns: &[ColumnDef],
     key_columns: &[String],
     dialect: Dialect,
+    source_value: impl Fn(&ColumnDef) -> String,
 ) -> String {
     columns
         .iter()
         .filter(|c| !key_columns.contains(&c.name))
-        .map(|c| format!("{n} = source.{n}", n = quote_ident(&c.name)))
+        .map(|c| format!("{} = {}", quote_ident(&c.name), source_value(c)))
         .chain(std::iter::once(format!(
             "{} = {}",
             quote_ident(lineage::LOADED_AT),
@@ -187,7 +188,9 @@ pub(crate) fn merge_updates(
 
 /// Upserts the staging rows into the target on the dataset's key columns.
 pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[String]) -> String {
-    let updates = merge_updates(columns, key_columns, POSTGRES);
+    let updates = merge_updates(columns, key_columns, POSTGRES, |c| {
+        format!("source.{}", quote_ident(&c.name))
+    });
     format!(
         "MERGE INTO {target} AS target\nUSING {source} AS source\nON {on}\nWHEN MATCHED THEN UPDATE SET {updates}\nWHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
         target = qualified(table),

@@ -11,6 +11,7 @@ mod health;
 mod postgres_sink;
 mod read_files;
 mod redrive;
+mod redshift_check;
 mod redshift_grammar;
 mod redshift_staging;
 mod redshift_standin;

@@ -279,3 +279,18 @@ fn the_gate_fails_statements_redshift_refuses() {
     assert!(violations("INSERT INTO \"on conflict\" (\"returning\") VALUES ('ANY(')").is_empty());
     assert!(violations("CREATE TABLE t (\"text\" VARCHAR(65535))").is_empty());
 }
+
+/// The SQL an operator runs on a real cluster (`infra/redshift-check/check.sql`) is
+/// Redshift SQL too.
+#[test]
+fn the_real_cluster_check_is_redshift_sql() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/redshift-check/check.sql"
+    );
+    let sql = std::fs::read_to_string(path).expect("check.sql");
+    assert!(violations(&sql).is_empty(), "{:?}", violations(&sql));
+    if let Err(report) = sqlfluff_parse(&sql) {
+        panic!("sqlfluff (Redshift dialect) cannot parse check.sql:\n{report}");
+    }
+}

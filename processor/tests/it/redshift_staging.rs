@@ -218,8 +218,8 @@ async fn rows_are_staged_as_parquet_files_in_parallel_with_an_exact_manifest() {
             );
             assert_eq!(
                 schema.field(3).data_type(),
-                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                "microsecond timestamps"
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+                "microsecond timestamps, UTC wall-clock time"
             );
             file_rows += batch.num_rows();
             let id_column = batch
@@ -328,4 +328,107 @@ async fn a_failed_read_leaves_no_staged_files() {
             .is_empty(),
         "nothing left behind"
     );
+}
+
+/// The Parquet types of the staged files, pinned from the footer: the forms Redshift's
+/// columnar COPY reads (a timestamp with a zone staged as UTC wall-clock time in
+/// microseconds, the merge converting it back; decimals as INT32, INT64 or fixed-length
+/// bytes by precision; no 8-bit integers). `infra/redshift-check/` checks them on a cluster.
+#[tokio::test]
+async fn staged_files_carry_the_parquet_types_redshift_reads() {
+    use datafusion::arrow::array::{Decimal128Array, TimestampMicrosecondArray};
+    use datafusion::parquet::basic::Type as PhysicalType;
+    let (store, bucket) = staging_store().await;
+    let stager = ParquetStager::new(Arc::clone(&store), &bucket, "ingest-staging/", 1);
+    let decimal = |value: i128, precision: u8, scale: i8| -> ArrayRef {
+        Arc::new(
+            Decimal128Array::from(vec![value])
+                .with_precision_and_scale(precision, scale)
+                .expect("decimal"),
+        )
+    };
+    let mut fields = vec![
+        Field::new("price", DataType::Decimal128(9, 2), true),
+        Field::new("amount", DataType::Decimal128(18, 4), true),
+        Field::new("huge", DataType::Decimal128(38, 10), true),
+        Field::new(
+            "zoned",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(
+            "local",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("tiny", DataType::Int8, true),
+    ];
+    fields.extend(lineage::fields());
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let columns: Vec<ArrayRef> = vec![
+        decimal(12_345, 9, 2),
+        decimal(-12_345_678, 18, 4),
+        decimal(10_i128.pow(37), 38, 10),
+        Arc::new(
+            TimestampNanosecondArray::from(vec![1_700_000_000_123_456_000]).with_timezone("UTC"),
+        ),
+        Arc::new(TimestampMicrosecondArray::from(vec![1_700_000_000_123_456])),
+        Arc::new(Int8Array::from(vec![-7])),
+        Arc::new(StringArray::from(vec!["s3://landing/types.csv"])),
+        Arc::new(StringArray::from(vec!["\"etag\""])),
+        Arc::new(StringArray::from(vec!["0"])),
+        Arc::new(Int64Array::from(vec![0])),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).expect("batch");
+    let mut items = vec![item("types.csv", vec![batch], Vec::new())];
+    let (staged, _) = stager
+        .stage("types", &schema, &mut items, ("load-types", &[]))
+        .await
+        .expect("stage");
+    let staged = staged.expect("one file");
+    let bytes: Bytes = store
+        .get(&staged.files[0].0)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("read");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("valid Parquet");
+    let footer = builder.metadata().file_metadata().schema_descr();
+    let column = |i: usize| footer.column(i);
+    let decimal_layout = |i: usize| {
+        let c = column(i);
+        (c.physical_type(), c.type_precision(), c.type_scale())
+    };
+    assert_eq!(decimal_layout(0), (PhysicalType::INT32, 9, 2));
+    assert_eq!(decimal_layout(1), (PhysicalType::INT64, 18, 4));
+    assert_eq!(
+        decimal_layout(2),
+        (PhysicalType::FIXED_LEN_BYTE_ARRAY, 38, 10)
+    );
+    assert_eq!(column(2).type_length(), 16);
+    for i in [3, 4] {
+        assert_eq!(column(i).physical_type(), PhysicalType::INT64);
+        let logical = format!("{:?}", column(i).logical_type_ref());
+        assert!(
+            logical.contains("is_adjusted_to_u_t_c: false") && logical.contains("MICROS"),
+            "column {i}: {logical}"
+        );
+    }
+    assert_eq!(column(5).physical_type(), PhysicalType::INT32);
+    assert!(format!("{:?}", column(5).logical_type_ref()).contains("bit_width: 16"));
+    // The zoned instant is stored as its UTC wall-clock time.
+    let batch = builder
+        .build()
+        .expect("reader")
+        .next()
+        .expect("a batch")
+        .expect("readable");
+    let zoned = batch
+        .column(3)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .expect("microseconds");
+    assert_eq!(zoned.value(0), 1_700_000_000_123_456);
+    stager.remove_folder(&staged.folder).await;
 }

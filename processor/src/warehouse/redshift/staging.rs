@@ -28,7 +28,9 @@ fn staged_type(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Int8 => DataType::Int16,
         DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
-        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        // UTC wall-clock time without a zone (the staging column is `TIMESTAMP`; the merge
+        // converts it to `TIMESTAMPTZ`): the form Redshift's columnar COPY reads without doubt.
+        DataType::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Microsecond, None),
         other => other.clone(),
     }
 }

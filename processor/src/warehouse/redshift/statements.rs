@@ -49,13 +49,47 @@ fn temporary_distribution(layout: &RedshiftLayout) -> String {
     }
 }
 
+/// The staged form of a `TIMESTAMPTZ` column: UTC wall-clock time as `TIMESTAMP`, the
+/// Parquet timestamp Redshift's columnar COPY documents without doubt; the merge converts it
+/// back (`AT TIME ZONE 'UTC'`, which gives a `TIMESTAMPTZ`: r_AT_TIME_ZONE.html).
+const STAGED_TIMESTAMPTZ: &str = "TIMESTAMP";
+
+/// A staged column's value as the target column takes it.
+fn source_value(column: &ColumnDef) -> String {
+    let value = format!("source.{}", quote_ident(&column.name));
+    if column.sql_type == "TIMESTAMPTZ" {
+        format!("{value} AT TIME ZONE 'UTC'")
+    } else {
+        value
+    }
+}
+
+fn source_values(columns: &[ColumnDef]) -> String {
+    columns
+        .iter()
+        .map(source_value)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The temporary staging table: the load columns plus the sequence, in the Parquet
-/// files' column order (Parquet `COPY` maps columns by position).
+/// files' column order (Parquet `COPY` maps columns by position); `TIMESTAMPTZ` staged as
+/// UTC `TIMESTAMP`.
 pub fn create_staging(columns: &[ColumnDef], layout: &RedshiftLayout) -> String {
+    let staged: Vec<ColumnDef> = columns
+        .iter()
+        .map(|column| ColumnDef {
+            sql_type: match column.sql_type.as_str() {
+                "TIMESTAMPTZ" => STAGED_TIMESTAMPTZ.to_owned(),
+                other => other.to_owned(),
+            },
+            ..column.clone()
+        })
+        .collect();
     format!(
         "CREATE TEMPORARY TABLE {} (\n  {},\n  {} BIGINT NOT NULL\n){}",
         quote_ident(STAGING_TABLE),
-        sql::column_defs(columns),
+        sql::column_defs(&staged),
         quote_ident(SEQUENCE_COLUMN),
         temporary_distribution(layout),
     )
@@ -100,9 +134,9 @@ pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[Str
         target = qualified(table),
         source = quote_ident(SOURCE_TABLE),
         on = key_condition(&qualified(table), key_columns),
-        updates = sql::merge_updates(columns, key_columns, REDSHIFT),
+        updates = sql::merge_updates(columns, key_columns, REDSHIFT, source_value),
         cols = column_list(columns, ""),
-        values = column_list(columns, "source."),
+        values = source_values(columns),
     )
 }
 
@@ -117,7 +151,7 @@ pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
         "INSERT INTO {target} ({cols})\nSELECT {source_cols} FROM {source} AS source\nLEFT JOIN (SELECT {lineage_cols} FROM {target} WHERE {first} IN (SELECT DISTINCT {first} FROM {source})) AS existing ON {on}\nWHERE existing.{first} IS NULL",
         target = qualified(table),
         cols = column_list(columns, ""),
-        source_cols = column_list(columns, "source."),
+        source_cols = source_values(columns),
         lineage_cols = lineage_keys
             .iter()
             .map(|c| quote_ident(c))
