@@ -9,6 +9,10 @@
 #   --store       read the file from the emulator's S3 (default) or a local folder
 #   --dir PATH    where the generated file lives (default: the system temp folder)
 #
+# Usage: scripts/bench.sh redshift [--size-mb N] [--datasets N]
+#   the same file through the Redshift sink on the Redshift stand-in, next to raw COPY and
+#   the PostgreSQL sink, with peak memory; then N datasets (default 2) loading it at once.
+#
 # Usage: scripts/bench.sh latency [--records N] [--rate R]
 #   the stream path's end-to-end latency, PutRecords to rows visible in PostgreSQL, next
 #   to the emulator's own put-to-read latency (default 12,000 records at 1,000/s).
@@ -19,5 +23,6 @@ bench=load
 case "${1:-}" in
   load) shift ;;
   latency) bench=stream_latency; shift ;;
+  redshift) shift; set -- --sink redshift "$@" ;;
 esac
 exec bash scripts/peers.sh cargo bench --locked -p processor --bench "$bench" -- "$@"

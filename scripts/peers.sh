@@ -161,6 +161,9 @@ start_postgres() {
   if [ "$(id -u)" = 0 ]; then chown postgres "$STATE" "$STATE/pg" "$STATE/tls/server.key"; chmod 755 "$STATE" "$STATE/tls"; fi
   pg_run "'$PG_BIN/initdb' -D '$STATE/pg/data' -U postgres --auth=trust -E UTF8 --no-locale --no-sync" >"$STATE/initdb.log" 2>&1 \
     || { cat "$STATE/initdb.log" >&2; die "initdb failed"; }
+  # One role logs in with a password (every other is trusted): the tests of a password
+  # rotated under a running processor (28P01 on reconnect) need a server that checks it.
+  pg_run "sed -i '1i host all password_login 127.0.0.1/32 scram-sha-256' '$STATE/pg/data/pg_hba.conf'"
   local options="-c listen_addresses=127.0.0.1 -p $PG_PORT -k '$STATE/pg' -c fsync=off -c max_connections=200 -c ssl=on -c ssl_cert_file='$STATE/tls/server.crt' -c ssl_key_file='$STATE/tls/server.key'"
   local start="'$PG_BIN/pg_ctl' -D '$STATE/pg/data' -l '$STATE/pg/log' -w -t 60 -o \"$options\" start"
   pg_run "$start" >/dev/null

@@ -151,7 +151,10 @@ fn is_retryable(err: &tokio_postgres::Error) -> bool {
         None => true, // I/O, closed connection, timeout
         Some(code) => {
             let class = code.code().get(..2).unwrap_or_default();
-            matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
+            // 28: the login was refused (a password rotated under the running processor,
+            // 28P01). The work is not at fault: it must wait, not go to the dead-letter
+            // queue; the worker holds it and stops taking more until a login succeeds.
+            matches!(class, "08" | "28" | "40" | "53" | "55" | "57" | "58")
                 || *code == SqlState::LOCK_NOT_AVAILABLE
                 || err.as_db_error().is_some_and(|db| {
                     db.code() == &SqlState::INTERNAL_ERROR

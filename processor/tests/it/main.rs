@@ -23,5 +23,6 @@ mod stream_e2e;
 mod support;
 mod warehouse_contract;
 mod warehouse_iam;
+mod warehouse_login;
 mod warehouse_tls;
 mod worker_faults;

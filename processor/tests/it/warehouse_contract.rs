@@ -5,7 +5,7 @@
 //! transaction, nothing left behind by a failed load, one winner among concurrent loads
 //! of one item, and exactly one claim of a completed file.
 
-use crate::support::orders::{batch, item, key, load_schema, owned};
+use crate::support::orders::{batch, item, key, load_schema, orders_dataset, owned};
 use crate::support::redshift::RedshiftPeer;
 use std::sync::Arc;
 
@@ -36,28 +36,6 @@ trait Harness: Send + Sync {
     /// (row_number, raw, reason) of the rejects, by row number.
     async fn rejects(&self) -> Vec<(i64, Option<String>, String)>;
     fn dataset(&self, keyed: bool) -> Dataset;
-}
-
-fn dataset(target_schema: &str, keyed: bool) -> Dataset {
-    let text = format!(
-        r#"
-[datasets.orders]
-format = "csv"
-target = "{target_schema}.orders"
-key = [{}]
-s3 = {{ prefix = "orders/" }}
-columns = [
-  {{ name = "order_id", type = "int64", nullable = false }},
-  {{ name = "status", type = "string" }},
-]
-"#,
-        if keyed { "\"order_id\"" } else { "" }
-    );
-    Catalog::from_toml(&text, "test")
-        .expect("valid")
-        .get("orders")
-        .expect("present")
-        .clone()
 }
 
 struct Postgres {
@@ -130,7 +108,7 @@ impl Harness for Postgres {
     }
 
     fn dataset(&self, keyed: bool) -> Dataset {
-        dataset(&self.schema, keyed)
+        orders_dataset(&self.schema, keyed)
     }
 }
 
@@ -230,7 +208,7 @@ impl Harness for Sqlite {
     }
 
     fn dataset(&self, keyed: bool) -> Dataset {
-        dataset("sales", keyed)
+        orders_dataset("sales", keyed)
     }
 }
 
@@ -910,7 +888,7 @@ async fn redshift_retries_s3_failures_and_conflicts_but_not_data_errors() {
 async fn redshift_loads_of_two_datasets_copy_in_parallel() {
     let harness = Redshift::new().await;
     let other_schema = format!("{}_other", harness.postgres.schema);
-    let datasets = [harness.dataset(true), dataset(&other_schema, true)];
+    let datasets = [harness.dataset(true), orders_dataset(&other_schema, true)];
     for dataset in &datasets {
         harness
             .connect()

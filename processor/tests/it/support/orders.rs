@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use processor::pipeline::lineage;
 use processor::warehouse::ItemRows;
+use shared::catalog::{Catalog, Dataset};
 use shared::envelope::{
     IdempotencyKey, RecordsItem, RecordsPayload, StreamPosition, StreamRecord, WorkItem,
 };
@@ -76,4 +77,28 @@ pub fn item(first: u64, last: u64, rows: &[(i64, &str, u64)]) -> ItemRows {
 
 pub fn owned(rows: &[(i64, &str)]) -> Vec<(i64, String)> {
     rows.iter().map(|(id, s)| (*id, (*s).to_owned())).collect()
+}
+
+/// The `orders` dataset (`order_id`, `status`) targeting `<target_schema>.orders`, keyed on
+/// `order_id` or appended.
+pub fn orders_dataset(target_schema: &str, keyed: bool) -> Dataset {
+    let text = format!(
+        r#"
+[datasets.orders]
+format = "csv"
+target = "{target_schema}.orders"
+key = [{}]
+s3 = {{ prefix = "orders/" }}
+columns = [
+  {{ name = "order_id", type = "int64", nullable = false }},
+  {{ name = "status", type = "string" }},
+]
+"#,
+        if keyed { "\"order_id\"" } else { "" }
+    );
+    Catalog::from_toml(&text, "test")
+        .expect("valid")
+        .get("orders")
+        .expect("present")
+        .clone()
 }

@@ -14,6 +14,13 @@
 //! (which scans it for row ends: every tenth name holds a quoted newline), loads the parts
 //! on two concurrent workers into another schema, and checks that the rows equal the whole
 //! load's (count and an order-independent checksum of every column and the lineage offset).
+//!
+//! With `--sink redshift` (`scripts/bench.sh redshift`) the same file goes through the
+//! Redshift sink on the Redshift stand-in (Parquet staged in the emulator's S3, `COPY`,
+//! merge), next to raw COPY and the PostgreSQL sink in the same run, with peak memory and a
+//! checksum against the PostgreSQL sink's rows; then `--datasets N` (default 2) datasets
+//! load the file at the same time, their total rate next to one's. The stand-in runs in this
+//! process, so the peak memory of a Redshift load includes its `COPY` of one staged file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,7 +42,9 @@ use shared::envelope::{FileItem, WorkItem};
 use test_support::{TestSchemas, clients, emulator_settings, postgres_url, unique_name};
 use tokio::io::AsyncReadExt;
 
-const CATALOG: &str = include_str!("../../catalog/ecommerce.toml");
+mod redshift;
+
+const CATALOG: &str = include_str!("../../../catalog/ecommerce.toml");
 const HEADER: &str = "customer_id,email,full_name,country,signup_date,updated_at\n";
 const COUNTRIES: &[&str] = &["DE", "FR", "NL", "US", "GB", "ES", "IT", "PL", "SE", "JP"];
 
@@ -45,11 +54,20 @@ enum Store {
     Local,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Postgres,
+    Redshift,
+}
+
 #[derive(Debug)]
 struct Options {
     size_mb: u64,
     store: Store,
     dir: PathBuf,
+    sink: Sink,
+    /// Datasets loaded at once in the Redshift run.
+    datasets: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -57,6 +75,8 @@ fn options() -> anyhow::Result<Options> {
         size_mb: 1024,
         store: Store::S3,
         dir: std::env::temp_dir(),
+        sink: Sink::Postgres,
+        datasets: 2,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,10 +96,24 @@ fn options() -> anyhow::Result<Options> {
                 }
             }
             "--dir" => options.dir = PathBuf::from(args.next().context("--dir needs a path")?),
+            "--sink" => {
+                options.sink = match args.next().as_deref() {
+                    Some("postgres") => Sink::Postgres,
+                    Some("redshift") => Sink::Redshift,
+                    other => bail!("--sink is postgres or redshift, not {other:?}"),
+                }
+            }
+            "--datasets" => {
+                options.datasets = args
+                    .next()
+                    .context("--datasets needs a number")?
+                    .parse()
+                    .context("--datasets needs a number")?;
+            }
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             other => bail!(
-                "unknown option {other:?}; options: --size-mb N, --store s3|local, --dir PATH"
+                "unknown option {other:?}; options: --size-mb N, --store s3|local, --dir PATH, --sink postgres|redshift, --datasets N"
             ),
         }
     }
@@ -225,18 +259,25 @@ async fn stage_object(
     }
 }
 
-/// One processor load of the object.
+/// A PostgreSQL sink with its platform tables in `platform`.
+async fn postgres(platform: &str) -> anyhow::Result<Arc<dyn Warehouse>> {
+    Ok(Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), platform).await?,
+    ))
+}
+
+/// One processor load of the object through `warehouse`.
 async fn processor_load(
     stores: Arc<dyn ObjectStores>,
     bucket: &str,
     key: &str,
     schemas: &TestSchemas,
+    warehouse: Arc<dyn Warehouse>,
 ) -> anyhow::Result<(u64, Duration, Option<u64>)> {
     let catalog = Arc::new(Catalog::from_toml(&schemas.retarget(CATALOG), "catalog")?);
     let store = stores.for_bucket(bucket)?;
     let meta = store.head(&object_store::path::Path::parse(key)?).await?;
     let pipeline = Pipeline::new(Arc::clone(&catalog), stores).await?;
-    let warehouse = PostgresWarehouse::connect(&postgres_url(), &schemas.platform).await?;
     warehouse.ensure_platform_tables().await?;
     let dataset = catalog.get("customers").context("customers dataset")?;
     let load_schema = pipeline
@@ -271,6 +312,15 @@ async fn processor_load(
     Ok((report.rows_staged, elapsed, peak))
 }
 
+/// What the run measured before the Redshift sink: the baseline and the PostgreSQL sink.
+struct Baseline<'a> {
+    bytes: u64,
+    raw: (u64, Duration),
+    /// Rows, time and peak memory of the PostgreSQL sink's load.
+    postgres: (u64, Duration, Option<u64>),
+    schemas: &'a TestSchemas,
+}
+
 fn line(name: &str, rows: u64, bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     format!(
@@ -291,7 +341,9 @@ async fn main() -> anyhow::Result<()> {
 
     let (stores, bucket, key) = stage_object(options.store, &file, &options.dir).await?;
     eprintln!("processor load from {:?} …", options.store);
-    let (rows, time, peak) = processor_load(Arc::clone(&stores), &bucket, &key, &schemas).await?;
+    let warehouse = postgres(&schemas.platform).await?;
+    let (rows, time, peak) =
+        processor_load(Arc::clone(&stores), &bucket, &key, &schemas, warehouse).await?;
     if rows != raw_rows {
         bail!("the processor loaded {rows} rows, raw COPY {raw_rows}");
     }
@@ -305,6 +357,15 @@ async fn main() -> anyhow::Result<()> {
         .get(0);
     if in_target as u64 != rows {
         bail!("{in_target} rows in the target, {rows} staged");
+    }
+    if options.sink == Sink::Redshift {
+        let baseline = Baseline {
+            bytes,
+            raw: (raw_rows, raw_time),
+            postgres: (rows, time, peak),
+            schemas: &schemas,
+        };
+        return redshift::run(&options, stores, &bucket, &key, &baseline).await;
     }
     let split = if options.store == Store::S3 {
         eprintln!("split load: planning 128 MiB parts, loading them on two workers …");
@@ -324,8 +385,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     eprintln!("processor re-load of every row (MERGE path) …");
+    let warehouse = postgres(&schemas.platform).await?;
     let (updated, update_time, update_peak) =
-        processor_load(stores, &bucket, &copy, &schemas).await?;
+        processor_load(stores, &bucket, &copy, &schemas, warehouse).await?;
     if updated != rows {
         bail!("the re-load staged {updated} rows, not {rows}");
     }
