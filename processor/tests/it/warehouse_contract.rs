@@ -36,6 +36,17 @@ trait Harness: Send + Sync {
     /// (row_number, raw, reason) of the rejects, by row number.
     async fn rejects(&self) -> Vec<(i64, Option<String>, String)>;
     fn dataset(&self, keyed: bool) -> Dataset;
+
+    /// A new connection with the orders target (keyed or appended) in place.
+    async fn with_target(&self, keyed: bool) -> (Dataset, Arc<dyn Warehouse>) {
+        let dataset = self.dataset(keyed);
+        let warehouse = self.connect().await;
+        warehouse
+            .ensure_target(&dataset, &load_schema())
+            .await
+            .expect("target");
+        (dataset, warehouse)
+    }
 }
 
 struct Postgres {
@@ -213,12 +224,7 @@ impl Harness for Sqlite {
 }
 
 async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins(harness: &dyn Harness) {
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let first = item(1, 2, &[(1, "placed", 1), (2, "placed", 2)]);
     let report = warehouse
         .load_rows(&dataset, &load_schema(), std::slice::from_ref(&first))
@@ -280,12 +286,7 @@ async fn keyed_loads_are_idempotent_and_the_last_update_in_a_batch_wins(harness:
 }
 
 async fn appends_merge_on_lineage_so_repacked_records_load_once(harness: &dyn Harness) {
-    let dataset = harness.dataset(false);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(false).await;
     warehouse
         .load_rows(
             &dataset,
@@ -314,12 +315,7 @@ async fn appends_merge_on_lineage_so_repacked_records_load_once(harness: &dyn Ha
 }
 
 async fn rejects_and_ledger_are_written_with_the_rows(harness: &dyn Harness) {
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let mut with_rejects = item(1, 3, &[(1, "placed", 1)]);
     with_rejects.rejects = vec![
         Reject {
@@ -381,12 +377,7 @@ impl RowSource for FailsHalfWay {
 }
 
 async fn a_failed_load_leaves_nothing_behind_and_can_be_retried(harness: &dyn Harness) {
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let items = vec![
         item(1, 1, &[(1, "placed", 1)]).into_source(),
         ItemSource {
@@ -464,12 +455,7 @@ async fn concurrent_loads_of_the_same_item_write_it_once(harness: &dyn Harness) 
 }
 
 async fn a_completed_file_is_claimed_once(harness: &dyn Harness) {
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let part = |n: u64| {
         let mut source = item(n, n, &[(n as i64, "placed", n)]).into_source();
         source.file = Some(FilePart {
@@ -580,12 +566,7 @@ async fn a_completed_file_is_claimed_once(harness: &dyn Harness) {
 /// Values are data, never SQL: rows, sources and rejects that look like SQL come back
 /// verbatim, and the tables are still there afterwards.
 async fn values_that_look_like_sql_are_stored_verbatim(harness: &dyn Harness) {
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let hostile = [
         "'); DROP TABLE orders; --",
         "Robert'); DELETE FROM ingest_load_ledger;--",
@@ -781,12 +762,7 @@ columns = [
 #[tokio::test]
 async fn redshift_rejects_a_row_whose_string_is_too_long_and_loads_the_rest() {
     let harness = Redshift::new().await;
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let long = "é".repeat(40_000);
     let rows = [(1, "placed", 0), (2, long.as_str(), 1), (3, "shipped", 2)];
     let report = warehouse
@@ -826,12 +802,7 @@ async fn redshift_rejects_a_row_whose_string_is_too_long_and_loads_the_rest() {
 #[tokio::test]
 async fn redshift_retries_s3_failures_and_conflicts_but_not_data_errors() {
     let harness = Redshift::new().await;
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let rows = [(1, "placed", 0), (2, "shipped", 1)];
     let the_item = item(0, 1, &rows);
     let faults = [
@@ -931,12 +902,7 @@ async fn redshift_loads_of_two_datasets_copy_in_parallel() {
 #[tokio::test]
 async fn redshift_writes_many_large_rejects_in_statements_under_16_mb() {
     let harness = Redshift::new().await;
-    let dataset = harness.dataset(true);
-    let warehouse = harness.connect().await;
-    warehouse
-        .ensure_target(&dataset, &load_schema())
-        .await
-        .expect("target");
+    let (dataset, warehouse) = harness.with_target(true).await;
     let rejects = (1..=300)
         .map(|n| Reject {
             row_number: Some(n),
