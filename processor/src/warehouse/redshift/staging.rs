@@ -38,32 +38,32 @@ fn staged_type(data_type: &DataType) -> DataType {
 /// The rows of `batch` with a string longer in bytes than its column's limit, with the
 /// reason.
 fn over_long_strings(batch: &RecordBatch, limits: &[Option<usize>]) -> Vec<(usize, String)> {
-    let mut refused: Vec<(usize, String)> = Vec::new();
+    // The first over-long column of a row gives its reason.
+    let mut reasons: Vec<Option<String>> = vec![None; batch.num_rows()];
     let schema = batch.schema();
     let columns = schema.fields().iter().zip(batch.columns()).zip(limits);
     for ((field, array), limit) in columns {
         let (Some(strings), Some(max_bytes)) = (array.as_string_opt::<i32>(), *limit) else {
             continue;
         };
-        for (row, value) in strings.iter().enumerate() {
+        for (reason, value) in reasons.iter_mut().zip(strings.iter()) {
             let Some(value) = value.filter(|v| v.len() > max_bytes) else {
                 continue;
             };
-            if refused.iter().any(|(r, _)| *r == row) {
-                continue;
-            }
-            refused.push((
-                row,
+            reason.get_or_insert_with(|| {
                 format!(
                     "column {}: {} bytes, longer than the {max_bytes} bytes its Redshift VARCHAR holds (raise its max_length in the catalog)",
                     field.name(),
                     value.len()
-                ),
-            ));
+                )
+            });
         }
     }
-    refused.sort_by_key(|(row, _)| *row);
-    refused
+    reasons
+        .into_iter()
+        .enumerate()
+        .filter_map(|(row, reason)| Some((row, reason?)))
+        .collect()
 }
 
 /// Staged Parquet files of one load and the manifest that names them.
