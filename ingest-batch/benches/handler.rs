@@ -43,7 +43,7 @@ impl ObjectReader for NoReads {
             key: object.key.clone(),
             start,
             end,
-            reason: "the benchmark reads no objects".into(),
+            source: "the benchmark reads no objects".into(),
             retryable: false,
         })
     }

@@ -83,10 +83,12 @@ pub struct Notifications {
 /// reported as an error so it shows up in the function's error metrics.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the invocation payload is not an S3 event notification, an EventBridge S3 event or an s3:TestEvent: {reason}"
+    "the invocation payload is not an S3 event notification, an EventBridge S3 event or an s3:TestEvent (read as {read_as})"
 )]
 pub struct PayloadError {
-    pub reason: String,
+    /// The shape the payload was read as when it failed.
+    pub read_as: &'static str,
+    pub source: shared::error::BoxError,
 }
 
 /// The `detail` of an EventBridge `Object Created` event.
@@ -134,7 +136,8 @@ pub fn read_payload(payload: Value) -> Result<Notifications, PayloadError> {
         return read_eventbridge(payload);
     }
     Err(PayloadError {
-        reason: "it has neither \"Records\" nor \"detail-type\"".to_owned(),
+        read_as: "an event",
+        source: "it has neither \"Records\" nor \"detail-type\"".into(),
     })
 }
 
@@ -153,7 +156,8 @@ fn read_s3_notification(mut payload: Value) -> Result<Notifications, PayloadErro
         }
     }
     let event: S3Event = serde_json::from_value(payload).map_err(|err| PayloadError {
-        reason: format!("S3 event notification: {err}"),
+        read_as: "an S3 event notification",
+        source: err.into(),
     })?;
     let mut notifications = Notifications::default();
     for record in event.records {
@@ -188,7 +192,8 @@ fn read_s3_notification(mut payload: Value) -> Result<Notifications, PayloadErro
 fn read_eventbridge(payload: Value) -> Result<Notifications, PayloadError> {
     let event: EventBridgeEvent<Value> =
         serde_json::from_value(payload).map_err(|err| PayloadError {
-            reason: format!("EventBridge event: {err}"),
+            read_as: "an EventBridge event",
+            source: err.into(),
         })?;
     let mut notifications = Notifications::default();
     if event.source != "aws.s3" || event.detail_type != "Object Created" {
@@ -200,7 +205,8 @@ fn read_eventbridge(payload: Value) -> Result<Notifications, PayloadError> {
     }
     let detail: ObjectCreatedDetail =
         serde_json::from_value(event.detail).map_err(|err| PayloadError {
-            reason: format!("EventBridge Object Created detail: {err}"),
+            read_as: "an EventBridge Object Created detail",
+            source: err.into(),
         })?;
     // EventBridge's pages do not say whether the key is URL-encoded like a notification's:
     // decode it when it decodes, keep the raw form for the bucket check when they differ.
@@ -359,7 +365,7 @@ mod tests {
         assert_eq!(read.skipped[0].reason, SkipReason::TestEvent);
         let err = read_payload(json!({"hello": 1})).expect_err("not an event");
         assert!(
-            err.to_string().contains("not an S3 event notification"),
+            shared::error::report(&err).contains("not an S3 event notification"),
             "{err}"
         );
         assert!(read_payload(json!({"Records": "x"})).is_err());

@@ -317,7 +317,7 @@ mod tests {
                 Err(ObjectReadError::Gone {
                     bucket: object.bucket.clone(),
                     key: object.key.clone(),
-                    reason: "NoSuchKey".into(),
+                    source: "NoSuchKey".into(),
                 })
             }
         }

@@ -26,7 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             flush_emf(metrics, Some(&event.context.request_id), std::io::stdout());
             result.map_err(|err| lambda_runtime::Diagnostic {
                 error_type: err.kind().to_owned(),
-                error_message: err.to_string(),
+                error_message: shared::error::report(&err),
             })
         },
     ))

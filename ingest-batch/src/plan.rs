@@ -9,7 +9,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use bytes::Bytes;
 use shared::catalog::{Catalog, Compression, Dataset, FileFormat};
 use shared::envelope::{ByteRange, FileItem, Part};
-use shared::error::{Classify, Retryability, classify_sdk_error, describe_sdk_error};
+use shared::error::{BoxError, Classify, Retryability, classify_sdk_error};
 
 use crate::events::{CreatedObject, SkipReason, Skipped};
 use crate::split::{CsvRowEnds, Cuts, even_ranges, jsonl_row_end};
@@ -24,19 +24,19 @@ pub const JSONL_PEEK_BYTES: u64 = 64 * 1024;
 pub enum ObjectReadError {
     /// Deleted, or overwritten (the entity tag no longer matches): the newer version
     /// has an event of its own.
-    #[error("s3://{bucket}/{key} is gone or changed since the event: {reason}")]
+    #[error("s3://{bucket}/{key} is gone or changed since the event")]
     Gone {
         bucket: String,
         key: String,
-        reason: String,
+        source: BoxError,
     },
-    #[error("reading s3://{bucket}/{key} bytes {start}..{end} failed: {reason}")]
+    #[error("reading s3://{bucket}/{key} bytes {start}..{end} failed")]
     Failed {
         bucket: String,
         key: String,
         start: u64,
         end: u64,
-        reason: String,
+        source: BoxError,
         retryable: bool,
     },
 }
@@ -79,12 +79,12 @@ impl ObjectReader for S3Objects {
         start: u64,
         end: u64,
     ) -> Result<Bytes, ObjectReadError> {
-        let failed = |reason: String, retryable: bool| ObjectReadError::Failed {
+        let failed = |source: BoxError, retryable: bool| ObjectReadError::Failed {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
             start,
             end,
-            reason,
+            source,
             retryable,
         };
         let output = self
@@ -107,20 +107,18 @@ impl ObjectReader for S3Objects {
                     ObjectReadError::Gone {
                         bucket: object.bucket.clone(),
                         key: object.key.clone(),
-                        reason: describe_sdk_error(&err),
+                        source: err.into(),
                     }
                 } else {
-                    failed(
-                        describe_sdk_error(&err),
-                        classify_sdk_error(&err) == Retryability::Retryable,
-                    )
+                    let retryable = classify_sdk_error(&err) == Retryability::Retryable;
+                    failed(err.into(), retryable)
                 }
             })?;
         let body = output
             .body
             .collect()
             .await
-            .map_err(|err| failed(err.to_string(), true))?;
+            .map_err(|err| failed(err.into(), true))?;
         Ok(body.into_bytes())
     }
 }

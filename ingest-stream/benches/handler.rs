@@ -29,7 +29,7 @@ impl ObjectWriter for NoWrites {
         Err(PutError {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            reason: "the benchmark writes no objects".into(),
+            source: "the benchmark writes no objects".into(),
             retryable: false,
         })
     }

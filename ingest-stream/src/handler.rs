@@ -24,7 +24,7 @@ use shared::envelope::{
     ClaimCheck, MessageSizeLimit, RecordsItem, RecordsPayload, StreamPosition, StreamRecord,
     WorkItem,
 };
-use shared::error::{Retryability, classify_sdk_error, describe_sdk_error};
+use shared::error::{BoxError, Retryability, classify_sdk_error, report};
 use shared::queue::{OutgoingMessage, WorkQueue};
 use shared::telemetry::names;
 use shared::validate::validate_record;
@@ -60,12 +60,12 @@ pub struct BatchOutcome {
 }
 
 /// Why writing an object failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("writing s3://{bucket}/{key} failed: {reason}")]
+#[derive(Debug, thiserror::Error)]
+#[error("writing s3://{bucket}/{key} failed")]
 pub struct PutError {
     pub bucket: String,
     pub key: String,
-    pub reason: String,
+    pub source: BoxError,
     pub retryable: bool,
 }
 
@@ -95,8 +95,8 @@ impl ObjectWriter for S3Writer {
             .map_err(|err| PutError {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
-                reason: describe_sdk_error(&err),
                 retryable: classify_sdk_error(&err) == Retryability::Retryable,
+                source: err.into(),
             })?;
         Ok(())
     }
@@ -263,7 +263,7 @@ impl StreamIngest {
         let users = match user_records(&record.data) {
             Ok(users) => users,
             Err(err) => {
-                sorted.quarantine(index, record, 0, err.to_string(), &record.data);
+                sorted.quarantine(index, record, 0, report(&err), &record.data);
                 return 1;
             }
         };
@@ -273,7 +273,7 @@ impl StreamIngest {
             let value = match json_value(&user.data) {
                 Ok(value) => value,
                 Err(err) => {
-                    sorted.quarantine(index, record, sub, err.to_string(), &user.data);
+                    sorted.quarantine(index, record, sub, report(&err), &user.data);
                     continue;
                 }
             };
@@ -340,7 +340,7 @@ impl StreamIngest {
                     .increment(quarantine.len() as u64);
                 tracing::warn!(records = quarantine.len(), location = %format!("s3://{}/{key}", self.quarantine.bucket), "invalid records quarantined");
             }
-            Err(err) => unsafe_from.mark(*first, err.to_string()),
+            Err(err) => unsafe_from.mark(*first, report(&err)),
         }
     }
 
@@ -384,7 +384,7 @@ impl StreamIngest {
                     messages.push(OutgoingMessage::from(body));
                     sendable.push(p);
                 }
-                Err(err) => unsafe_from.mark(p.sources[0], err.to_string()),
+                Err(err) => unsafe_from.mark(p.sources[0], report(&err)),
             }
         }
         if messages.is_empty() {
@@ -500,13 +500,13 @@ impl StreamIngest {
             self.claim_checks.prefix, position.sequence_number, position.sub_sequence_number
         );
         let body = serde_json::to_string(&routed.record)
-            .map_err(|err| (routed.source, err.to_string()))?
+            .map_err(|err| (routed.source, report(&err)))?
             + "\n";
         let size = body.len() as u64;
         self.objects
             .put(&self.claim_checks.bucket, &key, body.into_bytes())
             .await
-            .map_err(|err| (routed.source, err.to_string()))?;
+            .map_err(|err| (routed.source, report(&err)))?;
         let bucket = self.claim_checks.bucket.clone();
         let group = [routed];
         let item = records_item(

@@ -27,7 +27,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             let request_id = event.context.request_id.clone();
             let records = incoming_records(event.payload).map_err(|err| Diagnostic {
                 error_type: "UnreadableEvent".to_owned(),
-                error_message: err.to_string(),
+                error_message: shared::error::report(&err),
             })?;
             let outcome = ingest.ingest(&records).await;
             // The invocation's metrics, as one Embedded Metric Format document.

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shared::error::{BoxError, report};
 use shared::stream::{RecordStream, RecordsPage, ShardInfo, StartPosition, StreamError};
 use shared::telemetry::names;
 use tokio::sync::watch;
@@ -113,8 +114,8 @@ pub struct ReadProgress {
 pub enum ReadError {
     #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("checkpoint file {path}: {reason}")]
-    Checkpoint { path: PathBuf, reason: String },
+    #[error("checkpoint file {path}")]
+    Checkpoint { path: PathBuf, source: BoxError },
 }
 
 #[derive(Debug, Default)]
@@ -138,25 +139,25 @@ impl Checkpoints {
         match std::fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text).map_err(|err| ReadError::Checkpoint {
                 path: path.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(err) => Err(ReadError::Checkpoint {
                 path: path.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             }),
         }
     }
 
     fn save(&self, path: &PathBuf) -> Result<(), ReadError> {
-        let error = |reason: String| ReadError::Checkpoint {
+        let error = |source: BoxError| ReadError::Checkpoint {
             path: path.clone(),
-            reason,
+            source,
         };
-        let text = serde_json::to_string_pretty(self).map_err(|err| error(err.to_string()))?;
+        let text = serde_json::to_string_pretty(self).map_err(|err| error(err.into()))?;
         let partial = path.with_extension("partial");
-        std::fs::write(&partial, text).map_err(|err| error(err.to_string()))?;
-        std::fs::rename(&partial, path).map_err(|err| error(err.to_string()))
+        std::fs::write(&partial, text).map_err(|err| error(err.into()))?;
+        std::fs::rename(&partial, path).map_err(|err| error(err.into()))
     }
 }
 
@@ -369,7 +370,7 @@ impl Reader<'_> {
                 match self.stream.shard_iterator(&shard.shard_id, &start).await {
                     Ok(iterator) => iterator,
                     Err(err) => {
-                        back_off(state, settings, &err.to_string());
+                        back_off(state, settings, &report(&err));
                         return PageRead::Skipped { worked: false };
                     }
                 }
@@ -380,7 +381,7 @@ impl Reader<'_> {
             Ok(page) => page,
             Err(err) => {
                 // Expired or bad iterators start again from the checkpoint.
-                back_off(state, settings, &err.to_string());
+                back_off(state, settings, &report(&err));
                 return PageRead::Skipped { worked: true };
             }
         };
@@ -691,7 +692,7 @@ mod tests {
             Err(PutError {
                 bucket: bucket.into(),
                 key: key.into(),
-                reason: "not in this test".into(),
+                source: "not in this test".into(),
                 retryable: false,
             })
         }

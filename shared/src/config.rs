@@ -358,13 +358,16 @@ pub struct PlatformConfig {
 /// Why the platform config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config {origin} is not valid TOML: {message}")]
-    Syntax { origin: String, message: String },
+    #[error("config {origin} is not valid TOML")]
+    Syntax {
+        origin: String,
+        source: toml::de::Error,
+    },
     #[error("config {origin} has {} error(s):\n{}", issues.len(), render_issues(issues))]
     Invalid { origin: String, issues: Vec<Issue> },
 }
@@ -402,9 +405,9 @@ impl PlatformConfig {
     ) -> Result<Self, ConfigError> {
         let mut document: Table =
             text.parse()
-                .map_err(|err: toml::de::Error| ConfigError::Syntax {
+                .map_err(|source: toml::de::Error| ConfigError::Syntax {
                     origin: origin.to_owned(),
-                    message: err.to_string(),
+                    source,
                 })?;
         let mut issues = Issues::default();
         apply_env_overrides(&mut document, env, &mut issues);
@@ -1062,7 +1065,7 @@ mod tests {
         assert_eq!(config.queue, None);
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
         let err = config.workers().expect_err("missing sections");
-        let text = err.to_string();
+        let text = crate::error::report(&err);
         assert!(
             text.contains(
                 "queue: required by this command; set it in the config file or with INGEST_QUEUE__…"

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 
-use crate::error::{Classify, Retryability};
+use crate::error::{BoxError, Classify, Retryability, report};
 use crate::retry::EntryReport;
 use crate::stream::epoch_millis;
 
@@ -55,17 +55,17 @@ CREATE INDEX IF NOT EXISTS stream_records_arrival ON stream_records (stream, sha
 /// A failure of the embedded database.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
-    #[error("embedded database {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("embedded database, {action}: {source}")]
+    #[error("cannot open embedded database {path}")]
+    Open { path: PathBuf, source: BoxError },
+    #[error("embedded database, {action}")]
     Sql {
         action: &'static str,
         source: rusqlite::Error,
     },
-    #[error("embedded database, {action}: the blocking task failed: {reason}")]
+    #[error("embedded database, {action}: the blocking task failed")]
     Task {
         action: &'static str,
-        reason: String,
+        source: tokio::task::JoinError,
     },
 }
 
@@ -105,25 +105,25 @@ pub struct EmbeddedDb {
 impl EmbeddedDb {
     /// Opens (or creates) the database file and the queue and stream tables.
     pub fn open(path: &Path) -> Result<Self, EmbeddedError> {
-        let open_error = |reason: String| EmbeddedError::Open {
+        let open_error = |source: BoxError| EmbeddedError::Open {
             path: path.to_owned(),
-            reason,
+            source,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|err| open_error(err.to_string()))?;
+            std::fs::create_dir_all(parent).map_err(|err| open_error(err.into()))?;
         }
-        let connection = Connection::open(path).map_err(|err| open_error(err.to_string()))?;
+        let connection = Connection::open(path).map_err(|err| open_error(err.into()))?;
         connection
             .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|err| open_error(err.to_string()))?;
+            .map_err(|err| open_error(err.into()))?;
         // WAL: readers never wait for the writer; NORMAL sync is durable across a crash
         // of the process (not of the machine), which is what the local mode promises.
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(|err| open_error(err.to_string()))?;
+            .map_err(|err| open_error(err.into()))?;
         connection
             .execute_batch(SCHEMA)
-            .map_err(|err| open_error(err.to_string()))?;
+            .map_err(|err| open_error(err.into()))?;
         Ok(Self {
             path: path.to_owned(),
             connection: Arc::new(Mutex::new(connection)),
@@ -150,10 +150,7 @@ impl EmbeddedDb {
             work(&mut connection)
         })
         .await
-        .map_err(|err| EmbeddedError::Task {
-            action,
-            reason: err.to_string(),
-        })?
+        .map_err(|source| EmbeddedError::Task { action, source })?
     }
 }
 
@@ -170,7 +167,7 @@ pub(crate) fn whole_call_failed<S>(indices: &[usize], err: &EmbeddedError) -> En
     EntryReport::all_failed(
         indices,
         "EmbeddedDatabase",
-        &err.to_string(),
+        &report(err),
         err.is_retryable(),
     )
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Compression, FileFormat};
-use crate::error::{Classify, Retryability};
+use crate::error::{BoxError, Classify, Retryability};
 
 /// The work-item schema version this build writes and reads.
 pub const WORK_ITEM_VERSION: u32 = 1;
@@ -187,16 +187,16 @@ impl Default for MessageSizeLimit {
 /// Why a work item could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("work item is not valid JSON: {reason}")]
-    NotJson { reason: String },
+    #[error("work item is not valid JSON")]
+    NotJson { source: serde_json::Error },
     #[error("work item has no numeric \"version\" field")]
     MissingVersion,
     #[error(
         "work item version {found} is not supported by this build (it reads version {supported}); upgrade the processor or redrive the message later"
     )]
     UnsupportedVersion { found: u64, supported: u32 },
-    #[error("work item of version {WORK_ITEM_VERSION} is malformed: {reason}")]
-    Malformed { reason: String },
+    #[error("work item of version {WORK_ITEM_VERSION} is malformed")]
+    Malformed { source: BoxError },
     #[error("work item for dataset {dataset:?} is invalid: {reason}")]
     Invalid { dataset: String, reason: String },
     #[error(
@@ -276,12 +276,10 @@ impl WorkItem {
     /// newer producer gets a clear "unsupported version" error.
     pub fn from_json(text: &str) -> Result<Self, EnvelopeError> {
         let document: serde_json::Value =
-            serde_json::from_str(text).map_err(|err| EnvelopeError::NotJson {
-                reason: err.to_string(),
-            })?;
+            serde_json::from_str(text).map_err(|source| EnvelopeError::NotJson { source })?;
         let serde_json::Value::Object(mut fields) = document else {
             return Err(EnvelopeError::Malformed {
-                reason: "expected a JSON object".into(),
+                source: "expected a JSON object".into(),
             });
         };
         let version = fields
@@ -294,12 +292,8 @@ impl WorkItem {
                 supported: WORK_ITEM_VERSION,
             });
         }
-        let item: WorkItem =
-            serde_json::from_value(serde_json::Value::Object(fields)).map_err(|err| {
-                EnvelopeError::Malformed {
-                    reason: err.to_string(),
-                }
-            })?;
+        let item: WorkItem = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|err| EnvelopeError::Malformed { source: err.into() })?;
         item.validate()?;
         Ok(item)
     }
@@ -311,9 +305,7 @@ impl WorkItem {
             version: WORK_ITEM_VERSION,
             item: self,
         })
-        .map_err(|err| EnvelopeError::Malformed {
-            reason: err.to_string(),
-        })?;
+        .map_err(|err| EnvelopeError::Malformed { source: err.into() })?;
         if text.len() > limit.bytes() {
             return Err(EnvelopeError::TooLarge {
                 dataset: self.dataset().to_owned(),

@@ -6,22 +6,26 @@ use crate::config::{LogFormat, TelemetrySettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("invalid log filter {filter:?}: {reason}")]
-    InvalidFilter { filter: String, reason: String },
+    #[error("invalid log filter {filter:?}")]
+    InvalidFilter {
+        filter: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
-    #[error("cannot install the metrics recorder: {reason}")]
-    Metrics { reason: String },
+    #[error("cannot install the metrics recorder")]
+    Metrics { source: crate::error::BoxError },
 }
 
 /// Installs the global tracing subscriber: JSON lines without colours for Lambda and
 /// Fargate (CloudWatch), or human-readable text for terminals. `RUST_LOG`-style filter.
 pub fn init_tracing(settings: &TelemetrySettings) -> Result<(), TelemetryError> {
-    let filter =
-        EnvFilter::try_new(&settings.log_filter).map_err(|err| TelemetryError::InvalidFilter {
+    let filter = EnvFilter::try_new(&settings.log_filter).map_err(|source| {
+        TelemetryError::InvalidFilter {
             filter: settings.log_filter.clone(),
-            reason: err.to_string(),
-        })?;
+            source,
+        }
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -47,9 +51,7 @@ pub fn init_emf(function: &'static str) -> Result<EmfCollector, TelemetryError> 
         .with_dimension("function", function)
         .init()
         .map(EmfCollector)
-        .map_err(|err| TelemetryError::Metrics {
-            reason: err.to_string(),
-        })
+        .map_err(|source| TelemetryError::Metrics { source })
 }
 
 /// The installed EMF recorder, to flush.
@@ -68,7 +70,7 @@ pub fn flush_emf(collector: EmfCollector, request_id: Option<&str>, out: impl st
         collector.0.set_property("RequestId", request_id.to_owned());
     }
     if let Err(err) = collector.0.flush(out) {
-        tracing::warn!(error = %err, "could not write the invocation's metrics");
+        tracing::warn!(error = %crate::error::Report(&err), "could not write the invocation's metrics");
     }
 }
 
@@ -343,7 +345,7 @@ mod tests {
         };
         let err = init_tracing(&settings).expect_err("invalid filter");
         assert!(
-            err.to_string().starts_with("invalid log filter \"info,[\""),
+            crate::error::report(&err).starts_with("invalid log filter \"info,[\""),
             "{err}"
         );
     }

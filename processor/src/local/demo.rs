@@ -105,7 +105,7 @@ impl DemoSummary {
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, DemoError> {
     let folder_error = |err: std::io::Error| DemoError::Folder {
         path: path.to_owned(),
-        reason: err.to_string(),
+        source: err,
     };
     if std::fs::read(path).is_ok_and(|existing| existing == bytes) {
         return Ok(false);
@@ -143,7 +143,7 @@ async fn check_same_data(db: &EmbeddedDb, size: &DemoSize, dir: &Path) -> Result
             .map_err(sql_error("recording the demo's data set"))
         })
         .await
-        .map_err(|err| step("opening the demo database")(err.to_string()))?;
+        .map_err(|err| step("opening the demo database")(err))?;
     if found != wanted {
         return Err(DemoError::OtherData {
             dir: dir.to_owned(),
@@ -165,10 +165,10 @@ pub async fn run_demo(
         dir: options.dir.clone(),
     };
     let mut generated = generate(&options.size);
-    let catalog = Arc::new(
-        Catalog::from_toml(EXAMPLE_CATALOG, "catalog/ecommerce.toml")
-            .map_err(|err| DemoError::Setup(err.to_string()))?,
-    );
+    let catalog = Arc::new(Catalog::from_toml(
+        EXAMPLE_CATALOG,
+        "catalog/ecommerce.toml",
+    )?);
     let platform = LocalPlatform::open(&layout, catalog, options.visibility_timeout).await?;
     check_same_data(&platform.db, &options.size, &layout.dir).await?;
     for file in &generated.files {
@@ -209,7 +209,7 @@ pub async fn run_demo(
         .depth()
         .await
         .map(|d| d.visible + d.in_flight)
-        .map_err(|err| step("reading the dead-letter queue")(err.to_string()))?;
+        .map_err(|err| step("reading the dead-letter queue")(err))?;
     Ok(DemoSummary {
         datasets,
         elapsed,
@@ -247,14 +247,14 @@ async fn plan_files(
             .buckets
             .created_object(BUCKET, &file.key)
             .await
-            .map_err(|err| step("reading a landing file")(err.to_string()))?;
+            .map_err(|err| step("reading a landing file")(err))?;
         objects.push(object);
     }
     let (items, _) = platform
         .file_ingest
         .plan_objects(&objects)
         .await
-        .map_err(|err| step("planning the landing files")(err.to_string()))?;
+        .map_err(|err| step("planning the landing files")(err))?;
     Ok((objects.len(), items))
 }
 
@@ -295,8 +295,7 @@ impl Run {
             .stream
             .record_count()
             .await
-            .map_err(|err| step("reading the stream")(err.to_string()))?
-            as usize;
+            .map_err(|err| step("reading the stream")(err))? as usize;
         let events_total = events.len();
         let (put_tx, events_put) = watch::channel(already.min(events_total));
         let producer = spawn_producer(
@@ -337,7 +336,7 @@ impl Run {
             if self.poller.is_finished() {
                 return Err(DemoError::Step {
                     what: "reading the stream",
-                    reason: "the poller stopped early".into(),
+                    source: "the poller stopped early".into(),
                 });
             }
             let queue_empty = self.report(watch, files_sent, progress).await?;
@@ -351,12 +350,10 @@ impl Run {
         let read = self
             .poller
             .await
-            .map_err(|err| step("reading the stream")(err.to_string()))?
-            .map_err(|err| step("reading the stream")(err.to_string()))?;
+            .map_err(|err| step("reading the stream")(err))?
+            .map_err(|err| step("reading the stream")(err))?;
         for worker in self.workers {
-            worker
-                .await
-                .map_err(|err| step("running a worker")(err.to_string()))?;
+            worker.await.map_err(|err| step("running a worker")(err))?;
         }
         Ok(read)
     }
@@ -368,8 +365,8 @@ impl Run {
         };
         let sent = task
             .await
-            .map_err(|err| step("sending the file items")(err.to_string()))?
-            .map_err(|err| step("sending the file items")(err.to_string()))?;
+            .map_err(|err| step("sending the file items")(err))?
+            .map_err(|err| step("sending the file items")(err))?;
         Ok(Some(sent))
     }
 
@@ -377,7 +374,7 @@ impl Run {
     async fn check_producer(&mut self) -> Result<(), DemoError> {
         if let Some(task) = self.producer.take_if(|task| task.is_finished()) {
             task.await
-                .map_err(|err| step("putting events")(err.to_string()))?
+                .map_err(|err| step("putting events")(err))?
                 .map_err(step("putting events"))?;
         }
         Ok(())
@@ -395,7 +392,7 @@ impl Run {
             .queue
             .depth()
             .await
-            .map_err(|err| step("reading the queue")(err.to_string()))?;
+            .map_err(|err| step("reading the queue")(err))?;
         let db = watch.platform.warehouse.db();
         let rows_loaded = rows_loaded_since(db, watch.run_started.to_owned()).await?;
         progress(&Progress {
@@ -546,7 +543,7 @@ async fn dead_letters_by_dataset(
     for (body, attributes) in dead_letter
         .peek(u32::MAX)
         .await
-        .map_err(|err| step("reading the dead-letter queue")(err.to_string()))?
+        .map_err(|err| step("reading the dead-letter queue")(err))?
     {
         let dataset = shared::envelope::WorkItem::from_json(&body)
             .map(|item| item.dataset().to_owned())
@@ -565,7 +562,7 @@ async fn caught_up(stream: &EmbeddedStream, checkpoint_file: &PathBuf) -> Result
     let newest = stream
         .newest_sequences()
         .await
-        .map_err(|err| step("reading the stream")(err.to_string()))?;
+        .map_err(|err| step("reading the stream")(err))?;
     let Ok(checkpoints) = Checkpoints::load(checkpoint_file) else {
         return Ok(false); // being replaced this very moment
     };
@@ -590,7 +587,7 @@ async fn rows_loaded_since(db: &EmbeddedDb, since: String) -> Result<i64, DemoEr
         .map_err(sql_error("counting loaded rows"))
     })
     .await
-    .map_err(|err| step("counting loaded rows")(err.to_string()))
+    .map_err(|err| step("counting loaded rows")(err))
 }
 
 async fn reasons_of(db: &EmbeddedDb, dataset: String) -> Result<Vec<String>, DemoError> {
@@ -606,7 +603,7 @@ async fn reasons_of(db: &EmbeddedDb, dataset: String) -> Result<Vec<String>, Dem
             .map_err(sql_error("reading rejects"))
     })
     .await
-    .map_err(|err| step("reading rejects")(err.to_string()))
+    .map_err(|err| step("reading rejects")(err))
 }
 
 /// p50 and p99 seconds from each record's arrival in the stream to the commit of its row,
@@ -633,7 +630,7 @@ async fn latencies(
                 .map_err(sql_error("measuring latency"))
         })
         .await
-        .map_err(|err| step("measuring latency")(err.to_string()))?;
+        .map_err(|err| step("measuring latency")(err))?;
     if seconds.is_empty() {
         return Ok(None);
     }

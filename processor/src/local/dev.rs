@@ -94,15 +94,15 @@ pub async fn run_dev(
     let layout = Layout {
         dir: options.dir.clone(),
     };
-    let catalog = Arc::new(
-        Catalog::from_toml(EXAMPLE_CATALOG, "catalog/ecommerce.toml")
-            .map_err(|err| DemoError::Setup(err.to_string()))?,
-    );
+    let catalog = Arc::new(Catalog::from_toml(
+        EXAMPLE_CATALOG,
+        "catalog/ecommerce.toml",
+    )?);
     let platform = LocalPlatform::open(&layout, catalog, options.visibility_timeout).await?;
     let landing = layout.landing();
     std::fs::create_dir_all(&landing).map_err(|err| DemoError::Folder {
         path: landing.clone(),
-        reason: err.to_string(),
+        source: err,
     })?;
     report(DevEvent::Watching {
         folder: landing.clone(),
@@ -140,7 +140,7 @@ pub async fn run_dev(
     for worker in workers {
         worker.await.map_err(|err| DemoError::Step {
             what: "running a worker",
-            reason: err.to_string(),
+            source: err.into(),
         })?;
     }
     Ok(())
@@ -154,7 +154,7 @@ async fn offer(platform: &LocalPlatform, key: &str) -> DevEvent {
     };
     let object = match platform.buckets.created_object(BUCKET, key).await {
         Ok(object) => object,
-        Err(err) => return failed(err.to_string()),
+        Err(err) => return failed(shared::error::report(&err)),
     };
     match platform.file_ingest.ingest(&[object]).await {
         Ok(done) if done.work_items_sent > 0 => DevEvent::Queued {
@@ -170,7 +170,7 @@ async fn offer(platform: &LocalPlatform, key: &str) -> DevEvent {
                 .collect::<Vec<_>>()
                 .join(", "),
         },
-        Err(err) => failed(err.to_string()),
+        Err(err) => failed(shared::error::report(&err)),
     }
 }
 

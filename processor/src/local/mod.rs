@@ -33,6 +33,7 @@ use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::embedded::{EmbeddedDb, sql_error};
 use shared::envelope::MessageSizeLimit;
+use shared::error::BoxError;
 use shared::queue::WorkQueue;
 use shared::queue::{EmbeddedQueue, Redrive};
 use shared::stream::EmbeddedStream;
@@ -83,8 +84,11 @@ impl Layout {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("demo folder {path}: {reason}")]
-    Folder { path: PathBuf, reason: String },
+    #[error("demo folder {path}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "{dir} holds a demo generated with {found}, not {wanted}; pass another --dir or delete that folder"
     )]
@@ -95,12 +99,20 @@ pub enum DemoError {
     },
     #[error("{0}")]
     Setup(String),
-    #[error("{what} failed: {reason}")]
-    Step { what: &'static str, reason: String },
+    #[error("the example catalog does not read")]
+    Catalog(#[from] shared::catalog::CatalogError),
+    #[error("{what} failed")]
+    Step {
+        what: &'static str,
+        source: BoxError,
+    },
 }
 
-fn step(what: &'static str) -> impl FnOnce(String) -> DemoError {
-    move |reason| DemoError::Step { what, reason }
+fn step<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> DemoError {
+    move |err| DemoError::Step {
+        what,
+        source: err.into(),
+    }
 }
 
 /// Per dataset: (rows in the target, rejects, ledger entries).
@@ -134,7 +146,7 @@ async fn counts(
         Ok(out)
     })
     .await
-    .map_err(|err| step("counting rows")(err.to_string()))
+    .map_err(|err| step("counting rows")(err))
 }
 
 /// A reason with the values in it replaced, so reasons group by kind.
@@ -238,7 +250,7 @@ impl LocalPlatform {
         // The embedded database: queue, dead-letter queue and stream on one connection, the
         // warehouse on its own.
         let db = EmbeddedDb::open(&layout.database())
-            .map_err(|err| step("opening the demo database")(err.to_string()))?;
+            .map_err(|err| step("opening the demo database")(err))?;
         let (queue, dead_letter) = queues(&db);
         let stream_name = catalog
             .datasets()
@@ -247,17 +259,17 @@ impl LocalPlatform {
         let stream = Arc::new(
             EmbeddedStream::create(db.clone(), &stream_name, STREAM_SHARDS, STREAM_RETENTION)
                 .await
-                .map_err(|err| step("creating the stream")(err.to_string()))?,
+                .map_err(|err| step("creating the stream")(err))?,
         );
         let buckets = Arc::new(LocalBuckets::new(layout.objects()));
         let warehouse = Arc::new(
             SqliteWarehouse::open(&layout.database(), PLATFORM)
-                .map_err(|err| step("opening the warehouse")(err.to_string()))?,
+                .map_err(|err| step("opening the warehouse")(err))?,
         );
         let pipeline = Arc::new(
             Pipeline::new(Arc::clone(&catalog), Arc::clone(&buckets) as _)
                 .await
-                .map_err(|err| step("planning the transforms")(err.to_string()))?,
+                .map_err(|err| step("planning the transforms")(err))?,
         );
         let tables = create_tables(&warehouse, &catalog, &pipeline).await?;
         let queue_dyn = Arc::clone(&queue) as Arc<dyn WorkQueue>;
@@ -315,7 +327,7 @@ async fn create_tables(
     warehouse
         .ensure_platform_tables()
         .await
-        .map_err(|err| step("creating the platform tables")(err.to_string()))?;
+        .map_err(|err| step("creating the platform tables")(err))?;
     let mut tables = Vec::new();
     for dataset in catalog.datasets() {
         let schema = pipeline
@@ -324,7 +336,7 @@ async fn create_tables(
         warehouse
             .ensure_target(dataset, schema)
             .await
-            .map_err(|err| step("creating the target tables")(err.to_string()))?;
+            .map_err(|err| step("creating the target tables")(err))?;
         tables.push((dataset.name.clone(), table_name(&dataset.target)));
     }
     Ok(tables)

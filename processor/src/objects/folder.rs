@@ -15,6 +15,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use shared::envelope::normalize_etag;
+use shared::error::BoxError;
 
 use crate::objects::ObjectStores;
 
@@ -98,23 +99,23 @@ impl ObjectReader for LocalBuckets {
         start: u64,
         end: u64,
     ) -> Result<Bytes, ObjectReadError> {
-        let failed = |reason: String| ObjectReadError::Failed {
+        let failed = |source: BoxError| ObjectReadError::Failed {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
             start,
             end,
-            reason,
+            source,
             retryable: false,
         };
-        let gone = |reason: String| ObjectReadError::Gone {
+        let gone = |source: BoxError| ObjectReadError::Gone {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
-            reason,
+            source,
         };
         let store = self
             .store(&object.bucket)
-            .map_err(|err| failed(err.to_string()))?;
-        let path = object_path(&object.key).map_err(|err| failed(err.to_string()))?;
+            .map_err(|err| failed(err.into()))?;
+        let path = object_path(&object.key).map_err(|err| failed(err.into()))?;
         let options = GetOptions {
             range: Some(GetRange::Bounded(start..end)),
             ..GetOptions::default()
@@ -122,34 +123,33 @@ impl ObjectReader for LocalBuckets {
         let result = match store.get_opts(&path, options).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Err(gone("not found".into())),
-            Err(err) => return Err(failed(err.to_string())),
+            Err(err) => return Err(failed(err.into())),
         };
         let found = result.meta.e_tag.as_deref().map(normalize_etag);
         if found.as_deref() != Some(normalize_etag(&object.etag).as_str()) {
-            return Err(gone(format!(
-                "entity tag is now {}",
-                found.unwrap_or_default()
-            )));
+            return Err(gone(
+                format!("entity tag is now {}", found.unwrap_or_default()).into(),
+            ));
         }
-        result.bytes().await.map_err(|err| failed(err.to_string()))
+        result.bytes().await.map_err(|err| failed(err.into()))
     }
 }
 
 #[async_trait]
 impl ObjectWriter for LocalBuckets {
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), PutError> {
-        let failed = |reason: String| PutError {
+        let failed = |source: BoxError| PutError {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            reason,
+            source,
             retryable: false,
         };
-        let store = self.store(bucket).map_err(|err| failed(err.to_string()))?;
-        let path = object_path(key).map_err(|err| failed(err.to_string()))?;
+        let store = self.store(bucket).map_err(|err| failed(err.into()))?;
+        let path = object_path(key).map_err(|err| failed(err.into()))?;
         store
             .put(&path, PutPayload::from(body))
             .await
             .map(|_| ())
-            .map_err(|err| failed(err.to_string()))
+            .map_err(|err| failed(err.into()))
     }
 }

@@ -133,7 +133,7 @@ fn body_stream(body: ByteStream, url: String) -> BoxStream<'static, object_store
                 Err(err) => Some((
                     Err(object_store::Error::Generic {
                         store: STORE,
-                        source: format!("reading the body of {url}: {err}").into(),
+                        source: shared::error::context(format!("reading the body of {url}"), err),
                     }),
                     None,
                 )),

@@ -9,7 +9,7 @@
 use ingest_batch::events::CreatedObject;
 use ingest_batch::{FileIngest, IngestError};
 use shared::envelope::normalize_etag;
-use shared::error::{classify_sdk_error, describe_sdk_error};
+use shared::error::classify_sdk_error;
 
 /// What to backfill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +42,11 @@ pub struct BackfillProgress {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
-    #[error("listing s3://{bucket}/{prefix} failed: {reason}")]
+    #[error("listing s3://{bucket}/{prefix} failed")]
     List {
         bucket: String,
         prefix: String,
-        reason: String,
+        source: shared::error::BoxError,
         retryable: bool,
     },
     #[error(transparent)]
@@ -90,8 +90,8 @@ pub async fn backfill(
         let page = page.map_err(|err| BackfillError::List {
             bucket: options.bucket.clone(),
             prefix: options.prefix.clone(),
-            reason: describe_sdk_error(&err),
             retryable: classify_sdk_error(&err) == shared::error::Retryability::Retryable,
+            source: err.into(),
         })?;
         let mut objects = Vec::new();
         for object in page.contents() {

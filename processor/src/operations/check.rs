@@ -86,7 +86,9 @@ async fn plan_output(dataset: &Dataset) -> Result<Vec<OutputColumn>, String> {
         .output_schema()
         .await
         .map_err(|err| match err {
-            TransformError::Plan { reason, .. } | TransformError::Execute { reason, .. } => reason,
+            TransformError::Plan { source, .. } | TransformError::Execute { source, .. } => {
+                shared::error::report(source.as_ref())
+            }
         })?;
     let mut output = Vec::new();
     for field in schema

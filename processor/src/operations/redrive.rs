@@ -78,7 +78,7 @@ pub async fn redrive(
                 });
             }
             Err(err) => {
-                tracing::info!(error = %err, "StartMessageMoveTask unavailable; moving messages one batch at a time");
+                tracing::info!(error = %shared::error::Report(&err), "StartMessageMoveTask unavailable; moving messages one batch at a time");
             }
         }
     }
@@ -103,8 +103,8 @@ async fn start_move_task(
         .map_err(|err| QueueError {
             operation: "StartMessageMoveTask",
             queue_url: dead_letter.url().to_owned(),
-            message: shared::error::describe_sdk_error(&err),
             retryability: shared::error::classify_sdk_error(&err),
+            source: err.into(),
         })?;
     Ok(output.task_handle().unwrap_or_default().to_owned())
 }

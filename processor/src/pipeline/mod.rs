@@ -94,7 +94,7 @@ impl Pipeline {
             .for_object(bucket, key)
             .map_err(|err| ReadError::Object {
                 source_url: format!("s3://{bucket}/{key}"),
-                reason: err.to_string(),
+                source: err.into(),
                 retryable: false,
             })
     }

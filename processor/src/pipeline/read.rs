@@ -26,7 +26,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore};
 use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat, type_label};
 use shared::envelope::{ByteRange, FileItem, normalize_etag};
-use shared::error::{Classify, Retryability};
+use shared::error::{BoxError, Classify, Retryability, context};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -42,17 +42,17 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// Why a file could not be read; its rows are not loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {source_url}: {reason}")]
+    #[error("cannot read {source_url}")]
     Object {
         source_url: String,
-        reason: String,
+        source: BoxError,
         retryable: bool,
     },
-    #[error("{source_url} is not valid {compression} data: {reason}")]
+    #[error("{source_url} is not valid {compression} data")]
     Corrupt {
         source_url: String,
         compression: &'static str,
-        reason: String,
+        source: BoxError,
     },
     #[error("{source_url} does not match dataset {dataset:?}: {reason}")]
     Shape {
@@ -60,8 +60,11 @@ pub enum ReadError {
         dataset: String,
         reason: String,
     },
-    #[error("{source_url}: {reason}")]
-    Convert { source_url: String, reason: String },
+    #[error("{source_url}")]
+    Convert {
+        source_url: String,
+        source: BoxError,
+    },
 }
 
 impl Classify for ReadError {
@@ -87,7 +90,7 @@ fn origin(item: &FileItem) -> Origin {
     }
 }
 
-fn object_error(item: &FileItem, err: &object_store::Error) -> ReadError {
+fn object_error(item: &FileItem, err: object_store::Error) -> ReadError {
     let retryable = !matches!(
         err,
         object_store::Error::NotFound { .. }
@@ -99,7 +102,7 @@ fn object_error(item: &FileItem, err: &object_store::Error) -> ReadError {
     );
     ReadError::Object {
         source_url: source_url(item),
-        reason: err.to_string(),
+        source: err.into(),
         retryable,
     }
 }
@@ -122,11 +125,12 @@ fn check_etag(item: &FileItem, meta: &object_store::ObjectMeta) -> Result<(), Re
         Some(found) if normalize_etag(found) != normalize_etag(&item.etag) => {
             Err(ReadError::Object {
                 source_url: source_url(item),
-                reason: format!(
+                source: format!(
                     "the object now has entity tag {}, not {} (overwritten since its event; the new content has an event of its own)",
                     normalize_etag(found),
                     normalize_etag(&item.etag)
-                ),
+                )
+                .into(),
                 retryable: false,
             })
         }
@@ -140,7 +144,7 @@ fn check_etag(item: &FileItem, meta: &object_store::ObjectMeta) -> Result<(), Re
 pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
     ObjectPath::parse(&item.key).map_err(|err| ReadError::Object {
         source_url: source_url(item),
-        reason: format!("the key cannot be named in this store: {err}"),
+        source: context("the key cannot be named in this store", err),
         retryable: false,
     })
 }
@@ -173,7 +177,7 @@ pub fn spawn_read(
             Ok(Err(err)) => err,
             Err(join) => ReadError::Convert {
                 source_url: url,
-                reason: format!("the reader failed: {join}"),
+                source: context("the reader failed", join),
             },
         };
         // The receiver may be gone (the consumer gave up): nothing to tell then.
@@ -211,11 +215,11 @@ async fn read_text(
     let result = store
         .get_opts(&path, options)
         .await
-        .map_err(|err| object_error(&item, &err))?;
+        .map_err(|err| object_error(&item, err))?;
     check_etag(&item, &result.meta)?;
     let stream = result
         .into_stream()
-        .map_err(|err| std::io::Error::other(FetchError(err.to_string())));
+        .map_err(|err| std::io::Error::other(FetchError(err)));
     let reader = StreamReader::new(stream);
     tokio::task::spawn_blocking(move || {
         let bridge = SyncIoBridge::new(reader);
@@ -227,7 +231,7 @@ async fn read_text(
                     ReadError::Corrupt {
                         source_url: source_url(&item),
                         compression: "zstd",
-                        reason: err.to_string(),
+                        source: err.into(),
                     }
                 })?)
             }
@@ -237,7 +241,7 @@ async fn read_text(
                 rows.into_typed(&dataset, &origin(&item))
                     .map_err(|err| ReadError::Convert {
                         source_url: source_url(&item),
-                        reason: err.to_string(),
+                        source: err.into(),
                     })?;
             Ok(sender.blocking_send(Ok(typed)).is_ok())
         };
@@ -249,31 +253,38 @@ async fn read_text(
     .await
     .map_err(|err| ReadError::Convert {
         source_url: String::new(),
-        reason: format!("reader task failed: {err}"),
+        source: context("reader task failed", err),
     })?
 }
 
 /// An object-store failure carried through the byte stream, so it can be told apart
 /// from a decoder's complaint about the bytes themselves.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct FetchError(String);
+#[error(transparent)]
+struct FetchError(object_store::Error);
 
-/// Classifies an I/O error met while reading: a failed fetch may succeed later; a decoder
-/// error on compressed data means the file is corrupt and never will.
-fn io_error(item: &FileItem, err: &std::io::Error) -> ReadError {
-    let fetch_failed = err.get_ref().is_some_and(|inner| inner.is::<FetchError>());
+fn io_error(item: &FileItem, err: std::io::Error) -> ReadError {
+    read_failure(item, is_fetch_failure(&err), err.into())
+}
+
+fn is_fetch_failure(err: &std::io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<FetchError>())
+}
+
+/// Classifies an I/O failure met while reading: a failed fetch may succeed later; a
+/// decoder error on compressed data means the file is corrupt and never will.
+fn read_failure(item: &FileItem, fetch_failed: bool, source: BoxError) -> ReadError {
     if fetch_failed || item.compression == Compression::None {
         ReadError::Object {
             source_url: source_url(item),
-            reason: err.to_string(),
+            source,
             retryable: true,
         }
     } else {
         ReadError::Corrupt {
             source_url: source_url(item),
             compression: item.compression.as_str(),
-            reason: err.to_string(),
+            source,
         }
     }
 }
@@ -322,19 +333,19 @@ async fn read_csv_header(
     let result = store
         .get_opts(path, options)
         .await
-        .map_err(|err| object_error(item, &err))?;
+        .map_err(|err| object_error(item, err))?;
     check_etag(item, &result.meta)?;
     let bytes = result
         .bytes()
         .await
-        .map_err(|err| object_error(item, &err))?;
+        .map_err(|err| object_error(item, err))?;
     let mut csv = csv_reader(dataset.csv, bytes.as_ref());
     let mut record = csv::ByteRecord::new();
     let complete = csv
         .read_byte_record(&mut record)
         .map_err(|err| ReadError::Convert {
             source_url: source_url(item),
-            reason: format!("reading the header: {err}"),
+            source: context("reading the header", err),
         })?;
     // The header must end inside the bytes read, or it was cut.
     let header_end = csv.position().byte();
@@ -378,10 +389,10 @@ fn read_csv(
     let read = |csv: &mut csv::Reader<_>, record: &mut csv::ByteRecord| {
         csv.read_byte_record(record)
             .map_err(|err| match err.kind() {
-                csv::ErrorKind::Io(io) => io_error(item, io),
+                csv::ErrorKind::Io(io) => read_failure(item, is_fetch_failure(io), err.into()),
                 _ => ReadError::Convert {
                     source_url: source_url(item),
-                    reason: err.to_string(),
+                    source: err.into(),
                 },
             })
     };
@@ -523,7 +534,7 @@ fn read_jsonl(
         let read = (&mut reader)
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut line)
-            .map_err(|err| io_error(item, &err))?;
+            .map_err(|err| io_error(item, err))?;
         if read == 0 {
             break;
         }
@@ -535,7 +546,7 @@ fn read_jsonl(
             let mut skipped = Vec::new();
             let rest = reader
                 .read_until(b'\n', &mut skipped)
-                .map_err(|err| io_error(item, &err))?;
+                .map_err(|err| io_error(item, err))?;
             offset += rest as u64;
             rows.reject(Reject {
                 row_number: Some(line_number),
@@ -624,9 +635,9 @@ async fn read_parquet(
     sender: &mpsc::Sender<Result<Typed, ReadError>>,
 ) -> Result<(), ReadError> {
     let url = source_url(item);
-    let convert = |reason: String| ReadError::Convert {
+    let convert = |source: BoxError| ReadError::Convert {
         source_url: url.clone(),
-        reason,
+        source,
     };
     let reader = ParquetObject {
         store,
@@ -657,12 +668,12 @@ async fn read_parquet(
         .with_row_groups(groups.iter().map(|(index, _)| *index).collect())
         .with_batch_size(CHUNK_ROWS)
         .build()
-        .map_err(|err| convert(err.to_string()))?;
+        .map_err(|err| convert(err.into()))?;
     // Lineage offsets are row numbers in the whole file, whichever part reads the row.
     let mut position = GroupPosition::default();
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch =
-            batch.map_err(|err| parquet_error(item, err, |other| convert(other.to_string())))?;
+            batch.map_err(|err| parquet_error(item, err, |other| convert(other.into())))?;
         let rows = batch.num_rows();
         let columns: Vec<ArrayRef> = column_indices
             .iter()
@@ -683,8 +694,7 @@ async fn read_parquet(
             sub_offsets: vec![0; rows],
             rejects: Vec::new(),
         };
-        let typed =
-            conform(dataset, &origin(item), rows_in).map_err(|err| convert(err.to_string()))?;
+        let typed = conform(dataset, &origin(item), rows_in).map_err(|err| convert(err.into()))?;
         if sender.send(Ok(typed)).await.is_err() {
             return Ok(());
         }
@@ -807,9 +817,10 @@ fn parquet_error(
 ) -> ReadError {
     match err {
         ParquetError::External(inner) => {
-            if let Some(fetch) = inner.downcast_ref::<object_store::Error>() {
-                return object_error(item, fetch);
-            }
+            let inner = match inner.downcast::<object_store::Error>() {
+                Ok(fetch) => return object_error(item, *fetch),
+                Err(inner) => inner,
+            };
             match inner.downcast::<ReadError>() {
                 Ok(read) => *read,
                 Err(inner) => otherwise(ParquetError::External(inner)),
@@ -837,12 +848,13 @@ impl ParquetObject {
         if bytes.len() as u64 != wanted {
             return Err(ParquetError::External(Box::new(ReadError::Object {
                 source_url: source_url(&self.item),
-                reason: format!(
+                source: format!(
                     "asked for bytes {}..{}, received {} bytes",
                     range.start,
                     range.end,
                     bytes.len()
-                ),
+                )
+                .into(),
                 retryable: true,
             })));
         }
@@ -1056,7 +1068,7 @@ mod tests {
     async fn a_reader_that_panics_ends_with_an_error_not_with_the_end_of_the_file() {
         let err = read_parquet_from(true).await.expect_err("no silent end");
         assert!(
-            err.to_string().contains("the reader failed") && !err.is_retryable(),
+            shared::error::report(&err).contains("the reader failed") && !err.is_retryable(),
             "{err}"
         );
     }
@@ -1065,7 +1077,7 @@ mod tests {
     async fn a_range_answered_with_other_bytes_is_a_retryable_error() {
         let err = read_parquet_from(false).await.expect_err("a short read");
         assert!(
-            err.to_string().contains("received") && err.is_retryable(),
+            shared::error::report(&err).contains("received") && err.is_retryable(),
             "{err}"
         );
     }

@@ -139,7 +139,7 @@ impl RowSource for RecordsRows {
                 RecordsPayload::S3(claim) => {
                     let object = self.claim_store.as_ref().ok_or_else(|| ReadError::Object {
                         source_url: format!("s3://{}/{}", claim.bucket, claim.key),
-                        reason: "no object store for the claim check".to_owned(),
+                        source: "no object store for the claim check".into(),
                         retryable: false,
                     })?;
                     read_claim_check(object, claim).await?
@@ -175,7 +175,7 @@ async fn read_claim_check(
     let fetch_error = |err: object_store::Error| ReadError::Object {
         source_url: source_url.clone(),
         retryable: !matches!(err, object_store::Error::NotFound { .. }),
-        reason: err.to_string(),
+        source: err.into(),
     };
     let bytes = store
         .get(path)
@@ -190,7 +190,7 @@ async fn read_claim_check(
         .map(|line| {
             serde_json::from_slice::<StreamRecord>(line).map_err(|err| ReadError::Convert {
                 source_url: source_url.clone(),
-                reason: format!("a claim-check line is not a stream record: {err}"),
+                source: shared::error::context("a claim-check line is not a stream record", err),
             })
         })
         .collect()
@@ -228,7 +228,7 @@ fn typed_records(
         .into_typed(dataset, &origin)
         .map_err(|err| ReadError::Convert {
             source_url,
-            reason: err.to_string(),
+            source: err.into(),
         })?;
     Ok((typed.batch, typed.rejects))
 }

@@ -19,7 +19,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionContext, col};
 use shared::catalog::Dataset;
-use shared::error::{Classify, Retryability};
+use shared::error::{BoxError, Classify, Retryability};
 
 use crate::pipeline::lineage;
 use crate::pipeline::typing::input_schema_with_lineage;
@@ -27,10 +27,10 @@ use crate::warehouse::Reject;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
-    #[error("transform of dataset {dataset:?} does not plan: {reason}")]
-    Plan { dataset: String, reason: String },
-    #[error("transform of dataset {dataset:?} failed: {reason}")]
-    Execute { dataset: String, reason: String },
+    #[error("transform of dataset {dataset:?} does not plan")]
+    Plan { dataset: String, source: BoxError },
+    #[error("transform of dataset {dataset:?} failed")]
+    Execute { dataset: String, source: BoxError },
 }
 
 impl Classify for TransformError {
@@ -52,10 +52,10 @@ impl Transformer {
         }
     }
 
-    fn plan_error(&self, reason: impl std::fmt::Display) -> TransformError {
+    fn plan_error(&self, source: impl Into<BoxError>) -> TransformError {
         TransformError::Plan {
             dataset: self.dataset.name.clone(),
-            reason: reason.to_string(),
+            source: source.into(),
         }
     }
 
@@ -109,7 +109,7 @@ impl Transformer {
                 .await
                 .map_err(|err| TransformError::Execute {
                     dataset: self.dataset.name.clone(),
-                    reason: err.to_string(),
+                    source: err.into(),
                 })?
         } else {
             input
@@ -159,7 +159,7 @@ impl Transformer {
             kept.push(filter_record_batch(&batch, &keep).map_err(|err| {
                 TransformError::Execute {
                     dataset: self.dataset.name.clone(),
-                    reason: err.to_string(),
+                    source: err.into(),
                 }
             })?);
         }
@@ -351,7 +351,7 @@ mod tests {
                 .await
                 .expect_err(sql);
             assert!(
-                err.to_string().contains("transforms must be row-wise"),
+                shared::error::report(&err).contains("transforms must be row-wise"),
                 "{sql}: {err}"
             );
         }

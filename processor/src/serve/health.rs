@@ -50,7 +50,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => Some(handle),
                 Err(err) => {
-                    tracing::warn!(error = %err, "Prometheus recorder not installed");
+                    tracing::warn!(error = %shared::error::Report(&err), "Prometheus recorder not installed");
                     None
                 }
             }
@@ -79,7 +79,7 @@ impl ReadinessCheck for QueueCheck {
             .depth()
             .await
             .map(drop)
-            .map_err(|err| err.to_string())
+            .map_err(|err| shared::error::report(&err))
     }
 }
 
@@ -93,7 +93,10 @@ impl ReadinessCheck for WarehouseCheck {
         "warehouse"
     }
     async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|err| err.to_string())
+        self.0
+            .ping()
+            .await
+            .map_err(|err| shared::error::report(&err))
     }
 }
 
@@ -254,7 +257,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(err) => {
-                tracing::warn!(error = %err, "health endpoint: accept failed");
+                tracing::warn!(error = %shared::error::Report(&err), "health endpoint: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -269,7 +272,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(error = %err, "health endpoint: connection ended with an error");
+                tracing::debug!(error = %shared::error::Report(&err), "health endpoint: connection ended with an error");
             }
         });
     }
@@ -288,16 +291,21 @@ pub async fn probe(address: SocketAddr, timeout: std::time::Duration) -> Result<
     let ask = async {
         let mut stream = tokio::net::TcpStream::connect(address)
             .await
-            .map_err(|err| format!("cannot connect to {address}: {err}"))?;
+            .map_err(|err| {
+                format!(
+                    "cannot connect to {address}: {}",
+                    shared::error::report(&err)
+                )
+            })?;
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
-            .map_err(|err| format!("cannot ask {address}: {err}"))?;
+            .map_err(|err| format!("cannot ask {address}: {}", shared::error::report(&err)))?;
         let mut response = Vec::new();
         stream
             .read_to_end(&mut response)
             .await
-            .map_err(|err| format!("no answer from {address}: {err}"))?;
+            .map_err(|err| format!("no answer from {address}: {}", shared::error::report(&err)))?;
         let text = String::from_utf8_lossy(&response);
         let status = text.lines().next().unwrap_or_default().to_owned();
         let body = text

@@ -10,6 +10,7 @@ use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::WarehouseError;
+use shared::error::{BoxError, context};
 
 /// How connections are made: plain TCP, or TLS with a verified certificate.
 #[derive(Clone)]
@@ -34,7 +35,7 @@ impl Connector {
         let TlsMode::VerifyFull { ca_file } = mode else {
             return Ok(Connector::Plain);
         };
-        let tls_error = |reason: String| WarehouseError::Tls { reason };
+        let tls_error = |source: BoxError| WarehouseError::Tls { source };
         let mut roots = rustls::RootCertStore::empty();
         // Unreadable system certificates are skipped: a CA file may still be enough.
         let native = rustls_native_certs::load_native_certs();
@@ -43,25 +44,23 @@ impl Connector {
             use rustls::pki_types::CertificateDer;
             use rustls::pki_types::pem::PemObject;
             let certificates = CertificateDer::pem_file_iter(path)
-                .map_err(|err| tls_error(format!("cannot read {}: {err}", path.display())))?
+                .map_err(|err| tls_error(context(format!("cannot read {}", path.display()), err)))?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| tls_error(format!("{} is not PEM: {err}", path.display())))?;
+                .map_err(|err| tls_error(context(format!("{} is not PEM", path.display()), err)))?;
             if certificates.is_empty() {
-                return Err(tls_error(format!(
-                    "{} holds no certificate",
-                    path.display()
-                )));
+                return Err(tls_error(
+                    format!("{} holds no certificate", path.display()).into(),
+                ));
             }
             for certificate in certificates {
                 roots
                     .add(certificate)
-                    .map_err(|err| tls_error(format!("{}: {err}", path.display())))?;
+                    .map_err(|err| tls_error(context(path.display().to_string(), err)))?;
             }
         }
         if roots.is_empty() {
             return Err(tls_error(
-                "no trusted root certificates: none in the system store and no tls_ca_file"
-                    .to_owned(),
+                "no trusted root certificates: none in the system store and no tls_ca_file".into(),
             ));
         }
         // An explicit provider: the dependency tree enables two, so rustls cannot pick one.
@@ -69,7 +68,7 @@ impl Connector {
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|err| tls_error(err.to_string()))?
+        .map_err(|err| tls_error(err.into()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
         Ok(Connector::Tls(MakeRustlsConnect::new(config)))
@@ -97,9 +96,9 @@ impl IamLogin {
     /// `(user, password)` for one login.
     pub async fn credentials(&self) -> Result<(String, String), WarehouseError> {
         let settings = &self.settings;
-        let failed = |reason: String, retryable: bool| WarehouseError::Connect {
+        let failed = |source: BoxError, retryable: bool| WarehouseError::Connect {
             url: format!("redshift cluster {}", settings.cluster_id),
-            reason,
+            source,
             retryable,
         };
         let output = self
@@ -124,22 +123,19 @@ impl IamLogin {
                             | "InvalidParameterValue"
                     )
                 );
-                let reason = match err.message() {
+                let what = match err.message() {
                     Some(message) => format!(
                         "GetClusterCredentials failed: {} ({message})",
                         err.code().unwrap_or("error")
                     ),
-                    None => format!(
-                        "GetClusterCredentials failed: {}",
-                        aws_sdk_redshift::error::DisplayErrorContext(&err)
-                    ),
+                    None => "GetClusterCredentials failed".to_owned(),
                 };
-                failed(reason, retryable)
+                failed(context(what, err), retryable)
             })?;
         match (output.db_user, output.db_password) {
             (Some(user), Some(password)) => Ok((user, password)),
             _ => Err(failed(
-                "GetClusterCredentials returned no user or password".to_owned(),
+                "GetClusterCredentials returned no user or password".into(),
                 true,
             )),
         }
@@ -195,6 +191,12 @@ pub(crate) fn redshift_internal_error_is_transient(message: &str, detail: Option
     conflict || s3_failure
 }
 
+/// A PostgreSQL or Redshift error, kept whole. It reads on one line as the server's
+/// message, SQLSTATE and detail; the client's own `Display` spreads them over lines.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.0))]
+pub struct ServerError(pub tokio_postgres::Error);
+
 fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => {
@@ -224,20 +226,20 @@ pub(crate) fn statement_error<'a>(
     move |err| WarehouseError::Statement {
         dataset: dataset.to_owned(),
         action,
-        reason: describe(&err),
         retryable: is_retryable(&err),
+        source: Box::new(ServerError(err)),
     }
 }
 
 async fn open(url: &str, connector: &Connector, login: &Login) -> Result<Client, WarehouseError> {
     let connect_error = |err: tokio_postgres::Error| WarehouseError::Connect {
         url: redact_url(url),
-        reason: describe(&err),
         retryable: is_retryable(&err),
+        source: Box::new(ServerError(err)),
     };
     let log_end = |result: Result<(), tokio_postgres::Error>| {
         if let Err(err) = result {
-            tracing::warn!(error = %err, "warehouse connection ended");
+            tracing::warn!(error = %shared::error::Report(&err), "warehouse connection ended");
         }
     };
     let mut config: tokio_postgres::Config = url.parse().map_err(connect_error)?;

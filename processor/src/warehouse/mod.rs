@@ -21,10 +21,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use shared::catalog::Dataset;
 use shared::envelope::IdempotencyKey;
-use shared::error::{Classify, Retryability};
+use shared::error::{BoxError, Classify, Retryability};
 
 /// The columns rows are merged on: the dataset's key, or the lineage columns.
 pub fn merge_keys(dataset: &Dataset) -> Vec<String> {
@@ -177,33 +178,39 @@ pub struct LoadReport {
 /// Why a load failed; nothing of it was committed.
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
-    #[error("cannot connect to the warehouse at {url}: {reason}")]
+    #[error("cannot connect to the warehouse at {url}")]
     Connect {
         url: String,
-        reason: String,
+        source: BoxError,
         retryable: bool,
     },
-    #[error("{action} for dataset {dataset:?} failed: {reason}")]
+    #[error("{action} for dataset {dataset:?} failed")]
     Statement {
         dataset: String,
         action: &'static str,
-        reason: String,
+        source: BoxError,
         retryable: bool,
     },
-    #[error("cannot encode rows of dataset {dataset:?} for the warehouse: {source}")]
+    #[error("cannot encode rows of dataset {dataset:?} for the warehouse")]
     Encode {
         dataset: String,
         source: postgres::binary_copy::EncodeError,
     },
     #[error("dataset {dataset:?}: {reason}")]
     Schema { dataset: String, reason: String },
-    #[error("warehouse TLS set-up failed: {reason}")]
-    Tls { reason: String },
-    #[error("staging rows of dataset {dataset:?} in {location} failed: {reason}")]
+    #[error("dataset {dataset:?}: {action}")]
+    Rows {
+        dataset: String,
+        action: String,
+        source: ArrowError,
+    },
+    #[error("warehouse TLS set-up failed")]
+    Tls { source: BoxError },
+    #[error("staging rows of dataset {dataset:?} in {location} failed")]
     Staging {
         dataset: String,
         location: String,
-        reason: String,
+        source: BoxError,
         retryable: bool,
     },
     #[error(
@@ -223,6 +230,7 @@ impl Classify for WarehouseError {
             WarehouseError::ConcurrentLoad { .. } => true,
             WarehouseError::Encode { .. }
             | WarehouseError::Schema { .. }
+            | WarehouseError::Rows { .. }
             | WarehouseError::Tls { .. } => false,
             WarehouseError::Source(err) => err.0.is_retryable(),
         };
@@ -315,7 +323,7 @@ pub async fn connect(
                         "s3://{}/{}",
                         redshift.staging_bucket, redshift.staging_prefix
                     ),
-                    reason: err.to_string(),
+                    source: err.into(),
                     retryable: false,
                 }
             })?;

@@ -111,9 +111,10 @@ pub(crate) async fn drain_items(
             let mut arrays = batch.columns().to_vec();
             arrays.push(Arc::new(sequence_column));
             let staged = RecordBatch::try_new(staged_schema.clone(), arrays).map_err(|err| {
-                WarehouseError::Schema {
+                WarehouseError::Rows {
                     dataset: dataset.to_owned(),
-                    reason: format!("rows do not match the load schema: {err}"),
+                    action: "rows do not match the load schema".into(),
+                    source: err,
                 }
             })?;
             sink.write(staged).await?;
@@ -145,9 +146,10 @@ fn without_refused(
             reason: format!("{reason} ({})", lineage::describe_row(&batch, row)),
         });
     }
-    filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|err| WarehouseError::Schema {
+    filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|source| WarehouseError::Rows {
         dataset: dataset.to_owned(),
-        reason: format!("cannot drop refused rows: {err}"),
+        action: "cannot drop refused rows".into(),
+        source,
     })
 }
 

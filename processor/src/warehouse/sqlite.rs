@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params};
@@ -76,7 +77,7 @@ fn statement_error(
         dataset,
         action,
         retryable: err.is_retryable(),
-        reason: err.to_string(),
+        source: Box::new(err),
     }
 }
 
@@ -95,7 +96,7 @@ impl SqliteWarehouse {
     pub fn open(path: &std::path::Path, platform: &str) -> Result<Self, WarehouseError> {
         let db = EmbeddedDb::open(path).map_err(|err| WarehouseError::Connect {
             url: format!("sqlite://{}", path.display()),
-            reason: err.to_string(),
+            source: Box::new(err),
             retryable: false,
         })?;
         Ok(Self {
@@ -283,7 +284,7 @@ impl WriteSteps for SqliteLoad<'_> {
             })
             .await;
         if let Err(err) = rolled_back {
-            tracing::warn!(error = %err, "rolling back a failed load failed");
+            tracing::warn!(error = %shared::error::Report(&err), "rolling back a failed load failed");
         }
     }
 }
@@ -431,9 +432,10 @@ impl StagedRowsSink for StagingSink<'_> {
 
 /// The batch's rows as SQLite values, column types converted as the module describes.
 fn sqlite_rows(dataset: &str, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, WarehouseError> {
-    let convert_error = |column: &str, reason: String| WarehouseError::Schema {
+    let convert_error = |column: &str, source: ArrowError| WarehouseError::Rows {
         dataset: dataset.to_owned(),
-        reason: format!("column {column:?} cannot be stored: {reason}"),
+        action: format!("column {column:?} cannot be stored"),
+        source,
     };
     let schema = batch.schema();
     let mut columns: Vec<Box<dyn Fn(usize) -> Value>> = Vec::with_capacity(batch.num_columns());
@@ -443,10 +445,14 @@ fn sqlite_rows(dataset: &str, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, Wa
             Some("REAL") => DataType::Float64,
             Some(_) => DataType::Utf8,
             None => {
-                return Err(convert_error(
-                    field.name(),
-                    format!("type {} has no mapping", field.data_type()),
-                ));
+                return Err(WarehouseError::Schema {
+                    dataset: dataset.to_owned(),
+                    reason: format!(
+                        "column {:?} cannot be stored: type {} has no mapping",
+                        field.name(),
+                        field.data_type()
+                    ),
+                });
             }
         };
         let converted: ArrayRef = match (field.data_type(), &to) {
@@ -456,9 +462,9 @@ fn sqlite_rows(dataset: &str, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, Wa
                     array,
                     &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
                 )
-                .map_err(|err| convert_error(field.name(), err.to_string()))?;
+                .map_err(|err| convert_error(field.name(), err))?;
                 let micros = cast(&micros, &DataType::Int64)
-                    .map_err(|err| convert_error(field.name(), err.to_string()))?;
+                    .map_err(|err| convert_error(field.name(), err))?;
                 let micros = micros.as_primitive::<Int64Type>().clone();
                 let text: datafusion::arrow::array::StringArray = micros
                     .iter()
@@ -466,7 +472,7 @@ fn sqlite_rows(dataset: &str, batch: &RecordBatch) -> Result<Vec<Vec<Value>>, Wa
                     .collect();
                 Arc::new(text)
             }
-            _ => cast(array, &to).map_err(|err| convert_error(field.name(), err.to_string()))?,
+            _ => cast(array, &to).map_err(|err| convert_error(field.name(), err))?,
         };
         columns.push(match to {
             DataType::Int64 => {

@@ -18,7 +18,7 @@ use serde::Serialize;
 use shared::config::EventSettings;
 use shared::envelope::FileItem;
 use shared::error::{
-    Classify, Retryability, classify_sdk_error, describe_sdk_error, is_retryable_service_code,
+    BoxError, Classify, Retryability, classify_sdk_error, is_retryable_service_code,
 };
 use shared::telemetry::names;
 
@@ -45,12 +45,12 @@ pub struct FileLoaded<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("publishing the File Loaded event of s3://{bucket}/{key} to bus {bus} failed: {reason}")]
+#[error("publishing the File Loaded event of s3://{bucket}/{key} to bus {bus} failed")]
 pub struct AnnounceError {
     pub bucket: String,
     pub key: String,
     pub bus: String,
-    pub reason: String,
+    pub source: BoxError,
     pub retryable: bool,
 }
 
@@ -81,11 +81,11 @@ impl FileEvents {
         completion: &FileCompletion,
         target: String,
     ) -> Result<(), AnnounceError> {
-        let failed = |reason: String, retryable: bool| AnnounceError {
+        let failed = |source: BoxError, retryable: bool| AnnounceError {
             bucket: completion.bucket.clone(),
             key: completion.key.clone(),
             bus: self.settings.bus_name.clone(),
-            reason,
+            source,
             retryable,
         };
         let detail = FileLoaded {
@@ -100,8 +100,7 @@ impl FileEvents {
             rows_loaded: completion.rows_loaded,
             rows_rejected: completion.rows_rejected,
         };
-        let detail =
-            serde_json::to_string(&detail).map_err(|err| failed(err.to_string(), false))?;
+        let detail = serde_json::to_string(&detail).map_err(|err| failed(err.into(), false))?;
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.settings.bus_name)
             .source(&self.settings.source)
@@ -116,17 +115,15 @@ impl FileEvents {
             .send()
             .await
             .map_err(|err| {
-                failed(
-                    describe_sdk_error(&err),
-                    classify_sdk_error(&err) == Retryability::Retryable,
-                )
+                let retryable = classify_sdk_error(&err) == Retryability::Retryable;
+                failed(err.into(), retryable)
             })?;
         if output.failed_entry_count() > 0 {
             let entry = output.entries().first();
             let code = entry.and_then(|e| e.error_code()).unwrap_or("Unknown");
             let message = entry.and_then(|e| e.error_message()).unwrap_or_default();
             return Err(failed(
-                format!("{code}: {message}"),
+                format!("{code}: {message}").into(),
                 is_retryable_service_code(code) || code == "InternalFailure",
             ));
         }
@@ -170,7 +167,7 @@ impl Worker {
             if let Err(err) = events.publish(&completion, target).await {
                 // Give the claim back so the retry need not wait for it to time out.
                 if let Err(release) = self.warehouse.finish_file_claim(&completion, false).await {
-                    tracing::warn!(error = %release, "could not release the claim of a file announcement");
+                    tracing::warn!(error = %shared::error::Report(&release), "could not release the claim of a file announcement");
                 }
                 return Err(err.into());
             }

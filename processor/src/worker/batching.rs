@@ -167,7 +167,7 @@ impl Worker {
         items: &[(ReceivedMessage, WorkItem)],
         err: &ProcessError,
     ) -> bool {
-        tracing::warn!(error = %err, items = items.len(), "micro-batch failed; loading its items one by one");
+        tracing::warn!(error = %shared::error::Report(err), items = items.len(), "micro-batch failed; loading its items one by one");
         let mut released = false;
         for (message, _) in items {
             released |= self.handle(message).await.is_released();

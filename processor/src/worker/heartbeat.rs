@@ -29,7 +29,7 @@ impl Heartbeat {
                 {
                     Ok(()) => metrics::counter!(names::HEARTBEAT_EXTENSIONS_TOTAL).increment(1),
                     Err(err) => {
-                        tracing::warn!(error = %err, "heartbeat failed to extend visibility")
+                        tracing::warn!(error = %shared::error::Report(&err), "heartbeat failed to extend visibility")
                     }
                 }
             }

@@ -154,7 +154,9 @@ impl Worker {
         let item = match parsed {
             Ok(item) => item,
             Err(err) => {
-                let outcome = self.dead_letter(message, None, &err.to_string()).await;
+                let outcome = self
+                    .dead_letter(message, None, &shared::error::report(&err))
+                    .await;
                 tracing::warn!(message_id = %message.message_id, ?outcome, "unreadable work item handled");
                 return outcome;
             }
@@ -197,7 +199,7 @@ impl Worker {
             }
             Err(err) if err.is_retryable() => self.release(message, item, &err).await,
             Err(err) => {
-                self.dead_letter(message, Some(item.dataset()), &err.to_string())
+                self.dead_letter(message, Some(item.dataset()), &shared::error::report(&err))
                     .await
             }
         }
@@ -228,13 +230,13 @@ impl Worker {
             .extend_visibility(&message.receipt_handle, retry_in)
             .await
         {
-            tracing::warn!(error = %release, "could not set the retry backoff");
+            tracing::warn!(error = %shared::error::Report(&release), "could not set the retry backoff");
         }
-        tracing::warn!(error = %err, retry_in_secs = retry_in.as_secs(), "retryable failure; message released");
+        tracing::warn!(error = %shared::error::Report(err), retry_in_secs = retry_in.as_secs(), "retryable failure; message released");
         let dataset = self.dataset_label(item.dataset());
         metrics::counter!(names::WORK_ITEMS_PROCESSED_TOTAL, "dataset" => dataset, "outcome" => outcome::RETRIED).increment(1);
         Outcome::Released {
-            reason: err.to_string(),
+            reason: shared::error::report(err),
             retry_in,
         }
     }

@@ -92,7 +92,7 @@ impl Worker {
         {
             Ok(messages) => messages,
             Err(err) => {
-                tracing::warn!(error = %err, "receive failed");
+                tracing::warn!(error = %shared::error::Report(&err), "receive failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 Vec::new()
             }
@@ -127,7 +127,7 @@ impl Worker {
                     return true;
                 }
                 Err(err) if unreachable_since.is_none() => {
-                    tracing::warn!(error = %err, "the warehouse does not answer; taking no work until it does");
+                    tracing::warn!(error = %shared::error::Report(&err), "the warehouse does not answer; taking no work until it does");
                     unreachable_since = Some(std::time::Instant::now());
                 }
                 Err(_) => {}

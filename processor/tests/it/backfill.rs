@@ -5,24 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_batch::FileIngest;
-use ingest_batch::plan::{FilePlanner, S3Objects};
-use processor::objects::S3Stores;
 use processor::operations::backfill::{BackfillOptions, BackfillProgress, backfill};
-use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
-use processor::warehouse::postgres::PostgresWarehouse;
 use processor::worker::{Outcome, Worker};
-use shared::aws::load_sdk_config;
 use shared::catalog::Catalog;
-use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use test_support::EXAMPLE_CATALOG as CATALOG;
-use test_support::{
-    TestSchemas, clients, count, create_bucket, create_queue, emulator_settings, pg_client,
-    postgres_url,
-};
+use test_support::{TestSchemas, clients, count, create_bucket, pg_client};
 
+use crate::support::platform::{file_ingest, new_queue, ready_postgres, s3_pipeline, s3_planner};
 use crate::support::workers;
 
 fn customers_csv(first: usize, rows: usize) -> Vec<u8> {
@@ -63,29 +54,8 @@ async fn backfill_enqueues_every_object_once_and_a_second_run_loads_nothing_new(
     let schemas = TestSchemas::new();
     let catalog =
         Arc::new(Catalog::from_toml(&schemas.retarget(CATALOG), "test").expect("catalog"));
-    let sdk_config = load_sdk_config(&emulator_settings()).await;
-    let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
-    let pipeline = Arc::new(
-        Pipeline::new(Arc::clone(&catalog), stores)
-            .await
-            .expect("plans"),
-    );
-    let warehouse = Arc::new(
-        PostgresWarehouse::connect(&postgres_url(), &schemas.platform)
-            .await
-            .expect("connect"),
-    );
-    warehouse
-        .ensure_platform_tables()
-        .await
-        .expect("platform tables");
-    for dataset in catalog.datasets() {
-        let schema = pipeline.load_schema(&dataset.name).expect("planned");
-        warehouse
-            .ensure_target(dataset, schema)
-            .await
-            .expect("target");
-    }
+    let pipeline = s3_pipeline(Arc::clone(&catalog)).await;
+    let warehouse = Arc::new(ready_postgres(&pipeline, &schemas.platform).await);
 
     let bucket = create_bucket(&clients.s3, "backfill").await;
     let uploads: Vec<(&str, Vec<u8>)> = vec![
@@ -111,24 +81,12 @@ async fn backfill_enqueues_every_object_once_and_a_second_run_loads_nothing_new(
             .expect("put");
     }
 
-    let queue_url = create_queue(&clients.sqs, &[]).await;
-    let queue = Arc::new(SqsQueue::new(
-        clients.sqs.clone(),
-        &queue_url,
-        MessageSizeLimit::default(),
-    ));
-    let ingest = FileIngest {
-        planner: FilePlanner {
-            catalog: Arc::clone(&catalog),
-            reader: Arc::new(S3Objects {
-                client: clients.s3.clone(),
-            }),
-            part_size: 64 * 1024,
-        },
-        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-        size_limit: MessageSizeLimit::default(),
-        source: "backfill",
-    };
+    let queue = new_queue(&clients).await;
+    let ingest = file_ingest(
+        s3_planner(&clients, Arc::clone(&catalog), 64 * 1024),
+        Arc::clone(&queue) as Arc<dyn WorkQueue>,
+        "backfill",
+    );
     let worker = workers::worker(
         Arc::clone(&queue) as Arc<dyn WorkQueue>,
         pipeline,

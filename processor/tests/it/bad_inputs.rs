@@ -159,7 +159,7 @@ async fn every_bad_input_has_its_defined_outcome() {
                     && case
                         .reason
                         .as_deref()
-                        .is_none_or(|want| err.to_string().contains(want));
+                        .is_none_or(|want| shared::error::report(err).contains(want));
                 (!matches).then(|| format!("error (retryable: {}): {err}", err.is_retryable()))
             }
             (Ok((batches, rejects)), true) => Some(format!(

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest_batch::events::CreatedObject;
-use ingest_batch::plan::{FilePlanner, Planned, S3Objects};
-use processor::objects::S3Stores;
+use ingest_batch::plan::{FilePlanner, Planned};
 use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
 use processor::warehouse::postgres::PostgresWarehouse;
@@ -24,6 +23,7 @@ use test_support::{
     TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url, unique_name,
 };
 
+use crate::support::platform::{new_queue, ready_postgres, s3_pipeline, s3_planner};
 use crate::support::workers;
 
 /// Rows per split file: enough for four or more 64 KiB parts.
@@ -71,23 +71,8 @@ impl Fixture {
         let catalog =
             Arc::new(Catalog::from_toml(&schemas.retarget(CATALOG), "test").expect("catalog"));
         let sdk_config = load_sdk_config(&emulator_settings()).await;
-        let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
-        let pipeline = Arc::new(
-            Pipeline::new(Arc::clone(&catalog), stores)
-                .await
-                .expect("plans"),
-        );
-        let setup = PostgresWarehouse::connect(&postgres_url(), &schemas.platform)
-            .await
-            .expect("connect");
-        setup
-            .ensure_platform_tables()
-            .await
-            .expect("platform tables");
-        for dataset in catalog.datasets() {
-            let schema = pipeline.load_schema(&dataset.name).expect("planned");
-            setup.ensure_target(dataset, schema).await.expect("target");
-        }
+        let pipeline = s3_pipeline(Arc::clone(&catalog)).await;
+        ready_postgres(&pipeline, &schemas.platform).await;
         let bucket = create_bucket(&clients.s3, "events").await;
 
         // A bus whose rule forwards the platform's events to a queue the test reads.
@@ -131,19 +116,8 @@ impl Fixture {
             .await
             .expect("targets");
 
-        let queue_url = create_queue(&clients.sqs, &[]).await;
-        let queue = Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            &queue_url,
-            MessageSizeLimit::default(),
-        ));
-        let planner = FilePlanner {
-            catalog,
-            reader: Arc::new(S3Objects {
-                client: clients.s3.clone(),
-            }),
-            part_size: 64 * 1024,
-        };
+        let queue = new_queue(&clients).await;
+        let planner = s3_planner(&clients, catalog, 64 * 1024);
         Self {
             clients,
             bucket,

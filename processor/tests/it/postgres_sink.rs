@@ -235,7 +235,7 @@ async fn a_value_postgresql_cannot_store_fails_the_whole_load_permanently() {
         .await
         .expect_err("NUL cannot be stored");
     assert!(!err.is_retryable(), "{err}");
-    assert!(err.to_string().contains("NUL"), "{err}");
+    assert!(shared::error::report(&err).contains("NUL"), "{err}");
     assert!(rows(&client, &schema).await.is_empty());
     assert_eq!(
         count(

@@ -264,7 +264,7 @@ async fn empty_files_missing_columns_and_missing_objects_have_defined_outcomes()
         .await
         .expect_err("wrong header");
     assert!(
-        err.to_string()
+        shared::error::report(&err)
             .contains("the header lacks column(s) customer_id, email, full_name"),
         "{err}"
     );
@@ -408,7 +408,7 @@ async fn parquet_is_read_through_datafusion_and_conformed_to_the_catalog() {
         .await
         .expect_err("other schema");
     assert!(
-        err.to_string()
+        shared::error::report(&err)
             .contains("lacks required column(s) payment_id, order_id; it has id"),
         "{err}"
     );
@@ -436,7 +436,7 @@ async fn an_object_overwritten_since_its_event_is_not_read_under_the_old_entity_
         .expect_err("the content changed");
     assert!(!err.is_retryable(), "{err}");
     assert!(
-        err.to_string().contains("overwritten since its event"),
+        shared::error::report(&err).contains("overwritten since its event"),
         "{err}"
     );
 }

@@ -321,7 +321,10 @@ async fn a_failed_read_leaves_no_staged_files() {
         .stage("orders", &load_schema(), &mut items, ("load-3", &[]))
         .await
         .expect_err("the read failed");
-    assert!(err.to_string().contains("the source broke"), "{err}");
+    assert!(
+        shared::error::report(&err).contains("the source broke"),
+        "{err}"
+    );
     assert!(
         keys_under(&store, &Path::from("staging/orders/load-3"))
             .await

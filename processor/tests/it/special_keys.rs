@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faults::{Expected, Scenario};
-use ingest_batch::FileIngest;
 use ingest_batch::keys::encode_event_key;
-use ingest_batch::plan::{FilePlanner, S3Objects};
 use shared::catalog::Catalog;
-use shared::envelope::{MessageSizeLimit, WorkItem};
+use shared::envelope::WorkItem;
 use shared::queue::WorkQueue;
 use test_support::faults;
+
+use crate::support::platform::{file_ingest, s3_planner};
 
 const PREFIX: &str = "landing/order_items/";
 
@@ -88,18 +88,15 @@ async fn keys_with_every_kind_of_special_character_have_their_defined_outcome() 
     .await;
 
     let catalog_text = std::fs::read_to_string(fixture.dir.join("catalog.toml")).expect("catalog");
-    let ingest = FileIngest {
-        planner: FilePlanner {
-            catalog: Arc::new(Catalog::from_toml(&catalog_text, "test").expect("catalog")),
-            reader: Arc::new(S3Objects {
-                client: fixture.clients.s3.clone(),
-            }),
-            part_size: 64 * 1024 * 1024,
-        },
-        queue: Arc::new(fixture.queue.clone()) as Arc<dyn WorkQueue>,
-        size_limit: MessageSizeLimit::default(),
-        source: "s3_event",
-    };
+    let ingest = file_ingest(
+        s3_planner(
+            &fixture.clients,
+            Arc::new(Catalog::from_toml(&catalog_text, "test").expect("catalog")),
+            64 * 1024 * 1024,
+        ),
+        Arc::new(fixture.queue.clone()) as Arc<dyn WorkQueue>,
+        "s3_event",
+    );
     let mut expected = Expected::new();
     let mut dead_lettered = Vec::new();
     for (index, case) in corpus.key.iter().enumerate() {

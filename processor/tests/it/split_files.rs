@@ -10,7 +10,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::file::properties::WriterProperties;
 use ingest_batch::events::CreatedObject;
-use ingest_batch::plan::{FilePlanner, Planned, S3Objects};
+use ingest_batch::plan::Planned;
 use processor::objects::S3Stores;
 use processor::pipeline::Pipeline;
 use processor::pipeline::lineage;
@@ -19,7 +19,9 @@ use processor::warehouse::postgres::PostgresWarehouse;
 use shared::aws::load_sdk_config;
 use shared::catalog::Catalog;
 use shared::envelope::{FileItem, WorkItem};
-use test_support::{TestSchemas, clients, create_bucket, emulator_settings, postgres_url};
+use test_support::{TestSchemas, clients, create_bucket, emulator_settings};
+
+use crate::support::platform::{ready_postgres, s3_planner};
 
 const CATALOG: &str = r#"
 [datasets.customers]
@@ -117,20 +119,7 @@ async fn side(stores: Arc<S3Stores>) -> Side {
     let catalog =
         Arc::new(Catalog::from_toml(&schemas.retarget(CATALOG), "test").expect("catalog"));
     let pipeline = Arc::new(Pipeline::new(catalog, stores).await.expect("plans"));
-    let warehouse = PostgresWarehouse::connect(&postgres_url(), &schemas.platform)
-        .await
-        .expect("connect");
-    warehouse
-        .ensure_platform_tables()
-        .await
-        .expect("platform tables");
-    for dataset in pipeline.catalog().datasets() {
-        let schema = pipeline.load_schema(&dataset.name).expect("planned");
-        warehouse
-            .ensure_target(dataset, schema)
-            .await
-            .expect("target");
-    }
+    let warehouse = ready_postgres(&pipeline, &schemas.platform).await;
     Side {
         pipeline,
         warehouse,
@@ -183,13 +172,11 @@ async fn split_parts_load_exactly_the_rows_of_the_whole_file() {
     let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
     let whole = side(Arc::clone(&stores)).await;
     let split = side(stores).await;
-    let planner = FilePlanner {
-        catalog: Arc::new(Catalog::from_toml(CATALOG, "test").expect("catalog")),
-        reader: Arc::new(S3Objects {
-            client: clients.s3.clone(),
-        }),
-        part_size: PART_SIZE,
-    };
+    let planner = s3_planner(
+        &clients,
+        Arc::new(Catalog::from_toml(CATALOG, "test").expect("catalog")),
+        PART_SIZE,
+    );
     let client = test_support::pg_client().await;
 
     let cases: [Case; 5] = [

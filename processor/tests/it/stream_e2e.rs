@@ -10,23 +10,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use ingest_stream::handler::{S3Writer, StreamIngest};
 use ingest_stream::poller::{Checkpoints, ReadSettings, StopWhen, read_stream};
-use processor::objects::S3Stores;
 use processor::operations::replay::{ReplayOptions, replay};
-use processor::pipeline::Pipeline;
 use processor::warehouse::Warehouse;
-use processor::warehouse::postgres::PostgresWarehouse;
 use processor::worker::Worker;
-use shared::aws::load_sdk_config;
 use shared::catalog::Catalog;
 use shared::config::S3Location;
 use shared::envelope::MessageSizeLimit;
 use shared::queue::{SqsQueue, WorkQueue};
 use shared::stream::{KinesisStream, OutgoingRecord, RecordStream, epoch_millis};
 use test_support::faults;
-use test_support::{
-    TestSchemas, clients, create_bucket, create_queue, emulator_settings, postgres_url, unique_name,
-};
+use test_support::{TestSchemas, clients, create_bucket, unique_name};
 
+use crate::support::platform::{new_queue, ready_postgres, s3_pipeline};
 use crate::support::workers;
 
 const CATALOG: &str = r#"
@@ -87,33 +82,10 @@ async fn setup(shards: i32) -> Setup {
     let stream = KinesisStream::new(clients.kinesis.clone(), &stream_name);
     let catalog_text = schemas.retarget(CATALOG).replace("STREAM", &stream_name);
     let catalog = Arc::new(Catalog::from_toml(&catalog_text, "test").expect("catalog"));
-    let sdk_config = load_sdk_config(&emulator_settings()).await;
-    let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
-    let pipeline = Arc::new(
-        Pipeline::new(Arc::clone(&catalog), stores)
-            .await
-            .expect("plans"),
-    );
-    let warehouse = Arc::new(
-        PostgresWarehouse::connect(&postgres_url(), &schemas.platform)
-            .await
-            .expect("connect"),
-    );
-    warehouse.ensure_platform_tables().await.expect("platform");
-    for dataset in catalog.datasets() {
-        let schema = pipeline.load_schema(&dataset.name).expect("planned");
-        warehouse
-            .ensure_target(dataset, schema)
-            .await
-            .expect("target");
-    }
+    let pipeline = s3_pipeline(Arc::clone(&catalog)).await;
+    let warehouse = Arc::new(ready_postgres(&pipeline, &schemas.platform).await);
     let bucket = create_bucket(&clients.s3, "quarantine").await;
-    let queue_url = create_queue(&clients.sqs, &[]).await;
-    let queue = Arc::new(SqsQueue::new(
-        clients.sqs.clone(),
-        &queue_url,
-        MessageSizeLimit::default(),
-    ));
+    let queue = new_queue(&clients).await;
     let ingest = StreamIngest {
         catalog: Arc::clone(&catalog),
         queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,

@@ -973,6 +973,9 @@ columns = [
         .ensure_target(&dataset, &output)
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("names \"order_id\""), "{err}");
+    assert!(
+        shared::error::report(&err).contains("names \"order_id\""),
+        "{err}"
+    );
     assert!(!err.is_retryable());
 }

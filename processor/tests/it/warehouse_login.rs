@@ -4,6 +4,7 @@
 //! password; every other role is trusted).
 
 use processor::warehouse::Warehouse;
+use processor::warehouse::connection::ServerError;
 use processor::warehouse::postgres::PostgresWarehouse;
 use shared::error::Classify;
 use test_support::{TestSchemas, pg_client, postgres_url};
@@ -62,8 +63,16 @@ async fn a_password_rotated_under_the_processor_is_a_retryable_failure() {
         .await
         .expect_err("the old password is refused");
     assert!(
-        err.to_string().contains("password authentication failed"),
+        shared::error::report(&err).contains("password authentication failed"),
         "{err}"
+    );
+    // The server's error is kept whole as the cause, not flattened to text.
+    let server = std::error::Error::source(&err)
+        .and_then(|cause| cause.downcast_ref::<ServerError>())
+        .unwrap_or_else(|| panic!("the cause is the server's error: {err:?}"));
+    assert_eq!(
+        server.0.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD)
     );
     assert!(
         err.is_retryable(),

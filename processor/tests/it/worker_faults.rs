@@ -7,23 +7,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use processor::objects::S3Stores;
 use processor::operations::redrive::{RedriveOptions, RedriveOutcome, redrive};
 use processor::pipeline::Pipeline;
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{ItemSource, LoadReport, Warehouse, WarehouseError};
 use processor::worker::{Outcome, Worker};
-use shared::aws::load_sdk_config;
 use shared::catalog::{Catalog, Dataset, FileFormat};
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::REASON_ATTRIBUTE;
 use shared::queue::{SqsQueue, WorkQueue};
 use test_support::EXAMPLE_CATALOG as CATALOG;
 use test_support::{
-    TestSchemas, clients, count, create_bucket, create_queue, emulator_settings, pg_client,
-    postgres_url, queue_depth, upload_file,
+    TestSchemas, clients, count, create_bucket, create_queue, pg_client, postgres_url, queue_depth,
+    upload_file,
 };
 
+use crate::support::platform::{ready_postgres, s3_pipeline};
 use crate::support::workers;
 
 /// A real warehouse whose loads start late, to make them outlast the visibility timeout,
@@ -81,7 +80,7 @@ impl Warehouse for Slow {
         if fail {
             return Err(WarehouseError::Connect {
                 url: "postgres://warehouse".into(),
-                reason: "connection reset by peer".into(),
+                source: "connection reset by peer".into(),
                 retryable: true,
             });
         }
@@ -98,10 +97,7 @@ async fn pipeline(catalog_text: &str, reject_limit: Option<u64>) -> Arc<Pipeline
             &format!("key = [\"order_id\", \"line_number\"]\nreject_limit = {limit}"),
         );
     }
-    let catalog = Arc::new(Catalog::from_toml(&text, "test").expect("valid"));
-    let sdk_config = load_sdk_config(&emulator_settings()).await;
-    let stores = Arc::new(S3Stores::new(&sdk_config, &emulator_settings()));
-    Arc::new(Pipeline::new(catalog, stores).await.expect("plans"))
+    s3_pipeline(Arc::new(Catalog::from_toml(&text, "test").expect("valid"))).await
 }
 
 struct Fixture {
@@ -124,18 +120,8 @@ impl Fixture {
         let schemas = TestSchemas::new();
         let catalog_text = schemas.retarget(CATALOG);
         let pipeline = pipeline(&catalog_text, reject_limit).await;
-        let catalog = pipeline.catalog();
-        let setup = PostgresWarehouse::connect(&postgres_url(), &schemas.platform)
-            .await
-            .expect("connect");
-        setup
-            .ensure_platform_tables()
-            .await
-            .expect("platform tables");
-        for dataset in catalog.datasets() {
-            let schema = pipeline.load_schema(&dataset.name).expect("planned");
-            setup.ensure_target(dataset, schema).await.expect("target");
-        }
+        let _catalog = pipeline.catalog();
+        ready_postgres(&pipeline, &schemas.platform).await;
         let queue_url = create_queue(&clients.sqs, &[]).await;
         let dlq_url = create_queue(&clients.sqs, &[]).await;
         let bucket = create_bucket(&clients.s3, "landing").await;

@@ -259,13 +259,16 @@ pub struct Catalog {
 /// Why a catalog could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("cannot read catalog {path}: {source}")]
+    #[error("cannot read catalog {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("catalog {origin} is not valid TOML: {message}")]
-    Syntax { origin: String, message: String },
+    #[error("catalog {origin} is not valid TOML")]
+    Syntax {
+        origin: String,
+        source: toml::de::Error,
+    },
     #[error("catalog {origin} has {} error(s):\n{}", issues.len(), render_issues(issues))]
     Invalid { origin: String, issues: Vec<Issue> },
 }
@@ -289,9 +292,9 @@ impl Catalog {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, CatalogError> {
         let document: Table =
             text.parse()
-                .map_err(|err: toml::de::Error| CatalogError::Syntax {
+                .map_err(|source: toml::de::Error| CatalogError::Syntax {
                     origin: origin.to_owned(),
-                    message: err.to_string(),
+                    source,
                 })?;
         let mut issues = Issues::default();
         let catalog = read_catalog(&document, &mut issues);

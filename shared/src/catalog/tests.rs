@@ -93,7 +93,7 @@ target = "events.status"
 #[test]
 fn error_message_counts_and_lists_the_issues() {
     let err = Catalog::from_toml("[datasets.x]\n", "my.toml").expect_err("invalid");
-    let text = err.to_string();
+    let text = crate::error::report(&err);
     assert!(
         text.starts_with("catalog my.toml has 3 error(s):\n  - datasets.x:"),
         "{text}"
@@ -107,7 +107,7 @@ fn error_message_counts_and_lists_the_issues() {
 #[test]
 fn syntax_errors_name_the_origin_and_line() {
     let err = Catalog::from_toml("[datasets.x\n", "broken.toml").expect_err("invalid");
-    let text = err.to_string();
+    let text = crate::error::report(&err);
     assert!(
         text.starts_with("catalog broken.toml is not valid TOML"),
         "{text}"

@@ -54,12 +54,12 @@ impl EmbeddedQueue {
         &self.name
     }
 
-    fn error(&self, operation: &'static str, err: &EmbeddedError) -> QueueError {
+    fn error(&self, operation: &'static str, err: EmbeddedError) -> QueueError {
         QueueError {
             operation,
             queue_url: format!("sqlite://{}#{}", self.db.path().display(), self.name),
-            message: err.to_string(),
             retryability: err.retryability(),
+            source: Box::new(err),
         }
     }
 
@@ -79,7 +79,7 @@ impl EmbeddedQueue {
                 .map_err(sql_error("moving messages"))
             })
             .await
-            .map_err(|err| self.error("MoveMessages", &err))
+            .map_err(|err| self.error("MoveMessages", err))
     }
 
     /// The bodies and attributes of the messages the queue holds, oldest first, without
@@ -108,7 +108,7 @@ impl EmbeddedQueue {
                     .map_err(sql_error("reading messages"))
             })
             .await
-            .map_err(|err| self.error("PeekMessages", &err))
+            .map_err(|err| self.error("PeekMessages", err))
     }
 
     async fn receive_once(
@@ -249,7 +249,7 @@ impl WorkQueue for EmbeddedQueue {
             let received = self
                 .receive_once(max_messages, visibility)
                 .await
-                .map_err(|err| self.error("ReceiveMessage", &err))?;
+                .map_err(|err| self.error("ReceiveMessage", err))?;
             if !received.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(received);
             }
@@ -322,7 +322,7 @@ impl WorkQueue for EmbeddedQueue {
                 .map_err(sql_error("counting messages"))
             })
             .await
-            .map_err(|err| self.error("GetQueueAttributes", &err))
+            .map_err(|err| self.error("GetQueueAttributes", err))
     }
 
     async fn extend_visibility(
@@ -341,12 +341,12 @@ impl WorkQueue for EmbeddedQueue {
                 .map_err(sql_error("extending visibility"))
             })
             .await
-            .map_err(|err| self.error("ChangeMessageVisibility", &err))?;
+            .map_err(|err| self.error("ChangeMessageVisibility", err))?;
         if changed == 0 {
             return Err(QueueError {
                 operation: "ChangeMessageVisibility",
                 queue_url: format!("sqlite://{}#{}", self.db.path().display(), self.name),
-                message: "the receipt handle is no longer valid".to_owned(),
+                source: "the receipt handle is no longer valid".into(),
                 retryability: Retryability::Permanent,
             });
         }

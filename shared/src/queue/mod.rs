@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::{Classify, Retryability};
+use crate::error::{BoxError, Classify, Retryability};
 use crate::retry::EntryReport;
 
 #[cfg(feature = "embedded")]
@@ -94,11 +94,11 @@ pub type DeleteReport = EntryReport<()>;
 
 /// A whole queue call failed (after the SDK's own retries).
 #[derive(Debug, thiserror::Error)]
-#[error("{operation} on queue {queue_url} failed: {message}")]
+#[error("{operation} on queue {queue_url} failed")]
 pub struct QueueError {
     pub operation: &'static str,
     pub queue_url: String,
-    pub message: String,
+    pub source: BoxError,
     pub retryability: Retryability,
 }
 

@@ -14,9 +14,7 @@ use super::{
     SendReport, WorkQueue, plan_batches,
 };
 use crate::envelope::MessageSizeLimit;
-use crate::error::{
-    Classify, Retryability, classify_sdk_error, describe_sdk_error, is_retryable_service_code,
-};
+use crate::error::{Classify, Retryability, classify_sdk_error, is_retryable_service_code, report};
 use crate::retry::{EntryFailure, EntryReport, RetryPolicy, retry_failed_entries};
 
 /// An SQS queue, standard or FIFO (FIFO needs group ids, which the platform does not use).
@@ -64,14 +62,14 @@ impl SqsQueue {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|err| self.call_error("GetQueueAttributes", &err))?;
+            .map_err(|err| self.call_error("GetQueueAttributes", err))?;
         output
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .ok_or_else(|| QueueError {
                 operation: "GetQueueAttributes",
                 queue_url: self.url.clone(),
-                message: "the queue has no QueueArn attribute".to_owned(),
+                source: "the queue has no QueueArn attribute".into(),
                 retryability: Retryability::Permanent,
             })
     }
@@ -79,16 +77,16 @@ impl SqsQueue {
     fn call_error<E>(
         &self,
         operation: &'static str,
-        err: &aws_sdk_sqs::error::SdkError<E>,
+        err: aws_sdk_sqs::error::SdkError<E>,
     ) -> QueueError
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         QueueError {
             operation,
             queue_url: self.url.clone(),
-            message: describe_sdk_error(err),
-            retryability: classify_sdk_error(err),
+            retryability: classify_sdk_error(&err),
+            source: err.into(),
         }
     }
 
@@ -97,14 +95,14 @@ impl SqsQueue {
         &self,
         operation: &'static str,
         indices: &[usize],
-        err: &aws_sdk_sqs::error::SdkError<E>,
+        err: aws_sdk_sqs::error::SdkError<E>,
     ) -> EntryReport<S>
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let code = err.code().unwrap_or("CallFailed").to_owned();
         let error = self.call_error(operation, err);
-        let code = err.code().unwrap_or("CallFailed");
-        EntryReport::all_failed(indices, code, &error.to_string(), error.is_retryable())
+        EntryReport::all_failed(indices, &code, &report(&error), error.is_retryable())
     }
 
     async fn send_batch_once(
@@ -154,7 +152,7 @@ impl SqsQueue {
                     .collect(),
                 failed: entry_failures(output.failed()),
             },
-            Err(err) => self.call_failure("SendMessageBatch", &indices, &err),
+            Err(err) => self.call_failure("SendMessageBatch", &indices, err),
         }
     }
 
@@ -185,7 +183,7 @@ impl SqsQueue {
                     .collect(),
                 failed: entry_failures(output.failed()),
             },
-            Err(err) => self.call_failure("DeleteMessageBatch", &indices, &err),
+            Err(err) => self.call_failure("DeleteMessageBatch", &indices, err),
         }
     }
 }
@@ -233,7 +231,7 @@ impl WorkQueue for SqsQueue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|err| self.call_error("ReceiveMessage", &err))?;
+            .map_err(|err| self.call_error("ReceiveMessage", err))?;
         Ok(output
             .messages()
             .iter()
@@ -290,7 +288,7 @@ impl WorkQueue for SqsQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|err| self.call_error("GetQueueAttributes", &err))?;
+            .map_err(|err| self.call_error("GetQueueAttributes", err))?;
         let count = |name: QueueAttributeName| {
             output
                 .attributes()
@@ -316,7 +314,7 @@ impl WorkQueue for SqsQueue {
             .visibility_timeout(duration_secs_i32(timeout))
             .send()
             .await
-            .map_err(|err| self.call_error("ChangeMessageVisibility", &err))?;
+            .map_err(|err| self.call_error("ChangeMessageVisibility", err))?;
         Ok(())
     }
 }

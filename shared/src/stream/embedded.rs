@@ -55,7 +55,7 @@ impl EmbeddedStream {
                 .map_err(sql_error("creating the stream"))
             })
             .await
-            .map_err(|err| stream_error(&name, "CreateStream", None, &err))?;
+            .map_err(|err| stream_error(&name, "CreateStream", None, err))?;
         Ok(Self {
             db,
             name,
@@ -89,7 +89,7 @@ impl EmbeddedStream {
                 .map_err(sql_error("counting records"))
             })
             .await
-            .map_err(|err| self.error("DescribeStream", None, &err))
+            .map_err(|err| self.error("DescribeStream", None, err))
     }
 
     /// The sequence number of each shard's newest record (shards without records are
@@ -113,14 +113,14 @@ impl EmbeddedStream {
                     .map_err(sql_error("reading the tip"))
             })
             .await
-            .map_err(|err| self.error("DescribeStream", None, &err))
+            .map_err(|err| self.error("DescribeStream", None, err))
     }
 
     fn error(
         &self,
         operation: &'static str,
         shard: Option<&str>,
-        err: &EmbeddedError,
+        err: EmbeddedError,
     ) -> StreamError {
         stream_error(&self.name, operation, shard, err)
     }
@@ -130,7 +130,7 @@ impl EmbeddedStream {
             operation: "GetRecords",
             stream: self.name.clone(),
             shard: None,
-            message: format!("invalid shard iterator {iterator:?}"),
+            source: format!("invalid shard iterator {iterator:?}").into(),
             retryability: Retryability::Permanent,
         }
     }
@@ -140,14 +140,14 @@ fn stream_error(
     stream: &str,
     operation: &'static str,
     shard: Option<&str>,
-    err: &EmbeddedError,
+    err: EmbeddedError,
 ) -> StreamError {
     StreamError {
         operation,
         stream: stream.to_owned(),
         shard: shard.map(str::to_owned),
-        message: err.to_string(),
         retryability: err.retryability(),
+        source: Box::new(err),
     }
 }
 
@@ -267,7 +267,7 @@ impl RecordStream for EmbeddedStream {
                 operation: "GetShardIterator",
                 stream: self.name.clone(),
                 shard: Some(shard_id.to_owned()),
-                message: "no such shard".to_owned(),
+                source: "no such shard".into(),
                 retryability: Retryability::Permanent,
             });
         }
@@ -276,7 +276,7 @@ impl RecordStream for EmbeddedStream {
                 operation: "GetShardIterator",
                 stream: self.name.clone(),
                 shard: Some(shard_id.to_owned()),
-                message: format!("invalid sequence number {seq:?}"),
+                source: format!("invalid sequence number {seq:?}").into(),
                 retryability: Retryability::Permanent,
             })
         };
@@ -314,7 +314,7 @@ impl RecordStream for EmbeddedStream {
                         Ok(found.unwrap_or(0))
                     })
                     .await
-                    .map_err(|err| self.error("GetShardIterator", Some(shard_id), &err))?
+                    .map_err(|err| self.error("GetShardIterator", Some(shard_id), err))?
             }
         };
         Ok(encode_iterator(shard_id, after))
@@ -354,7 +354,7 @@ impl RecordStream for EmbeddedStream {
                 Ok((records, behind))
             })
             .await
-            .map_err(|err| self.error("GetRecords", Some(shard), &err))?;
+            .map_err(|err| self.error("GetRecords", Some(shard), err))?;
         let last = records.last().map_or(after, |r| r.0);
         Ok(RecordsPage {
             records: records

@@ -8,9 +8,7 @@ use aws_smithy_types::DateTime;
 use bytes::Bytes;
 
 use super::*;
-use crate::error::{
-    Classify, Retryability, classify_sdk_error, describe_sdk_error, is_retryable_service_code,
-};
+use crate::error::{Classify, Retryability, classify_sdk_error, is_retryable_service_code, report};
 use crate::queue::plan_batches;
 use crate::retry::{EntryFailure, EntryReport, RetryPolicy, retry_failed_entries};
 
@@ -40,17 +38,17 @@ impl KinesisStream {
         &self,
         operation: &'static str,
         shard: Option<&str>,
-        err: &aws_sdk_kinesis::error::SdkError<E>,
+        err: aws_sdk_kinesis::error::SdkError<E>,
     ) -> StreamError
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         StreamError {
             operation,
             stream: self.name.clone(),
             shard: shard.map(str::to_owned),
-            message: describe_sdk_error(err),
-            retryability: classify_sdk_error(err),
+            retryability: classify_sdk_error(&err),
+            source: err.into(),
         }
     }
 
@@ -75,12 +73,12 @@ impl KinesisStream {
         let output = match result {
             Ok(output) => output,
             Err(err) => {
-                let error = self.call_error("PutRecords", None, &err);
-                let code = err.code().unwrap_or("CallFailed");
+                let code = err.code().unwrap_or("CallFailed").to_owned();
+                let error = self.call_error("PutRecords", None, err);
                 return EntryReport::all_failed(
                     &indices,
-                    code,
-                    &error.to_string(),
+                    &code,
+                    &report(&error),
                     error.is_retryable(),
                 );
             }
@@ -160,7 +158,7 @@ impl RecordStream for KinesisStream {
             let output = request
                 .send()
                 .await
-                .map_err(|err| self.call_error("ListShards", None, &err))?;
+                .map_err(|err| self.call_error("ListShards", None, err))?;
             for shard in output.shards() {
                 let range = shard.sequence_number_range();
                 shards.push(ShardInfo {
@@ -211,7 +209,7 @@ impl RecordStream for KinesisStream {
         let output = request
             .send()
             .await
-            .map_err(|err| self.call_error("GetShardIterator", Some(shard_id), &err))?;
+            .map_err(|err| self.call_error("GetShardIterator", Some(shard_id), err))?;
         output
             .shard_iterator()
             .map(str::to_owned)
@@ -219,7 +217,7 @@ impl RecordStream for KinesisStream {
                 operation: "GetShardIterator",
                 stream: self.name.clone(),
                 shard: Some(shard_id.to_owned()),
-                message: "the service returned no iterator".to_owned(),
+                source: "the service returned no iterator".into(),
                 retryability: Retryability::Retryable,
             })
     }
@@ -233,7 +231,7 @@ impl RecordStream for KinesisStream {
             .limit(limit)
             .send()
             .await
-            .map_err(|err| self.call_error("GetRecords", None, &err))?;
+            .map_err(|err| self.call_error("GetRecords", None, err))?;
         Ok(RecordsPage {
             records: output
                 .records()

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::{Classify, Retryability};
+use crate::error::{BoxError, Classify, Retryability};
 use crate::retry::EntryReport;
 
 #[cfg(feature = "embedded")]
@@ -96,12 +96,12 @@ pub struct RecordsPage {
 
 /// A whole stream call failed (after the SDK's own retries).
 #[derive(Debug, thiserror::Error)]
-#[error("{operation} on stream {stream}{} failed: {message}", shard.as_deref().map(|s| format!(" shard {s}")).unwrap_or_default())]
+#[error("{operation} on stream {stream}{} failed", shard.as_deref().map(|s| format!(" shard {s}")).unwrap_or_default())]
 pub struct StreamError {
     pub operation: &'static str,
     pub stream: String,
     pub shard: Option<String>,
-    pub message: String,
+    pub source: BoxError,
     pub retryability: Retryability,
 }
 

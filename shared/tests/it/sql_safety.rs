@@ -52,7 +52,7 @@ s3 = { prefix = "items/" }
 columns = [{ name = "ok", type = "string" }]
 "#;
     let err = Catalog::from_toml(text, "hostile.toml").expect_err("refused");
-    let message = err.to_string();
+    let message = shared::error::report(&err);
     for (path, name) in [
         ("datasets.orders.target", "orders; DROP TABLE x"),
         ("datasets.orders.columns[0].name", "id\\\" OR 1=1 --"),

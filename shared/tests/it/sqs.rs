@@ -221,7 +221,7 @@ async fn a_missing_queue_is_a_permanent_error_that_names_it() {
         .await
         .expect_err("queue does not exist");
     assert!(!err.is_retryable(), "{err}");
-    assert!(err.to_string().contains(&url), "{err}");
+    assert!(shared::error::report(&err).contains(&url), "{err}");
     let report = queue.send(&["x".to_owned().into()]).await;
     assert!(report.succeeded.is_empty());
     assert_eq!(report.failed.len(), 1);

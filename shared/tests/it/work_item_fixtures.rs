@@ -111,7 +111,7 @@ fn invalid_fixtures_are_refused_with_errors_that_name_the_problem() {
     ];
     for (name, expected) in cases {
         let err = WorkItem::from_json(&fixture(&format!("invalid/{name}"))).expect_err(name);
-        let message = err.to_string();
+        let message = shared::error::report(&err);
         assert!(
             message.contains(expected),
             "{name}: got {message:?}, expected it to contain {expected:?}"

@@ -339,7 +339,7 @@ impl WriteSteps for PostgresLoad<'_> {
 
     async fn rollback(self) {
         if let Err(err) = self.tx.rollback().await {
-            tracing::warn!(error = %err, "rolling back a failed load failed");
+            tracing::warn!(error = %shared::error::Report(&err), "rolling back a failed load failed");
         }
     }
 }
@@ -515,10 +515,13 @@ impl StagedRowsSink for CopySink<'_> {
             batch
         } else {
             let keep: Vec<usize> = (0..batch.num_columns() - 1).collect();
-            batch.project(&keep).map_err(|err| WarehouseError::Schema {
-                dataset: self.dataset.to_owned(),
-                reason: err.to_string(),
-            })?
+            batch
+                .project(&keep)
+                .map_err(|source| WarehouseError::Rows {
+                    dataset: self.dataset.to_owned(),
+                    action: "cannot leave out the columns the target lacks".into(),
+                    source,
+                })?
         };
         pg_binary::write_batch(&batch, &mut self.buffer).map_err(|source| {
             WarehouseError::Encode {

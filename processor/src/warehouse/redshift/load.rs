@@ -86,7 +86,7 @@ impl RedshiftStage<'_> {
             return Err(WarehouseError::Staging {
                 dataset: name.to_owned(),
                 location: manifest,
-                reason: format!("COPY loaded {copied} rows of the {} staged", files.rows),
+                source: format!("COPY loaded {copied} rows of the {} staged", files.rows).into(),
                 retryable: false,
             });
         }
@@ -319,7 +319,7 @@ impl WriteSteps for RedshiftWrite<'_> {
 
     async fn rollback(self) {
         if let Err(err) = self.tx.rollback().await {
-            tracing::warn!(error = %err, "rolling back a failed load failed");
+            tracing::warn!(error = %shared::error::Report(&err), "rolling back a failed load failed");
         }
         remove_files(self.warehouse, self.files.as_ref()).await;
     }

@@ -14,6 +14,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use shared::error::{BoxError, context};
 
 use crate::warehouse::{
     Drained, ItemSource, StagedRowsSink, WarehouseError, drain_items, with_sequence,
@@ -106,11 +107,11 @@ impl ParquetStager {
     }
 
     /// A failed write to the staging location; retried like any S3 hiccup.
-    fn staging_error(&self, dataset: &str, reason: String) -> WarehouseError {
+    fn staging_error(&self, dataset: &str, source: BoxError) -> WarehouseError {
         WarehouseError::Staging {
             dataset: dataset.to_owned(),
             location: self.location(),
-            reason,
+            source,
             retryable: true,
         }
     }
@@ -191,9 +192,12 @@ impl ParquetStager {
             writer
                 .close()
                 .await
-                .map_err(|err| self.staging_error(dataset, err.to_string()))?;
+                .map_err(|err| self.staging_error(dataset, err.into()))?;
             let head = self.store.head(&key).await.map_err(|err| {
-                self.staging_error(dataset, format!("staged file {key} is missing: {err}"))
+                self.staging_error(
+                    dataset,
+                    context(format!("staged file {key} is missing"), err),
+                )
             })?;
             files.push((key, head.size));
         }
@@ -223,7 +227,7 @@ impl ParquetStager {
             .put(&manifest, body.into())
             .await
             .map_err(|err| {
-                self.staging_error(dataset, format!("cannot write the manifest: {err}"))
+                self.staging_error(dataset, context("cannot write the manifest", err))
             })?;
         Ok(manifest)
     }
@@ -237,11 +241,13 @@ impl ParquetStager {
             Ok(objects) => {
                 for object in objects {
                     if let Err(err) = self.store.delete(&object.location).await {
-                        tracing::warn!(key = %object.location, error = %err, "cannot delete a staged file");
+                        tracing::warn!(key = %object.location, error = %shared::error::Report(&err), "cannot delete a staged file");
                     }
                 }
             }
-            Err(err) => tracing::warn!(folder = %folder, error = %err, "cannot list staged files"),
+            Err(err) => {
+                tracing::warn!(folder = %folder, error = %shared::error::Report(&err), "cannot list staged files")
+            }
         }
     }
 }
@@ -267,9 +273,10 @@ impl StagedRowsSink for ParquetFiles<'_> {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<(), WarehouseError> {
-        let convert_failed = |err: ArrowError| WarehouseError::Schema {
+        let convert_failed = |source: ArrowError| WarehouseError::Rows {
             dataset: self.dataset.to_owned(),
-            reason: format!("cannot convert rows for Parquet: {err}"),
+            action: "cannot convert rows for Parquet".into(),
+            source,
         };
         let columns = batch
             .columns()
@@ -291,14 +298,14 @@ impl StagedRowsSink for ParquetFiles<'_> {
                 Arc::clone(&self.schema),
                 Some(self.properties.clone()),
             )
-            .map_err(|err| self.stager.staging_error(self.dataset, err.to_string()))?;
+            .map_err(|err| self.stager.staging_error(self.dataset, err.into()))?;
             self.writers.push((key, writer));
         }
         let (_, writer) = &mut self.writers[self.next];
         writer
             .write(&batch)
             .await
-            .map_err(|err| self.stager.staging_error(self.dataset, err.to_string()))?;
+            .map_err(|err| self.stager.staging_error(self.dataset, err.into()))?;
         self.next = (self.next + 1) % self.stager.files;
         Ok(())
     }

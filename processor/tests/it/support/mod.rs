@@ -2,5 +2,6 @@
 //! are in the `test-support` crate).
 
 pub mod orders;
+pub mod platform;
 pub mod redshift;
 pub mod workers;
