@@ -74,7 +74,7 @@ pub struct Skipped {
 
 /// An invocation, read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Notifications {
+pub(crate) struct Notifications {
     pub created: Vec<CreatedObject>,
     pub skipped: Vec<Skipped>,
 }
@@ -115,7 +115,7 @@ struct DetailObject {
 }
 
 /// Reads an invocation payload.
-pub fn read_payload(payload: Value) -> Result<Notifications, PayloadError> {
+pub(crate) fn read_payload(payload: Value) -> Result<Notifications, PayloadError> {
     if payload.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         return Ok(Notifications {
             created: Vec::new(),

@@ -15,9 +15,9 @@ use crate::events::{CreatedObject, SkipReason, Skipped};
 use crate::split::{CsvRowEnds, Cuts, even_ranges, jsonl_row_end};
 
 /// Bytes read per request while scanning a CSV file for row ends.
-pub const CSV_SCAN_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const CSV_SCAN_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes read per request while looking for a JSON-lines row end after a mark.
-pub const JSONL_PEEK_BYTES: u64 = 64 * 1024;
+pub(crate) const JSONL_PEEK_BYTES: u64 = 64 * 1024;
 
 /// Why an object's bytes could not be read while planning.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,7 @@ pub struct FilePlanner {
 /// Whether a file can be cut into byte ranges loaded independently: every format can
 /// (CSV and JSON lines at row ends, Parquet by row groups) unless the whole file is one
 /// compressed stream, which can only be decoded from its start.
-pub fn is_splittable(compression: Compression) -> bool {
+pub(crate) fn is_splittable(compression: Compression) -> bool {
     compression == Compression::None
 }
 

@@ -16,7 +16,7 @@ use shared::catalog::CsvOptions;
 
 /// Finds the row ends of a CSV byte stream fed in pieces.
 #[derive(Debug, Clone)]
-pub struct CsvRowEnds {
+pub(crate) struct CsvRowEnds {
     options: CsvOptions,
     state: CsvState,
     /// Absolute position of the next byte fed.
@@ -98,7 +98,7 @@ impl CsvRowEnds {
 
 /// The first JSON-lines row end at or after `mark` in `bytes`, which start at absolute
 /// position `at`.
-pub fn jsonl_row_end(bytes: &[u8], at: u64, mark: u64) -> Option<u64> {
+pub(crate) fn jsonl_row_end(bytes: &[u8], at: u64, mark: u64) -> Option<u64> {
     let skip = usize::try_from(mark.saturating_sub(at + 1)).unwrap_or(usize::MAX);
     bytes
         .iter()
@@ -157,7 +157,7 @@ impl Cuts {
 }
 
 /// Equal byte ranges (Parquet: each part loads the row groups starting inside it).
-pub fn even_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
+pub(crate) fn even_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
     let part_size = part_size.max(1);
     let mut ranges = Vec::new();
     let mut start = 0;

@@ -7,7 +7,7 @@ use crate::kpl::{self, KplError};
 
 /// The most bytes one user record may decompress to: a guard against compression bombs
 /// (Kinesis records are at most 1 MiB compressed).
-pub const MAX_DECOMPRESSED_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_DECOMPRESSED_BYTES: u64 = 16 * 1024 * 1024;
 
 const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];

@@ -19,7 +19,7 @@
 use md5::{Digest, Md5};
 
 /// The four bytes an aggregated record starts with.
-pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+pub(crate) const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const CHECKSUM_BYTES: usize = 16;
 
 /// One user record of an aggregated record.

@@ -2,7 +2,7 @@
 
 /// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character
 /// boundary.
-pub fn byte_prefix(text: &str, max_bytes: usize) -> &str {
+pub(crate) fn byte_prefix(text: &str, max_bytes: usize) -> &str {
     if text.len() <= max_bytes {
         return text;
     }

@@ -1,7 +1,7 @@
 //! UTC dates and times as ISO 8601 text, without a calendar crate.
 
 /// `2026-11-24T10:00:00.000000Z` for microseconds since the epoch (UTC).
-pub fn iso_utc_micros(micros: i64) -> String {
+pub(crate) fn iso_utc_micros(micros: i64) -> String {
     let seconds = micros.div_euclid(1_000_000);
     let fraction = micros.rem_euclid(1_000_000);
     let days = seconds.div_euclid(86_400);
@@ -17,7 +17,7 @@ pub fn iso_utc_micros(micros: i64) -> String {
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -32,13 +32,13 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `2026-11-24T10:00:00.000Z` for milliseconds since the epoch (UTC): the form of
 /// SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ')`, so the two compare as text.
-pub fn iso_utc_millis(millis: i64) -> String {
+pub(crate) fn iso_utc_millis(millis: i64) -> String {
     let micros = iso_utc_micros(millis.saturating_mul(1000));
     format!("{}Z", &micros[..micros.len() - 4])
 }
 
 /// `2026-11-24` for a day count since 1970-01-01.
-pub fn iso_date(days: i64) -> String {
+pub(crate) fn iso_date(days: i64) -> String {
     let (year, month, day) = civil_from_days(days);
     format!("{year:04}-{month:02}-{day:02}")
 }

@@ -36,7 +36,7 @@ pub use crate::toml_walk::{Issue, render_issues};
 pub use views::{FileIngestView, RedriveView, ServeView, StreamIngestView, WorkersView};
 
 /// Environment variables starting with this prefix override config keys.
-pub const ENV_PREFIX: &str = "INGEST_";
+pub(crate) const ENV_PREFIX: &str = "INGEST_";
 /// The environment variable naming the config file (read by the binaries).
 pub const CONFIG_PATH_ENV: &str = "INGEST_CONFIG";
 
@@ -139,9 +139,9 @@ pub struct FileSettings {
 }
 
 /// The default part size: 128 MiB.
-pub const DEFAULT_PART_SIZE_BYTES: u64 = 128 * 1024 * 1024;
+pub(crate) const DEFAULT_PART_SIZE_BYTES: u64 = 128 * 1024 * 1024;
 /// The smallest part size accepted: 64 KiB (small parts are for tests and demos).
-pub const MIN_PART_SIZE_BYTES: u64 = 64 * 1024;
+pub(crate) const MIN_PART_SIZE_BYTES: u64 = 64 * 1024;
 
 impl Default for FileSettings {
     fn default() -> Self {
@@ -191,7 +191,7 @@ pub struct StreamSettings {
 }
 
 /// The default `source` of the platform's events.
-pub const DEFAULT_EVENT_SOURCE: &str = "redshift-ingest";
+pub(crate) const DEFAULT_EVENT_SOURCE: &str = "redshift-ingest";
 
 /// A value that must never reach a log: `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -471,7 +471,7 @@ fn seconds(value: i64) -> Duration {
 
 /// Redshift's default: 4 files per load suit the smallest clusters (2 slices per node on
 /// ra3.large, 2 nodes) and are a multiple of common slice counts.
-pub const DEFAULT_STAGING_FILES: usize = 4;
+pub(crate) const DEFAULT_STAGING_FILES: usize = 4;
 
 fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<WarehouseSettings> {
     let mut url = read_warehouse_url(&mut section, issues);

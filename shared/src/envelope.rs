@@ -21,14 +21,14 @@ use crate::catalog::{Compression, FileFormat};
 use crate::error::{BoxError, Classify, Retryability};
 
 /// The work-item schema version this build writes and reads.
-pub const WORK_ITEM_VERSION: u32 = 1;
+pub(crate) const WORK_ITEM_VERSION: u32 = 1;
 
 /// The largest SQS message: 1 MiB.
-pub const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub(crate) const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The default message size limit: 256 KiB, the limit of SQS queues created before the
 /// 1 MiB increase, so the platform works with every queue out of the box.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A work item of the current version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -458,7 +458,7 @@ impl fmt::Display for StreamPosition {
 
 /// Orders two positions of one shard. Sequence numbers are decimal strings of any
 /// length: a longer one (without leading zeros) is larger.
-pub fn compare_positions(a: &StreamPosition, b: &StreamPosition) -> std::cmp::Ordering {
+pub(crate) fn compare_positions(a: &StreamPosition, b: &StreamPosition) -> std::cmp::Ordering {
     compare_sequence_numbers(&a.sequence_number, &b.sequence_number)
         .then(a.sub_sequence_number.cmp(&b.sub_sequence_number))
 }

@@ -118,7 +118,7 @@ impl<S> EntryReport<S> {
 /// `attempt` gets the indices to send in one call and reports what happened to each.
 /// An index it forgets to report is counted as a retryable failure, so an entry is only
 /// ever reported as succeeded when the service said so.
-pub async fn retry_failed_entries<S, F, Fut>(
+pub(crate) async fn retry_failed_entries<S, F, Fut>(
     policy: &RetryPolicy,
     indices: Vec<usize>,
     mut attempt: F,

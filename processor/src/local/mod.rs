@@ -47,9 +47,9 @@ use crate::worker::{BatchSettings, Worker, WorkerSettings};
 /// The example catalog the demo loads (the same file the docs describe).
 pub const EXAMPLE_CATALOG: &str = include_str!("../../../catalog/ecommerce.toml");
 /// The bucket the landing files, quarantine and claim checks live in.
-pub const BUCKET: &str = "demo";
+pub(crate) const BUCKET: &str = "demo";
 /// The platform tables' prefix in the embedded warehouse.
-pub const PLATFORM: &str = "ingest";
+pub(crate) const PLATFORM: &str = "ingest";
 const WORK_QUEUE: &str = "work";
 const DEAD_LETTER_QUEUE: &str = "work-dlq";
 /// Receives before a message moves to the dead-letter queue (SQS's `maxReceiveCount`).
@@ -150,7 +150,7 @@ async fn counts(
 }
 
 /// A reason with the values in it replaced, so reasons group by kind.
-pub fn reason_kind(reason: &str) -> String {
+pub(crate) fn reason_kind(reason: &str) -> String {
     let mut kind = String::with_capacity(reason.len());
     let mut in_quotes = false;
     for c in reason.chars() {
@@ -224,7 +224,7 @@ fn quarantined(folder: &Path) -> Vec<String> {
 /// The embedded platform in a folder: queues, stream, buckets, warehouse, both ingest
 /// paths and a worker, wired like the AWS deployment. `demo` and `dev` both run on it.
 #[derive(Debug)]
-pub struct LocalPlatform {
+pub(crate) struct LocalPlatform {
     pub db: EmbeddedDb,
     pub catalog: Arc<Catalog>,
     pub queue: Arc<EmbeddedQueue>,

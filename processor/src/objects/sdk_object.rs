@@ -28,7 +28,7 @@ const STORE: &str = "S3 (AWS SDK)";
 
 /// The object `key` of `bucket`.
 #[derive(Debug, Clone)]
-pub struct SdkObject {
+pub(crate) struct SdkObject {
     pub client: aws_sdk_s3::Client,
     pub bucket: String,
     pub key: String,

@@ -35,12 +35,12 @@ impl DatasetCheck {
 }
 
 /// Whether the warehouse sinks can store a column of this type.
-pub fn warehouse_supports(data_type: &DataType) -> bool {
+pub(crate) fn warehouse_supports(data_type: &DataType) -> bool {
     pg_type(data_type).is_some()
 }
 
 /// Plans the transform of one dataset over an empty `input` table of its schema.
-pub async fn check_dataset(dataset: &Dataset) -> DatasetCheck {
+pub(crate) async fn check_dataset(dataset: &Dataset) -> DatasetCheck {
     let mut problems = Vec::new();
     let output = match plan_output(dataset).await {
         Ok(output) => output,

@@ -110,7 +110,7 @@ async fn start_move_task(
 }
 
 /// The fallback: receive → send → delete, never deleting what was not sent.
-pub async fn move_messages(
+pub(crate) async fn move_messages(
     dead_letter: &dyn WorkQueue,
     target: &dyn WorkQueue,
     options: RedriveOptions,

@@ -5,19 +5,19 @@
 use datafusion::arrow::datatypes::{DataType, Field};
 
 /// `s3://bucket/key` for a file row, `kinesis://stream` for a stream record.
-pub const SOURCE: &str = "_ingest_source";
+pub(crate) const SOURCE: &str = "_ingest_source";
 /// The object's entity tag for a file row, the shard id for a stream record.
 pub const PARTITION: &str = "_ingest_partition";
 /// The byte offset of the row in the object, or the record's sequence number (text:
 /// Kinesis sequence numbers have up to 128 digits).
-pub const OFFSET: &str = "_ingest_offset";
+pub(crate) const OFFSET: &str = "_ingest_offset";
 /// The sub-sequence number of a user record in a KPL-aggregated record; 0 for file rows.
-pub const SUB_OFFSET: &str = "_ingest_sub_offset";
+pub(crate) const SUB_OFFSET: &str = "_ingest_sub_offset";
 /// When the row was last written by a load; set by the warehouse.
-pub const LOADED_AT: &str = "_ingest_loaded_at";
+pub(crate) const LOADED_AT: &str = "_ingest_loaded_at";
 
 /// The lineage columns the readers add to every batch, in order.
-pub const COLUMNS: [&str; 4] = [SOURCE, PARTITION, OFFSET, SUB_OFFSET];
+pub(crate) const COLUMNS: [&str; 4] = [SOURCE, PARTITION, OFFSET, SUB_OFFSET];
 
 /// [`COLUMNS`] as owned names, the merge key of datasets without key columns.
 pub fn column_names() -> Vec<String> {
@@ -36,7 +36,10 @@ pub fn fields() -> Vec<Field> {
 
 /// Where row `row` of a batch in the load schema came from, for a reason that names it:
 /// `s3://bucket/key offset 1234` (a byte offset, or a record's sequence number).
-pub fn describe_row(batch: &datafusion::arrow::record_batch::RecordBatch, row: usize) -> String {
+pub(crate) fn describe_row(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    row: usize,
+) -> String {
     use datafusion::arrow::array::{Array, AsArray};
     let text = |column: &str| {
         batch

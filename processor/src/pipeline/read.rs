@@ -35,9 +35,9 @@ use crate::pipeline::typing::{Origin, RowsIn, TextRows, Typed, conform, json_cel
 use crate::warehouse::Reject;
 
 /// Rows handed on at a time.
-pub const CHUNK_ROWS: usize = 8192;
+pub(crate) const CHUNK_ROWS: usize = 8192;
 /// A JSON line longer than this is rejected without being parsed.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a file could not be read; its rows are not loaded.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ impl Classify for ReadError {
 }
 
 /// The `s3://bucket/key` of a file item.
-pub fn source_url(item: &FileItem) -> String {
+pub(crate) fn source_url(item: &FileItem) -> String {
     format!("s3://{}/{}", item.bucket, item.key)
 }
 
@@ -141,7 +141,7 @@ fn check_etag(item: &FileItem, meta: &object_store::ObjectMeta) -> Result<(), Re
 /// The object-store path of a key, taken as it is (`Path::from` would percent-encode
 /// non-ASCII characters and the request would name another key). For stores other than
 /// S3, which reads any key (`ObjectStores::for_object`).
-pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
+pub(crate) fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
     ObjectPath::parse(&item.key).map_err(|err| ReadError::Object {
         source_url: source_url(item),
         source: context("the key cannot be named in this store", err),
@@ -152,7 +152,7 @@ pub fn object_path(item: &FileItem) -> Result<ObjectPath, ReadError> {
 /// Reads the item in a background task; chunks of typed rows (and then the end, or an
 /// error) arrive on the returned channel. The channel is bounded, so a slow consumer
 /// slows the reader instead of filling memory.
-pub fn spawn_read(
+pub(crate) fn spawn_read(
     object: StoredObject,
     item: FileItem,
     dataset: Dataset,
@@ -317,7 +317,7 @@ fn csv_reader<R: Read>(options: CsvOptions, reader: R) -> csv::Reader<R> {
 }
 
 /// The most bytes a CSV header may take.
-pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_HEADER_BYTES: u64 = 1024 * 1024;
 
 /// The header row of a split CSV file, read from its start.
 async fn read_csv_header(
@@ -607,7 +607,7 @@ fn trim_line(line: &[u8]) -> &[u8] {
 /// The row groups a Parquet item loads, with the file row number of each one's first row:
 /// all of them, or for a part, those whose first byte lies in its range (each row group
 /// starts in exactly one part).
-pub fn parquet_row_groups(
+pub(crate) fn parquet_row_groups(
     metadata: &ParquetMetaData,
     range: Option<ByteRange>,
 ) -> Vec<(usize, u64)> {

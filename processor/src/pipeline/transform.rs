@@ -41,7 +41,7 @@ impl Classify for TransformError {
 
 /// The transform of one dataset.
 #[derive(Debug, Clone)]
-pub struct Transformer {
+pub(crate) struct Transformer {
     dataset: Dataset,
 }
 

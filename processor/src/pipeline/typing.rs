@@ -24,7 +24,7 @@ use crate::warehouse::Reject;
 
 /// Where rows come from, for the lineage columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// `s3://bucket/key` or `kinesis://stream`.
     pub source: String,
     /// The object's entity tag or the shard id.
@@ -32,7 +32,7 @@ pub struct Origin {
 }
 
 /// The schema readers produce: the catalog columns followed by the lineage columns.
-pub fn input_schema_with_lineage(dataset: &Dataset) -> SchemaRef {
+pub(crate) fn input_schema_with_lineage(dataset: &Dataset) -> SchemaRef {
     let mut fields: Vec<Field> = dataset
         .columns
         .iter()
@@ -44,7 +44,7 @@ pub fn input_schema_with_lineage(dataset: &Dataset) -> SchemaRef {
 
 /// Rows of text cells, accumulated by a reader.
 #[derive(Debug)]
-pub struct TextRows {
+pub(crate) struct TextRows {
     columns: Vec<StringBuilder>,
     row_numbers: Vec<u64>,
     raw: Vec<Option<String>>,
@@ -108,7 +108,7 @@ impl TextRows {
 
 /// Typed rows and the rows that were refused.
 #[derive(Debug)]
-pub struct Typed {
+pub(crate) struct Typed {
     pub batch: RecordBatch,
     pub rejects: Vec<Reject>,
 }
@@ -138,7 +138,7 @@ impl TextRows {
 
 /// Rows in any types, one array per catalog column, with their lineage.
 #[derive(Debug)]
-pub struct RowsIn {
+pub(crate) struct RowsIn {
     pub columns: Vec<ArrayRef>,
     pub row_numbers: Vec<u64>,
     pub raw: Vec<Option<String>>,
@@ -160,7 +160,11 @@ fn display(value: &str) -> String {
 /// Casts every column to the dataset's type and adds the lineage columns. A value that
 /// does not convert, or a missing required value, rejects its row with the reason; text
 /// is trimmed before it is converted to a non-text type.
-pub fn conform(dataset: &Dataset, origin: &Origin, rows: RowsIn) -> Result<Typed, ArrowError> {
+pub(crate) fn conform(
+    dataset: &Dataset,
+    origin: &Origin,
+    rows: RowsIn,
+) -> Result<Typed, ArrowError> {
     let RowsIn {
         columns,
         row_numbers,
@@ -257,7 +261,7 @@ fn type_column(
 /// The text cells of a JSON object for the dataset's columns: strings as they are,
 /// numbers and booleans as their JSON text, nested values as JSON text for string
 /// columns. Fields the catalog does not name are ignored.
-pub fn json_cells(
+pub(crate) fn json_cells(
     dataset: &Dataset,
     value: &serde_json::Value,
 ) -> Result<Vec<Option<String>>, String> {

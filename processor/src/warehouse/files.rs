@@ -22,7 +22,7 @@ use super::protocol::LoadedPart;
 use super::sql::{Dialect, POSTGRES, quote_ident};
 
 /// How long a claimed, unannounced completion stays with its claimer.
-pub const CLAIM_TIMEOUT_SECS: u32 = 120;
+pub(crate) const CLAIM_TIMEOUT_SECS: u32 = 120;
 
 /// The file an item is one part of (a whole file is its only part).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +80,11 @@ pub enum Claim {
 }
 
 /// The `file_loads` table of the platform schema, quoted.
-pub fn file_loads_table(schema: &str) -> String {
+pub(crate) fn file_loads_table(schema: &str) -> String {
     format!("{}.\"file_loads\"", quote_ident(schema))
 }
 
-pub fn create_file_loads(schema: &str, dialect: Dialect) -> String {
+pub(crate) fn create_file_loads(schema: &str, dialect: Dialect) -> String {
     let (text, timestamp, now) = (dialect.text, dialect.timestamp, dialect.now);
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n  \"file_id\" {text} NOT NULL PRIMARY KEY,\n  \"dataset\" {text} NOT NULL,\n  \"bucket\" {text} NOT NULL,\n  \"object_key\" {text} NOT NULL,\n  \"version_id\" {text},\n  \"etag\" {text} NOT NULL,\n  \"parts_total\" integer NOT NULL,\n  \"parts_loaded\" integer NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"first_loaded_at\" {timestamp} NOT NULL DEFAULT {now},\n  \"completed_at\" {timestamp},\n  \"claimed_at\" {timestamp},\n  \"claim_token\" {text},\n  \"published_at\" {timestamp}\n)",
@@ -182,12 +182,12 @@ pub(crate) async fn record_parts(
 
 /// A new claim token of `claimant`: the claimant, then a random part, so a retry of the
 /// same claimant knows its own claim and a stale attempt's token ends nothing.
-pub fn new_claim_token(claimant: &str) -> String {
+pub(crate) fn new_claim_token(claimant: &str) -> String {
     format!("{claimant}/{:016x}", rand::random::<u64>())
 }
 
 /// Whether a live claim's token is `claimant`'s.
-pub fn claimed_by(token: Option<&str>, claimant: &str) -> bool {
+pub(crate) fn claimed_by(token: Option<&str>, claimant: &str) -> bool {
     token
         .and_then(|token| token.rsplit_once('/'))
         .is_some_and(|(holder, _)| holder == claimant)
@@ -196,7 +196,7 @@ pub fn claimed_by(token: Option<&str>, claimant: &str) -> bool {
 /// What a claim by `claimant` finds in a file's row when it cannot take the claim;
 /// `None` when it can (the file is complete, unpublished, and unclaimed, its claim timed
 /// out, or the live claim is the claimant's own). Every warehouse decides by this.
-pub fn unclaimable(
+pub(crate) fn unclaimable(
     complete: bool,
     published: bool,
     live_claim: bool,
@@ -277,7 +277,7 @@ pub async fn claim(
 /// announcing failed, so the next attempt need not wait for the claim to time out. Only
 /// the claim's holder can do either: a claim that timed out and was taken by another
 /// worker is left alone.
-pub async fn finish_claim(
+pub(crate) async fn finish_claim(
     connection: &Connection,
     table: &str,
     dialect: Dialect,

@@ -28,7 +28,7 @@ use shared::envelope::IdempotencyKey;
 use shared::error::{BoxError, Classify, Retryability};
 
 /// The columns rows are merged on: the dataset's key, or the lineage columns.
-pub fn merge_keys(dataset: &Dataset) -> Vec<String> {
+pub(crate) fn merge_keys(dataset: &Dataset) -> Vec<String> {
     if dataset.key_columns.is_empty() {
         crate::pipeline::lineage::column_names()
     } else {

@@ -8,7 +8,7 @@ use crate::pipeline::lineage;
 
 /// A column of a warehouse table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnDef {
+pub(crate) struct ColumnDef {
     pub name: String,
     pub sql_type: String,
     pub nullable: bool,
@@ -25,7 +25,7 @@ pub struct Dialect {
     pub now: &'static str,
 }
 
-pub const POSTGRES: Dialect = Dialect {
+pub(crate) const POSTGRES: Dialect = Dialect {
     text: "text",
     timestamp: "timestamptz",
     now: "CURRENT_TIMESTAMP",
@@ -33,16 +33,16 @@ pub const POSTGRES: Dialect = Dialect {
 
 /// Redshift's `TEXT` is `VARCHAR(256)`: free text needs the explicit maximum. `GETDATE()`
 /// is the documented column default for the current time (UTC).
-pub const REDSHIFT: Dialect = Dialect {
+pub(crate) const REDSHIFT: Dialect = Dialect {
     text: "VARCHAR(65535)",
     timestamp: "TIMESTAMP",
     now: "GETDATE()",
 };
 
 /// The staging column that orders rows within one load (last one wins on a key).
-pub const SEQUENCE_COLUMN: &str = "_ingest_seq";
+pub(crate) const SEQUENCE_COLUMN: &str = "_ingest_seq";
 /// The name of the per-transaction staging table.
-pub const STAGING_TABLE: &str = "_ingest_staging";
+pub(crate) const STAGING_TABLE: &str = "_ingest_staging";
 
 /// Text as PostgreSQL and Redshift can store it: they cannot hold NUL, so it becomes
 /// U+FFFD.
@@ -50,7 +50,7 @@ pub(crate) fn storable_text(value: &str) -> String {
     value.replace('\0', "\u{FFFD}")
 }
 
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -115,13 +115,17 @@ pub(crate) fn column_defs(columns: &[ColumnDef]) -> String {
         .join(",\n  ")
 }
 
-pub fn create_schema(schema: &str) -> String {
+pub(crate) fn create_schema(schema: &str) -> String {
     format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema))
 }
 
 /// The target table: the transform's columns (which include the lineage columns) plus
 /// the load time.
-pub fn create_target_table(table: &TableName, columns: &[ColumnDef], dialect: Dialect) -> String {
+pub(crate) fn create_target_table(
+    table: &TableName,
+    columns: &[ColumnDef],
+    dialect: Dialect,
+) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  {} {} NOT NULL DEFAULT {}\n)",
         qualified(table),
@@ -133,7 +137,7 @@ pub fn create_target_table(table: &TableName, columns: &[ColumnDef], dialect: Di
 }
 
 /// The temporary staging table of one load transaction.
-pub fn create_staging_table(columns: &[ColumnDef]) -> String {
+pub(crate) fn create_staging_table(columns: &[ColumnDef]) -> String {
     format!(
         "CREATE TEMPORARY TABLE {} (\n  {},\n  {} bigint NOT NULL\n) ON COMMIT DROP",
         quote_ident(STAGING_TABLE),
@@ -187,7 +191,11 @@ pub(crate) fn merge_updates(
 }
 
 /// Upserts the staging rows into the target on the dataset's key columns.
-pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[String]) -> String {
+pub(crate) fn merge_on_key(
+    table: &TableName,
+    columns: &[ColumnDef],
+    key_columns: &[String],
+) -> String {
     let updates = merge_updates(columns, key_columns, POSTGRES, |c| {
         format!("source.{}", quote_ident(&c.name))
     });
@@ -203,7 +211,7 @@ pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[Str
 
 /// Appends the staging rows whose lineage is not in the target yet: an append that
 /// cannot duplicate, however the rows were packed into work items.
-pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
+pub(crate) fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
     let lineage_keys = lineage::column_names();
     format!(
         "INSERT INTO {target} ({cols})\nSELECT {source_cols} FROM {source} AS source\nWHERE NOT EXISTS (SELECT 1 FROM {target} AS target WHERE {on})",
@@ -216,17 +224,17 @@ pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
 }
 
 /// The load ledger of the platform schema, quoted.
-pub fn ledger_table(schema: &str) -> String {
+pub(crate) fn ledger_table(schema: &str) -> String {
     format!("{}.\"load_ledger\"", quote_ident(schema))
 }
 
 /// The rejects table of the platform schema, quoted.
-pub fn rejects_table(schema: &str) -> String {
+pub(crate) fn rejects_table(schema: &str) -> String {
     format!("{}.\"rejects\"", quote_ident(schema))
 }
 
 /// The load ledger, the file progress and the rejects table, in the platform's own schema.
-pub fn platform_tables(schema: &str, dialect: Dialect) -> Vec<String> {
+pub(crate) fn platform_tables(schema: &str, dialect: Dialect) -> Vec<String> {
     let (ledger, rejects) = (ledger_table(schema), rejects_table(schema));
     let (text_type, timestamp_type, now) = (dialect.text, dialect.timestamp, dialect.now);
     vec![

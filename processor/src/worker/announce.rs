@@ -26,11 +26,11 @@ use super::{ProcessError, Worker};
 use crate::warehouse::files::{Claim, FileCompletion};
 
 /// The `detail-type` of the event.
-pub const FILE_LOADED: &str = "File Loaded";
+pub(crate) const FILE_LOADED: &str = "File Loaded";
 
 /// The event's detail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FileLoaded<'a> {
+pub(crate) struct FileLoaded<'a> {
     pub completion_id: &'a str,
     pub dataset: &'a str,
     pub target: String,

@@ -10,7 +10,7 @@ use shared::telemetry::names;
 /// when its work ends in any way — done, failed, panicked or cancelled — so a worker that
 /// dies mid-load lets its message come back after one visibility timeout.
 #[derive(Debug)]
-pub struct Heartbeat(tokio::task::AbortHandle);
+pub(crate) struct Heartbeat(tokio::task::AbortHandle);
 
 impl Heartbeat {
     /// Starts beating for the message with `receipt_handle`.

@@ -28,7 +28,7 @@ use heartbeat::Heartbeat;
 
 /// Why a work item could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
+pub(crate) enum ProcessError {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]

@@ -25,14 +25,14 @@ mod redshift;
 pub const RESERVED_COLUMN_PREFIX: &str = "_ingest_";
 
 /// Redshift's identifier limit, in bytes.
-pub const MAX_IDENTIFIER_BYTES: usize = 127;
+pub(crate) const MAX_IDENTIFIER_BYTES: usize = 127;
 
 /// The transform applied when a dataset names none.
-pub const DEFAULT_TRANSFORM_SQL: &str = "SELECT * FROM input";
+pub(crate) const DEFAULT_TRANSFORM_SQL: &str = "SELECT * FROM input";
 
 /// The reject limit applied when a dataset names none: rows per work item that may be
 /// rejected before the whole item fails.
-pub const DEFAULT_REJECT_LIMIT: u64 = 1000;
+pub(crate) const DEFAULT_REJECT_LIMIT: u64 = 1000;
 
 /// How a file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -389,10 +389,10 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// The column types a catalog may name, as written in the catalog.
-pub const TYPE_NAMES: &str = "string, boolean, int16, int32, int64, float32, float64, date, timestamp, timestamptz, decimal(p,s)";
+pub(crate) const TYPE_NAMES: &str = "string, boolean, int16, int32, int64, float32, float64, date, timestamp, timestamptz, decimal(p,s)";
 
 /// Parses a catalog column type into an Arrow type.
-pub fn parse_type(text: &str) -> Result<DataType, String> {
+pub(crate) fn parse_type(text: &str) -> Result<DataType, String> {
     let normalized = text.trim().to_ascii_lowercase();
     let data_type = match normalized.as_str() {
         "string" | "utf8" | "text" | "varchar" => DataType::Utf8,
@@ -824,7 +824,7 @@ fn check_key_columns(
 }
 
 /// Parses `schema.table`, both parts valid identifiers.
-pub fn parse_table_name(text: &str) -> Result<TableName, String> {
+pub(crate) fn parse_table_name(text: &str) -> Result<TableName, String> {
     let Some((schema, table)) = text.split_once('.') else {
         return Err(format!("target {text:?} must be written schema.table"));
     };

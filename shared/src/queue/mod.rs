@@ -27,7 +27,7 @@ pub const REASON_ATTRIBUTE: &str = "ingest_failure_reason";
 pub const DATASET_ATTRIBUTE: &str = "ingest_dataset";
 
 /// The most entries SQS accepts in one batch call.
-pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
+pub(crate) const SQS_MAX_BATCH_ENTRIES: usize = 10;
 
 /// A message to send: a body and string attributes (e.g. why it was dead-lettered).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
 
 /// Splits entries into batches of at most `max_entries` whose sizes add up to at most
 /// `max_bytes`; an entry larger than `max_bytes` on its own is returned separately.
-pub fn plan_batches(
+pub(crate) fn plan_batches(
     sizes: &[usize],
     max_entries: usize,
     max_bytes: usize,

@@ -31,7 +31,7 @@ pub enum EncodeError {
 }
 
 /// The PostgreSQL column type for an Arrow type.
-pub fn pg_type(data_type: &DataType) -> Option<String> {
+pub(crate) fn pg_type(data_type: &DataType) -> Option<String> {
     Some(match data_type {
         DataType::Boolean => "boolean".into(),
         DataType::Int8 | DataType::Int16 => "smallint".into(),
@@ -122,19 +122,19 @@ fn prepare(name: &str, array: &ArrayRef) -> Result<Column, EncodeError> {
 }
 
 /// Writes the stream header.
-pub fn write_header(out: &mut Vec<u8>) {
+pub(crate) fn write_header(out: &mut Vec<u8>) {
     out.extend_from_slice(SIGNATURE);
     out.extend_from_slice(&0i32.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
 }
 
 /// Writes the end-of-data marker.
-pub fn write_trailer(out: &mut Vec<u8>) {
+pub(crate) fn write_trailer(out: &mut Vec<u8>) {
     out.extend_from_slice(&(-1i16).to_be_bytes());
 }
 
 /// Appends every row of `batch`.
-pub fn write_batch(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub(crate) fn write_batch(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let schema = batch.schema();
     let columns: Vec<Column> = schema
         .fields()
@@ -213,7 +213,7 @@ fn write_value(column: &Column, row: usize, out: &mut Vec<u8>) -> Result<(), Enc
 
 /// PostgreSQL's binary `numeric`: base-10000 digits with a weight, a sign and a display
 /// scale, for the decimal `unscaled / 10^scale`.
-pub fn encode_numeric(unscaled: i128, scale: u16) -> Vec<u8> {
+pub(crate) fn encode_numeric(unscaled: i128, scale: u16) -> Vec<u8> {
     let negative = unscaled < 0;
     let digits_text = unscaled.unsigned_abs().to_string();
     let scale_usize = usize::from(scale);

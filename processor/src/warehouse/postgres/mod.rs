@@ -33,7 +33,10 @@ pub struct PostgresWarehouse {
 }
 
 /// The warehouse columns of a load schema.
-pub fn column_defs(dataset: &str, schema: &Schema) -> Result<Vec<ColumnDef>, WarehouseError> {
+pub(crate) fn column_defs(
+    dataset: &str,
+    schema: &Schema,
+) -> Result<Vec<ColumnDef>, WarehouseError> {
     sql::typed_columns(dataset, schema, "warehouse", |field| {
         pg_type(field.data_type())
     })

@@ -38,7 +38,7 @@ pub mod statements;
 pub use staging::{ParquetStager, StagedFiles};
 
 /// The deduplicated staging rows: Redshift's `MERGE` takes a table, not a subquery.
-pub const SOURCE_TABLE: &str = "_ingest_source_rows";
+pub(crate) const SOURCE_TABLE: &str = "_ingest_source_rows";
 /// Redshift's longest `VARCHAR`, in bytes.
 const MAX_VARCHAR_BYTES: usize = shared::catalog::MAX_VARCHAR_BYTES as usize;
 
@@ -55,7 +55,7 @@ fn lineage_max_length(column: &str) -> Option<u32> {
 
 /// The Redshift type of an Arrow type, strings as `VARCHAR(max_length)`; `None` when the
 /// sink cannot store it.
-pub fn redshift_type(data_type: &DataType, max_length: u32) -> Option<String> {
+pub(crate) fn redshift_type(data_type: &DataType, max_length: u32) -> Option<String> {
     Some(match data_type {
         DataType::Boolean => "BOOLEAN".into(),
         DataType::Int8 | DataType::Int16 => "SMALLINT".into(),
@@ -77,7 +77,7 @@ pub fn redshift_type(data_type: &DataType, max_length: u32) -> Option<String> {
 }
 
 /// The warehouse columns of a dataset's load schema, strings sized by the catalog.
-pub fn redshift_columns(
+pub(crate) fn redshift_columns(
     dataset: &Dataset,
     schema: &Schema,
 ) -> Result<Vec<ColumnDef>, WarehouseError> {

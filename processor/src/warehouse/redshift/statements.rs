@@ -24,7 +24,7 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 }
 
 /// The target table's distribution and sort key, after its column list.
-pub fn table_layout(layout: &RedshiftLayout) -> String {
+pub(crate) fn table_layout(layout: &RedshiftLayout) -> String {
     let distribution = match &layout.distribution {
         Distribution::Auto => "DISTSTYLE AUTO".to_owned(),
         Distribution::Even => "DISTSTYLE EVEN".to_owned(),
@@ -75,7 +75,7 @@ fn source_values(columns: &[ColumnDef]) -> String {
 /// The temporary staging table: the load columns plus the sequence, in the Parquet
 /// files' column order (Parquet `COPY` maps columns by position); `TIMESTAMPTZ` staged as
 /// UTC `TIMESTAMP`.
-pub fn create_staging(columns: &[ColumnDef], layout: &RedshiftLayout) -> String {
+pub(crate) fn create_staging(columns: &[ColumnDef], layout: &RedshiftLayout) -> String {
     let staged: Vec<ColumnDef> = columns
         .iter()
         .map(|column| ColumnDef {
@@ -98,7 +98,7 @@ pub fn create_staging(columns: &[ColumnDef], layout: &RedshiftLayout) -> String 
 /// `COPY` of exactly the manifest's files. `STATUPDATE OFF`: the staging table is always
 /// empty before, and COPY into an empty table would otherwise analyze it every load
 /// (copy-parameters-data-load.html); only the merge reads it, once.
-pub fn copy_from_manifest(manifest_url: &str, iam_role: &str) -> String {
+pub(crate) fn copy_from_manifest(manifest_url: &str, iam_role: &str) -> String {
     format!(
         "COPY {} FROM {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST STATUPDATE OFF",
         quote_ident(STAGING_TABLE),
@@ -108,7 +108,7 @@ pub fn copy_from_manifest(manifest_url: &str, iam_role: &str) -> String {
 }
 
 /// The last staged row of each merge key, as a table `MERGE` can read.
-pub fn create_source(
+pub(crate) fn create_source(
     columns: &[ColumnDef],
     merge_keys: &[String],
     layout: &RedshiftLayout,
@@ -128,7 +128,11 @@ pub fn create_source(
 
 /// Upsert on the key. Redshift's `MERGE` takes no alias for the target, so the target
 /// is named in full in the match condition.
-pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[String]) -> String {
+pub(crate) fn merge_on_key(
+    table: &TableName,
+    columns: &[ColumnDef],
+    key_columns: &[String],
+) -> String {
     format!(
         "MERGE INTO {target} USING {source} AS source\nON {on}\nWHEN MATCHED THEN UPDATE SET {updates}\nWHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
         target = qualified(table),
@@ -143,7 +147,7 @@ pub fn merge_on_key(table: &TableName, columns: &[ColumnDef], key_columns: &[Str
 /// Append of the rows whose lineage the target does not hold yet (an anti-join). Only the
 /// target rows of the batch's sources can match, so only those are read (a sort key on the
 /// source lets Redshift skip the rest).
-pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
+pub(crate) fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
     let lineage_keys = lineage::column_names();
     let source = quote_ident(SOURCE_TABLE);
     let first = quote_ident(lineage::SOURCE);
@@ -163,11 +167,11 @@ pub fn append_new_lineage(table: &TableName, columns: &[ColumnDef]) -> String {
 
 /// Serialises loads: Redshift has no advisory locks; a table lock on the ledger makes
 /// a second load of the same key wait, then find the key.
-pub fn lock_ledger(ledger: &str) -> String {
+pub(crate) fn lock_ledger(ledger: &str) -> String {
     format!("LOCK {ledger}")
 }
 
-pub fn ledger_lookup(ledger: &str, keys: usize) -> String {
+pub(crate) fn ledger_lookup(ledger: &str, keys: usize) -> String {
     format!(
         "SELECT idempotency_key FROM {ledger} WHERE idempotency_key IN ({})",
         placeholders(1, keys)
@@ -175,7 +179,7 @@ pub fn ledger_lookup(ledger: &str, keys: usize) -> String {
 }
 
 /// A multi-row insert of `rows` rows of `width` parameters each.
-pub fn insert_rows(table: &str, columns: &[&str], rows: usize) -> String {
+pub(crate) fn insert_rows(table: &str, columns: &[&str], rows: usize) -> String {
     let width = columns.len();
     let values = (0..rows)
         .map(|row| format!("({})", placeholders(1 + row * width, width)))
@@ -191,7 +195,7 @@ pub fn insert_rows(table: &str, columns: &[&str], rows: usize) -> String {
     )
 }
 
-pub fn drop_temporary() -> String {
+pub(crate) fn drop_temporary() -> String {
     format!(
         "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
         quote_ident(SOURCE_TABLE),
