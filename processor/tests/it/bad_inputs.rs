@@ -3,7 +3,9 @@
 //! rows rejected with a reason (which go to the rejects table), or a permanent error naming
 //! the problem (the item goes to the dead-letter queue with it). None panics or hangs.
 //! Every file is read three ways, each with the same outcome: from memory, from the
-//! emulator's S3 through `object_store`, and from a key only the AWS SDK can read.
+//! emulator's S3 through `object_store`, and from a key only the AWS SDK can read. Then the
+//! whole corpus is loaded through each sink — PostgreSQL, SQLite and the Redshift sink on
+//! its stand-in — with the manifest's rows, rejects, ledger rows and errors checked exactly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,12 @@ use shared::aws::load_sdk_config;
 use shared::catalog::{Catalog, Compression, Dataset};
 use shared::envelope::{FileItem, WorkItem};
 use shared::error::Classify;
+use shared::error::report;
 use test_support::EXAMPLE_CATALOG as CATALOG;
 use test_support::{Corpus, clients, create_bucket, emulator_settings, upload_file};
+
+use crate::support::platform::s3_pipeline;
+use crate::support::sinks::{Harness, Postgres, Redshift, Sqlite};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +40,43 @@ struct Case {
     /// The file cannot be read: a permanent error containing `reason`.
     #[serde(default)]
     error: bool,
+    /// The outcome through the Redshift sink where its column sizes make it another.
+    redshift: Option<SinkOutcome>,
+}
+
+/// Rows and rejects of a file through one sink, and a text one of its rejects contains.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkOutcome {
+    why: String,
+    rows: usize,
+    rejects: usize,
+    reason: String,
+}
+
+impl Case {
+    /// What loading the file through `sink` must give: `None` when it must fail.
+    fn outcome_on(&self, sink: Sink) -> Option<SinkOutcome> {
+        if self.error {
+            return None;
+        }
+        match (&self.redshift, sink) {
+            (Some(outcome), Sink::Redshift) => Some(outcome.clone()),
+            _ => Some(SinkOutcome {
+                why: self.why.clone(),
+                rows: self.rows.unwrap_or_default(),
+                rejects: self.rejects.unwrap_or_default(),
+                reason: self.reason.clone().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Postgres,
+    Sqlite,
+    Redshift,
 }
 
 /// Where a case's file is read from: each must give the case's outcome.
@@ -178,4 +221,93 @@ async fn every_bad_input_has_its_defined_outcome() {
         "unexpected outcomes:\n{}",
         failures.join("\n")
     );
+}
+
+/// The corpus loaded through a sink as a worker loads it (read, typed, transformed,
+/// staged, merged or appended): each readable file gives the manifest's rows and rejects
+/// (Redshift's own where its column sizes differ) with one ledger row; an unreadable one
+/// fails permanently and leaves no ledger row and no reject behind.
+async fn the_corpus_loads_through(harness: &dyn Harness, sink: Sink) {
+    let corpus = Corpus::<Case>::load("bad-inputs", |case| &case.file);
+    let catalog = Catalog::from_toml(&harness.retarget(CATALOG), "example").expect("catalog");
+    let pipeline = s3_pipeline(Arc::new(catalog)).await;
+    let warehouse = harness.connect().await;
+    for dataset in pipeline.catalog().datasets() {
+        let schema = pipeline.load_schema(&dataset.name).expect("planned");
+        warehouse
+            .ensure_target(dataset, schema)
+            .await
+            .expect("target");
+    }
+    let s3 = clients().await.s3;
+    let bucket = create_bucket(&s3, "bad-loads").await;
+    let mut failures = Vec::new();
+    for case in &corpus.cases {
+        let format = pipeline
+            .catalog()
+            .get(&case.dataset)
+            .expect("dataset")
+            .format;
+        let bytes = std::fs::read(corpus.dir.join(&case.file)).expect("corpus file");
+        let key = format!("landing/{}/{}", case.dataset, case.file.replace('/', "-"));
+        let item = upload_file(&s3, &bucket, &key, bytes, &case.dataset, format).await;
+        let before = platform_counts(harness).await;
+        let (source, dataset, schema) = pipeline.item_source(&item).expect("a catalog dataset");
+        let result = warehouse.load(dataset, schema, vec![source]).await;
+        let after = platform_counts(harness).await;
+        let added = (after.0 - before.0, after.1 - before.1);
+        let found = match (&result, case.outcome_on(sink)) {
+            (Ok(report), Some(want)) => {
+                let reasons = harness.reject_reasons().await;
+                let matches = (
+                    report.items_loaded,
+                    report.rows_staged,
+                    report.rows_rejected,
+                ) == (1, want.rows as u64, want.rejects as u64)
+                    && added == (1, want.rejects as i64)
+                    && (want.rejects == 0 || reasons.iter().any(|r| r.contains(&want.reason)));
+                (!matches)
+                    .then(|| format!("{report:?}, ledger and rejects +{added:?} ({})", want.why))
+            }
+            (Err(err), None) => {
+                let matches = !err.is_retryable()
+                    && added == (0, 0)
+                    && report(err).contains(case.reason.as_deref().unwrap_or_default());
+                (!matches).then(|| format!("{}, ledger and rejects +{added:?}", report(err)))
+            }
+            (Ok(report), None) => Some(format!("loaded {report:?}, but an error was expected")),
+            (Err(err), Some(_)) => Some(format!("error: {}", report(err))),
+        };
+        if let Some(found) = found {
+            failures.push(format!("{}: {found}", case.file));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "unexpected outcomes on {sink:?}:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// (ledger rows, rejects) of the harness's platform tables.
+async fn platform_counts(harness: &dyn Harness) -> (i64, i64) {
+    (
+        harness.platform_rows("load_ledger").await,
+        harness.platform_rows("rejects").await,
+    )
+}
+
+#[tokio::test]
+async fn the_corpus_loads_through_postgres() {
+    the_corpus_loads_through(&Postgres::new(), Sink::Postgres).await;
+}
+
+#[tokio::test]
+async fn the_corpus_loads_through_sqlite() {
+    the_corpus_loads_through(&Sqlite::new(), Sink::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_corpus_loads_through_redshift() {
+    the_corpus_loads_through(&Redshift::new().await, Sink::Redshift).await;
 }

@@ -4,4 +4,5 @@
 pub mod orders;
 pub mod platform;
 pub mod redshift;
+pub mod sinks;
 pub mod workers;
