@@ -127,6 +127,7 @@ pub mod names {
     pub const WORK_ITEMS_PROCESSED_TOTAL: &str = "ingest_work_items_processed_total";
     pub const ROWS_LOADED_TOTAL: &str = "ingest_rows_loaded_total";
     pub const ROWS_REJECTED_TOTAL: &str = "ingest_rows_rejected_total";
+    pub const VALUES_TRUNCATED_TOTAL: &str = "ingest_values_truncated_total";
     pub const LOAD_DURATION_SECONDS: &str = "ingest_load_duration_seconds";
     pub const HEARTBEAT_EXTENSIONS_TOTAL: &str = "ingest_heartbeat_extensions_total";
     pub const OBJECTS_SKIPPED_TOTAL: &str = "ingest_objects_skipped_total";
@@ -214,6 +215,12 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &["dataset"],
         help: "Rows written to the rejects table.",
+    },
+    MetricSpec {
+        name: names::VALUES_TRUNCATED_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["dataset"],
+        help: "String values cut to their column's max_length on loading (Redshift, too_long = \"truncate\").",
     },
     MetricSpec {
         name: names::LOAD_DURATION_SECONDS,

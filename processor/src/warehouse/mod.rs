@@ -173,6 +173,8 @@ pub struct LoadReport {
     /// Rows inserted or updated in the target.
     pub rows_written: u64,
     pub rows_rejected: u64,
+    /// String values cut to their column's size (Redshift, `too_long = "truncate"`).
+    pub values_truncated: u64,
 }
 
 /// Why a load failed; nothing of it was committed.

@@ -159,6 +159,19 @@ pub(crate) struct Staged {
     /// Rows the sink staged (or wrote straight into the target).
     pub rows: u64,
     pub drained: Drained,
+    /// String values the sink cut to fit their column (where the catalog asks for that).
+    pub values_truncated: u64,
+}
+
+impl Staged {
+    /// `rows` staged as they came, nothing cut.
+    pub fn whole(rows: u64, drained: Drained) -> Self {
+        Self {
+            rows,
+            drained,
+            values_truncated: 0,
+        }
+    }
 }
 
 /// The first steps of one load in one sink's dialect, over the sink's connection or open
@@ -237,7 +250,7 @@ pub(crate) async fn run_load<S: LoadSteps>(
         }) => (items, items_skipped, staged),
         Ok(FirstSteps::NothingFresh { items_skipped }) => {
             steps.finish_empty().await?;
-            return Ok(LoadRecord::default().report(items_skipped, 0, 0));
+            return Ok(LoadRecord::default().report(items_skipped, &Staged::default(), 0));
         }
         Err(err) => {
             steps.abandon().await;
@@ -255,7 +268,7 @@ pub(crate) async fn run_load<S: LoadSteps>(
     match written {
         Ok(rows_written) => {
             write.commit().await?;
-            Ok(record.report(items_skipped, staged.rows, rows_written))
+            Ok(record.report(items_skipped, &staged, rows_written))
         }
         Err(err) => {
             write.rollback().await;
@@ -375,13 +388,14 @@ impl LoadRecord {
     }
 
     /// The report of a load that committed this record.
-    pub fn report(&self, items_skipped: usize, rows_staged: u64, rows_written: u64) -> LoadReport {
+    pub fn report(&self, items_skipped: usize, staged: &Staged, rows_written: u64) -> LoadReport {
         LoadReport {
             items_loaded: self.ledger.len(),
             items_skipped,
-            rows_staged,
+            rows_staged: staged.rows,
             rows_written,
             rows_rejected: self.rejects.len() as u64,
+            values_truncated: staged.values_truncated,
         }
     }
 }
@@ -455,13 +469,22 @@ mod tests {
             }]
         );
         assert_eq!(
-            record.report(1, 12, 9),
+            record.report(
+                1,
+                &Staged {
+                    rows: 12,
+                    drained: Drained::default(),
+                    values_truncated: 3
+                },
+                9
+            ),
             LoadReport {
                 items_loaded: 2,
                 items_skipped: 1,
                 rows_staged: 12,
                 rows_written: 9,
-                rows_rejected: 2
+                rows_rejected: 2,
+                values_truncated: 3
             }
         );
     }

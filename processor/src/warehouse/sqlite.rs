@@ -232,10 +232,7 @@ impl LoadSteps for SqliteLoad<'_> {
             staged: 0,
         };
         let drained = drain_items(name, self.schema, items, &mut sink).await?;
-        Ok(Staged {
-            rows: sink.staged,
-            drained,
-        })
+        Ok(Staged::whole(sink.staged, drained))
     }
 
     async fn begin_write(self, _record: &LoadRecord) -> Result<Self, WarehouseError> {

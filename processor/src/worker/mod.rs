@@ -294,6 +294,12 @@ impl Worker {
             .increment(report.rows_staged);
         metrics::counter!(names::ROWS_REJECTED_TOTAL, "dataset" => dataset.clone())
             .increment(report.rows_rejected);
+        if report.values_truncated > 0 {
+            // Counted, never silent: the catalog asked for it, the operator sees how often.
+            tracing::warn!(dataset = %dataset, values = report.values_truncated, "strings cut to their column's max_length");
+            metrics::counter!(names::VALUES_TRUNCATED_TOTAL, "dataset" => dataset.clone())
+                .increment(report.values_truncated);
+        }
         metrics::histogram!(names::LOAD_DURATION_SECONDS, "dataset" => dataset)
             .record(elapsed.as_secs_f64());
     }

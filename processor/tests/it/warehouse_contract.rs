@@ -14,7 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use processor::pipeline::lineage;
 use processor::warehouse::files::{Claim, FilePart};
 use processor::warehouse::{ItemRows, ItemSource, MemoryRows, Reject, RowSource, SourceError};
-use shared::catalog::Catalog;
+use shared::catalog::{Catalog, TooLong};
 use shared::error::{Classify, Retryability};
 
 use crate::support::orders::{batch, item, key, load_schema, orders_dataset, owned};
@@ -591,6 +591,50 @@ async fn redshift_rejects_a_row_whose_string_is_too_long_and_loads_the_rest() {
         reasons[0].contains("kinesis://orders offset 1"),
         "{reasons:?}"
     );
+}
+
+/// Where the catalog says `too_long = "truncate"`, a longer string is cut to the column's
+/// bytes at a character boundary (never inside a multibyte character), the row loads, and
+/// the cuts are counted in the load's report: nothing rejected, nothing silent.
+#[tokio::test]
+async fn redshift_truncates_and_counts_strings_where_the_catalog_asks() {
+    let harness = Redshift::new().await;
+    let mut dataset = harness.dataset(true);
+    let status = dataset
+        .columns
+        .iter_mut()
+        .find(|c| c.name == "status")
+        .expect("a status column");
+    status.max_length = Some(8);
+    status.too_long = TooLong::Truncate;
+    let warehouse = harness.connect().await;
+    warehouse
+        .ensure_target(&dataset, &load_schema())
+        .await
+        .expect("target");
+    let five_e = "é".repeat(5);
+    let rows = [
+        (1, "placed", 0),
+        (2, "délivré à temps", 1),
+        (3, five_e.as_str(), 2),
+    ];
+    let report = warehouse
+        .load_rows(&dataset, &load_schema(), &[item(0, 2, &rows)])
+        .await
+        .expect("load");
+    assert_eq!(
+        (
+            report.rows_staged,
+            report.rows_rejected,
+            report.values_truncated
+        ),
+        (3, 0, 2)
+    );
+    assert_eq!(
+        harness.rows().await,
+        owned(&[(1, "placed"), (2, "délivr"), (3, "éééé")])
+    );
+    assert_eq!(harness.platform_rows("rejects").await, 0);
 }
 
 /// Redshift's catch-all `XX000`: S3 failing under COPY and a serializable conflict (1023)

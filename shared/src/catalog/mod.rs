@@ -16,7 +16,7 @@ use toml::{Table, Value};
 use crate::error::{Classify, Retryability};
 use crate::toml_walk::{Fields, Issues, join_path, type_name};
 pub use crate::toml_walk::{Issue, render_issues};
-pub use redshift::{DEFAULT_MAX_LENGTH, Distribution, MAX_VARCHAR_BYTES, RedshiftLayout};
+pub use redshift::{DEFAULT_MAX_LENGTH, Distribution, MAX_VARCHAR_BYTES, RedshiftLayout, TooLong};
 
 mod redshift;
 
@@ -148,6 +148,8 @@ pub struct Column {
     /// The most bytes a string column holds in a warehouse that sizes strings (Redshift);
     /// `None`: [`DEFAULT_MAX_LENGTH`].
     pub max_length: Option<u32>,
+    /// What happens to a longer string there.
+    pub too_long: TooLong,
 }
 
 /// Objects whose key starts with `prefix` and ends with `suffix` belong to the dataset.
@@ -227,6 +229,16 @@ impl Dataset {
             .find(|c| c.name == name)
             .and_then(|c| c.max_length)
             .unwrap_or(DEFAULT_MAX_LENGTH)
+    }
+
+    /// What the Redshift sink does with a value of output column `name` longer than
+    /// [`Dataset::max_length`].
+    pub fn too_long(&self, name: &str) -> TooLong {
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.too_long)
+            .unwrap_or_default()
     }
 
     /// The input schema as Arrow sees it.
@@ -767,11 +779,22 @@ fn read_columns(fields: &mut Fields<'_>, issues: &mut Issues) -> Vec<Column> {
         let max_length = column
             .integer_in("max_length", 1..=i64::from(MAX_VARCHAR_BYTES), issues)
             .and_then(|n| u32::try_from(n).ok());
-        if max_length.is_some() && data_type.as_ref().is_some_and(|t| *t != DataType::Utf8) {
-            issues.push(
-                column.path_of("max_length"),
-                "max_length applies to string columns only",
-            );
+        let too_long = column.string("too_long", issues).and_then(|text| {
+            TooLong::parse(text)
+                .map_err(|m| issues.push(column.path_of("too_long"), m))
+                .ok()
+        });
+        let not_a_string = data_type.as_ref().is_some_and(|t| *t != DataType::Utf8);
+        for (key, set) in [
+            ("max_length", max_length.is_some()),
+            ("too_long", too_long.is_some()),
+        ] {
+            if set && not_a_string {
+                issues.push(
+                    column.path_of(key),
+                    format!("{key} applies to string columns only"),
+                );
+            }
         }
         column.finish(issues);
         if let (Some(name), Some(data_type)) = (name, data_type) {
@@ -780,6 +803,7 @@ fn read_columns(fields: &mut Fields<'_>, issues: &mut Issues) -> Vec<Column> {
                 data_type,
                 nullable,
                 max_length,
+                too_long: too_long.unwrap_or_default(),
             });
         }
     }

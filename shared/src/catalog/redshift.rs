@@ -14,6 +14,29 @@ pub const DEFAULT_MAX_LENGTH: u32 = 256;
 /// Redshift's largest `VARCHAR`, in bytes (`VARCHAR(MAX)`).
 pub const MAX_VARCHAR_BYTES: u32 = 65535;
 
+/// What the Redshift sink does with a string longer than its column's `max_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TooLong {
+    /// The row goes to the rejects table with the reason (`too_long = "reject"`).
+    #[default]
+    Reject,
+    /// The value is cut to `max_length` bytes at a character boundary and counted
+    /// (`too_long = "truncate"`): the row loads.
+    Truncate,
+}
+
+impl TooLong {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "reject" => Ok(Self::Reject),
+            "truncate" => Ok(Self::Truncate),
+            other => Err(format!(
+                "{other:?} is not a choice; expected \"reject\" or \"truncate\""
+            )),
+        }
+    }
+}
+
 /// Where a table's rows live across the cluster's slices (`DISTSTYLE`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Distribution {

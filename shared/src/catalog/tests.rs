@@ -365,6 +365,7 @@ columns = [
   { name = "day", type = "date" },
   { name = "body", type = "string", max_length = 65535 },
   { name = "tag", type = "string" },
+  { name = "note", type = "string", max_length = 40, too_long = "truncate" },
 ]
 "#;
     let notes = Catalog::from_toml(text, "test").expect("valid");
@@ -373,6 +374,8 @@ columns = [
     assert_eq!(notes.redshift.sort_key, ["day", "id"]);
     assert_eq!(notes.max_length("body"), MAX_VARCHAR_BYTES);
     assert_eq!(notes.max_length("tag"), DEFAULT_MAX_LENGTH);
+    assert_eq!(notes.too_long("note"), TooLong::Truncate);
+    assert_eq!(notes.too_long("tag"), TooLong::Reject);
 }
 
 #[test]
@@ -384,8 +387,8 @@ target = "s.notes"
 s3 = { prefix = "notes/" }
 redshift = { dist_style = "round robin", sort_key = ["missing"] }
 columns = [
-  { name = "id", type = "int64", max_length = 10 },
-  { name = "body", type = "string", max_length = 70000 },
+  { name = "id", type = "int64", max_length = 10, too_long = "truncate" },
+  { name = "body", type = "string", max_length = 70000, too_long = "cut" },
 ]
 
 [datasets.other]
@@ -400,6 +403,8 @@ columns = [{ name = "id", type = "int64" }]
         "unknown dist_style \"round robin\"",
         "\"missing\" is not a column of the dataset",
         "max_length applies to string columns only",
+        "too_long applies to string columns only",
+        "\"cut\" is not a choice; expected \"reject\" or \"truncate\"",
         "70000 is out of range; expected 1 to 65535",
         "dist_style = \"key\" needs a dist_key",
     ];

@@ -239,7 +239,7 @@ impl LoadSteps for PostgresLoad<'_> {
         let (tx, dataset, schema, columns) = (&self.tx, self.dataset, self.schema, &self.columns);
         if let Some((rows, drained)) = try_direct_copy(tx, dataset, schema, columns, items).await? {
             self.copied_directly = Some(rows);
-            return Ok(Staged { rows, drained });
+            return Ok(Staged::whole(rows, drained));
         }
         tx.batch_execute(&sql::create_staging_table(columns))
             .await
@@ -248,7 +248,7 @@ impl LoadSteps for PostgresLoad<'_> {
             copy_rows(tx, &dataset.name, schema, columns, items, CopyInto::Staging)
                 .await
                 .map_err(CopyFailure::into_error)?;
-        Ok(Staged { rows, drained })
+        Ok(Staged::whole(rows, drained))
     }
 
     async fn begin_write(self, _record: &LoadRecord) -> Result<Self, WarehouseError> {

@@ -117,18 +117,20 @@ impl<'a> LoadSteps for RedshiftStage<'a> {
                 &self.dataset.name,
                 self.schema,
                 items,
-                (&self.load_id, &varchar_limits(&self.columns)),
+                (&self.load_id, &varchar_limits(self.dataset, &self.columns)),
             )
             .await?;
         let rows = match &files {
             Some(files) => self.copy_staged(files).await,
             None => Ok(0),
         };
+        let values_truncated = files.as_ref().map_or(0, |f| f.values_truncated);
         // Kept first, so a failed COPY still deletes them.
         self.files = files;
         Ok(Staged {
             rows: rows?,
             drained,
+            values_truncated,
         })
     }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use object_store::ObjectStore;
-use shared::catalog::Dataset;
+use shared::catalog::{Dataset, TooLong};
 use shared::config::RedshiftSettings;
 
 use super::connection::{Connection, Connector, Login};
@@ -106,17 +106,31 @@ fn check_layout(dataset: &Dataset, columns: &[ColumnDef]) -> Result<(), Warehous
     }
 }
 
+/// The byte limit of a `VARCHAR(n)` column, and what happens to a longer value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VarcharLimit {
+    pub bytes: usize,
+    pub too_long: TooLong,
+}
+
 /// The byte limit of each column that has one (`VARCHAR(n)`), by position.
-pub(crate) fn varchar_limits(columns: &[ColumnDef]) -> Vec<Option<usize>> {
+pub(crate) fn varchar_limits(
+    dataset: &Dataset,
+    columns: &[ColumnDef],
+) -> Vec<Option<VarcharLimit>> {
     columns
         .iter()
         .map(|column| {
-            column
+            let bytes = column
                 .sql_type
                 .strip_prefix("VARCHAR(")?
                 .strip_suffix(')')?
                 .parse()
-                .ok()
+                .ok()?;
+            Some(VarcharLimit {
+                bytes,
+                too_long: dataset.too_long(&column.name),
+            })
         })
         .collect()
 }
@@ -345,7 +359,7 @@ target = "sales.orders"
 s3 = { prefix = "o/" }
 columns = [
   { name = "status", type = "string", max_length = 32 },
-  { name = "note", type = "string" },
+  { name = "note", type = "string", too_long = "truncate" },
 ]
 "#;
         let catalog = shared::catalog::Catalog::from_toml(text, "test").expect("valid");
@@ -368,9 +382,21 @@ columns = [
                 "BIGINT"
             ]
         );
+        let limits: Vec<Option<(usize, TooLong)>> = varchar_limits(dataset, &columns)
+            .into_iter()
+            .map(|limit| limit.map(|l| (l.bytes, l.too_long)))
+            .collect();
+        let reject = |bytes| Some((bytes, TooLong::Reject));
         assert_eq!(
-            varchar_limits(&columns),
-            [Some(32), Some(256), Some(1100), Some(256), Some(128), None]
+            limits,
+            [
+                reject(32),
+                Some((256, TooLong::Truncate)),
+                reject(1100),
+                reject(256),
+                reject(128),
+                None
+            ]
         );
     }
 

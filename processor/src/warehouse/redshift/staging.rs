@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
@@ -14,8 +14,11 @@ use datafusion::parquet::file::properties::WriterProperties;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use shared::catalog::TooLong;
 use shared::error::{BoxError, context};
 
+use super::VarcharLimit;
+use crate::text::byte_prefix;
 use crate::warehouse::{
     Drained, ItemSource, StagedRowsSink, WarehouseError, drain_items, with_sequence,
 };
@@ -37,14 +40,21 @@ fn staged_type(data_type: &DataType) -> DataType {
 }
 
 /// The rows of `batch` with a string longer in bytes than its column's limit, with the
-/// reason.
-fn over_long_strings(batch: &RecordBatch, limits: &[Option<usize>]) -> Vec<(usize, String)> {
+/// reason; columns that truncate instead are left to [`truncate_long_strings`].
+fn over_long_strings(batch: &RecordBatch, limits: &[Option<VarcharLimit>]) -> Vec<(usize, String)> {
     // The first over-long column of a row gives its reason.
     let mut reasons: Vec<Option<String>> = vec![None; batch.num_rows()];
     let schema = batch.schema();
     let columns = schema.fields().iter().zip(batch.columns()).zip(limits);
     for ((field, array), limit) in columns {
-        let (Some(strings), Some(max_bytes)) = (array.as_string_opt::<i32>(), *limit) else {
+        let rejecting = limit.filter(|l| l.too_long == TooLong::Reject);
+        let (
+            Some(strings),
+            Some(VarcharLimit {
+                bytes: max_bytes, ..
+            }),
+        ) = (array.as_string_opt::<i32>(), rejecting)
+        else {
             continue;
         };
         for (reason, value) in reasons.iter_mut().zip(strings.iter()) {
@@ -67,6 +77,53 @@ fn over_long_strings(batch: &RecordBatch, limits: &[Option<usize>]) -> Vec<(usiz
         .collect()
 }
 
+/// `array` with every string longer than `max_bytes` cut to it at a character boundary,
+/// and how many were cut; `None` when none is too long.
+fn truncated(array: &ArrayRef, max_bytes: usize) -> Option<(ArrayRef, u64)> {
+    let strings = array.as_string_opt::<i32>()?;
+    let cut = strings
+        .iter()
+        .flatten()
+        .filter(|v| v.len() > max_bytes)
+        .count();
+    if cut == 0 {
+        return None;
+    }
+    let fitted: StringArray = strings
+        .iter()
+        .map(|value| value.map(|v| byte_prefix(v, max_bytes)))
+        .collect();
+    Some((Arc::new(fitted), cut as u64))
+}
+
+/// The columns of `batch` with the strings of truncating columns cut to their limit, and
+/// how many values were cut.
+fn truncate_long_strings(
+    batch: &RecordBatch,
+    limits: &[Option<VarcharLimit>],
+) -> (Vec<ArrayRef>, u64) {
+    let mut cut_total = 0;
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(limits.iter().chain(std::iter::repeat(&None)))
+        .map(|(array, limit)| match limit {
+            Some(VarcharLimit {
+                bytes,
+                too_long: TooLong::Truncate,
+            }) => match truncated(array, *bytes) {
+                Some((fitted, cut)) => {
+                    cut_total += cut;
+                    fitted
+                }
+                None => Arc::clone(array),
+            },
+            _ => Arc::clone(array),
+        })
+        .collect();
+    (columns, cut_total)
+}
+
 /// Staged Parquet files of one load and the manifest that names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedFiles {
@@ -76,6 +133,8 @@ pub struct StagedFiles {
     pub files: Vec<(Path, u64)>,
     pub manifest: Path,
     pub rows: u64,
+    /// String values cut to their column's `max_length` (columns with `too_long = "truncate"`).
+    pub values_truncated: u64,
 }
 
 /// Writes a load's rows as Parquet files in the staging location.
@@ -126,13 +185,14 @@ impl ParquetStager {
     /// manifest. Nothing is written when there are no rows.
     ///
     /// `varchar_limits` are the byte limits of the string columns, by position: a row with a
-    /// longer string is rejected with the reason instead of failing the whole `COPY`.
+    /// longer string is rejected with the reason instead of failing the whole `COPY`, or
+    /// the value is cut to the limit and counted where the column says so.
     pub async fn stage(
         &self,
         dataset: &str,
         schema: &SchemaRef,
         items: &mut [ItemSource],
-        (load_id, varchar_limits): (&str, &[Option<usize>]),
+        (load_id, varchar_limits): (&str, &[Option<VarcharLimit>]),
     ) -> Result<(Option<StagedFiles>, Drained), WarehouseError> {
         let folder = self.load_folder(dataset, load_id);
         let staged_schema = Arc::new(Schema::new(
@@ -155,6 +215,7 @@ impl ParquetStager {
             writers: Vec::new(),
             next: 0,
             rows: 0,
+            values_truncated: 0,
             varchar_limits,
         };
         let drained = match drain_items(dataset, schema, items, &mut sink).await {
@@ -166,7 +227,12 @@ impl ParquetStager {
                 return Err(err);
             }
         };
-        let ParquetFiles { writers, rows, .. } = sink;
+        let ParquetFiles {
+            writers,
+            rows,
+            values_truncated,
+            ..
+        } = sink;
         if writers.is_empty() {
             return Ok((None, drained));
         }
@@ -177,6 +243,7 @@ impl ParquetStager {
             files,
             manifest,
             rows,
+            values_truncated,
         };
         Ok((Some(staged), drained))
     }
@@ -262,7 +329,8 @@ struct ParquetFiles<'a> {
     writers: Vec<(Path, AsyncArrowWriter<BufWriter>)>,
     next: usize,
     rows: u64,
-    varchar_limits: &'a [Option<usize>],
+    values_truncated: u64,
+    varchar_limits: &'a [Option<VarcharLimit>],
 }
 
 impl StagedRowsSink for ParquetFiles<'_> {
@@ -278,8 +346,9 @@ impl StagedRowsSink for ParquetFiles<'_> {
             action: "cannot convert rows for Parquet".into(),
             source,
         };
-        let columns = batch
-            .columns()
+        let (fitted, cut) = truncate_long_strings(&batch, self.varchar_limits);
+        self.values_truncated += cut;
+        let columns = fitted
             .iter()
             .zip(self.schema.fields())
             .map(|(array, field)| cast(array, field.data_type()))
