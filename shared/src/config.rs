@@ -266,6 +266,17 @@ pub struct IamAuthSettings {
     pub duration: Duration,
 }
 
+/// The warehouse password in AWS Secrets Manager, read at every new login so a rotated
+/// password reaches a running processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordSecret {
+    /// The secret's ARN or name.
+    pub id: String,
+    /// The key holding the password when the secret is a JSON object (RDS and Redshift
+    /// rotation secrets are); a secret that is not JSON is the password itself.
+    pub key: String,
+}
+
 /// The warehouse connection.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WarehouseSettings {
@@ -276,6 +287,8 @@ pub struct WarehouseSettings {
     pub tls: TlsMode,
     /// Log in with temporary IAM credentials rather than a password.
     pub iam: Option<IamAuthSettings>,
+    /// Log in with the password of this secret rather than the URL's.
+    pub password_secret: Option<PasswordSecret>,
 }
 
 impl WarehouseSettings {
@@ -286,6 +299,7 @@ impl WarehouseSettings {
             kind: WarehouseKind::Postgres,
             tls: TlsMode::Disable,
             iam: None,
+            password_secret: None,
         }
     }
 
@@ -302,6 +316,7 @@ impl fmt::Debug for WarehouseSettings {
             .field("kind", &self.kind)
             .field("tls", &self.tls)
             .field("iam", &self.iam)
+            .field("password_secret", &self.password_secret)
             .finish()
     }
 }
@@ -487,12 +502,20 @@ fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<Wareho
             "the URL cannot carry a password (no host?)",
         );
     }
+    let password_secret = read_password_secret(&mut section, issues);
+    let url_password = url.as_ref().is_some_and(|u| u.password().is_some());
+    if password_secret.is_some() && (password.is_some() || url_password) {
+        issues.push(
+            section.path_of("password_secret"),
+            "the secret replaces the password: remove warehouse.password and the URL's password",
+        );
+    }
     let iam = section.table("iam", issues).and_then(|mut iam| {
         let settings = read_iam(&mut iam, url.as_ref(), issues);
-        if password.is_some() || url.as_ref().is_some_and(|u| u.password().is_some()) {
+        if password.is_some() || url_password || password_secret.is_some() {
             issues.push(
                 iam.path(),
-                "IAM authentication replaces the password: remove warehouse.password and the URL's password",
+                "IAM authentication replaces the password: remove warehouse.password, warehouse.password_secret and the URL's password",
             );
         }
         iam.finish(issues);
@@ -520,7 +543,27 @@ fn read_warehouse(mut section: Fields<'_>, issues: &mut Issues) -> Option<Wareho
         kind: kind?,
         tls: tls?,
         iam,
+        password_secret,
     })
+}
+
+fn read_password_secret(section: &mut Fields<'_>, issues: &mut Issues) -> Option<PasswordSecret> {
+    let id = section.string("password_secret", issues);
+    let key = section.string("password_secret_key", issues);
+    match (id, key) {
+        (Some(id), key) => Some(PasswordSecret {
+            id: id.to_owned(),
+            key: key.unwrap_or("password").to_owned(),
+        }),
+        (None, Some(_)) => {
+            issues.push(
+                section.path_of("password_secret_key"),
+                "needs warehouse.password_secret",
+            );
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 /// The warehouse URL, `postgres://…` (Redshift speaks the same protocol).
@@ -1302,7 +1345,7 @@ staging_files = 0
             ),
             [
                 "warehouse.kind: unknown warehouse kind \"mysql\"; expected postgres or redshift",
-                "warehouse.redshift: unknown field; expected one of: iam, kind, password, tls, tls_ca_file, url",
+                "warehouse.redshift: unknown field; expected one of: iam, kind, password, password_secret, password_secret_key, tls, tls_ca_file, url",
             ]
         );
     }
@@ -1344,10 +1387,38 @@ staging = "s3://ingest-staging/"
             ),
             [
                 "warehouse.iam.duration_secs: 60 is out of range; expected 900 to 3600",
-                "warehouse.iam: IAM authentication replaces the password: remove warehouse.password and the URL's password",
+                "warehouse.iam: IAM authentication replaces the password: remove warehouse.password, warehouse.password_secret and the URL's password",
                 "warehouse.iam: only for kind = \"redshift\"",
-                "warehouse.redshift: unknown field; expected one of: iam, kind, password, tls, tls_ca_file, url",
+                "warehouse.redshift: unknown field; expected one of: iam, kind, password, password_secret, password_secret_key, tls, tls_ca_file, url",
             ]
+        );
+    }
+
+    #[test]
+    fn the_password_may_come_from_a_secret_instead_of_the_url() {
+        let text = r#"
+[warehouse]
+url = "postgres://loader@db.internal:5432/analytics"
+password_secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:warehouse-AbCdEf"
+"#;
+        let config = PlatformConfig::from_toml(text, "test", env(&[])).expect("valid");
+        assert_eq!(
+            config.warehouse.expect("warehouse").password_secret,
+            Some(PasswordSecret {
+                id: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:warehouse-AbCdEf".into(),
+                key: "password".into(),
+            })
+        );
+        assert_eq!(
+            issues_of(text, &[("INGEST_WAREHOUSE__PASSWORD", "hunter2")]),
+            [
+                "warehouse.password_secret: the secret replaces the password: remove warehouse.password and the URL's password"
+            ]
+        );
+        let key_alone = "[warehouse]\nurl = \"postgres://db/a\"\npassword_secret_key = \"pw\"\n";
+        assert_eq!(
+            issues_of(key_alone, &[]),
+            ["warehouse.password_secret_key: needs warehouse.password_secret"]
         );
     }
 }

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::objects::S3Stores;
 use crate::pipeline::Pipeline;
 use crate::pipeline::transform::TransformError;
-use crate::warehouse::connection::{Connector, IamLogin, Login};
+use crate::warehouse::connection::{Connector, IamLogin, Login, SecretLogin};
 use crate::warehouse::{self, Warehouse, WarehouseError};
 use crate::worker::announce::FileEvents;
 use crate::worker::{BatchSettings, Worker, WorkerSettings};
@@ -190,14 +190,19 @@ fn queues(
     )
 }
 
-/// How the warehouse connections log in: the URL's password, or IAM credentials.
+/// How the warehouse connections log in: IAM credentials, a secret's password, or the
+/// URL's password.
 fn login(settings: &WarehouseSettings, sdk_config: &SdkConfig) -> Login {
-    match &settings.iam {
-        Some(iam) => Login::Iam(Arc::new(IamLogin {
+    match (&settings.iam, &settings.password_secret) {
+        (Some(iam), _) => Login::Iam(Arc::new(IamLogin {
             client: aws_sdk_redshift::Client::new(sdk_config),
             settings: iam.clone(),
         })),
-        None => Login::Url,
+        (None, Some(secret)) => Login::Secret(Arc::new(SecretLogin {
+            client: aws_sdk_secretsmanager::Client::new(sdk_config),
+            secret: secret.clone(),
+        })),
+        (None, None) => Login::Url,
     }
 }
 

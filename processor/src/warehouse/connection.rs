@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use shared::config::{IamAuthSettings, Secret, TlsMode, redact_url};
+use shared::config::{IamAuthSettings, PasswordSecret, Secret, TlsMode, redact_url};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
@@ -84,6 +84,57 @@ pub enum Login {
     /// With temporary credentials from Redshift's `GetClusterCredentials`, fetched for every
     /// new connection (they expire; an open session does not).
     Iam(Arc<IamLogin>),
+    /// With the URL's user and the password in a Secrets Manager secret, read for every
+    /// new connection: a rotated password reaches the running processor at its next login.
+    Secret(Arc<SecretLogin>),
+}
+
+#[derive(Debug)]
+pub struct SecretLogin {
+    pub client: aws_sdk_secretsmanager::Client,
+    pub secret: PasswordSecret,
+}
+
+impl SecretLogin {
+    /// The password the secret holds now.
+    pub async fn password(&self) -> Result<String, WarehouseError> {
+        let secret = &self.secret;
+        let failed = |source: BoxError, retryable: bool| WarehouseError::Connect {
+            url: format!("the password in secret {}", secret.id),
+            source,
+            retryable,
+        };
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(&secret.id)
+            .send()
+            .await
+            .map_err(|err| {
+                let retryable = shared::error::classify_sdk_error(&err)
+                    == shared::error::Retryability::Retryable;
+                failed(context("GetSecretValue failed", err), retryable)
+            })?;
+        let text = output
+            .secret_string()
+            .ok_or_else(|| failed("the secret holds no string".into(), false))?;
+        password_in(text, &secret.key).map_err(|what| failed(what.into(), false))
+    }
+}
+
+/// The password in a secret's text: the value of `key` when the text is a JSON object,
+/// else the text itself.
+fn password_in(text: &str, key: &str) -> Result<String, String> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(text) else {
+        return Ok(text.to_owned());
+    };
+    match fields.get(key) {
+        Some(serde_json::Value::String(password)) => Ok(password.clone()),
+        Some(_) => Err(format!("the secret's {key:?} is not a string")),
+        None => Err(format!(
+            "the secret is a JSON object without the key {key:?} (warehouse.password_secret_key)"
+        )),
+    }
 }
 
 #[derive(Debug)]
@@ -243,9 +294,15 @@ async fn open(url: &str, connector: &Connector, login: &Login) -> Result<Client,
         }
     };
     let mut config: tokio_postgres::Config = url.parse().map_err(connect_error)?;
-    if let Login::Iam(iam) = login {
-        let (user, password) = iam.credentials().await?;
-        config.user(user).password(password);
+    match login {
+        Login::Url => {}
+        Login::Iam(iam) => {
+            let (user, password) = iam.credentials().await?;
+            config.user(user).password(password);
+        }
+        Login::Secret(secret) => {
+            config.password(secret.password().await?);
+        }
     }
     let client = match connector {
         Connector::Plain => {
@@ -340,7 +397,25 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    use super::password_in;
     use super::redshift_internal_error_is_transient as transient;
+
+    #[test]
+    fn a_secret_holds_the_password_as_a_json_key_or_as_its_whole_text() {
+        let rotation = r#"{"engine":"redshift","username":"loader","password":"p{a\"ss"}"#;
+        assert_eq!(password_in(rotation, "password").as_deref(), Ok("p{a\"ss"));
+        assert_eq!(
+            password_in("plain-text", "password").as_deref(),
+            Ok("plain-text")
+        );
+        let missing = password_in(r#"{"username":"loader"}"#, "password").expect_err("no key");
+        assert!(
+            missing.contains("without the key \"password\""),
+            "{missing}"
+        );
+        let number = password_in(r#"{"pw":12}"#, "pw").expect_err("not a string");
+        assert!(number.contains("is not a string"), "{number}");
+    }
 
     #[test]
     fn redshift_conflicts_and_s3_failures_are_retried_and_data_errors_are_not() {
