@@ -109,7 +109,9 @@ async fn keys_under(store: &Arc<dyn ObjectStore>, folder: &Path) -> Vec<String> 
 #[tokio::test]
 async fn rows_are_staged_as_parquet_files_in_parallel_with_an_exact_manifest() {
     let (store, bucket) = staging_store().await;
-    let stager = ParquetStager::new(Arc::clone(&store), &bucket, "ingest-staging/", 3);
+    // Every byte counts as a full file here, so each batch opens one more, up to three.
+    let stager = ParquetStager::new(Arc::clone(&store), &bucket, "ingest-staging/", 3)
+        .with_min_file_bytes(1);
     let reject = Reject {
         row_number: Some(7),
         raw: Some("x,y".into()),
@@ -258,6 +260,31 @@ async fn rows_are_staged_as_parquet_files_in_parallel_with_an_exact_manifest() {
         keys_under(&store, &staged.folder).await.is_empty(),
         "cleaned up"
     );
+}
+
+/// The file count follows the bytes: a small load is one file (many tiny files only slow
+/// `COPY` down), a large one spreads over all the files the cluster's slices can read.
+#[tokio::test]
+async fn a_small_load_is_one_file_and_a_large_one_spreads_over_all() {
+    let (store, bucket) = staging_store().await;
+    let stage = |stager: ParquetStager, load_id: &'static str, batches: Vec<RecordBatch>| {
+        let mut items = vec![item("a.csv", batches, Vec::new())];
+        async move {
+            let (staged, _) = stager
+                .stage("orders", &load_schema(), &mut items, (load_id, &[]))
+                .await
+                .expect("staged");
+            staged.expect("there were rows").files.len()
+        }
+    };
+    let small: Vec<RecordBatch> = (0..7).map(|i| batch(i * 100, 100)).collect();
+    let stager = ParquetStager::new(Arc::clone(&store), &bucket, "s/", 4);
+    assert_eq!(stage(stager, "small", small).await, 1);
+
+    let large: Vec<RecordBatch> = (0..40).map(|i| batch(i * 1000, 1000)).collect();
+    let stager =
+        ParquetStager::new(Arc::clone(&store), &bucket, "s/", 4).with_min_file_bytes(8 * 1024);
+    assert_eq!(stage(stager, "large", large).await, 4);
 }
 
 #[tokio::test]

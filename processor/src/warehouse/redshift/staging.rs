@@ -23,6 +23,13 @@ use crate::warehouse::{
     Drained, ItemSource, StagedRowsSink, WarehouseError, drain_items, with_sequence,
 };
 
+/// Bytes each staged file should hold before a load spreads over one more: Redshift
+/// advises files of 1 MB to 1 GB after compression, as many as a multiple of the slices
+/// (`queries-troubleshooting-load-takes-too-long.html`), and splits Parquet files of 128 MB
+/// or more across slices itself (`c_best-practices-use-multiple-files.html`). So a small
+/// load is one file, and a large one uses all `staging_files`.
+pub const MIN_FILE_BYTES: usize = 1024 * 1024;
+
 /// Rows per Parquet row group: bounds the memory each open file buffers.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
@@ -143,17 +150,29 @@ pub struct ParquetStager {
     store: Arc<dyn ObjectStore>,
     bucket: String,
     prefix: String,
+    /// The most files of one load.
     files: usize,
+    min_file_bytes: usize,
 }
 
 impl ParquetStager {
-    /// `store` is the staging bucket's store; `prefix` ends in `/` (or is empty).
+    /// `store` is the staging bucket's store; `prefix` ends in `/` (or is empty). A load
+    /// writes up to `files` files, opening another once each holds [`MIN_FILE_BYTES`].
     pub fn new(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str, files: usize) -> Self {
         Self {
             store,
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
             files: files.max(1),
+            min_file_bytes: MIN_FILE_BYTES,
+        }
+    }
+
+    /// The same stager with another size at which a load opens one more file.
+    pub fn with_min_file_bytes(self, min_file_bytes: usize) -> Self {
+        Self {
+            min_file_bytes,
+            ..self
         }
     }
 
@@ -357,7 +376,8 @@ impl StagedRowsSink for ParquetFiles<'_> {
         let batch =
             RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(convert_failed)?;
         self.rows += batch.num_rows() as u64;
-        if self.next == self.writers.len() {
+        if self.needs_another_file() {
+            self.next = self.writers.len();
             let key = self
                 .folder
                 .clone()
@@ -375,7 +395,21 @@ impl StagedRowsSink for ParquetFiles<'_> {
             .write(&batch)
             .await
             .map_err(|err| self.stager.staging_error(self.dataset, err.into()))?;
-        self.next = (self.next + 1) % self.stager.files;
+        self.next = (self.next + 1) % self.writers.len();
         Ok(())
+    }
+}
+
+impl ParquetFiles<'_> {
+    /// Whether the next batch opens a file: the first, or one more once the open files
+    /// hold `min_file_bytes` each (written or buffered), up to the stager's `files`.
+    fn needs_another_file(&self) -> bool {
+        let open = self.writers.len();
+        let staged: usize = self
+            .writers
+            .iter()
+            .map(|(_, writer)| writer.bytes_written() + writer.in_progress_size())
+            .sum();
+        open == 0 || (open < self.stager.files && staged >= open * self.stager.min_file_bytes)
     }
 }
