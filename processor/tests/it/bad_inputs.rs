@@ -23,7 +23,7 @@ use shared::error::report;
 use test_support::EXAMPLE_CATALOG as CATALOG;
 use test_support::{Corpus, clients, create_bucket, emulator_settings, upload_file};
 
-use crate::support::platform::s3_pipeline;
+use crate::support::platform::{ensure_targets, s3_pipeline};
 use crate::support::sinks::{Harness, Postgres, Redshift, Sqlite};
 
 #[derive(Debug, serde::Deserialize)]
@@ -232,13 +232,7 @@ async fn the_corpus_loads_through(harness: &dyn Harness, sink: Sink) {
     let catalog = Catalog::from_toml(&harness.retarget(CATALOG), "example").expect("catalog");
     let pipeline = s3_pipeline(Arc::new(catalog)).await;
     let warehouse = harness.connect().await;
-    for dataset in pipeline.catalog().datasets() {
-        let schema = pipeline.load_schema(&dataset.name).expect("planned");
-        warehouse
-            .ensure_target(dataset, schema)
-            .await
-            .expect("target");
-    }
+    ensure_targets(warehouse.as_ref(), &pipeline).await;
     let s3 = clients().await.s3;
     let bucket = create_bucket(&s3, "bad-loads").await;
     let mut failures = Vec::new();

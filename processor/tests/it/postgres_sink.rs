@@ -3,7 +3,6 @@
 //! store, reconnecting, binary COPY of every type, concurrent start-up. The load protocol
 //! every sink shares is proven in `warehouse_contract.rs`.
 
-use crate::support::orders::{batch, item, key, load_schema, owned};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -18,6 +17,9 @@ use processor::warehouse::{ItemRows, Reject, Warehouse};
 use shared::catalog::{Catalog, Dataset};
 use shared::error::Classify;
 use test_support::{count, pg_client, postgres_url, unique_name};
+
+use crate::support::orders::{batch, item, key, load_schema, owned};
+use crate::support::platform::postgres_with_platform_tables;
 
 /// A schema name no other test uses.
 fn unique(prefix: &str) -> String {
@@ -58,23 +60,12 @@ async fn rows(client: &tokio_postgres::Client, schema: &str) -> Vec<(i64, String
         .collect()
 }
 
-async fn warehouse(platform: &str) -> PostgresWarehouse {
-    let warehouse = PostgresWarehouse::connect(&postgres_url(), platform)
-        .await
-        .expect("connect");
-    warehouse
-        .ensure_platform_tables()
-        .await
-        .expect("platform tables");
-    warehouse
-}
-
 #[tokio::test]
 async fn a_single_item_copies_straight_into_the_target_and_falls_back_to_merge_on_a_clash() {
     let schema = unique("direct");
     let platform = unique("platform");
     let dataset = dataset(&schema, "\"order_id\"");
-    let warehouse = warehouse(&platform).await;
+    let warehouse = postgres_with_platform_tables(&platform).await;
     warehouse
         .ensure_target(&dataset, &load_schema())
         .await
@@ -137,7 +128,7 @@ async fn without_its_merge_key_index_a_target_is_never_copied_into_directly() {
     let schema = unique("noindex");
     let platform = unique("platform");
     let dataset = dataset(&schema, "\"order_id\"");
-    let warehouse = warehouse(&platform).await;
+    let warehouse = postgres_with_platform_tables(&platform).await;
     warehouse
         .ensure_target(&dataset, &load_schema())
         .await
@@ -169,7 +160,7 @@ async fn a_nul_byte_in_a_reject_is_stored_as_a_replacement_character() {
     let schema = unique("rejects");
     let platform = unique("platform");
     let dataset = dataset(&schema, "\"order_id\"");
-    let warehouse = warehouse(&platform).await;
+    let warehouse = postgres_with_platform_tables(&platform).await;
     warehouse
         .ensure_target(&dataset, &load_schema())
         .await
@@ -220,7 +211,7 @@ async fn a_value_postgresql_cannot_store_fails_the_whole_load_permanently() {
     let schema = unique("atomic");
     let platform = unique("platform");
     let dataset = dataset(&schema, "\"order_id\"");
-    let warehouse = warehouse(&platform).await;
+    let warehouse = postgres_with_platform_tables(&platform).await;
     warehouse
         .ensure_target(&dataset, &load_schema())
         .await
@@ -359,7 +350,7 @@ columns = [{{ name = "id", type = "int64" }}]
         Arc::new(Int64Array::from(vec![0; 3])),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
-    let warehouse = warehouse(&platform).await;
+    let warehouse = postgres_with_platform_tables(&platform).await;
     warehouse
         .ensure_target(&dataset, &schema)
         .await

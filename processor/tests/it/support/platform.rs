@@ -23,9 +23,8 @@ pub async fn s3_pipeline(catalog: Arc<Catalog>) -> Arc<Pipeline> {
     Arc::new(Pipeline::new(catalog, stores).await.expect("plans"))
 }
 
-/// A PostgreSQL warehouse with its platform tables in `platform` and a target table for
-/// every dataset of the pipeline's catalog.
-pub async fn ready_postgres(pipeline: &Pipeline, platform: &str) -> PostgresWarehouse {
+/// A PostgreSQL warehouse with its platform tables in `platform`.
+pub async fn postgres_with_platform_tables(platform: &str) -> PostgresWarehouse {
     let warehouse = PostgresWarehouse::connect(&postgres_url(), platform)
         .await
         .expect("connect");
@@ -33,6 +32,11 @@ pub async fn ready_postgres(pipeline: &Pipeline, platform: &str) -> PostgresWare
         .ensure_platform_tables()
         .await
         .expect("platform tables");
+    warehouse
+}
+
+/// A target table in `warehouse` for every dataset of the pipeline's catalog.
+pub async fn ensure_targets(warehouse: &dyn Warehouse, pipeline: &Pipeline) {
     for dataset in pipeline.catalog().datasets() {
         let schema = pipeline.load_schema(&dataset.name).expect("planned");
         warehouse
@@ -40,6 +44,13 @@ pub async fn ready_postgres(pipeline: &Pipeline, platform: &str) -> PostgresWare
             .await
             .expect("target");
     }
+}
+
+/// A PostgreSQL warehouse with its platform tables in `platform` and a target table for
+/// every dataset of the pipeline's catalog.
+pub async fn ready_postgres(pipeline: &Pipeline, platform: &str) -> PostgresWarehouse {
+    let warehouse = postgres_with_platform_tables(platform).await;
+    ensure_targets(&warehouse, pipeline).await;
     warehouse
 }
 
