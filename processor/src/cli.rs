@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{backfill, check, demo, dev, healthcheck, query, redrive, replay};
+use crate::commands::{backfill, check, demo, dev, healthcheck, prune, query, redrive, replay};
 
 /// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
 #[derive(Debug, Parser)]
@@ -33,6 +33,10 @@ pub enum Command {
     Replay(replay::Args),
     /// Move messages from the dead-letter queue back to the work queue.
     Redrive(redrive::Args),
+    /// Delete the platform tables' rows older than `[retention]` keeps them (rejects and
+    /// completed files after 90 days by default; the ledger is kept unless configured).
+    /// Safe to run again, and to schedule.
+    Prune(prune::Args),
     /// Run the whole platform on this machine with embedded defaults (no AWS, no
     /// servers): generate an e-commerce data set and a stream of events, ingest both,
     /// load an embedded warehouse and report per dataset. Safe to run again.

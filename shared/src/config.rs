@@ -31,8 +31,11 @@ use crate::envelope::{MessageSizeLimit, SQS_MAX_MESSAGE_BYTES};
 use crate::error::{Classify, Retryability};
 use crate::toml_walk::{Fields, Issues};
 
+mod retention;
 mod views;
+
 pub use crate::toml_walk::{Issue, render_issues};
+pub use retention::{MIN_LEDGER_RETENTION_DAYS, RetentionSettings};
 pub use views::{FileIngestView, RedriveView, ServeView, StreamIngestView, WorkersView};
 
 /// Environment variables starting with this prefix override config keys.
@@ -109,6 +112,10 @@ pub struct ProcessorSettings {
     pub batch_max_bytes: usize,
     /// or its first item has waited this long.
     pub batch_max_wait: Duration,
+    /// A whole file at most this large joins its dataset's micro-batch like stream items
+    /// (many small files become one load); larger files and file parts load alone. 0: every
+    /// file alone.
+    pub batch_small_file_bytes: u64,
     /// Where liveness (`/healthz`), readiness (`/readyz`) and Prometheus metrics
     /// (`/metrics`) are served; `None` (config value `"off"`) serves nothing.
     pub health_address: Option<std::net::SocketAddr>,
@@ -125,6 +132,7 @@ impl Default for ProcessorSettings {
             batch_max_rows: 10_000,
             batch_max_bytes: 8 * 1024 * 1024,
             batch_max_wait: Duration::from_secs(1),
+            batch_small_file_bytes: 1024 * 1024,
             health_address: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
         }
     }
@@ -368,6 +376,7 @@ pub struct PlatformConfig {
     /// The stream path's S3 locations (required by the ingest-stream Lambda).
     pub stream: Option<StreamSettings>,
     pub telemetry: TelemetrySettings,
+    pub retention: RetentionSettings,
 }
 
 /// Why the platform config could not be loaded.
@@ -788,6 +797,11 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         .map_or_else(TelemetrySettings::default, |section| {
             read_telemetry(section, issues)
         });
+    let retention = root
+        .table("retention", issues)
+        .map_or_else(RetentionSettings::default, |section| {
+            retention::read_retention(section, issues)
+        });
     root.finish(issues);
     PlatformConfig {
         aws,
@@ -799,6 +813,7 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         events,
         stream,
         telemetry,
+        retention,
     }
 }
 
@@ -913,6 +928,9 @@ fn read_processor(mut section: Fields<'_>, issues: &mut Issues) -> ProcessorSett
     }
     if let Some(ms) = section.integer_in("batch_max_wait_ms", 0..=300_000, issues) {
         processor.batch_max_wait = Duration::from_millis(ms.unsigned_abs());
+    }
+    if let Some(n) = section.integer_in("batch_small_file_bytes", 0..=1 << 30, issues) {
+        processor.batch_small_file_bytes = n.unsigned_abs();
     }
     match section.string("health_address", issues) {
         Some("off") => processor.health_address = None,

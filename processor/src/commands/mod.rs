@@ -6,6 +6,7 @@ pub mod check;
 pub mod demo;
 pub mod dev;
 pub mod healthcheck;
+pub mod prune;
 pub mod query;
 pub mod redrive;
 pub mod replay;

@@ -190,6 +190,19 @@ fn queues(
     )
 }
 
+/// One connection to the configured warehouse, for a command that is not `serve`.
+pub async fn connect_warehouse(
+    config: &PlatformConfig,
+    settings: &WarehouseSettings,
+) -> Result<Arc<dyn Warehouse>, ServeError> {
+    let sdk_config = load_sdk_config(&config.aws).await;
+    let stores = S3Stores::new(&sdk_config, &config.aws);
+    let connector = Connector::new(&settings.tls)?;
+    let login = login(settings, &sdk_config);
+    let schema = &config.processor.platform_schema;
+    Ok(warehouse::connect(settings, &connector, &login, &stores, schema).await?)
+}
+
 /// How the warehouse connections log in: IAM credentials, a secret's password, or the
 /// URL's password.
 fn login(settings: &WarehouseSettings, sdk_config: &SdkConfig) -> Login {
@@ -260,6 +273,7 @@ fn batch_settings(config: &PlatformConfig) -> BatchSettings {
         max_rows: config.processor.batch_max_rows,
         max_bytes: config.processor.batch_max_bytes,
         max_wait: config.processor.batch_max_wait,
+        small_file_bytes: config.processor.batch_small_file_bytes,
     }
 }
 

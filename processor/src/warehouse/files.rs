@@ -87,8 +87,9 @@ pub(crate) fn file_loads_table(schema: &str) -> String {
 pub(crate) fn create_file_loads(schema: &str, dialect: Dialect) -> String {
     let (text, timestamp, now) = (dialect.text, dialect.timestamp, dialect.now);
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (\n  \"file_id\" {text} NOT NULL PRIMARY KEY,\n  \"dataset\" {text} NOT NULL,\n  \"bucket\" {text} NOT NULL,\n  \"object_key\" {text} NOT NULL,\n  \"version_id\" {text},\n  \"etag\" {text} NOT NULL,\n  \"parts_total\" integer NOT NULL,\n  \"parts_loaded\" integer NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"first_loaded_at\" {timestamp} NOT NULL DEFAULT {now},\n  \"completed_at\" {timestamp},\n  \"claimed_at\" {timestamp},\n  \"claim_token\" {text},\n  \"published_at\" {timestamp}\n)",
-        file_loads_table(schema)
+        "CREATE TABLE IF NOT EXISTS {} (\n  \"file_id\" {text} NOT NULL PRIMARY KEY,\n  \"dataset\" {text} NOT NULL,\n  \"bucket\" {text} NOT NULL,\n  \"object_key\" {text} NOT NULL,\n  \"version_id\" {text},\n  \"etag\" {text} NOT NULL,\n  \"parts_total\" integer NOT NULL,\n  \"parts_loaded\" integer NOT NULL,\n  \"rows_loaded\" bigint NOT NULL,\n  \"rows_rejected\" bigint NOT NULL,\n  \"first_loaded_at\" {timestamp} NOT NULL DEFAULT {now},\n  \"completed_at\" {timestamp},\n  \"claimed_at\" {timestamp},\n  \"claim_token\" {text},\n  \"published_at\" {timestamp}\n){}",
+        file_loads_table(schema),
+        super::sql::platform_sort_key(dialect, "first_loaded_at")
     )
 }
 

@@ -11,6 +11,7 @@ pub mod files;
 pub mod postgres;
 mod protocol;
 pub mod redshift;
+pub mod retention;
 pub mod sql;
 pub mod sqlite;
 
@@ -285,6 +286,13 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         completion: &files::FileCompletion,
         published: bool,
     ) -> Result<(), WarehouseError>;
+
+    /// Deletes the platform tables' rows older than their retention (or, on a dry run,
+    /// counts them).
+    async fn prune(
+        &self,
+        request: &retention::PruneRequest,
+    ) -> Result<retention::PruneReport, WarehouseError>;
 
     /// [`Warehouse::load`] for rows already in memory.
     async fn load_rows(

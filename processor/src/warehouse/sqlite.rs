@@ -27,13 +27,15 @@ use shared::error::Classify;
 
 use super::files::{self, Claim, FileCompletion};
 use super::protocol::{LoadSteps, LoadedPart, Staged, WriteSteps, run_load};
+use super::retention::{PlatformTable, PruneReport, PruneRequest};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, STAGING_TABLE, quote_ident};
 use super::{
     ItemSource, LoadRecord, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
     merge_keys,
 };
 use crate::pipeline::lineage;
-use crate::timefmt::iso_utc_micros;
+use crate::timefmt::{iso_utc_micros, iso_utc_millis};
+use shared::stream::epoch_millis;
 
 /// The current time as the text the timestamp columns hold.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -659,6 +661,41 @@ impl Warehouse for SqliteWarehouse {
             columns,
         };
         run_load(steps, items).await
+    }
+
+    /// Timestamps are ISO 8601 text in UTC, so a cut-off in the same form compares as text.
+    async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, WarehouseError> {
+        let tables: Vec<(PlatformTable, String, String)> = request
+            .tables()
+            .into_iter()
+            .filter_map(|(table, before)| {
+                let name = match table {
+                    PlatformTable::Rejects => self.rejects(),
+                    PlatformTable::FileLoads => self.file_loads(),
+                    PlatformTable::Ledger => self.ledger(),
+                };
+                Some((table, name, iso_utc_millis(epoch_millis(before?))))
+            })
+            .collect();
+        let dry_run = request.dry_run;
+        let _gate = self.gate.lock().await;
+        self.step("(platform)", "pruning the platform tables", move |conn| {
+            let mut report = PruneReport::default();
+            for (table, name, before) in tables {
+                let condition = format!("{} < ?1", table.time_column());
+                let rows = if dry_run {
+                    let sql = format!("SELECT count(*) FROM {name} WHERE {condition}");
+                    conn.query_row(&sql, params![before], |row| row.get::<_, i64>(0))?
+                        .unsigned_abs()
+                } else {
+                    let sql = format!("DELETE FROM {name} WHERE {condition}");
+                    conn.execute(&sql, params![before])? as u64
+                };
+                report.add(table, rows);
+            }
+            Ok(report)
+        })
+        .await
     }
 
     async fn claim_file_completion(

@@ -1,10 +1,10 @@
-//! Micro-batching of stream items: records items of one dataset wait, hidden by their
+//! Micro-batching: stream items and small whole files of one dataset wait, hidden by their
 //! heartbeats, until a row, byte or time limit is reached, and are loaded together.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use shared::envelope::{RecordsItem, RecordsPayload, WorkItem};
+use shared::envelope::{RecordsPayload, WorkItem};
 use shared::queue::ReceivedMessage;
 use tokio::time::Instant;
 
@@ -12,12 +12,30 @@ use super::heartbeat::Heartbeat;
 use super::{ProcessError, Worker};
 use crate::warehouse::LoadReport;
 
-/// Limits of a micro-batch of records items: whichever is reached first flushes it.
+/// Limits of a micro-batch: whichever is reached first flushes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSettings {
     pub max_rows: usize,
+    /// Bytes of records items' messages plus small files' objects.
     pub max_bytes: usize,
     pub max_wait: Duration,
+    /// A whole file at most this large joins a batch; 0: every file loads alone.
+    pub small_file_bytes: u64,
+}
+
+impl BatchSettings {
+    /// Whether `item` may wait in a micro-batch: every records item, and a whole file no
+    /// larger than `small_file_bytes` (a part of a split file is large by construction).
+    pub(super) fn admits(&self, item: &WorkItem) -> bool {
+        match item {
+            WorkItem::Records(_) => true,
+            WorkItem::File(file) => {
+                self.small_file_bytes > 0
+                    && file.part.is_none()
+                    && file.size <= self.small_file_bytes
+            }
+        }
+    }
 }
 
 impl Default for BatchSettings {
@@ -26,11 +44,12 @@ impl Default for BatchSettings {
             max_rows: 10_000,
             max_bytes: 8 * 1024 * 1024,
             max_wait: Duration::from_secs(1),
+            small_file_bytes: 1024 * 1024,
         }
     }
 }
 
-/// Records items of one dataset waiting to be loaded together.
+/// Items of one dataset waiting to be loaded together.
 #[derive(Debug)]
 pub(super) struct PendingBatch {
     started: Instant,
@@ -57,25 +76,34 @@ impl PendingBatch {
 pub(super) struct Batches(HashMap<String, PendingBatch>);
 
 impl Batches {
-    /// Adds a records item; returns its dataset's batch once it is full.
+    /// Adds an item the limits admit; returns its dataset's batch once it is full.
     pub(super) fn add(
         &mut self,
         message: ReceivedMessage,
-        records: RecordsItem,
+        item: WorkItem,
         heartbeat: Heartbeat,
         limits: &BatchSettings,
     ) -> Option<PendingBatch> {
-        let dataset = records.dataset.clone();
+        let dataset = item.dataset().to_owned();
         let batch = self
             .0
             .entry(dataset.clone())
             .or_insert_with(PendingBatch::new);
-        batch.rows += match &records.payload {
-            RecordsPayload::Inline(list) => list.len(),
-            RecordsPayload::S3(claim) => usize::try_from(claim.record_count).unwrap_or(usize::MAX),
+        batch.rows += match &item {
+            WorkItem::Records(records) => match &records.payload {
+                RecordsPayload::Inline(list) => list.len(),
+                RecordsPayload::S3(claim) => {
+                    usize::try_from(claim.record_count).unwrap_or(usize::MAX)
+                }
+            },
+            // Unknown until read; its bytes count instead.
+            WorkItem::File(_) => 0,
         };
-        batch.bytes += message.body.len();
-        batch.items.push((message, WorkItem::Records(records)));
+        let bytes = item.source_bytes(message.body.len());
+        batch.bytes = batch
+            .bytes
+            .saturating_add(usize::try_from(bytes).unwrap_or(usize::MAX));
+        batch.items.push((message, item));
         batch.heartbeats.push(heartbeat);
         let full = batch.rows >= limits.max_rows || batch.bytes >= limits.max_bytes;
         if full { self.0.remove(&dataset) } else { None }
@@ -132,11 +160,34 @@ impl Worker {
                     .map(|(message, item)| (item, message.body.len()))
                     .collect();
                 self.record_load(first.dataset(), &report, started.elapsed(), &sizes);
-                self.delete_batch(&items, &report).await;
-                false
+                let (announced, released) = self.announce_files(items).await;
+                self.delete_batch(&announced, &report).await;
+                released
             }
             Err(err) => self.handle_one_by_one(&items, &err).await,
         }
+    }
+
+    /// Announces the files of a loaded batch that are now complete. An item whose
+    /// announcement failed is released for a retry (its load is in the ledger, so the retry
+    /// only announces); the others are returned to be deleted, with whether any was released.
+    async fn announce_files(
+        &self,
+        items: Vec<(ReceivedMessage, WorkItem)>,
+    ) -> (Vec<(ReceivedMessage, WorkItem)>, bool) {
+        let mut settled = Vec::with_capacity(items.len());
+        let mut released = false;
+        for (message, item) in items {
+            if let WorkItem::File(file) = &item
+                && let Err(err) = self.announce(file, &message.message_id).await
+            {
+                released = true;
+                self.release(&message, &item, &err).await;
+                continue;
+            }
+            settled.push((message, item));
+        }
+        (settled, released)
     }
 
     async fn delete_batch(&self, items: &[(ReceivedMessage, WorkItem)], report: &LoadReport) {
@@ -173,5 +224,43 @@ impl Worker {
             released |= self.handle(message).await.is_released();
         }
         released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::catalog::{Compression, FileFormat};
+    use shared::envelope::{FileItem, Part, WorkItem};
+
+    use super::BatchSettings;
+
+    fn file(size: u64, part: Option<Part>) -> WorkItem {
+        WorkItem::File(FileItem {
+            dataset: "orders".into(),
+            bucket: "landing".into(),
+            key: "orders/a.csv".into(),
+            version_id: None,
+            etag: "e".into(),
+            size,
+            range: None,
+            part,
+            format: FileFormat::Csv,
+            compression: Compression::None,
+            created_at_ms: None,
+        })
+    }
+
+    #[test]
+    fn small_whole_files_join_a_batch_and_large_files_and_parts_load_alone() {
+        let limits = BatchSettings::default();
+        assert!(limits.admits(&file(limits.small_file_bytes, None)));
+        assert!(!limits.admits(&file(limits.small_file_bytes + 1, None)));
+        let part = Part { index: 0, count: 2 };
+        assert!(!limits.admits(&file(10, Some(part))));
+        let alone = BatchSettings {
+            small_file_bytes: 0,
+            ..limits
+        };
+        assert!(!alone.admits(&file(0, None)));
     }
 }

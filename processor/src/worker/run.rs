@@ -1,9 +1,9 @@
-//! The receive loop of a worker: long-polls the queue, routes stream items into
-//! micro-batches and handles files one at a time, until shutdown.
+//! The receive loop of a worker: long-polls the queue, routes stream items and small
+//! files into micro-batches and handles larger files one at a time, until shutdown.
 
 use std::time::Duration;
 
-use shared::envelope::{RecordsItem, WorkItem};
+use shared::envelope::WorkItem;
 use shared::queue::ReceivedMessage;
 use tokio::sync::watch;
 
@@ -11,21 +11,22 @@ use super::Worker;
 use super::batching::Batches;
 use super::heartbeat::Heartbeat;
 
-/// At most this many messages per receive while the work is stream items.
+/// At most this many messages per receive while the work is batchable.
 const RECEIVE_MANY: u8 = 10;
 
 impl Worker {
-    /// Receives and handles messages until `shutdown` turns true. File items are loaded
-    /// one at a time; records items are micro-batched per dataset until a row, byte or
-    /// time limit is reached, so a burst of small stream items becomes one load. Pending
-    /// batches are flushed before returning.
+    /// Receives and handles messages until `shutdown` turns true. Records items and small
+    /// whole files are micro-batched per dataset until a row, byte or time limit is
+    /// reached, so a burst of small items becomes one load; larger files are loaded one at
+    /// a time. Pending batches are flushed before returning.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut batches = Batches::default();
         let mut after_retryable_failure = false;
-        // One message at a time while the work is files, so a worker never holds files it
-        // is not loading: a crash (or a kill) costs each message it held a receive, and
-        // after `maxReceiveCount` of those SQS dead-letters it. Up to ten while the work is
-        // stream items, which are micro-batched.
+        // One message at a time while the work is large files, so a worker never holds
+        // files it is not loading: a crash (or a kill) costs each message it held a
+        // receive, and after `maxReceiveCount` of those SQS dead-letters it. Up to ten
+        // while the work is batchable, where holding a few for at most `max_wait` is the
+        // price of loading them together.
         let mut receive_at_most: u8 = 1;
         loop {
             if *shutdown.borrow() {
@@ -59,8 +60,8 @@ impl Worker {
                 })
                 .collect();
             for (message, heartbeat) in waiting {
-                let records = match WorkItem::from_json(&message.body) {
-                    Ok(WorkItem::Records(records)) if self.batchable(&records) => records,
+                let item = match WorkItem::from_json(&message.body) {
+                    Ok(item) if self.batchable(&item) => item,
                     // Anything else is handled alone (and reported there).
                     parsed => {
                         drop(heartbeat);
@@ -70,7 +71,7 @@ impl Worker {
                     }
                 };
                 receive_at_most = RECEIVE_MANY;
-                if let Some(full) = batches.add(message, records, heartbeat, &self.batching) {
+                if let Some(full) = batches.add(message, item, heartbeat, &self.batching) {
                     after_retryable_failure |= self.flush(full).await;
                 }
             }
@@ -99,9 +100,10 @@ impl Worker {
         }
     }
 
-    /// Whether a records item can join a micro-batch: its dataset is in the catalog.
-    fn batchable(&self, records: &RecordsItem) -> bool {
-        self.pipeline.catalog().get(&records.dataset).is_some()
+    /// Whether an item can join a micro-batch: its dataset is in the catalog and it is a
+    /// records item or a small whole file.
+    fn batchable(&self, item: &WorkItem) -> bool {
+        self.pipeline.catalog().get(item.dataset()).is_some() && self.batching.admits(item)
     }
 
     /// Pings the warehouse until it answers (`true`) or `give_up` completes first

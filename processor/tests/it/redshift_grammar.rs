@@ -5,6 +5,8 @@
 //! refuses denied forms as they are sent, so every other Redshift test stands behind the
 //! same list.
 
+use processor::warehouse::retention::PruneRequest;
+use shared::config::RetentionSettings;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -135,7 +137,8 @@ fn file_item(n: u64) -> ItemSource {
     }
 }
 
-/// Creates the platform and target tables, loads a file (keyed and not), claims it.
+/// Creates the platform and target tables, loads a file (keyed and not), claims it,
+/// prunes.
 async fn run_every_statement(warehouse: &dyn Warehouse, schemas: &TestSchemas) {
     warehouse.ensure_platform_tables().await.expect("platform");
     for (n, keyed) in [(1, true), (2, false)] {
@@ -172,6 +175,12 @@ async fn run_every_statement(warehouse: &dyn Warehouse, schemas: &TestSchemas) {
         } else {
             panic!("the completed file is claimed: {claim:?}");
         }
+    }
+    // Retention: the dry run's counts and the deletes.
+    for dry_run in [true, false] {
+        let now = std::time::SystemTime::now();
+        let request = PruneRequest::new(&RetentionSettings::default(), now, dry_run);
+        warehouse.prune(&request).await.expect("prune");
     }
 }
 

@@ -404,6 +404,99 @@ async fn values_that_look_like_sql_are_stored_verbatim(harness: &dyn Harness) {
     assert_eq!(harness.platform_rows("load_ledger").await, 1);
 }
 
+/// One item of one whole file with one reject: a ledger row, a completed `file_loads` row
+/// and a rejects row.
+fn file_with_a_reject(n: u64) -> ItemSource {
+    let mut rows = item(n, n, &[(n as i64, "placed", n)]);
+    rows.rejects = vec![Reject {
+        row_number: Some(2),
+        raw: None,
+        reason: "order_id is required".into(),
+    }];
+    let mut source = rows.into_source();
+    source.file = Some(FilePart {
+        file_id: format!("landing/orders-{n}.csv@etag"),
+        dataset: "orders".into(),
+        bucket: "landing".into(),
+        key: format!("orders-{n}.csv"),
+        version_id: None,
+        etag: "etag".into(),
+        parts_total: 1,
+    });
+    source
+}
+
+async fn prune_deletes_the_rows_older_than_their_cut_off_and_keeps_the_rest(harness: &dyn Harness) {
+    use processor::warehouse::retention::{PruneReport, PruneRequest};
+    use std::time::{Duration, SystemTime};
+    let (dataset, warehouse) = harness.with_target(true).await;
+    let load = async |n: u64| {
+        let report = warehouse
+            .load(&dataset, &load_schema(), vec![file_with_a_reject(n)])
+            .await
+            .expect("load");
+        assert_eq!((report.items_loaded, report.rows_rejected), (1, 1));
+    };
+    load(1).await;
+    // Redshift's GETDATE() has whole seconds: the cut-off lies a second from each load.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let between = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    load(2).await;
+    let before = |cut_off: SystemTime, dry_run: bool| PruneRequest {
+        rejects_before: Some(cut_off),
+        file_loads_before: Some(cut_off),
+        ledger_before: Some(cut_off),
+        dry_run,
+    };
+    let one_each = PruneReport {
+        rejects: 1,
+        file_loads: 1,
+        ledger: 1,
+    };
+    let counted = warehouse
+        .prune(&before(between, true))
+        .await
+        .expect("dry run");
+    assert_eq!(counted, one_each);
+    assert_eq!(harness.platform_rows("load_ledger").await, 2);
+    let pruned = warehouse
+        .prune(&before(between, false))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, one_each);
+    for table in ["load_ledger", "rejects", "file_loads"] {
+        assert_eq!(harness.platform_rows(table).await, 1, "{table}");
+    }
+    // Again: nothing older is left. A table without a cut-off is kept whole.
+    let again = warehouse
+        .prune(&before(between, false))
+        .await
+        .expect("again");
+    assert_eq!(again, PruneReport::default());
+    let only_rejects = PruneRequest {
+        rejects_before: Some(SystemTime::now() + Duration::from_secs(60)),
+        file_loads_before: None,
+        ledger_before: None,
+        dry_run: false,
+    };
+    let pruned = warehouse.prune(&only_rejects).await.expect("rejects");
+    assert_eq!(
+        pruned,
+        PruneReport {
+            rejects: 1,
+            ..PruneReport::default()
+        }
+    );
+    assert_eq!(harness.platform_rows("load_ledger").await, 1);
+    // The rows that were kept still make a redelivery a skip.
+    let report = warehouse
+        .load(&dataset, &load_schema(), vec![file_with_a_reject(2)])
+        .await
+        .expect("redelivery");
+    assert_eq!(report.items_skipped, 1);
+}
+
 macro_rules! contract {
     ($($check:ident),* $(,)?) => {
         mod postgres {
@@ -441,6 +534,7 @@ contract!(
     concurrent_loads_of_the_same_item_write_it_once,
     a_completed_file_is_claimed_once,
     values_that_look_like_sql_are_stored_verbatim,
+    prune_deletes_the_rows_older_than_their_cut_off_and_keeps_the_rest,
 );
 
 /// The embedded warehouse stores each supported type as the module documents.

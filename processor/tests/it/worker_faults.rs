@@ -11,7 +11,7 @@ use processor::operations::redrive::{RedriveOptions, RedriveOutcome, redrive};
 use processor::pipeline::Pipeline;
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{ItemSource, LoadReport, Warehouse, WarehouseError};
-use processor::worker::{Outcome, Worker};
+use processor::worker::{BatchSettings, Outcome, Worker};
 use shared::catalog::{Catalog, Dataset, FileFormat};
 use shared::envelope::{MessageSizeLimit, WorkItem};
 use shared::queue::REASON_ATTRIBUTE;
@@ -60,6 +60,12 @@ impl Warehouse for Slow {
         tokio::time::sleep(self.delay).await;
         assert!(!self.panics, "the warehouse panics under the load");
         self.inner.load(dataset, schema, items).await
+    }
+    async fn prune(
+        &self,
+        request: &processor::warehouse::retention::PruneRequest,
+    ) -> Result<processor::warehouse::retention::PruneReport, WarehouseError> {
+        self.inner.prune(request).await
     }
     async fn claim_file_completion(
         &self,
@@ -753,6 +759,12 @@ fn events_item(i: u64) -> shared::queue::OutgoingMessage {
 
 /// Runs a worker until `rows` events are loaded, then stops it.
 async fn run_until_events(fixture: &Fixture, rows: i64) {
+    let target = format!("SELECT count(*) FROM {}.order_status", fixture.events);
+    run_until(fixture, &target, rows).await;
+}
+
+/// Runs a worker until the count `sql` reads is `expected`, then stops it.
+async fn run_until(fixture: &Fixture, sql: &str, expected: i64) {
     let warehouse: Arc<dyn Warehouse> = Arc::new(
         PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
             .await
@@ -761,9 +773,8 @@ async fn run_until_events(fixture: &Fixture, rows: i64) {
     let worker = fixture.worker(warehouse, Duration::from_secs(30));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(async move { worker.run(stopped).await });
-    let target = format!("SELECT count(*) FROM {}.order_status", fixture.events);
-    test_support::eventually("the events loaded", Duration::from_secs(60), || async {
-        (fixture.count(&target).await == rows).then_some(())
+    test_support::eventually("the rows loaded", Duration::from_secs(60), || async {
+        (fixture.count(sql).await == expected).then_some(())
     })
     .await;
     stop.send(true).expect("worker running");
@@ -868,4 +879,52 @@ async fn a_burst_of_stream_items_is_loaded_in_a_few_transactions() {
         queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
         (0, 0)
     );
+}
+
+#[tokio::test]
+async fn a_burst_of_small_files_is_loaded_in_a_few_transactions_and_each_completes() {
+    let fixture = Fixture::new(None).await;
+    let mut messages = Vec::new();
+    for n in 0..20 {
+        let key = format!("landing/order_items/small-{n}.csv");
+        let item = fixture.upload_items_csv(&key, 8, None).await;
+        assert!(BatchSettings::default().small_file_bytes >= item_size(&item));
+        messages.push(
+            item.to_json(MessageSizeLimit::default())
+                .expect("json")
+                .into(),
+        );
+    }
+    assert!(fixture.queue.send(&messages).await.all_succeeded());
+    let platform = &fixture.platform;
+    let ledger = format!("SELECT count(*) FROM {platform}.load_ledger");
+    run_until(&fixture, &ledger, 20).await;
+
+    // Every file holds the same eight order lines: merged on their key, eight rows.
+    let items = format!("SELECT count(*) FROM {}.order_items", fixture.sales);
+    assert_eq!(fixture.count(&items).await, 8);
+    // now() is the transaction's start time: one distinct value per load transaction.
+    let transactions = format!("SELECT count(DISTINCT loaded_at) FROM {platform}.load_ledger");
+    let loads = fixture.count(&transactions).await;
+    assert!(
+        (1..=6).contains(&loads),
+        "20 small files took {loads} load transactions"
+    );
+    // Each file of a batch is complete and announced (recorded as published: the test
+    // worker has no event bus).
+    let published = format!(
+        "SELECT count(*) FROM {platform}.file_loads WHERE completed_at IS NOT NULL AND published_at IS NOT NULL"
+    );
+    assert_eq!(fixture.count(&published).await, 20);
+    assert_eq!(
+        queue_depth(&fixture.clients.sqs, &fixture.queue_url).await,
+        (0, 0)
+    );
+}
+
+fn item_size(item: &WorkItem) -> u64 {
+    match item {
+        WorkItem::File(file) => file.size,
+        WorkItem::Records(_) => panic!("a file item"),
+    }
 }

@@ -105,6 +105,14 @@ impl PlatformConfig {
         }
     }
 
+    /// The warehouse settings (`processor prune`).
+    pub fn warehouse(&self) -> Result<&WarehouseSettings, ConfigError> {
+        let mut missing = Missing::default();
+        missing
+            .check(&self.warehouse, Section::Warehouse)
+            .ok_or_else(|| missing.into_error())
+    }
+
     pub fn redrive(&self) -> Result<RedriveView<'_>, ConfigError> {
         let mut missing = Missing::default();
         let Some(queue) = missing.check(&self.queue, Section::Queue) else {

@@ -101,6 +101,13 @@ impl Warehouse for PostgresWarehouse {
         self.connection.ping().await
     }
 
+    async fn prune(
+        &self,
+        request: &super::retention::PruneRequest,
+    ) -> Result<super::retention::PruneReport, WarehouseError> {
+        super::retention::prune(&self.connection, &self.platform_schema, request).await
+    }
+
     async fn claim_file_completion(
         &self,
         file_id: &str,

@@ -190,6 +190,13 @@ impl Warehouse for RedshiftWarehouse {
         self.connection.ping().await
     }
 
+    async fn prune(
+        &self,
+        request: &super::retention::PruneRequest,
+    ) -> Result<super::retention::PruneReport, WarehouseError> {
+        super::retention::prune(&self.connection, &self.platform_schema, request).await
+    }
+
     async fn claim_file_completion(
         &self,
         file_id: &str,
@@ -487,6 +494,16 @@ columns = [
             "{}",
             ddl[1]
         );
+        // The platform tables sort on their time column (Redshift only).
+        let sorted_on = ["loaded_at", "first_loaded_at", "rejected_at"];
+        for (ddl, column) in ddl[1..].iter().zip(sorted_on) {
+            assert!(
+                ddl.ends_with(&format!("\n) COMPOUND SORTKEY(\"{column}\")")),
+                "{ddl}"
+            );
+        }
+        let postgres = sql::platform_tables("ingest", sql::POSTGRES);
+        assert!(postgres.iter().all(|ddl| !ddl.contains("SORTKEY")));
         let target = sql::create_target_table(&table(), &columns()[..1], REDSHIFT);
         assert_eq!(
             target,

@@ -1,0 +1,164 @@
+//! Retention of the platform tables: rows older than `[retention]` says are deleted by
+//! `processor prune` (or counted, on a dry run). The ledger is kept for ever unless the
+//! config says otherwise (see `shared::config::MIN_LEDGER_RETENTION_DAYS`).
+
+use std::time::{Duration, SystemTime};
+
+use shared::config::RetentionSettings;
+use tokio_postgres::GenericClient;
+
+use super::WarehouseError;
+use super::connection::{Connection, statement_error};
+use super::files::file_loads_table;
+use super::sql::{ledger_table, rejects_table};
+
+/// What to prune: the cut-off time of each table (rows older go), `None` keeps the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneRequest {
+    pub rejects_before: Option<SystemTime>,
+    pub file_loads_before: Option<SystemTime>,
+    pub ledger_before: Option<SystemTime>,
+    /// Count what would go; delete nothing.
+    pub dry_run: bool,
+}
+
+impl PruneRequest {
+    /// The cut-offs of `retention` as of `now`.
+    pub fn new(retention: &RetentionSettings, now: SystemTime, dry_run: bool) -> Self {
+        let before = |keep: Option<Duration>| keep.and_then(|keep| now.checked_sub(keep));
+        Self {
+            rejects_before: before(retention.rejects),
+            file_loads_before: before(retention.file_loads),
+            ledger_before: before(retention.ledger),
+            dry_run,
+        }
+    }
+
+    /// Each table with its cut-off: (table, time column, extra condition, cut-off).
+    pub(crate) fn tables(&self) -> [(PlatformTable, Option<SystemTime>); 3] {
+        [
+            (PlatformTable::Rejects, self.rejects_before),
+            (PlatformTable::FileLoads, self.file_loads_before),
+            (PlatformTable::Ledger, self.ledger_before),
+        ]
+    }
+}
+
+/// A platform table retention applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlatformTable {
+    Rejects,
+    FileLoads,
+    Ledger,
+}
+
+impl PlatformTable {
+    /// The column whose time decides a row's age. A file's progress row ages from its
+    /// completion only: a file still missing parts stays until it is looked into.
+    pub(crate) fn time_column(self) -> &'static str {
+        match self {
+            PlatformTable::Rejects => "rejected_at",
+            PlatformTable::FileLoads => "completed_at",
+            PlatformTable::Ledger => "loaded_at",
+        }
+    }
+
+    fn quoted_name(self, schema: &str) -> String {
+        match self {
+            PlatformTable::Rejects => rejects_table(schema),
+            PlatformTable::FileLoads => file_loads_table(schema),
+            PlatformTable::Ledger => ledger_table(schema),
+        }
+    }
+}
+
+/// Rows pruned (or, on a dry run, that would be) per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub rejects: u64,
+    pub file_loads: u64,
+    pub ledger: u64,
+}
+
+impl PruneReport {
+    pub(crate) fn add(&mut self, table: PlatformTable, rows: u64) {
+        match table {
+            PlatformTable::Rejects => self.rejects += rows,
+            PlatformTable::FileLoads => self.file_loads += rows,
+            PlatformTable::Ledger => self.ledger += rows,
+        }
+    }
+}
+
+/// The statement that prunes (or counts) `table`'s rows older than `$1`; the same text
+/// for PostgreSQL and Redshift.
+pub(crate) fn prune_statement(schema: &str, table: PlatformTable, dry_run: bool) -> String {
+    let condition = format!("\"{}\" < $1", table.time_column());
+    let name = table.quoted_name(schema);
+    if dry_run {
+        format!("SELECT count(*) FROM {name} WHERE {condition}")
+    } else {
+        format!("DELETE FROM {name} WHERE {condition}")
+    }
+}
+
+/// Prunes the platform tables of `schema` on PostgreSQL or Redshift, one statement (and
+/// one commit) per table: each is complete on its own, so an interrupted prune is simply
+/// run again.
+pub(crate) async fn prune(
+    connection: &Connection,
+    schema: &str,
+    request: &PruneRequest,
+) -> Result<PruneReport, WarehouseError> {
+    let client = connection.client().await?;
+    let mut report = PruneReport::default();
+    for (table, before) in request.tables() {
+        let Some(before) = before else { continue };
+        let rows = prune_table(&*client, schema, table, before, request.dry_run).await?;
+        report.add(table, rows);
+    }
+    Ok(report)
+}
+
+async fn prune_table(
+    client: &impl GenericClient,
+    schema: &str,
+    table: PlatformTable,
+    before: SystemTime,
+    dry_run: bool,
+) -> Result<u64, WarehouseError> {
+    let statement = prune_statement(schema, table, dry_run);
+    let failed = statement_error("(platform)", "pruning the platform tables");
+    if dry_run {
+        let row = client
+            .query_one(&statement, &[&before])
+            .await
+            .map_err(failed)?;
+        Ok(row.get::<_, i64>(0).unsigned_abs())
+    } else {
+        client.execute(&statement, &[&before]).await.map_err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_offs_follow_the_retention_and_the_ledger_is_kept_by_default() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(400 * 86_400);
+        let request = PruneRequest::new(&RetentionSettings::default(), now, false);
+        let ninety_days_ago = now - Duration::from_secs(90 * 86_400);
+        assert_eq!(request.rejects_before, Some(ninety_days_ago));
+        assert_eq!(request.file_loads_before, Some(ninety_days_ago));
+        assert_eq!(request.ledger_before, None);
+        assert_eq!(
+            prune_statement("ingest", PlatformTable::FileLoads, false),
+            "DELETE FROM \"ingest\".\"file_loads\" WHERE \"completed_at\" < $1"
+        );
+        assert_eq!(
+            prune_statement("ingest", PlatformTable::Ledger, true),
+            "SELECT count(*) FROM \"ingest\".\"load_ledger\" WHERE \"loaded_at\" < $1"
+        );
+    }
+}
