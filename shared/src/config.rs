@@ -259,10 +259,32 @@ pub struct RedshiftSettings {
     pub staging_files: usize,
 }
 
-/// IAM authentication to a provisioned Redshift cluster: every new connection logs in with
-/// temporary credentials from `GetClusterCredentials` instead of a stored password.
+/// IAM authentication to Redshift: every new connection logs in with temporary credentials
+/// instead of a stored password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IamAuthSettings {
+    pub target: IamTarget,
+    /// How long the credentials last, 900–3600 s; only logins need them.
+    pub duration: Duration,
+}
+
+/// Whom the temporary credentials are asked of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IamTarget {
+    /// A provisioned cluster: `redshift:GetClusterCredentials`.
+    Cluster(ClusterIam),
+    /// A Serverless workgroup: `redshift-serverless:GetCredentials`; the database user
+    /// follows the caller's IAM identity (`IAMR:<role>` for a role).
+    Workgroup {
+        name: String,
+        /// The URL's database, which the credentials are for.
+        database: Option<String>,
+    },
+}
+
+/// `GetClusterCredentials`' parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterIam {
     pub cluster_id: String,
     /// The database user the credentials are for (the URL's user when not given).
     pub db_user: String,
@@ -270,8 +292,6 @@ pub struct IamAuthSettings {
     pub auto_create: bool,
     /// Groups the user joins for the session (`DbGroups`).
     pub db_groups: Vec<String>,
-    /// How long the credentials last, 900–3600 s; only logins need them.
-    pub duration: Duration,
 }
 
 /// The warehouse password in AWS Secrets Manager, read at every new login so a rotated
@@ -626,7 +646,62 @@ fn read_iam(
     url: Option<&url::Url>,
     issues: &mut Issues,
 ) -> Option<IamAuthSettings> {
-    let cluster_id = iam.required_string("cluster_id", issues).map(str::to_owned);
+    let duration = iam
+        .integer_in("duration_secs", 900..=3600, issues)
+        .map_or(Duration::from_secs(900), seconds);
+    let cluster_id = iam.string("cluster_id", issues);
+    let workgroup = iam.string("workgroup", issues);
+    let target = match (cluster_id, workgroup) {
+        (Some(cluster_id), None) => {
+            read_cluster_iam(iam, cluster_id, url, issues).map(IamTarget::Cluster)
+        }
+        (None, Some(name)) => {
+            let given = [
+                ("db_user", iam.string("db_user", issues).is_some()),
+                ("auto_create", iam.boolean("auto_create", issues).is_some()),
+                ("db_groups", iam.string_array("db_groups", issues).is_some()),
+            ];
+            for (key, _) in given.iter().filter(|(_, given)| *given) {
+                issues.push(
+                    iam.path_of(key),
+                    "only for a provisioned cluster (cluster_id): a Serverless workgroup's database user follows the IAM identity",
+                );
+            }
+            let database = url
+                .map(|u| u.path().trim_start_matches('/').to_owned())
+                .filter(|db| !db.is_empty());
+            Some(IamTarget::Workgroup {
+                name: name.to_owned(),
+                database,
+            })
+        }
+        (Some(_), Some(_)) => {
+            issues.push(
+                iam.path(),
+                "name cluster_id (provisioned) or workgroup (Serverless), not both",
+            );
+            None
+        }
+        (None, None) => {
+            issues.push(
+                iam.path(),
+                "needs cluster_id (a provisioned cluster) or workgroup (Redshift Serverless)",
+            );
+            None
+        }
+    };
+    Some(IamAuthSettings {
+        target: target?,
+        duration,
+    })
+}
+
+fn read_cluster_iam(
+    iam: &mut Fields<'_>,
+    cluster_id: &str,
+    url: Option<&url::Url>,
+    issues: &mut Issues,
+) -> Option<ClusterIam> {
     let url_user = url.map(url::Url::username).filter(|u| !u.is_empty());
     let db_user = match (iam.string("db_user", issues), url_user) {
         (Some(user), _) => Some(user.to_owned()),
@@ -646,15 +721,11 @@ fn read_iam(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let duration = iam
-        .integer_in("duration_secs", 900..=3600, issues)
-        .map_or(Duration::from_secs(900), seconds);
-    Some(IamAuthSettings {
-        cluster_id: cluster_id?,
+    Some(ClusterIam {
+        cluster_id: cluster_id.to_owned(),
         db_user: db_user?,
         auto_create,
         db_groups,
-        duration,
     })
 }
 
@@ -1221,7 +1292,7 @@ log_format = "xml"
                 "aws.attempt_timeout_secs: must be longer than queue.wait_time_secs (20 s), or every long poll times out",
                 "warehouse.url: unsupported scheme \"mysql\"; expected postgres://",
                 "telemetry.log_format: unknown log format \"xml\"; expected json or text",
-                "colour: unknown field; expected one of: aws, catalog, events, files, processor, queue, stream, telemetry, warehouse",
+                "colour: unknown field; expected one of: aws, catalog, events, files, processor, queue, retention, stream, telemetry, warehouse",
             ]
         );
     }
@@ -1387,10 +1458,12 @@ staging = "s3://ingest-staging/"
         assert_eq!(
             config.warehouse.expect("warehouse").iam,
             Some(IamAuthSettings {
-                cluster_id: "analytics".into(),
-                db_user: "loader".into(),
-                auto_create: false,
-                db_groups: vec!["loaders".into()],
+                target: IamTarget::Cluster(ClusterIam {
+                    cluster_id: "analytics".into(),
+                    db_user: "loader".into(),
+                    auto_create: false,
+                    db_groups: vec!["loaders".into()],
+                }),
                 duration: Duration::from_secs(900),
             })
         );
@@ -1408,6 +1481,44 @@ staging = "s3://ingest-staging/"
                 "warehouse.iam: IAM authentication replaces the password: remove warehouse.password, warehouse.password_secret and the URL's password",
                 "warehouse.iam: only for kind = \"redshift\"",
                 "warehouse.redshift: unknown field; expected one of: iam, kind, password, password_secret, password_secret_key, tls, tls_ca_file, url",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_serverless_workgroup_logs_in_with_get_credentials() {
+        let text = r#"
+[warehouse]
+kind = "redshift"
+url = "postgres://analytics.123456789012.eu-west-1.redshift-serverless.amazonaws.com:5439/dev"
+
+[warehouse.iam]
+workgroup = "analytics"
+duration_secs = 1800
+
+[warehouse.redshift]
+iam_role = "arn:aws:iam::123456789012:role/redshift-copy"
+staging = "s3://ingest-staging/"
+"#;
+        let config = PlatformConfig::from_toml(text, "test", env(&[])).expect("valid");
+        assert_eq!(
+            config.warehouse.expect("warehouse").iam,
+            Some(IamAuthSettings {
+                target: IamTarget::Workgroup {
+                    name: "analytics".into(),
+                    database: Some("dev".into()),
+                },
+                duration: Duration::from_secs(1800),
+            })
+        );
+        assert_eq!(
+            issues_of(text, &[("INGEST_WAREHOUSE__IAM__CLUSTER_ID", "analytics")]),
+            ["warehouse.iam: name cluster_id (provisioned) or workgroup (Serverless), not both"]
+        );
+        assert_eq!(
+            issues_of(text, &[("INGEST_WAREHOUSE__IAM__DB_USER", "loader")]),
+            [
+                "warehouse.iam.db_user: only for a provisioned cluster (cluster_id): a Serverless workgroup's database user follows the IAM identity"
             ]
         );
     }

@@ -207,10 +207,7 @@ pub async fn connect_warehouse(
 /// URL's password.
 fn login(settings: &WarehouseSettings, sdk_config: &SdkConfig) -> Login {
     match (&settings.iam, &settings.password_secret) {
-        (Some(iam), _) => Login::Iam(Arc::new(IamLogin {
-            client: aws_sdk_redshift::Client::new(sdk_config),
-            settings: iam.clone(),
-        })),
+        (Some(iam), _) => Login::Iam(Arc::new(IamLogin::new(sdk_config, iam))),
         (None, Some(secret)) => Login::Secret(Arc::new(SecretLogin {
             client: aws_sdk_secretsmanager::Client::new(sdk_config),
             secret: secret.clone(),

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use shared::config::{IamAuthSettings, PasswordSecret, Secret, TlsMode, redact_url};
+use shared::config::{PasswordSecret, Secret, TlsMode, redact_url};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::WarehouseError;
+pub use super::iam::IamLogin;
 use shared::error::{BoxError, context};
 
 /// How connections are made: plain TCP, or TLS with a verified certificate.
@@ -81,8 +82,9 @@ pub enum Login {
     /// With the user and password in the URL (or none: trust, peer).
     #[default]
     Url,
-    /// With temporary credentials from Redshift's `GetClusterCredentials`, fetched for every
-    /// new connection (they expire; an open session does not).
+    /// With temporary credentials from Redshift's `GetClusterCredentials` (a provisioned
+    /// cluster) or `GetCredentials` (a Serverless workgroup), fetched for every new
+    /// connection (they expire; an open session does not).
     Iam(Arc<IamLogin>),
     /// With the URL's user and the password in a Secrets Manager secret, read for every
     /// new connection: a rotated password reaches the running processor at its next login.
@@ -134,62 +136,6 @@ fn password_in(text: &str, key: &str) -> Result<String, String> {
         None => Err(format!(
             "the secret is a JSON object without the key {key:?} (warehouse.password_secret_key)"
         )),
-    }
-}
-
-#[derive(Debug)]
-pub struct IamLogin {
-    pub client: aws_sdk_redshift::Client,
-    pub settings: IamAuthSettings,
-}
-
-impl IamLogin {
-    /// `(user, password)` for one login.
-    pub async fn credentials(&self) -> Result<(String, String), WarehouseError> {
-        let settings = &self.settings;
-        let failed = |source: BoxError, retryable: bool| WarehouseError::Connect {
-            url: format!("redshift cluster {}", settings.cluster_id),
-            source,
-            retryable,
-        };
-        let output = self
-            .client
-            .get_cluster_credentials()
-            .cluster_identifier(&settings.cluster_id)
-            .db_user(&settings.db_user)
-            .auto_create(settings.auto_create)
-            .set_db_groups((!settings.db_groups.is_empty()).then(|| settings.db_groups.clone()))
-            .duration_seconds(i32::try_from(settings.duration.as_secs()).unwrap_or(900))
-            .send()
-            .await
-            .map_err(|err| {
-                use aws_sdk_redshift::error::ProvideErrorMetadata;
-                let retryable = !matches!(
-                    err.code(),
-                    Some(
-                        "ClusterNotFound"
-                            | "ClusterNotFoundFault"
-                            | "UnsupportedOperation"
-                            | "AccessDenied"
-                            | "InvalidParameterValue"
-                    )
-                );
-                let what = match err.message() {
-                    Some(message) => format!(
-                        "GetClusterCredentials failed: {} ({message})",
-                        err.code().unwrap_or("error")
-                    ),
-                    None => "GetClusterCredentials failed".to_owned(),
-                };
-                failed(context(what, err), retryable)
-            })?;
-        match (output.db_user, output.db_password) {
-            (Some(user), Some(password)) => Ok((user, password)),
-            _ => Err(failed(
-                "GetClusterCredentials returned no user or password".into(),
-                true,
-            )),
-        }
     }
 }
 

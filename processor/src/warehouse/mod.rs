@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod files;
+mod iam;
 pub mod postgres;
 mod protocol;
 pub mod redshift;

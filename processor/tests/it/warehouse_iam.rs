@@ -9,7 +9,7 @@ use std::time::Duration;
 use processor::warehouse::WarehouseError;
 use processor::warehouse::connection::{Connection, Connector, IamLogin, Login};
 use shared::aws::load_sdk_config;
-use shared::config::IamAuthSettings;
+use shared::config::ClusterIam;
 use shared::error::Classify;
 use test_support::{emulator_settings, postgres_url, unique_name};
 
@@ -18,15 +18,15 @@ async fn redshift_client() -> aws_sdk_redshift::Client {
 }
 
 fn login(client: aws_sdk_redshift::Client, cluster_id: &str, db_user: &str) -> Login {
-    Login::Iam(Arc::new(IamLogin {
+    Login::Iam(Arc::new(IamLogin::Cluster {
         client,
-        settings: IamAuthSettings {
+        settings: ClusterIam {
             cluster_id: cluster_id.to_owned(),
             db_user: db_user.to_owned(),
             auto_create: false,
             db_groups: Vec::new(),
-            duration: Duration::from_secs(900),
         },
+        duration: Duration::from_secs(900),
     }))
 }
 
