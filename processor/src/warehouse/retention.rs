@@ -34,7 +34,7 @@ impl PruneRequest {
         }
     }
 
-    /// Each table with its cut-off: (table, time column, extra condition, cut-off).
+    /// Each table with its cut-off.
     pub(crate) fn tables(&self) -> [(PlatformTable, Option<SystemTime>); 3] {
         [
             (PlatformTable::Rejects, self.rejects_before),
@@ -63,6 +63,7 @@ impl PlatformTable {
         }
     }
 
+    /// The table in a PostgreSQL or Redshift schema, quoted.
     fn quoted_name(self, schema: &str) -> String {
         match self {
             PlatformTable::Rejects => rejects_table(schema),
@@ -90,11 +91,15 @@ impl PruneReport {
     }
 }
 
-/// The statement that prunes (or counts) `table`'s rows older than `$1`; the same text
-/// for PostgreSQL and Redshift.
-pub(crate) fn prune_statement(schema: &str, table: PlatformTable, dry_run: bool) -> String {
-    let condition = format!("\"{}\" < $1", table.time_column());
-    let name = table.quoted_name(schema);
+/// The statement that prunes (or counts) the rows of `table`, stored as `name`, older than
+/// the one parameter (`placeholder`: `$1` for PostgreSQL and Redshift, `?1` for SQLite).
+pub(crate) fn prune_statement(
+    name: &str,
+    table: PlatformTable,
+    placeholder: &str,
+    dry_run: bool,
+) -> String {
+    let condition = format!("\"{}\" < {placeholder}", table.time_column());
     if dry_run {
         format!("SELECT count(*) FROM {name} WHERE {condition}")
     } else {
@@ -127,7 +132,7 @@ async fn prune_table(
     before: SystemTime,
     dry_run: bool,
 ) -> Result<u64, WarehouseError> {
-    let statement = prune_statement(schema, table, dry_run);
+    let statement = prune_statement(&table.quoted_name(schema), table, "$1", dry_run);
     let failed = statement_error("(platform)", "pruning the platform tables");
     if dry_run {
         let row = client
@@ -152,12 +157,13 @@ mod tests {
         assert_eq!(request.rejects_before, Some(ninety_days_ago));
         assert_eq!(request.file_loads_before, Some(ninety_days_ago));
         assert_eq!(request.ledger_before, None);
+        let (file_loads, ledger) = (PlatformTable::FileLoads, PlatformTable::Ledger);
         assert_eq!(
-            prune_statement("ingest", PlatformTable::FileLoads, false),
+            prune_statement(&file_loads.quoted_name("ingest"), file_loads, "$1", false),
             "DELETE FROM \"ingest\".\"file_loads\" WHERE \"completed_at\" < $1"
         );
         assert_eq!(
-            prune_statement("ingest", PlatformTable::Ledger, true),
+            prune_statement(&ledger.quoted_name("ingest"), ledger, "$1", true),
             "SELECT count(*) FROM \"ingest\".\"load_ledger\" WHERE \"loaded_at\" < $1"
         );
     }

@@ -27,7 +27,7 @@ use shared::error::Classify;
 
 use super::files::{self, Claim, FileCompletion};
 use super::protocol::{LoadSteps, LoadedPart, Staged, WriteSteps, run_load};
-use super::retention::{PlatformTable, PruneReport, PruneRequest};
+use super::retention::{PlatformTable, PruneReport, PruneRequest, prune_statement};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, STAGING_TABLE, quote_ident};
 use super::{
     ItemSource, LoadRecord, LoadReport, StagedRowsSink, Warehouse, WarehouseError, drain_items,
@@ -682,13 +682,11 @@ impl Warehouse for SqliteWarehouse {
         self.step("(platform)", "pruning the platform tables", move |conn| {
             let mut report = PruneReport::default();
             for (table, name, before) in tables {
-                let condition = format!("{} < ?1", table.time_column());
+                let sql = prune_statement(&name, table, "?1", dry_run);
                 let rows = if dry_run {
-                    let sql = format!("SELECT count(*) FROM {name} WHERE {condition}");
                     conn.query_row(&sql, params![before], |row| row.get::<_, i64>(0))?
                         .unsigned_abs()
                 } else {
-                    let sql = format!("DELETE FROM {name} WHERE {condition}");
                     conn.execute(&sql, params![before])? as u64
                 };
                 report.add(table, rows);
