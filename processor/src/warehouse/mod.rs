@@ -165,9 +165,12 @@ impl ItemRows {
 }
 
 /// What one load did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadReport {
     pub items_loaded: usize,
+    /// The idempotency keys this load wrote to the ledger, each once (what the worker counts
+    /// bytes of: a duplicate in the same batch or an item already loaded read nothing).
+    pub loaded_keys: Vec<String>,
     /// Items whose key the ledger already held: their rows were not loaded again.
     pub items_skipped: usize,
     /// Rows staged for the loaded items.

@@ -391,6 +391,7 @@ impl LoadRecord {
     pub fn report(&self, items_skipped: usize, staged: &Staged, rows_written: u64) -> LoadReport {
         LoadReport {
             items_loaded: self.ledger.len(),
+            loaded_keys: self.ledger.iter().map(|row| row.key.clone()).collect(),
             items_skipped,
             rows_staged: staged.rows,
             rows_written,
@@ -480,6 +481,7 @@ mod tests {
             ),
             LoadReport {
                 items_loaded: 2,
+                loaded_keys: vec!["k1".into(), "k2".into()],
                 items_skipped: 1,
                 rows_staged: 12,
                 rows_written: 9,

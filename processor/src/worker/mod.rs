@@ -269,10 +269,7 @@ impl Worker {
     ) {
         let dataset = self.dataset_label(dataset);
         if report.items_loaded > 0 {
-            let bytes: u64 = items
-                .iter()
-                .map(|(item, message_bytes)| item.source_bytes(*message_bytes))
-                .sum();
+            let bytes = bytes_of_loaded_items(items, &report.loaded_keys);
             metrics::counter!(names::BYTES_READ_TOTAL, "dataset" => dataset.clone())
                 .increment(bytes);
             let now_ms = shared::stream::epoch_millis(std::time::SystemTime::now());
@@ -320,6 +317,19 @@ impl Worker {
     }
 }
 
+/// The bytes read by a load: each loaded key's item once, with its message's size.
+fn bytes_of_loaded_items(items: &[(&WorkItem, usize)], loaded_keys: &[String]) -> u64 {
+    let mut counted = std::collections::HashSet::new();
+    items
+        .iter()
+        .filter(|(item, _)| {
+            let key = item.idempotency_key();
+            loaded_keys.iter().any(|k| k == key.as_str()) && counted.insert(key)
+        })
+        .map(|(item, message_bytes)| item.source_bytes(*message_bytes))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +345,31 @@ mod tests {
         let delays: Vec<u64> = (1..=5).map(|n| settings.backoff(n).as_secs()).collect();
         assert_eq!(delays, [10, 20, 40, 60, 60]);
         assert_eq!(settings.heartbeat_interval(), Duration::from_secs(10));
+    }
+
+    fn file(key: &str, size: u64) -> WorkItem {
+        WorkItem::File(shared::envelope::FileItem {
+            dataset: "orders".into(),
+            bucket: "landing".into(),
+            key: key.into(),
+            version_id: None,
+            etag: "e".into(),
+            size,
+            range: None,
+            part: None,
+            format: shared::catalog::FileFormat::Csv,
+            compression: shared::catalog::Compression::None,
+            created_at_ms: None,
+        })
+    }
+
+    #[test]
+    fn bytes_count_each_loaded_item_once_and_nothing_of_skipped_ones() {
+        let (a, b) = (file("a.csv", 100), file("b.csv", 7));
+        // `a` delivered twice in one batch, `b` already in the ledger.
+        let items = [(&a, 500), (&a, 500), (&b, 500)];
+        let loaded = [a.idempotency_key().as_str().to_owned()];
+        assert_eq!(bytes_of_loaded_items(&items, &loaded), 100);
+        assert_eq!(bytes_of_loaded_items(&items, &[]), 0);
     }
 }
