@@ -107,6 +107,11 @@ impl<'a> Fields<'a> {
         self.table.get(key)
     }
 
+    /// The raw value of `key`, for fields of more than one type.
+    pub(crate) fn value(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.get(key)
+    }
+
     fn wrong_type(&self, key: &str, expected: &str, found: &Value, issues: &mut Issues) {
         issues.push(
             self.path_of(key),

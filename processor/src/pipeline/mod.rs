@@ -33,12 +33,14 @@ pub enum PipelineError {
     #[error(transparent)]
     Transform(#[from] TransformError),
     #[error(
-        "{source_url}: {rejected} rows rejected, over the dataset's limit of {limit}; most common: {reasons}"
+        "{source_url}: {rejected} rows rejected{read}, over the dataset's limit of {limit}; most common: {reasons}"
     )]
     TooManyRejects {
         source_url: String,
         rejected: usize,
-        limit: u64,
+        /// `" of N read"` once the item is read to its end.
+        read: String,
+        limit: shared::catalog::RejectLimit,
         reasons: String,
     },
 }

@@ -29,6 +29,8 @@ pub(super) struct FileRows {
     source_url: String,
     pending: VecDeque<RecordBatch>,
     rejects: Vec<Reject>,
+    /// Rows read so far, good and rejected (what a share limit is a share of).
+    rows_read: u64,
 }
 
 impl FileRows {
@@ -48,6 +50,7 @@ impl FileRows {
             transformer,
             pending: VecDeque::new(),
             rejects: Vec::new(),
+            rows_read: 0,
         }
     }
 }
@@ -70,13 +73,15 @@ impl RowSource for FileRows {
                 None => {
                     self.chunks = None;
                     self.finished = true;
-                    check_reject_limit(&self.dataset, &self.source_url, &self.rejects)?;
+                    let read = Some(self.rows_read);
+                    check_reject_limit(&self.dataset, &self.source_url, &self.rejects, read)?;
                     return Ok(None);
                 }
                 Some(chunk) => {
                     let typed = chunk?;
+                    self.rows_read += (typed.batch.num_rows() + typed.rejects.len()) as u64;
                     self.rejects.extend(typed.rejects);
-                    check_reject_limit(&self.dataset, &self.source_url, &self.rejects)?;
+                    check_reject_limit(&self.dataset, &self.source_url, &self.rejects, None)?;
                     let (output, rejects) = self.transformer.apply(vec![typed.batch]).await?;
                     self.rejects.extend(rejects);
                     self.pending
@@ -152,6 +157,7 @@ impl RowSource for RecordsRows {
                 &self.dataset,
                 &format!("kinesis://{}/{}", records.stream, records.shard_id),
                 &rejects,
+                Some(list.len() as u64),
             )?;
             self.rows = MemoryRows::new(
                 output.into_iter().filter(|b| b.num_rows() > 0).collect(),
@@ -233,12 +239,20 @@ fn typed_records(
     Ok((typed.batch, typed.rejects))
 }
 
+/// Fails an item whose rejects are over its dataset's limit: with `read`, the item's rows
+/// are all read; without, more may follow, and only a count limit can be passed already.
 fn check_reject_limit(
     dataset: &Dataset,
     source_url: &str,
     rejects: &[Reject],
+    read: Option<u64>,
 ) -> Result<(), PipelineError> {
-    if (rejects.len() as u64) <= dataset.reject_limit {
+    let rejected = rejects.len() as u64;
+    let over = match read {
+        Some(read) => dataset.reject_limit.exceeded(rejected, read),
+        None => dataset.reject_limit.exceeded_already(rejected),
+    };
+    if !over {
         return Ok(());
     }
     // Group reasons by what precedes the offending value, e.g. "column amount".
@@ -258,6 +272,7 @@ fn check_reject_limit(
     Err(PipelineError::TooManyRejects {
         source_url: source_url.to_owned(),
         rejected: rejects.len(),
+        read: read.map_or_else(String::new, |n| format!(" of {n} read")),
         limit: dataset.reject_limit,
         reasons,
     })
@@ -291,14 +306,44 @@ columns = [{ name = "id", type = "int64" }]
             reject("column id: \"a\" is not a valid int64"),
             reject("column id: \"b\" is not a valid int64"),
         ];
-        assert!(check_reject_limit(dataset, "s3://b/t/1.csv", &rejects).is_ok());
+        assert!(check_reject_limit(dataset, "s3://b/t/1.csv", &rejects, None).is_ok());
         let mut more = rejects.clone();
         more.push(reject("expected 1 fields, found 2"));
-        let err = check_reject_limit(dataset, "s3://b/t/1.csv", &more).expect_err("over the limit");
+        let err =
+            check_reject_limit(dataset, "s3://b/t/1.csv", &more, None).expect_err("over the limit");
         assert_eq!(
             err.to_string(),
-            "s3://b/t/1.csv: 3 rows rejected, over the dataset's limit of 2; most common: column id (2), expected 1 fields, found 2 (1)"
+            "s3://b/t/1.csv: 3 rows rejected, over the dataset's limit of 2 rows; most common: column id (2), expected 1 fields, found 2 (1)"
         );
         assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn a_share_limit_waits_for_the_item_to_be_read_and_counts_every_row() {
+        let text = r#"
+[datasets.t]
+format = "csv"
+target = "s.t"
+reject_limit = "10%"
+s3 = { prefix = "t/" }
+columns = [{ name = "id", type = "int64" }]
+"#;
+        let catalog = Catalog::from_toml(text, "t").expect("valid");
+        let dataset = catalog.get("t").expect("present");
+        let rejects: Vec<Reject> = (0..3)
+            .map(|n| Reject {
+                row_number: Some(n),
+                raw: None,
+                reason: "column id: bad".into(),
+            })
+            .collect();
+        let url = "s3://b/t/1.csv";
+        assert!(check_reject_limit(dataset, url, &rejects, None).is_ok());
+        assert!(check_reject_limit(dataset, url, &rejects, Some(30)).is_ok());
+        let err = check_reject_limit(dataset, url, &rejects, Some(29)).expect_err("over 10 %");
+        assert_eq!(
+            err.to_string(),
+            "s3://b/t/1.csv: 3 rows rejected of 29 read, over the dataset's limit of 10%; most common: column id (3)"
+        );
     }
 }

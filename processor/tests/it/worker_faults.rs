@@ -95,7 +95,8 @@ impl Warehouse for Slow {
 }
 
 /// The pipeline of the example catalog, with `order_items` given a reject limit.
-async fn pipeline(catalog_text: &str, reject_limit: Option<u64>) -> Arc<Pipeline> {
+/// `reject_limit` is the setting's TOML value (`3`, `"20%"`).
+async fn pipeline(catalog_text: &str, reject_limit: Option<&str>) -> Arc<Pipeline> {
     let mut text = catalog_text.to_owned();
     if let Some(limit) = reject_limit {
         text = text.replace(
@@ -121,7 +122,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(reject_limit: Option<u64>) -> Self {
+    async fn new(reject_limit: Option<&str>) -> Self {
         let clients = clients().await;
         let schemas = TestSchemas::new();
         let catalog_text = schemas.retarget(CATALOG);
@@ -437,7 +438,7 @@ async fn a_load_aborted_before_commit_leaves_nothing_and_the_redelivery_loads_on
 
 #[tokio::test]
 async fn a_file_over_its_reject_limit_goes_to_the_dlq_with_the_reasons() {
-    let fixture = Fixture::new(Some(3)).await;
+    let fixture = Fixture::new(Some("3")).await;
     let item = fixture
         .upload_items_csv("landing/order_items/dirty.csv", 40, Some(5))
         .await;
@@ -457,7 +458,7 @@ async fn a_file_over_its_reject_limit_goes_to_the_dlq_with_the_reasons() {
     };
     assert!(
         reason.ends_with(
-            "8 rows rejected, over the dataset's limit of 3; most common: column quantity (8)"
+            "8 rows rejected, over the dataset's limit of 3 rows; most common: column quantity (8)"
         ),
         "{reason}"
     );
@@ -488,8 +489,52 @@ async fn a_file_over_its_reject_limit_goes_to_the_dlq_with_the_reasons() {
 }
 
 #[tokio::test]
+async fn a_share_limit_loads_a_file_within_it_and_dead_letters_one_over_it() {
+    let fixture = Fixture::new(Some("\"20%\"")).await;
+    let warehouse: Arc<dyn Warehouse> = Arc::new(
+        PostgresWarehouse::connect(&postgres_url(), &fixture.platform)
+            .await
+            .expect("connect"),
+    );
+    let worker = fixture.worker(warehouse, Duration::from_secs(30));
+    // 8 bad rows of 40 is 20 %: within the limit, though over any count under 8.
+    let within = fixture
+        .upload_items_csv("landing/order_items/within.csv", 40, Some(5))
+        .await;
+    fixture.send(&within).await;
+    let outcome = worker
+        .handle(&fixture.receive_one(Duration::from_secs(30)).await)
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Done(report) if report.rows_staged == 32 && report.rows_rejected == 8),
+        "{outcome:?}"
+    );
+    // 10 bad rows of 40 is 25 %.
+    let over = fixture
+        .upload_items_csv("landing/order_items/over.csv", 40, Some(4))
+        .await;
+    fixture.send(&over).await;
+    let outcome = worker
+        .handle(&fixture.receive_one(Duration::from_secs(30)).await)
+        .await;
+    let Outcome::DeadLettered { reason } = outcome else {
+        panic!("expected dead-lettering, got {outcome:?}");
+    };
+    assert!(
+        reason.ends_with(
+            "10 rows rejected of 40 read, over the dataset's limit of 20%; most common: column quantity (10)"
+        ),
+        "{reason}"
+    );
+    let items = format!("SELECT count(*) FROM {}.order_items", fixture.sales);
+    assert_eq!(fixture.count(&items).await, 32);
+    let rejects = format!("SELECT count(*) FROM {}.rejects", fixture.platform);
+    assert_eq!(fixture.count(&rejects).await, 8);
+}
+
+#[tokio::test]
 async fn a_redriven_item_loads_exactly_once_after_its_cause_is_fixed() {
-    let fixture = Fixture::new(Some(3)).await;
+    let fixture = Fixture::new(Some("3")).await;
     let item = fixture
         .upload_items_csv("landing/order_items/dirty again.csv", 40, Some(5))
         .await;
@@ -518,7 +563,7 @@ async fn a_redriven_item_loads_exactly_once_after_its_cause_is_fixed() {
 
     // The operator raises the limit (a catalog change and a restart), then redrives.
     let fixed = fixture.worker_with(
-        pipeline(&fixture.catalog_text, Some(10)).await,
+        pipeline(&fixture.catalog_text, Some("10")).await,
         warehouse,
         Duration::from_secs(30),
     );

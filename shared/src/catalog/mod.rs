@@ -17,8 +17,10 @@ use crate::error::{Classify, Retryability};
 use crate::toml_walk::{Fields, Issues, join_path, type_name};
 pub use crate::toml_walk::{Issue, render_issues};
 pub use redshift::{DEFAULT_MAX_LENGTH, Distribution, MAX_VARCHAR_BYTES, RedshiftLayout, TooLong};
+pub use reject_limit::{DEFAULT_REJECT_LIMIT, RejectLimit};
 
 mod redshift;
+mod reject_limit;
 
 /// Names starting with this prefix are reserved for the columns the platform adds
 /// (lineage, load time).
@@ -29,10 +31,6 @@ pub(crate) const MAX_IDENTIFIER_BYTES: usize = 127;
 
 /// The transform applied when a dataset names none.
 pub(crate) const DEFAULT_TRANSFORM_SQL: &str = "SELECT * FROM input";
-
-/// The reject limit applied when a dataset names none: rows per work item that may be
-/// rejected before the whole item fails.
-pub(crate) const DEFAULT_REJECT_LIMIT: u64 = 1000;
 
 /// How a file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -213,7 +211,8 @@ pub struct Dataset {
     pub target: TableName,
     /// Merge keys; empty means append (idempotent through the lineage columns).
     pub key_columns: Vec<String>,
-    pub reject_limit: u64,
+    /// Bad rows a work item may have before it fails as a whole.
+    pub reject_limit: RejectLimit,
     pub s3: Option<S3Route>,
     pub stream: Option<StreamRoute>,
     /// The table's layout on Redshift.
@@ -541,9 +540,7 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
     if plain && fields.contains("redshift") {
         redshift::check_layout_columns(&fields, &redshift, &columns, issues);
     }
-    let reject_limit = fields
-        .integer_in("reject_limit", 0..=i64::MAX, issues)
-        .map_or(DEFAULT_REJECT_LIMIT, |n| n.unsigned_abs());
+    let reject_limit = RejectLimit::read(&mut fields, issues).unwrap_or(DEFAULT_REJECT_LIMIT);
     fields.finish(issues);
     if issues.len() > errors_before {
         return None;

@@ -34,7 +34,13 @@ fn example_catalog_loads_with_every_dataset() {
     let events = catalog.get("order_status_events").expect("present");
     assert!(events.key_columns.is_empty());
     assert_eq!(events.format, FileFormat::Jsonl);
-    assert_eq!(events.reject_limit, 100);
+    assert_eq!(
+        events.reject_limit,
+        RejectLimit {
+            rows: 100,
+            share_ppm: None
+        }
+    );
     assert_eq!(
         catalog.get("orders").expect("present").reject_limit,
         DEFAULT_REJECT_LIMIT
@@ -84,7 +90,7 @@ target = "events.status"
             "datasets.orders.target: target \"sales\" must be written schema.table",
             "datasets.orders.key[0]: key column \"order_id\" must be declared nullable = false",
             "datasets.orders.key[1]: key column \"missing\" is not a column of the dataset",
-            "datasets.orders.reject_limit: -1 is out of range; expected 0 to 9223372036854775807",
+            "datasets.orders.reject_limit: -1 is negative; expected a count (1000), a share (\"2%\") or both (\"2% or 1000\")",
             "datasets.orders.colour: unknown field; expected one of: columns, compression, csv, description, format, key, redshift, reject_limit, s3, stream, target, transform",
         ]
     );
