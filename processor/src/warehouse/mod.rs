@@ -7,6 +7,7 @@
 //! lineage is new), writes their rejects and their ledger rows, and commits.
 
 pub mod connection;
+pub mod evolution;
 pub mod files;
 mod iam;
 pub mod postgres;

@@ -8,7 +8,7 @@ use crate::pipeline::lineage;
 
 /// A column of a warehouse table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ColumnDef {
+pub struct ColumnDef {
     pub name: String,
     pub sql_type: String,
     pub nullable: bool,

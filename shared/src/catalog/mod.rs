@@ -32,6 +32,27 @@ pub(crate) const MAX_IDENTIFIER_BYTES: usize = 127;
 /// The transform applied when a dataset names none.
 pub(crate) const DEFAULT_TRANSFORM_SQL: &str = "SELECT * FROM input";
 
+/// What may happen to a dataset's target table when the catalog changes (dlt's schema
+/// contracts): `evolve` adds columns and makes safe widenings; `freeze` refuses any change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaContract {
+    #[default]
+    Evolve,
+    Freeze,
+}
+
+impl SchemaContract {
+    pub const NAMES: &'static str = "evolve, freeze";
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "evolve" => Some(Self::Evolve),
+            "freeze" => Some(Self::Freeze),
+            _ => None,
+        }
+    }
+}
+
 /// How a file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -213,6 +234,8 @@ pub struct Dataset {
     pub key_columns: Vec<String>,
     /// Bad rows a work item may have before it fails as a whole.
     pub reject_limit: RejectLimit,
+    /// What may change in the target table when the catalog changes.
+    pub schema_contract: SchemaContract,
     pub s3: Option<S3Route>,
     pub stream: Option<StreamRoute>,
     /// The table's layout on Redshift.
@@ -541,6 +564,7 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         redshift::check_layout_columns(&fields, &redshift, &columns, issues);
     }
     let reject_limit = RejectLimit::read(&mut fields, issues).unwrap_or(DEFAULT_REJECT_LIMIT);
+    let schema_contract = read_schema_contract(&mut fields, issues);
     fields.finish(issues);
     if issues.len() > errors_before {
         return None;
@@ -556,9 +580,26 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         target: target?,
         key_columns,
         reject_limit,
+        schema_contract,
         s3,
         stream,
         redshift,
+    })
+}
+
+fn read_schema_contract(fields: &mut Fields<'_>, issues: &mut Issues) -> SchemaContract {
+    let Some(text) = fields.string("schema_contract", issues) else {
+        return SchemaContract::default();
+    };
+    SchemaContract::parse(text).unwrap_or_else(|| {
+        issues.push(
+            fields.path_of("schema_contract"),
+            format!(
+                "unknown contract {text:?}; expected one of {}",
+                SchemaContract::NAMES
+            ),
+        );
+        SchemaContract::default()
     })
 }
 
