@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use processor::operations::check::{check_catalog, render_report};
+use processor::operations::check::{check_catalog, plan_tables, render_report};
+use processor::serve::connect_warehouse;
 use shared::catalog::Catalog;
 use shared::config::PlatformConfig;
 
@@ -13,6 +14,10 @@ pub struct Args {
     /// Catalog file; defaults to [catalog] path of the config.
     #[arg(long)]
     catalog: Option<PathBuf>,
+    /// Also read every target table from the configured warehouse and print what start-up
+    /// would change (tables created, columns added or widened) or refuse; changes nothing.
+    #[arg(long)]
+    warehouse: bool,
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
@@ -30,5 +35,33 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
         checks.len(),
         failed
     );
-    Ok(super::exit_code(failed == 0))
+    let refused = if args.warehouse {
+        print_table_plans(config, &catalog).await?
+    } else {
+        0
+    };
+    Ok(super::exit_code(failed == 0 && refused == 0))
+}
+
+/// Prints what start-up would do to each target table; returns how many are refused.
+async fn print_table_plans(config: &PlatformConfig, catalog: &Catalog) -> anyhow::Result<usize> {
+    let settings = config.warehouse()?;
+    let warehouse = connect_warehouse(config, settings).await?;
+    let plans = plan_tables(warehouse.as_ref(), catalog).await?;
+    println!("warehouse tables (nothing changed):");
+    for plan in &plans {
+        println!("  {}", plan.to_string().replace('\n', "\n  "));
+    }
+    let refused = plans.iter().filter(|plan| plan.is_refused()).count();
+    println!(
+        "{} table(s): {} to create, {} to change, {} refused",
+        plans.len(),
+        plans.iter().filter(|plan| plan.create).count(),
+        plans
+            .iter()
+            .filter(|plan| !plan.create && !plan.steps.is_empty())
+            .count(),
+        refused
+    );
+    Ok(refused)
 }

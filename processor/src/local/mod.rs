@@ -318,28 +318,20 @@ fn queues(db: &EmbeddedDb) -> (Arc<EmbeddedQueue>, Arc<EmbeddedQueue>) {
     (Arc::new(queue), Arc::new(dead_letter))
 }
 
-/// The platform tables and every dataset's target; returns (dataset, table) of each.
+/// The platform tables and every dataset's target, created or evolved as `serve` does;
+/// returns (dataset, table) of each.
 async fn create_tables(
     warehouse: &SqliteWarehouse,
     catalog: &Catalog,
     pipeline: &Pipeline,
 ) -> Result<Vec<(String, String)>, DemoError> {
-    warehouse
-        .ensure_platform_tables()
+    crate::serve::create_tables(warehouse, catalog, pipeline)
         .await
-        .map_err(|err| step("creating the platform tables")(err))?;
-    let mut tables = Vec::new();
-    for dataset in catalog.datasets() {
-        let schema = pipeline
-            .load_schema(&dataset.name)
-            .ok_or_else(|| DemoError::Setup(format!("dataset {} has no plan", dataset.name)))?;
-        warehouse
-            .ensure_target(dataset, schema)
-            .await
-            .map_err(|err| step("creating the target tables")(err))?;
-        tables.push((dataset.name.clone(), table_name(&dataset.target)));
-    }
-    Ok(tables)
+        .map_err(|err| step("creating the warehouse tables")(err))?;
+    Ok(catalog
+        .datasets()
+        .map(|dataset| (dataset.name.clone(), table_name(&dataset.target)))
+        .collect())
 }
 
 /// Both ingest paths: the landing files planned and sent like S3 notifications, and the

@@ -10,7 +10,9 @@ use shared::catalog::{Catalog, Dataset, RESERVED_COLUMN_PREFIX, check_identifier
 
 use crate::pipeline::lineage;
 use crate::pipeline::transform::{TransformError, Transformer};
+use crate::warehouse::evolution::SchemaPlan;
 use crate::warehouse::postgres::binary_copy::pg_type;
+use crate::warehouse::{Warehouse, WarehouseError};
 
 /// One output column of a dataset's transform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,23 @@ async fn plan_output(dataset: &Dataset) -> Result<Vec<OutputColumn>, String> {
         });
     }
     Ok(output)
+}
+
+/// What each dataset's target table needs (create, evolve, refused), read from the
+/// warehouse without changing anything. Datasets whose transform does not plan are left
+/// out: [`check_catalog`] reports them.
+pub async fn plan_tables(
+    warehouse: &dyn Warehouse,
+    catalog: &Catalog,
+) -> Result<Vec<SchemaPlan>, WarehouseError> {
+    let mut plans = Vec::with_capacity(catalog.len());
+    for dataset in catalog.datasets() {
+        let Ok(schema) = Transformer::new(dataset).output_schema().await else {
+            continue;
+        };
+        plans.push(warehouse.plan_target(dataset, &schema).await?);
+    }
+    Ok(plans)
 }
 
 /// Checks every dataset of a catalog.

@@ -216,19 +216,31 @@ fn login(settings: &WarehouseSettings, sdk_config: &SdkConfig) -> Login {
     }
 }
 
-/// The platform tables and every dataset's target, created where missing.
-async fn create_tables(
+/// The platform tables and every dataset's target, created where missing and evolved to
+/// the catalog; refused changes fail start-up, all of them listed, before any work is taken.
+pub async fn create_tables(
     control: &dyn Warehouse,
     catalog: &Catalog,
     pipeline: &Pipeline,
 ) -> Result<(), WarehouseError> {
     control.ensure_platform_tables().await?;
+    let mut refused = Vec::new();
     for dataset in catalog.datasets() {
-        if let Some(load_schema) = pipeline.load_schema(&dataset.name) {
-            control.ensure_target(dataset, load_schema).await?;
+        let Some(load_schema) = pipeline.load_schema(&dataset.name) else {
+            continue;
+        };
+        match control.ensure_target(dataset, load_schema).await {
+            Ok(plan) if plan.is_unchanged() => {}
+            Ok(plan) => tracing::info!(dataset = %dataset.name, "target table: {plan}"),
+            Err(WarehouseError::SchemaRefused { plans }) => refused.extend(plans),
+            Err(err) => return Err(err),
         }
     }
-    Ok(())
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(WarehouseError::SchemaRefused { plans: refused })
+    }
 }
 
 /// Installs the metrics recorder the config names: Prometheus (served at `/metrics`) or

@@ -140,6 +140,11 @@ impl fmt::Display for SchemaPlan {
     }
 }
 
+/// Plans one per line block, for logs and errors.
+pub fn render_plans(plans: &[SchemaPlan]) -> String {
+    plans.iter().map(|plan| format!("\n{plan}")).collect()
+}
+
 /// A warehouse type, whatever its spelling (`int8` and `BIGINT`, `character varying(9)`
 /// and `VARCHAR(9)`), so a table read back compares with the columns the sink would create.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod redshift;
 pub mod retention;
 pub mod sql;
 pub mod sqlite;
+mod target_table;
 
 pub use protocol::Drained;
 pub(crate) use protocol::{LoadRecord, StagedRowsSink, drain_items, with_sequence};
@@ -227,6 +228,11 @@ pub enum WarehouseError {
     ConcurrentLoad { dataset: String, key: String },
     #[error(transparent)]
     Source(SourceError),
+    #[error(
+        "the catalog asks for table changes that are refused; nothing was changed and no work taken:{}",
+        evolution::render_plans(plans)
+    )]
+    SchemaRefused { plans: Vec<evolution::SchemaPlan> },
 }
 
 impl Classify for WarehouseError {
@@ -238,6 +244,7 @@ impl Classify for WarehouseError {
             WarehouseError::ConcurrentLoad { .. } => true,
             WarehouseError::Encode { .. }
             | WarehouseError::Schema { .. }
+            | WarehouseError::SchemaRefused { .. }
             | WarehouseError::Rows { .. }
             | WarehouseError::Tls { .. } => false,
             WarehouseError::Source(err) => err.0.is_retryable(),
@@ -259,12 +266,21 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
     /// Creates the ledger and rejects tables if missing.
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError>;
 
-    /// Creates the dataset's target table (and schema) for the load schema if missing.
+    /// Creates the dataset's target table (and schema) for the load schema if missing, or
+    /// evolves it ([`evolution`]) under a lock; a plan with refusals changes nothing and
+    /// fails with [`WarehouseError::SchemaRefused`].
     async fn ensure_target(
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-    ) -> Result<(), WarehouseError>;
+    ) -> Result<evolution::SchemaPlan, WarehouseError>;
+
+    /// What [`Warehouse::ensure_target`] would do, changing nothing.
+    async fn plan_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<evolution::SchemaPlan, WarehouseError>;
 
     /// Loads the items in one transaction, following the load protocol. Items whose key
     /// the ledger holds are skipped without reading their rows.

@@ -25,6 +25,7 @@ use shared::catalog::{Dataset, TableName};
 use shared::embedded::{EmbeddedDb, EmbeddedError, sql_error};
 use shared::error::Classify;
 
+use super::evolution::{self, Capabilities, ExistingTable, SchemaPlan, TableColumn};
 use super::files::{self, Claim, FileCompletion};
 use super::protocol::{LoadSteps, LoadedPart, Staged, WriteSteps, run_load};
 use super::retention::{PlatformTable, PruneReport, PruneRequest, prune_statement};
@@ -81,6 +82,70 @@ fn statement_error(
         retryable: err.is_retryable(),
         source: Box::new(err),
     }
+}
+
+/// SQLite adds columns; its column types are storage classes (`INTEGER` holds every
+/// integer width, `TEXT` every string length and decimal), so a widening changes nothing,
+/// and it cannot change a column's type or `NOT NULL` in place.
+const CAPABILITIES: Capabilities = Capabilities {
+    widen_numbers: false,
+    widen_strings: false,
+    drop_not_null: false,
+};
+
+/// The statements that create a target and its unique index on the merge key.
+fn create_target(dataset: &Dataset, table: &str, columns: &[ColumnDef]) -> Vec<String> {
+    let keys = merge_keys(dataset);
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  {} TEXT NOT NULL DEFAULT ({NOW})\n)",
+            quote_ident(table),
+            sql::column_defs(columns),
+            quote_ident(lineage::LOADED_AT),
+        ),
+        format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+            quote_ident(&merge_key_index(table)),
+            quote_ident(table),
+            keys.iter()
+                .map(|k| quote_ident(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ]
+}
+
+fn merge_key_index(table: &str) -> String {
+    format!("{table}_merge_key")
+}
+
+/// The target's columns and merge key, or `None` when it does not exist.
+fn describe_target(
+    conn: &rusqlite::Connection,
+    table: &str,
+) -> rusqlite::Result<Option<ExistingTable>> {
+    let mut columns = conn.prepare(&format!("PRAGMA table_info({})", quote_ident(table)))?;
+    let columns: Vec<TableColumn> = columns
+        .query_map([], |row| {
+            Ok(TableColumn {
+                name: row.get(1)?,
+                sql_type: row.get(2)?,
+                nullable: row.get::<_, i64>(3)? == 0,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let index = merge_key_index(table);
+    let mut key = conn.prepare(&format!("PRAGMA index_info({})", quote_ident(&index)))?;
+    let key: Vec<String> = key
+        .query_map([], |row| row.get(2))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(ExistingTable {
+        columns,
+        key: (!key.is_empty()).then_some(key),
+    }))
 }
 
 /// The embedded warehouse over one connection to the database file.
@@ -585,48 +650,42 @@ impl Warehouse for SqliteWarehouse {
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-    ) -> Result<(), WarehouseError> {
+    ) -> Result<SchemaPlan, WarehouseError> {
         let columns = column_defs(&dataset.name, schema)?;
         let table = table_name(&dataset.target);
         let target = format!("{}.{}", dataset.target.schema, dataset.target.table);
-        let keys = merge_keys(dataset);
-        let statements = vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  {} TEXT NOT NULL DEFAULT ({NOW})\n)",
-                quote_ident(&table),
-                sql::column_defs(&columns),
-                quote_ident(lineage::LOADED_AT),
-            ),
-            format!(
-                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
-                quote_ident(&format!("{table}_merge_key")),
-                quote_ident(&table),
-                keys.iter()
-                    .map(|k| quote_ident(k))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ];
+        let create = create_target(dataset, &table, &columns);
         let targets = self.targets();
         let _gate = self.gate.lock().await;
-        let (owner_table, owner_target) = (table.clone(), target.clone());
-        let owner: String = self
-            .step(&dataset.name, "registering the target table", move |conn| {
+        let (owned, owned_dataset) = ((table.clone(), target.clone()), dataset.clone());
+        let (owner, plan) = self
+            .step(&dataset.name, "creating or evolving the target table", move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 tx.execute(
                     &format!("INSERT INTO {targets} (table_name, target) VALUES (?1, ?2) ON CONFLICT (table_name) DO NOTHING"),
-                    params![owner_table, owner_target],
+                    params![owned.0, owned.1],
                 )?;
-                let owner = tx.query_row(
+                let owner: String = tx.query_row(
                     &format!("SELECT target FROM {targets} WHERE table_name = ?1"),
-                    params![owner_table],
+                    params![owned.0],
                     |row| row.get(0),
                 )?;
+                let existing = describe_target(&tx, &owned.0)?;
+                let plan = evolution::plan(&owned_dataset, &columns, existing.as_ref(), CAPABILITIES);
+                if owner != owned.1 || plan.is_refused() {
+                    return Ok((owner, plan)); // rolled back: nothing changes
+                }
+                let statements = if plan.create {
+                    create
+                } else {
+                    let quoted = quote_ident(&owned.0);
+                    plan.steps.iter().map(|step| evolution::step_statement(&quoted, step)).collect()
+                };
                 for statement in &statements {
                     tx.execute_batch(statement)?;
                 }
                 tx.commit()?;
-                Ok(owner)
+                Ok((owner, plan))
             })
             .await?;
         if owner != target {
@@ -637,7 +696,31 @@ impl Warehouse for SqliteWarehouse {
                 ),
             });
         }
-        Ok(())
+        if plan.is_refused() {
+            return Err(WarehouseError::SchemaRefused { plans: vec![plan] });
+        }
+        Ok(plan)
+    }
+
+    async fn plan_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<SchemaPlan, WarehouseError> {
+        let columns = column_defs(&dataset.name, schema)?;
+        let table = table_name(&dataset.target);
+        let owned_dataset = dataset.clone();
+        let _gate = self.gate.lock().await;
+        self.step(&dataset.name, "reading the target table", move |conn| {
+            let existing = describe_target(conn, &table)?;
+            Ok(evolution::plan(
+                &owned_dataset,
+                &columns,
+                existing.as_ref(),
+                CAPABILITIES,
+            ))
+        })
+        .await
     }
 
     async fn load(

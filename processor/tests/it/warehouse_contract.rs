@@ -497,6 +497,96 @@ async fn prune_deletes_the_rows_older_than_their_cut_off_and_keeps_the_rest(harn
     assert_eq!(report.items_skipped, 1);
 }
 
+/// The orders load schema with `extra` columns after `status`, and `status` typed
+/// `status_type`.
+fn schema_with(status_type: DataType, extra: &[(&str, DataType)]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("status", status_type, true),
+    ];
+    fields.extend(
+        extra
+            .iter()
+            .map(|(name, t)| Field::new(*name, t.clone(), true)),
+    );
+    fields.extend(lineage::fields());
+    Arc::new(Schema::new(fields))
+}
+
+async fn a_catalog_change_adds_columns_and_refuses_a_type_change(harness: &dyn Harness) {
+    let (dataset, warehouse) = harness.with_target(true).await;
+    let old_rows = item(1, 2, &[(1, "placed", 1), (2, "placed", 2)]);
+    warehouse
+        .load_rows(&dataset, &load_schema(), &[old_rows])
+        .await
+        .expect("old rows");
+    // The catalog gains `channel`: added, nullable; the rows already loaded hold NULL.
+    let wider = schema_with(DataType::Utf8, &[("channel", DataType::Utf8)]);
+    let plan = warehouse
+        .ensure_target(&dataset, &wider)
+        .await
+        .expect("evolve");
+    assert!(!plan.create && plan.steps.len() == 1, "{plan}");
+    assert!(plan.to_string().contains("+ add column channel"), "{plan}");
+    let again = warehouse
+        .ensure_target(&dataset, &wider)
+        .await
+        .expect("again");
+    assert!(
+        again.is_unchanged(),
+        "a second start-up changes nothing: {again}"
+    );
+    let base = batch(&[(3, "placed", 3), (1, "shipped", 4)]);
+    let mut columns = base.columns().to_vec();
+    columns.insert(
+        2,
+        Arc::new(StringArray::from(vec!["web", "shop"])) as ArrayRef,
+    );
+    let rows = RecordBatch::try_new(Arc::clone(&wider), columns).expect("batch");
+    let new_rows = ItemRows {
+        key: key(3, 4),
+        source: "kinesis://orders".into(),
+        batches: vec![rows],
+        rejects: Vec::new(),
+    };
+    warehouse
+        .load_rows(&dataset, &wider, &[new_rows])
+        .await
+        .expect("new rows");
+    assert_eq!(
+        harness.column_text("channel").await,
+        [
+            (1, Some("shop".to_owned())),
+            (2, None),
+            (3, Some("web".to_owned()))
+        ]
+    );
+    // The old load schema still loads: the column it lacks stays NULL.
+    warehouse
+        .load_rows(&dataset, &load_schema(), &[item(5, 5, &[(4, "placed", 5)])])
+        .await
+        .expect("old schema");
+    assert_eq!(harness.column_text("channel").await[3], (4, None));
+    // `status` becomes an integer: refused before anything changes, naming both types.
+    let changed = schema_with(DataType::Int64, &[("channel", DataType::Utf8)]);
+    let planned = warehouse
+        .plan_target(&dataset, &changed)
+        .await
+        .expect("plan");
+    assert!(planned.is_refused(), "{planned}");
+    let err = warehouse
+        .ensure_target(&dataset, &changed)
+        .await
+        .expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("orders (orders)") && message.contains("refused: column status"),
+        "{message}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(harness.rows().await.len(), 4);
+}
+
 macro_rules! contract {
     ($($check:ident),* $(,)?) => {
         mod postgres {
@@ -535,6 +625,7 @@ contract!(
     a_completed_file_is_claimed_once,
     values_that_look_like_sql_are_stored_verbatim,
     prune_deletes_the_rows_older_than_their_cut_off_and_keeps_the_rest,
+    a_catalog_change_adds_columns_and_refuses_a_type_change,
 );
 
 /// The embedded warehouse stores each supported type as the module documents.

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use processor::operations::redrive::{RedriveOptions, RedriveOutcome, redrive};
 use processor::pipeline::Pipeline;
+use processor::warehouse::evolution::SchemaPlan;
 use processor::warehouse::postgres::PostgresWarehouse;
 use processor::warehouse::{ItemSource, LoadReport, Warehouse, WarehouseError};
 use processor::worker::{BatchSettings, Outcome, Worker};
@@ -48,8 +49,15 @@ impl Warehouse for Slow {
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-    ) -> Result<(), WarehouseError> {
+    ) -> Result<SchemaPlan, WarehouseError> {
         self.inner.ensure_target(dataset, schema).await
+    }
+    async fn plan_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<SchemaPlan, WarehouseError> {
+        self.inner.plan_target(dataset, schema).await
     }
     async fn load(
         &self,

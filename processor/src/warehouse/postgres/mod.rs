@@ -13,9 +13,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
 use super::connection::{Connection, Connector, Login, statement_error};
+use super::evolution::{Capabilities, SchemaPlan};
 use super::files;
 use super::protocol::{LoadSteps, Staged, WriteSteps, run_load};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
+use super::target_table::{self, TargetSetup};
 use super::{
     Drained, ItemSource, LoadRecord, LoadReport, StagedRowsSink, Warehouse, WarehouseError,
     drain_items, merge_keys,
@@ -41,6 +43,40 @@ pub(crate) fn column_defs(
         pg_type(field.data_type())
     })
 }
+
+/// How PostgreSQL creates a target (schema, table, unique index on the merge key) and
+/// changes it: every safe widening and `DROP NOT NULL`, in one transaction under the DDL
+/// lock.
+fn target_setup(dataset: &Dataset, columns: &[ColumnDef]) -> TargetSetup {
+    let keys = merge_keys(dataset);
+    let index = format!(
+        "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+        quote_ident(&merge_key_index(dataset)),
+        sql::qualified(&dataset.target),
+        keys.iter()
+            .map(|k| quote_ident(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    TargetSetup {
+        lock: DDL_LOCK.to_owned(),
+        create: vec![
+            sql::create_schema(&dataset.target.schema),
+            sql::create_target_table(&dataset.target, columns, sql::POSTGRES),
+            index,
+        ],
+        capabilities: Capabilities {
+            widen_numbers: true,
+            widen_strings: true,
+            drop_not_null: true,
+        },
+        key_index: Some(merge_key_index(dataset)),
+        widen_outside_transaction: false,
+    }
+}
+
+/// Serialises the platform's DDL across tasks.
+const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('redshift-ingest ddl', 0))";
 
 impl PostgresWarehouse {
     /// Connects without TLS; `platform_schema` holds the ledger and rejects tables.
@@ -72,11 +108,9 @@ impl PostgresWarehouse {
         action: &'static str,
         statements: &[String],
     ) -> Result<(), WarehouseError> {
-        let locked: Vec<String> = std::iter::once(
-            "SELECT pg_advisory_xact_lock(hashtextextended('redshift-ingest ddl', 0))".to_owned(),
-        )
-        .chain(statements.iter().cloned())
-        .collect();
+        let locked: Vec<String> = std::iter::once(DDL_LOCK.to_owned())
+            .chain(statements.iter().cloned())
+            .collect();
         self.connection
             .run_in_transaction(dataset, action, &locked)
             .await
@@ -152,25 +186,30 @@ impl Warehouse for PostgresWarehouse {
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-    ) -> Result<(), WarehouseError> {
+    ) -> Result<SchemaPlan, WarehouseError> {
         let columns = column_defs(&dataset.name, schema)?;
-        let keys = merge_keys(dataset);
-        let index = format!(
-            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
-            quote_ident(&merge_key_index(dataset)),
-            sql::qualified(&dataset.target),
-            keys.iter()
-                .map(|k| quote_ident(k))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let statements = [
-            sql::create_schema(&dataset.target.schema),
-            sql::create_target_table(&dataset.target, &columns, sql::POSTGRES),
-            index,
-        ];
-        self.run_ddl(&dataset.name, "creating the target table", &statements)
-            .await
+        target_table::ensure(
+            &self.connection,
+            dataset,
+            &columns,
+            &target_setup(dataset, &columns),
+        )
+        .await
+    }
+
+    async fn plan_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<SchemaPlan, WarehouseError> {
+        let columns = column_defs(&dataset.name, schema)?;
+        target_table::plan(
+            &self.connection,
+            dataset,
+            &columns,
+            &target_setup(dataset, &columns),
+        )
+        .await
     }
 
     async fn load(

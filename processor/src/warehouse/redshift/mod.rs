@@ -25,9 +25,11 @@ use shared::catalog::{Dataset, TooLong};
 use shared::config::RedshiftSettings;
 
 use super::connection::{Connection, Connector, Login};
+use super::evolution::{Capabilities, SchemaPlan};
 use super::files;
 use super::protocol::run_load;
 use super::sql::{self, ColumnDef, REDSHIFT};
+use super::target_table::{self, TargetSetup};
 use super::{ItemSource, LoadReport, Warehouse, WarehouseError};
 use crate::pipeline::lineage;
 
@@ -171,6 +173,31 @@ impl RedshiftWarehouse {
         })
     }
 
+    /// How Redshift creates a target (with its layout) and changes it: new columns in a
+    /// transaction that holds the ledger lock every writer takes first; `VARCHAR` widenings
+    /// after it, since Redshift alters a column's type only outside a transaction block and
+    /// no other type (`r_ALTER_TABLE.html`); `NOT NULL` stays.
+    fn target_setup(&self, dataset: &Dataset, columns: &[ColumnDef]) -> TargetSetup {
+        TargetSetup {
+            lock: statements::lock_ledger(&self.ledger()),
+            create: vec![
+                sql::create_schema(&dataset.target.schema),
+                format!(
+                    "{} {}",
+                    sql::create_target_table(&dataset.target, columns, REDSHIFT),
+                    statements::table_layout(&dataset.redshift)
+                ),
+            ],
+            capabilities: Capabilities {
+                widen_numbers: false,
+                widen_strings: true,
+                drop_not_null: false,
+            },
+            key_index: None,
+            widen_outside_transaction: true,
+        }
+    }
+
     fn ledger(&self) -> String {
         sql::ledger_table(&self.platform_schema)
     }
@@ -242,20 +269,22 @@ impl Warehouse for RedshiftWarehouse {
         &self,
         dataset: &Dataset,
         schema: &SchemaRef,
-    ) -> Result<(), WarehouseError> {
+    ) -> Result<SchemaPlan, WarehouseError> {
         let columns = redshift_columns(dataset, schema)?;
         check_layout(dataset, &columns)?;
-        let statements = [
-            sql::create_schema(&dataset.target.schema),
-            format!(
-                "{} {}",
-                sql::create_target_table(&dataset.target, &columns, REDSHIFT),
-                statements::table_layout(&dataset.redshift)
-            ),
-        ];
-        self.connection
-            .run_in_transaction(&dataset.name, "creating the target table", &statements)
-            .await
+        let setup = self.target_setup(dataset, &columns);
+        target_table::ensure(&self.connection, dataset, &columns, &setup).await
+    }
+
+    async fn plan_target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<SchemaPlan, WarehouseError> {
+        let columns = redshift_columns(dataset, schema)?;
+        check_layout(dataset, &columns)?;
+        let setup = self.target_setup(dataset, &columns);
+        target_table::plan(&self.connection, dataset, &columns, &setup).await
     }
 
     async fn load(

@@ -27,6 +27,8 @@ pub trait Harness: Send + Sync {
     async fn rejects(&self) -> Vec<(i64, Option<String>, String)>;
     /// The reason of every reject, whatever row it names (or none).
     async fn reject_reasons(&self) -> Vec<String>;
+    /// (order_id, `column` as text) of the target, by order id.
+    async fn column_text(&self, column: &str) -> Vec<(i64, Option<String>)>;
     fn dataset(&self, keyed: bool) -> Dataset;
     /// A catalog's text with its `sales.` and `events.` targets moved into this harness's
     /// own tables.
@@ -119,6 +121,16 @@ impl Harness for Postgres {
         rows.expect("rejects").iter().map(|r| r.get(0)).collect()
     }
 
+    async fn column_text(&self, column: &str) -> Vec<(i64, Option<String>)> {
+        let sql = format!(
+            "SELECT order_id, \"{column}\"::text FROM {}.orders ORDER BY order_id",
+            self.schema
+        );
+        let rows = self.client().await.query(&sql, &[]).await;
+        let rows = rows.expect("column");
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
     fn dataset(&self, keyed: bool) -> Dataset {
         orders_dataset(&self.schema, keyed)
     }
@@ -169,6 +181,10 @@ impl Harness for Redshift {
 
     async fn reject_reasons(&self) -> Vec<String> {
         self.postgres.reject_reasons().await
+    }
+
+    async fn column_text(&self, column: &str) -> Vec<(i64, Option<String>)> {
+        self.postgres.column_text(column).await
     }
 
     fn dataset(&self, keyed: bool) -> Dataset {
@@ -236,6 +252,13 @@ impl Harness for Sqlite {
 
     async fn reject_reasons(&self) -> Vec<String> {
         self.query("SELECT reason FROM ingest_rejects", |r| r.get(0))
+    }
+
+    async fn column_text(&self, column: &str) -> Vec<(i64, Option<String>)> {
+        let sql = format!(
+            "SELECT order_id, CAST(\"{column}\" AS TEXT) FROM sales_orders ORDER BY order_id"
+        );
+        self.query(&sql, |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     fn dataset(&self, keyed: bool) -> Dataset {
