@@ -26,6 +26,11 @@ use crate::support::orders::key;
 use crate::support::redshift::RedshiftPeer;
 
 fn dataset(schema: &str, keyed: bool) -> Dataset {
+    dataset_with_label(schema, keyed, "")
+}
+
+/// The dataset with `label_extra` in the `label` column (`, max_length = 1000`).
+fn dataset_with_label(schema: &str, keyed: bool, label_extra: &str) -> Dataset {
     let text = format!(
         r#"
 [datasets.kinds]
@@ -40,7 +45,7 @@ columns = [
   {{ name = "single", type = "float32" }},
   {{ name = "double", type = "float64" }},
   {{ name = "flag", type = "bool" }},
-  {{ name = "label", type = "string" }},
+  {{ name = "label", type = "string"{label_extra} }},
   {{ name = "day", type = "date" }},
   {{ name = "at", type = "timestamp" }},
   {{ name = "at_utc", type = "timestamptz" }},
@@ -176,6 +181,19 @@ async fn run_every_statement(warehouse: &dyn Warehouse, schemas: &TestSchemas) {
             panic!("the completed file is claimed: {claim:?}");
         }
     }
+    // Schema evolution: a column added in the transaction, `label` widened after it.
+    let evolved = dataset_with_label(&schemas.sales, true, ", max_length = 1000");
+    let mut fields: Vec<Field> = load_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.insert(11, Field::new("added", DataType::Int64, true));
+    let plan = warehouse
+        .ensure_target(&evolved, &Arc::new(Schema::new(fields)))
+        .await
+        .expect("evolve");
+    assert_eq!(plan.steps.len(), 2, "{plan}");
     // Retention: the dry run's counts and the deletes.
     for dry_run in [true, false] {
         let now = std::time::SystemTime::now();
@@ -234,6 +252,18 @@ async fn every_statement_of_the_redshift_sink_is_redshift_sql() {
         ]
     );
 
+    // The widening reached the table.
+    let widened: i32 = test_support::pg_client()
+        .await
+        .query_one(
+            "SELECT character_maximum_length FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'kinds' AND column_name = 'label'",
+            &[&schemas.sales],
+        )
+        .await
+        .expect("label")
+        .get(0);
+    assert_eq!(widened, 1000);
+
     let mut statements = peer.standin.statements();
     assert!(
         statements.len() > 20,
@@ -280,6 +310,7 @@ fn the_gate_fails_statements_redshift_refuses() {
         "MERGE INTO sales.orders AS t USING src ON t.id = src.id WHEN MATCHED THEN DELETE",
         "MERGE INTO \"sales\".\"orders\" USING (SELECT 1 AS id) AS s ON \"sales\".\"orders\".id = s.id WHEN MATCHED THEN DELETE",
         "SELECT * FROM t FOR UPDATE",
+        "ALTER TABLE t ALTER COLUMN \"a\" TYPE BIGINT",
     ];
     for sql in denied {
         assert!(!violations(sql).is_empty(), "not denied: {sql}");
@@ -287,6 +318,46 @@ fn the_gate_fails_statements_redshift_refuses() {
     // Names and values that only look like those forms are not.
     assert!(violations("INSERT INTO \"on conflict\" (\"returning\") VALUES ('ANY(')").is_empty());
     assert!(violations("CREATE TABLE t (\"text\" VARCHAR(65535))").is_empty());
+    assert!(violations("ALTER TABLE t ALTER COLUMN \"type\" TYPE VARCHAR(300)").is_empty());
+}
+
+/// Redshift alters a column's type only outside a transaction block; so does the stand-in.
+#[tokio::test]
+async fn the_stand_in_alters_a_column_type_only_outside_a_transaction() {
+    let peer = RedshiftPeer::start().await;
+    let (client, connection) = tokio_postgres::connect(peer.standin.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let table = format!("public.{}", unique_name("widen").replace('-', "_"));
+    client
+        .batch_execute(&format!("CREATE TABLE {table} (\"label\" VARCHAR(10))"))
+        .await
+        .expect("create");
+    let alter = format!("ALTER TABLE {table} ALTER COLUMN \"label\" TYPE VARCHAR(20)");
+    // In one query with its BEGIN, or after a BEGIN of its own.
+    for (before, sql) in [
+        ("", format!("BEGIN; {alter}; COMMIT")),
+        ("BEGIN", alter.clone()),
+    ] {
+        if !before.is_empty() {
+            client.batch_execute(before).await.expect("begin");
+        }
+        let inside = client
+            .batch_execute(&sql)
+            .await
+            .expect_err("refused in a transaction block");
+        assert!(
+            format!("{inside:?}").contains("cannot run inside a transaction block"),
+            "{inside:?}"
+        );
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+    }
+    client.batch_execute(&alter).await.expect("outside a block");
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .expect("drop");
 }
 
 /// The SQL an operator runs on a real cluster (`infra/redshift-check/check.sql`) is

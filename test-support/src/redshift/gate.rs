@@ -77,6 +77,12 @@ pub fn violations(sql: &str) -> Vec<String> {
         code.starts_with("CREATE") && code.contains("TABLE") && has_text_column(&code),
         "TEXT is VARCHAR(256) on Redshift: free text needs an explicit size",
     );
+    if let Some(at) = altered_type(&code) {
+        deny(
+            !at.starts_with("VARCHAR") && !at.starts_with("CHARACTER VARYING"),
+            "ALTER COLUMN … TYPE changes only the size of a VARCHAR column",
+        );
+    }
     if let Some(merge) = code.find("MERGE INTO ") {
         let after = &code[merge + "MERGE INTO ".len()..];
         let mut words = after.split(' ').filter(|w| !w.is_empty());
@@ -91,6 +97,36 @@ pub fn violations(sql: &str) -> Vec<String> {
         );
     }
     found
+}
+
+/// The new type of an `ALTER TABLE … ALTER COLUMN … TYPE …` (upper-cased code).
+fn altered_type(code: &str) -> Option<&str> {
+    if !code.starts_with("ALTER TABLE") {
+        return None;
+    }
+    let alter = code.find(" ALTER COLUMN ")?;
+    let after = &code[alter..];
+    after
+        .find(" TYPE ")
+        .map(|at| after[at + " TYPE ".len()..].trim())
+}
+
+/// Whether `sql` alters a column's type: Redshift runs that only outside a transaction
+/// block (`r_ALTER_TABLE.html`).
+pub fn alters_column_type(sql: &str) -> bool {
+    code_only(sql)
+        .split(';')
+        .any(|statement| altered_type(statement.trim()).is_some())
+}
+
+/// Whether `sql` (one simple query, maybe several statements) opens a transaction block.
+pub fn opens_transaction(sql: &str) -> bool {
+    code_only(sql).split(';').any(|statement| {
+        let statement = statement.trim();
+        statement == "BEGIN"
+            || statement.starts_with("BEGIN ")
+            || statement.starts_with("START TRANSACTION")
+    })
 }
 
 /// Whether a `CREATE TABLE` declares a column of type `TEXT` (`, TEXT` or `( TEXT` after a

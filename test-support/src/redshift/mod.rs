@@ -190,6 +190,8 @@ struct Flow {
     /// `ReadyForQuery` messages the client waits for, and those it got.
     expected: u64,
     answered: u64,
+    /// The session is inside a transaction block, as the last `ReadyForQuery` said.
+    in_transaction: bool,
     divert: Option<mpsc::UnboundedSender<Message>>,
 }
 
@@ -243,6 +245,7 @@ async fn pass_answers(
         if message.tag == b'Z' {
             client.flush().await?;
             flow.answered += 1;
+            flow.in_transaction = message.body.first().is_some_and(|status| *status != b'I');
             session.idle.notify_waiters();
         } else if server_buffer_empty(&server) {
             client.flush().await?;
@@ -324,6 +327,15 @@ impl Requests {
         if let Some(command) = copy::parse(sql) {
             let sql = self.run_copy(command).await;
             return message.with_sql(&sql);
+        }
+        if gate::alters_column_type(sql)
+            && (gate::opens_transaction(sql) || self.session.flow.lock().await.in_transaction)
+        {
+            return message.with_sql(&raise_with(
+                "25001",
+                "ALTER TABLE ALTER COLUMN cannot run inside a transaction block",
+                None,
+            ));
         }
         let refused = gate::violations(sql);
         if !refused.is_empty() {
