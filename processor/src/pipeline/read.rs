@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore};
-use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat, type_label};
+use shared::catalog::{Compression, CsvOptions, Dataset, FileFormat, UnknownColumns, type_label};
 use shared::envelope::{ByteRange, FileItem, normalize_etag};
 use shared::error::{BoxError, Classify, Retryability, context};
 use tokio::sync::mpsc;
@@ -410,7 +410,7 @@ fn read_csv(
     let layout = match names {
         Some(names) => header_layout(dataset, &names, item)?,
         None => FieldLayout {
-            field_of_column: (0..column_count).collect(),
+            field_of_column: (0..column_count).map(Some).collect(),
             fields: column_count,
         },
     };
@@ -428,15 +428,17 @@ fn read_csv(
     Ok(())
 }
 
-/// Where a CSV row's fields go: the field of each catalog column, and how many fields a
-/// row has.
+/// Where a CSV row's fields go: the field of each catalog column (`None`: an optional
+/// column the file lacks, loaded as NULL), and how many fields a row has.
 #[derive(Debug)]
 struct FieldLayout {
-    field_of_column: Vec<usize>,
+    field_of_column: Vec<Option<usize>>,
     fields: usize,
 }
 
-/// The layout a header gives; a header that lacks a catalog column fails the file.
+/// The layout a header gives. An optional (nullable) column the header lacks loads as
+/// NULL; a required one fails the file, with what the header looks like; a column the
+/// catalog does not name is ignored, or fails the file under `unknown_columns = "reject"`.
 fn header_layout(
     dataset: &Dataset,
     names: &[String],
@@ -451,24 +453,68 @@ fn header_layout(
         .columns
         .iter()
         .zip(&positions)
-        .filter(|(_, position)| position.is_none())
+        .filter(|(column, position)| position.is_none() && !column.nullable)
         .map(|(c, _)| c.name.as_str())
         .collect();
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|name| !dataset.columns.iter().any(|c| &c.name == *name))
+        .map(String::as_str)
+        .collect();
+    let shape = |reason: String| ReadError::Shape {
+        source_url: source_url(item),
+        dataset: dataset.name.clone(),
+        reason,
+    };
     if !missing.is_empty() {
-        return Err(ReadError::Shape {
-            source_url: source_url(item),
-            dataset: dataset.name.clone(),
-            reason: format!(
-                "the header lacks column(s) {}; it has {}",
-                missing.join(", "),
-                names.join(", ")
-            ),
-        });
+        return Err(shape(format!(
+            "the header lacks required column(s) {}; it has {}{}",
+            missing.join(", "),
+            names.join(", "),
+            header_hint(dataset, names)
+        )));
+    }
+    if dataset.unknown_columns == UnknownColumns::Reject && !unknown.is_empty() {
+        return Err(shape(format!(
+            "the header has column(s) the catalog does not name: {} (unknown_columns = \"reject\"; add them to the catalog or set unknown_columns = \"ignore\")",
+            unknown.join(", ")
+        )));
     }
     Ok(FieldLayout {
-        field_of_column: positions.into_iter().flatten().collect(),
+        field_of_column: positions,
         fields: names.len(),
     })
+}
+
+/// What a header that does not match the catalog looks like: another delimiter, or no
+/// header at all (names are already compared trimmed and in lower case).
+fn header_hint(dataset: &Dataset, names: &[String]) -> String {
+    let known = |name: &str| dataset.columns.iter().any(|c| c.name == name.trim());
+    for (delimiter, label) in [
+        (';', "semicolon"),
+        ('\t', "tab"),
+        ('|', "pipe"),
+        (',', "comma"),
+    ] {
+        if u8::try_from(delimiter).ok() == Some(dataset.csv.delimiter) {
+            continue;
+        }
+        let split: Vec<&str> = names.iter().flat_map(|n| n.split(delimiter)).collect();
+        if split.len() > names.len() && split.iter().filter(|n| known(n)).count() >= 2 {
+            let shown = if delimiter == '\t' {
+                "\\t".to_owned()
+            } else {
+                delimiter.to_string()
+            };
+            return format!(
+                ". The header looks {label}-delimited: set csv = {{ delimiter = \"{shown}\" }} for this dataset"
+            );
+        }
+    }
+    if !names.iter().any(|n| known(n)) {
+        return ". No header name matches the catalog: if the file has no header row, set csv = { header = false }".to_owned();
+    }
+    String::new()
 }
 
 /// One CSV record as a row, or as a reject when its field count or encoding is wrong.
@@ -496,14 +542,14 @@ fn push_csv_record(
         });
         return;
     }
-    let cells: Result<Vec<&str>, _> = layout
+    let cells: Result<Vec<Option<&str>>, _> = layout
         .field_of_column
         .iter()
-        .map(|&i| std::str::from_utf8(&record[i]))
+        .map(|field| field.map(|i| std::str::from_utf8(&record[i])).transpose())
         .collect();
     match cells {
         Ok(cells) => rows.push(
-            cells.into_iter().map(Some),
+            cells.into_iter(),
             row_number,
             Some(raw()),
             offset.to_string(),

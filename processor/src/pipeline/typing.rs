@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use shared::catalog::{Column, Dataset, type_label};
+use shared::catalog::{Column, Dataset, UnknownColumns, type_label};
 
 use crate::pipeline::lineage;
 use crate::warehouse::Reject;
@@ -271,6 +271,19 @@ pub(crate) fn json_cells(
             json_kind(value)
         ));
     };
+    if dataset.unknown_columns == UnknownColumns::Reject {
+        let unknown: Vec<&str> = object
+            .keys()
+            .filter(|key| !dataset.columns.iter().any(|c| &c.name == *key))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "field(s) the catalog does not name: {} (unknown_columns = \"reject\")",
+                unknown.join(", ")
+            ));
+        }
+    }
     dataset
         .columns
         .iter()
@@ -452,5 +465,15 @@ columns = [
             json_cells(&dataset, &serde_json::json!([1])).expect_err("not an object"),
             "expected a JSON object, found an array"
         );
+        let strict = Dataset {
+            unknown_columns: UnknownColumns::Reject,
+            ..dataset
+        };
+        assert_eq!(
+            json_cells(&strict, &serde_json::json!({"order_id": 7, "extra": true}))
+                .expect_err("an unknown key"),
+            "field(s) the catalog does not name: extra (unknown_columns = \"reject\")"
+        );
+        assert!(json_cells(&strict, &serde_json::json!({"order_id": 7})).is_ok());
     }
 }

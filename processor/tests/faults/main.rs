@@ -314,7 +314,7 @@ async fn poison_messages(fixture: &FaultFixture) -> Vec<(OutgoingMessage, String
         (corrupt, "gzip"),
         (replaced, "overwritten since its event"),
         (unknown, "no_such_dataset"),
-        (wrong_columns, "the header lacks column(s)"),
+        (wrong_columns, "the header lacks required column(s)"),
     ] {
         let body = item.to_json(MessageSizeLimit::default()).expect("json");
         poison.push((OutgoingMessage::from(body), reason.to_owned()));

@@ -264,8 +264,9 @@ async fn empty_files_missing_columns_and_missing_objects_have_defined_outcomes()
         .await
         .expect_err("wrong header");
     assert!(
-        shared::error::report(&err)
-            .contains("the header lacks column(s) customer_id, email, full_name"),
+        shared::error::report(&err).contains(
+            "the header lacks required column(s) customer_id; it has id;name. No header name matches the catalog: if the file has no header row, set csv = { header = false }"
+        ),
         "{err}"
     );
     assert!(!err.is_retryable());
@@ -439,4 +440,58 @@ async fn an_object_overwritten_since_its_event_is_not_read_under_the_old_entity_
         shared::error::report(&err).contains("overwritten since its event"),
         "{err}"
     );
+}
+
+/// A file that drifts from the catalog: optional columns it lacks load as NULL, columns
+/// the catalog does not name are ignored, or fail the file where the dataset says
+/// `unknown_columns = "reject"`.
+#[tokio::test]
+async fn csv_headers_that_drift_from_the_catalog_have_a_defined_outcome() {
+    let store = Arc::new(InMemory::new());
+    let drifted = put(
+        &store,
+        "landing/customers/drift.csv",
+        b"customer_id,full_name,loyalty_tier\n1,Ada,gold\n2,Grace,silver\n".to_vec(),
+    )
+    .await;
+    let (batches, rejects) = read_all(store.clone(), drifted.clone(), dataset("customers"))
+        .await
+        .expect("optional columns may be missing");
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(int_column(&batches, 0), [1, 2]);
+    assert_eq!(string_column(&batches, "email"), [None, None]);
+    assert_eq!(
+        string_column(&batches, "full_name"),
+        [Some("Ada".to_owned()), Some("Grace".to_owned())]
+    );
+    let strict = {
+        let text = CATALOG.replace(
+            "key = [\"customer_id\"]",
+            "key = [\"customer_id\"]\nunknown_columns = \"reject\"",
+        );
+        Catalog::from_toml(&text, "strict")
+            .expect("valid")
+            .get("customers")
+            .expect("present")
+            .clone()
+    };
+    let err = read_all(store.clone(), drifted, strict)
+        .await
+        .expect_err("an unknown column under reject");
+    assert!(
+        shared::error::report(&err)
+            .contains("the header has column(s) the catalog does not name: loyalty_tier"),
+        "{err}"
+    );
+    // Header names are compared trimmed and in lower case.
+    let shouted = put(
+        &store,
+        "landing/customers/case.csv",
+        b" Customer_ID ,Email\n1,a@x\n".to_vec(),
+    )
+    .await;
+    let (batches, _) = read_all(store.clone(), shouted, dataset("customers"))
+        .await
+        .expect("names in another case");
+    assert_eq!(string_column(&batches, "email"), [Some("a@x".to_owned())]);
 }

@@ -53,6 +53,30 @@ impl SchemaContract {
     }
 }
 
+/// What happens to a field the catalog does not name: a CSV header's extra column or a
+/// JSON object's extra key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownColumns {
+    /// Not loaded (the catalog says what is loaded).
+    #[default]
+    Ignore,
+    /// A CSV file whose header has one fails as a whole, naming them; a JSON row with one
+    /// is rejected with the keys.
+    Reject,
+}
+
+impl UnknownColumns {
+    pub const NAMES: &'static str = "ignore, reject";
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ignore" => Some(Self::Ignore),
+            "reject" => Some(Self::Reject),
+            _ => None,
+        }
+    }
+}
+
 /// How a file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -236,6 +260,8 @@ pub struct Dataset {
     pub reject_limit: RejectLimit,
     /// What may change in the target table when the catalog changes.
     pub schema_contract: SchemaContract,
+    /// What happens to input fields the catalog does not name.
+    pub unknown_columns: UnknownColumns,
     pub s3: Option<S3Route>,
     pub stream: Option<StreamRoute>,
     /// The table's layout on Redshift.
@@ -564,7 +590,20 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         redshift::check_layout_columns(&fields, &redshift, &columns, issues);
     }
     let reject_limit = RejectLimit::read(&mut fields, issues).unwrap_or(DEFAULT_REJECT_LIMIT);
-    let schema_contract = read_schema_contract(&mut fields, issues);
+    let schema_contract = read_choice(
+        &mut fields,
+        "schema_contract",
+        issues,
+        SchemaContract::parse,
+        SchemaContract::NAMES,
+    );
+    let unknown_columns = read_choice(
+        &mut fields,
+        "unknown_columns",
+        issues,
+        UnknownColumns::parse,
+        UnknownColumns::NAMES,
+    );
     fields.finish(issues);
     if issues.len() > errors_before {
         return None;
@@ -581,25 +620,30 @@ fn read_dataset(name: &str, mut fields: Fields<'_>, issues: &mut Issues) -> Opti
         key_columns,
         reject_limit,
         schema_contract,
+        unknown_columns,
         s3,
         stream,
         redshift,
     })
 }
 
-fn read_schema_contract(fields: &mut Fields<'_>, issues: &mut Issues) -> SchemaContract {
-    let Some(text) = fields.string("schema_contract", issues) else {
-        return SchemaContract::default();
+/// One of a setting's named values, its default when absent.
+fn read_choice<T: Default>(
+    fields: &mut Fields<'_>,
+    key: &'static str,
+    issues: &mut Issues,
+    parse: fn(&str) -> Option<T>,
+    names: &str,
+) -> T {
+    let Some(text) = fields.string(key, issues) else {
+        return T::default();
     };
-    SchemaContract::parse(text).unwrap_or_else(|| {
+    parse(text).unwrap_or_else(|| {
         issues.push(
-            fields.path_of("schema_contract"),
-            format!(
-                "unknown contract {text:?}; expected one of {}",
-                SchemaContract::NAMES
-            ),
+            fields.path_of(key),
+            format!("unknown value {text:?}; expected one of {names}"),
         );
-        SchemaContract::default()
+        T::default()
     })
 }
 

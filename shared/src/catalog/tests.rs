@@ -91,7 +91,7 @@ target = "events.status"
             "datasets.orders.key[0]: key column \"order_id\" must be declared nullable = false",
             "datasets.orders.key[1]: key column \"missing\" is not a column of the dataset",
             "datasets.orders.reject_limit: -1 is negative; expected a count (1000), a share (\"2%\") or both (\"2% or 1000\")",
-            "datasets.orders.colour: unknown field; expected one of: columns, compression, csv, description, format, key, redshift, reject_limit, s3, schema_contract, stream, target, transform",
+            "datasets.orders.colour: unknown field; expected one of: columns, compression, csv, description, format, key, redshift, reject_limit, s3, schema_contract, stream, target, transform, unknown_columns",
         ]
     );
 }
