@@ -549,7 +549,7 @@ fn push_csv_record(
         .collect();
     match cells {
         Ok(cells) => rows.push(
-            cells.into_iter(),
+            cells,
             row_number,
             Some(raw()),
             offset.to_string(),
