@@ -231,6 +231,13 @@ impl FaultFixture {
         (items, expected)
     }
 
+    /// The catalog the processor reads: the example's, retargeted to the fixture's
+    /// schemas, with `change` applied to its text (what an operator edits).
+    pub fn write_catalog(&self, change: impl FnOnce(String) -> String) {
+        let text = change(self.schemas.retarget(EXAMPLE_CATALOG));
+        std::fs::write(&self.catalog_path, text).expect("write catalog");
+    }
+
     pub async fn upload(&self, key: &str, body: Vec<u8>) -> WorkItem {
         upload_file(
             &self.clients.s3,
@@ -576,6 +583,24 @@ impl RunningProcessor {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status and whole log, or `None`
+    /// if it still runs.
+    pub fn wait_for_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<(std::process::ExitStatus, String)> {
+        let child = self.child.as_mut()?;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+                return Some((status, log));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// Fails the test, with the end of the log, if the process has exited.

@@ -548,13 +548,7 @@ fn push_csv_record(
         .map(|field| field.map(|i| std::str::from_utf8(&record[i])).transpose())
         .collect();
     match cells {
-        Ok(cells) => rows.push(
-            cells,
-            row_number,
-            Some(raw()),
-            offset.to_string(),
-            0,
-        ),
+        Ok(cells) => rows.push(cells, row_number, Some(raw()), offset.to_string(), 0),
         Err(err) => rows.reject(Reject {
             row_number: Some(row_number),
             raw: Some(raw()),
