@@ -123,7 +123,7 @@ pub async fn plan_tables(
 ) -> Result<Vec<SchemaPlan>, WarehouseError> {
     let mut plans = Vec::with_capacity(catalog.len());
     for dataset in catalog.datasets() {
-        let Ok(schema) = Transformer::new(dataset).output_schema().await else {
+        let Ok(schema) = crate::pipeline::plan_load_schema(dataset).await else {
             continue;
         };
         plans.push(warehouse.plan_target(dataset, &schema).await?);

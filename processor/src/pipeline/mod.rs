@@ -54,6 +54,12 @@ impl Classify for PipelineError {
     }
 }
 
+/// The load schema of `dataset`: its transform's output plus the lineage columns, as
+/// [`Pipeline::load_schema`] holds it once planned.
+pub async fn plan_load_schema(dataset: &Dataset) -> Result<SchemaRef, TransformError> {
+    Transformer::new(dataset).output_schema().await
+}
+
 /// The catalog with every transform planned, shared by the workers.
 #[derive(Debug)]
 pub struct Pipeline {

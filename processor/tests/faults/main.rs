@@ -339,7 +339,11 @@ async fn a_catalog_change_evolves_the_table_on_restart_and_a_type_change_is_refu
     // Still queued (a long poll the killed processor left open may hold it in flight for a
     // visibility timeout) and not loaded.
     let (visible, in_flight) = queue_depth(&fixture.clients.sqs, &fixture.queue_url).await;
-    assert_eq!(visible + in_flight, 1, "the waiting message is still queued");
+    assert_eq!(
+        visible + in_flight,
+        1,
+        "the waiting message is still queued"
+    );
     assert_eq!(fixture.ledger_entries().await, Some(2));
 }
 

@@ -5,6 +5,7 @@ const PROCESSOR: &str = env!("CARGO_BIN_EXE_processor");
 
 mod backfill;
 mod bad_inputs;
+mod check_warehouse;
 mod demo;
 mod file_events;
 mod health;
