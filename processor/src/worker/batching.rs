@@ -154,15 +154,29 @@ impl Worker {
         // Each item is handled alone below, with a heartbeat of its own.
         drop(heartbeats);
         match result {
-            Ok(report) => {
+            Ok(mut report) => {
+                let released = self.announce_files(&items).await;
+                // A released item is handled again after its backoff and counted then: a
+                // skip counted now would be counted twice.
+                let skipped_again = released
+                    .iter()
+                    .map(|&index| items[index].1.idempotency_key())
+                    .filter(|key| !report.loaded_keys.iter().any(|k| k == key.as_str()))
+                    .count();
+                report.items_skipped = report.items_skipped.saturating_sub(skipped_again);
                 let sizes: Vec<(&WorkItem, usize)> = items
                     .iter()
                     .map(|(message, item)| (item, message.body.len()))
                     .collect();
                 self.record_load(first.dataset(), &report, started.elapsed(), &sizes);
-                let (announced, released) = self.announce_files(items).await;
-                self.delete_batch(&announced, &report).await;
-                released
+                let settled: Vec<(ReceivedMessage, WorkItem)> = items
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(index, _)| !released.contains(index))
+                    .map(|(_, entry)| entry)
+                    .collect();
+                self.delete_batch(&settled, &report).await;
+                !released.is_empty()
             }
             Err(err) => self.handle_one_by_one(&items, &err).await,
         }
@@ -170,24 +184,18 @@ impl Worker {
 
     /// Announces the files of a loaded batch that are now complete. An item whose
     /// announcement failed is released for a retry (its load is in the ledger, so the retry
-    /// only announces); the others are returned to be deleted, with whether any was released.
-    async fn announce_files(
-        &self,
-        items: Vec<(ReceivedMessage, WorkItem)>,
-    ) -> (Vec<(ReceivedMessage, WorkItem)>, bool) {
-        let mut settled = Vec::with_capacity(items.len());
-        let mut released = false;
-        for (message, item) in items {
-            if let WorkItem::File(file) = &item
+    /// only announces); returns the indices of those released.
+    async fn announce_files(&self, items: &[(ReceivedMessage, WorkItem)]) -> Vec<usize> {
+        let mut released = Vec::new();
+        for (index, (message, item)) in items.iter().enumerate() {
+            if let WorkItem::File(file) = item
                 && let Err(err) = self.announce(file, &message.message_id).await
             {
-                released = true;
-                self.release(&message, &item, &err).await;
-                continue;
+                released.push(index);
+                self.release(message, item, &err).await;
             }
-            settled.push((message, item));
         }
-        (settled, released)
+        released
     }
 
     async fn delete_batch(&self, items: &[(ReceivedMessage, WorkItem)], report: &LoadReport) {
