@@ -11,6 +11,9 @@ pub struct Args {
     /// The demo folder; files go under <dir>/objects/demo/landing/<dataset>/.
     #[arg(long, default_value = "demo-data")]
     dir: PathBuf,
+    /// Catalog file; defaults to the example catalog (catalog/ecommerce.toml).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
     /// Processor workers.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -22,6 +25,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = DevOptions {
         dir: args.dir,
+        catalog: args.catalog,
         workers: args.workers,
         visibility_timeout: Duration::from_secs(30),
         scan_interval: Duration::from_secs(args.scan_interval_secs.max(1)),
@@ -33,19 +37,39 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn report(event: DevEvent) {
     match event {
-        DevEvent::Watching { folder } => eprintln!(
-            "watching {} — drop files under landing/<dataset>/ (customers, orders, order_items, payments); Ctrl-C stops",
-            folder.display()
+        DevEvent::Watching { folder, routes } => eprintln!(
+            "watching {} — drop files under {} ; Ctrl-C stops",
+            folder.display(),
+            routes.join(", ")
         ),
         DevEvent::Queued { key, work_items } => {
             eprintln!("queued {key}: {work_items} work item(s)")
         }
+        DevEvent::AlreadyLoaded { key } => {
+            eprintln!("already loaded {key}: the ledger holds it; nothing queued")
+        }
         DevEvent::Skipped { key, reasons } => eprintln!("skipped {key}: {reasons}"),
         DevEvent::Failed { key, reason } => eprintln!("failed {key}: {reason}"),
         DevEvent::Loaded {
+            key,
             table,
             rows,
             rejected,
-        } => eprintln!("loaded {table}: {rows:+} row(s), {rejected:+} rejected"),
+        } => {
+            let rejects = if rejected > 0 {
+                " (their reasons: processor query \"SELECT row_number, reason FROM ingest_rejects\")"
+            } else {
+                ""
+            };
+            eprintln!("loaded {key} into {table}: {rows} row(s), {rejected} rejected{rejects}")
+        }
+        DevEvent::DeadLettered { key, reason, again } => eprintln!(
+            "dead-lettered {key}{}: {reason}\n  fix: correct the file and drop it again (a changed file is a new load), or fix the catalog and restart dev",
+            if again {
+                " (earlier; not queued again)"
+            } else {
+                ""
+            }
+        ),
     }
 }

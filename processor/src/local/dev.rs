@@ -1,8 +1,10 @@
 //! `processor dev`: watches the local landing folder and ingests what is dropped into it,
-//! the way S3 uploads trigger the batch path in AWS. A file is taken once its size and
-//! modification time have stayed the same for one scan (so a file still being copied is
-//! not read half-written), and again whenever it changes. Files already there at start
-//! are offered once more; the ledger makes that harmless.
+//! the way S3 uploads trigger the batch path in AWS, with any catalog. A file is taken
+//! once its size and modification time have stayed the same for one scan (so a file still
+//! being copied is not read half-written), and again whenever it changes. Each file's
+//! outcome is told once: loaded (rows, rejects), already loaded, or dead-lettered with the
+//! reason. Files already there at start are looked up, not queued again, when the ledger
+//! holds them or the dead-letter queue does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use shared::catalog::Catalog;
 use tokio::sync::watch;
 
-use super::{BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform, counts};
+use super::file_outcomes::{self, Outcome, PendingFile};
+use super::{BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform};
 
 /// Prefixes of the landing bucket the platform writes itself.
 const OWN_PREFIXES: &[&str] = &["quarantine/", "claim-checks/"];
@@ -20,20 +23,28 @@ const OWN_PREFIXES: &[&str] = &["quarantine/", "claim-checks/"];
 #[derive(Debug, Clone)]
 pub struct DevOptions {
     pub dir: PathBuf,
+    /// The catalog file; `None` runs the example catalog.
+    pub catalog: Option<PathBuf>,
     pub workers: usize,
     pub visibility_timeout: Duration,
     pub scan_interval: Duration,
 }
 
-/// What `dev` reports as it goes.
+/// What `dev` reports as it goes: each file once, when its outcome is known.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DevEvent {
     Watching {
         folder: PathBuf,
+        /// `prefix → dataset` of every S3 route of the catalog.
+        routes: Vec<String>,
     },
     Queued {
         key: String,
         work_items: usize,
+    },
+    /// Every work item of the file is in the ledger: nothing is queued.
+    AlreadyLoaded {
+        key: String,
     },
     Skipped {
         key: String,
@@ -44,9 +55,17 @@ pub enum DevEvent {
         reason: String,
     },
     Loaded {
+        key: String,
         table: String,
         rows: i64,
         rejected: i64,
+    },
+    /// A work item of the file is in the dead-letter queue (`again`: it was there before
+    /// this offer, so it was not queued again).
+    DeadLettered {
+        key: String,
+        reason: String,
+        again: bool,
     },
 }
 
@@ -85,6 +104,25 @@ fn scan(folder: &Path) -> BTreeMap<String, (u64, SystemTime)> {
     found
 }
 
+/// The catalog `dev` runs: the file named, or the example.
+fn catalog(options: &DevOptions) -> Result<Catalog, DemoError> {
+    Ok(match &options.catalog {
+        Some(path) => Catalog::from_file(path)?,
+        None => Catalog::from_toml(EXAMPLE_CATALOG, "catalog/ecommerce.toml")?,
+    })
+}
+
+/// `prefix → dataset` of every S3 route.
+fn routes(catalog: &Catalog) -> Vec<String> {
+    catalog
+        .datasets()
+        .filter_map(|d| {
+            let route = d.s3.as_ref()?;
+            Some(format!("{}*{} → {}", route.prefix, route.suffix, d.name))
+        })
+        .collect()
+}
+
 /// Runs until `shutdown` turns true.
 pub async fn run_dev(
     options: &DevOptions,
@@ -94,10 +132,8 @@ pub async fn run_dev(
     let layout = Layout {
         dir: options.dir.clone(),
     };
-    let catalog = Arc::new(Catalog::from_toml(
-        EXAMPLE_CATALOG,
-        "catalog/ecommerce.toml",
-    )?);
+    let catalog = Arc::new(catalog(options)?);
+    let routes = routes(&catalog);
     let platform = LocalPlatform::open(&layout, catalog, options.visibility_timeout).await?;
     let landing = layout.landing();
     std::fs::create_dir_all(&landing).map_err(|err| DemoError::Folder {
@@ -106,6 +142,7 @@ pub async fn run_dev(
     })?;
     report(DevEvent::Watching {
         folder: landing.clone(),
+        routes,
     });
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
@@ -116,7 +153,7 @@ pub async fn run_dev(
 
     let mut last_seen: BTreeMap<String, (u64, SystemTime)> = BTreeMap::new();
     let mut ingested: HashMap<String, (u64, SystemTime)> = HashMap::new();
-    let mut loaded = counts(platform.warehouse.db(), platform.tables.clone()).await?;
+    let mut pending: Vec<PendingFile> = Vec::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(options.scan_interval) => {}
@@ -130,11 +167,11 @@ pub async fn run_dev(
             let stable = last_seen.get(key) == Some(state);
             if stable && ingested.get(key) != Some(state) {
                 ingested.insert(key.clone(), *state);
-                report(offer(&platform, key).await);
+                report(offer(&platform, key, &mut pending).await?);
             }
         }
         last_seen = now;
-        loaded = report_loaded(&platform, loaded, report).await?;
+        settle(&platform, &mut pending, report).await?;
     }
     stop.send_replace(true);
     for worker in workers {
@@ -146,52 +183,97 @@ pub async fn run_dev(
     Ok(())
 }
 
-/// Offers the file under `key` to the batch path, as an S3 notification would.
-async fn offer(platform: &LocalPlatform, key: &str) -> DevEvent {
+/// Offers the file under `key` to the batch path, as an S3 notification would, unless the
+/// ledger holds all of it or a part of it waits in the dead-letter queue.
+async fn offer(
+    platform: &LocalPlatform,
+    key: &str,
+    pending: &mut Vec<PendingFile>,
+) -> Result<DevEvent, DemoError> {
     let failed = |reason: String| DevEvent::Failed {
         key: key.to_owned(),
         reason,
     };
     let object = match platform.buckets.created_object(BUCKET, key).await {
         Ok(object) => object,
-        Err(err) => return failed(shared::error::report(&err)),
+        Err(err) => return Ok(failed(shared::error::report(&err))),
     };
-    match platform.file_ingest.ingest(&[object]).await {
-        Ok(done) if done.work_items_sent > 0 => DevEvent::Queued {
+    let (items, planned) = match platform.file_ingest.plan_objects(&[object]).await {
+        Ok(planned) => planned,
+        Err(err) => return Ok(failed(shared::error::report(&err))),
+    };
+    let Some(file) = PendingFile::of(key, &items) else {
+        return Ok(DevEvent::Skipped {
             key: key.to_owned(),
-            work_items: done.work_items_sent,
-        },
-        Ok(done) => DevEvent::Skipped {
-            key: key.to_owned(),
-            reasons: done
+            reasons: planned
                 .skipped
                 .iter()
                 .map(|(reason, count)| format!("{reason} ×{count}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-        },
-        Err(err) => failed(shared::error::report(&err)),
+        });
+    };
+    let dead = file_outcomes::dead_letters(platform).await?;
+    if let Some(reason) = file.item_keys.iter().find_map(|k| dead.get(k)) {
+        return Ok(DevEvent::DeadLettered {
+            key: key.to_owned(),
+            reason: reason.clone(),
+            again: true,
+        });
+    }
+    if file_outcomes::all_loaded(platform, file.item_keys.clone()).await? {
+        return Ok(DevEvent::AlreadyLoaded {
+            key: key.to_owned(),
+        });
+    }
+    match platform.file_ingest.send(&items).await {
+        Ok(sent) => {
+            pending.push(file);
+            Ok(DevEvent::Queued {
+                key: key.to_owned(),
+                work_items: sent,
+            })
+        }
+        Err(err) => Ok(failed(shared::error::report(&err))),
     }
 }
 
-/// Reports each table whose rows or rejects changed since `before`; returns the counts
-/// now.
-async fn report_loaded(
+/// Reports the files of `pending` whose outcome is now known, and forgets them.
+async fn settle(
     platform: &LocalPlatform,
-    before: BTreeMap<String, (i64, i64, i64)>,
+    pending: &mut Vec<PendingFile>,
     report: &mut (dyn FnMut(DevEvent) + Send),
-) -> Result<BTreeMap<String, (i64, i64, i64)>, DemoError> {
-    let counted = counts(platform.warehouse.db(), platform.tables.clone()).await?;
-    for (dataset, table) in &platform.tables {
-        let (rows, rejects, _) = counted.get(dataset).copied().unwrap_or_default();
-        let (rows_before, rejects_before, _) = before.get(dataset).copied().unwrap_or_default();
-        if (rows, rejects) != (rows_before, rejects_before) {
-            report(DevEvent::Loaded {
-                table: table.clone(),
-                rows: rows - rows_before,
-                rejected: rejects - rejects_before,
-            });
+) -> Result<(), DemoError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let dead = file_outcomes::dead_letters(platform).await?;
+    let mut waiting = Vec::with_capacity(pending.len());
+    for file in pending.drain(..) {
+        let key = file.key.clone();
+        match file_outcomes::outcome(platform, &file, &dead).await? {
+            Some(Outcome::Loaded { rows, rejected }) => report(DevEvent::Loaded {
+                key,
+                table: table_of(platform, &file.dataset),
+                rows,
+                rejected,
+            }),
+            Some(Outcome::DeadLettered { reason }) => report(DevEvent::DeadLettered {
+                key,
+                reason,
+                again: false,
+            }),
+            None => waiting.push(file),
         }
     }
-    Ok(counted)
+    *pending = waiting;
+    Ok(())
+}
+
+fn table_of(platform: &LocalPlatform, dataset: &str) -> String {
+    platform
+        .tables
+        .iter()
+        .find(|(name, _)| name == dataset)
+        .map_or_else(|| dataset.to_owned(), |(_, table)| table.clone())
 }

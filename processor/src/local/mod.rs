@@ -15,6 +15,7 @@
 
 mod demo;
 pub mod dev;
+mod file_outcomes;
 pub mod generate;
 pub mod query;
 
@@ -55,6 +56,8 @@ const DEAD_LETTER_QUEUE: &str = "work-dlq";
 /// Receives before a message moves to the dead-letter queue (SQS's `maxReceiveCount`).
 const MAX_RECEIVE_COUNT: u32 = 5;
 const STREAM_SHARDS: u32 = 2;
+/// The stream of a catalog that routes none.
+const LOCAL_STREAM: &str = "local-events";
 const STREAM_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Where a demo keeps its state.
@@ -252,10 +255,12 @@ impl LocalPlatform {
         let db = EmbeddedDb::open(&layout.database())
             .map_err(|err| step("opening the demo database")(err))?;
         let (queue, dead_letter) = queues(&db);
+        // A catalog without a stream route still gets a stream (empty until something
+        // puts to it), so every local command finds the same platform.
         let stream_name = catalog
             .datasets()
             .find_map(|d| d.stream.as_ref().map(|s| s.stream.clone()))
-            .ok_or_else(|| DemoError::Setup("the catalog routes no stream".into()))?;
+            .unwrap_or_else(|| LOCAL_STREAM.to_owned());
         let stream = Arc::new(
             EmbeddedStream::create(db.clone(), &stream_name, STREAM_SHARDS, STREAM_RETENTION)
                 .await

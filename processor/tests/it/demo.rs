@@ -260,37 +260,58 @@ fn a_demo_killed_twice_and_restarted_ends_like_an_uninterrupted_one() {
     let _ = std::fs::remove_dir_all(&interrupted);
 }
 
-#[test]
-fn dev_loads_files_dropped_into_the_landing_folder() {
-    let dir = temp_dir("dev");
-    let mut child = Command::new(crate::PROCESSOR)
-        .args(["dev", "--dir", dir.to_str().expect("utf-8 path")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dev");
-    let stderr = child.stderr.take().expect("piped");
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
+/// A running `processor dev`, and the lines it prints.
+struct Dev {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Dev {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(crate::PROCESSOR)
+            .args(["dev", "--dir", dir.to_str().expect("utf-8 path")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dev");
+        let stderr = child.stderr.take().expect("piped");
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    });
-    let wait_for = |what: &str| -> String {
+        });
+        let dev = Self { child, lines };
+        dev.wait_for("watching");
+        dev
+    }
+
+    /// The first line (from now) that contains `what`.
+    fn wait_for(&self, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match lines.recv_timeout(left) {
+            match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(what) => return line,
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
         panic!("dev never said {what:?}");
-    };
-    wait_for("watching");
+    }
 
+    fn stop(mut self) {
+        self.child.kill().expect("stop dev");
+        self.child.wait().expect("reaped");
+    }
+}
+
+#[test]
+fn dev_loads_files_dropped_into_the_landing_folder_and_tells_each_outcome_once() {
+    let dir = temp_dir("dev");
+    let dev = Dev::start(&dir, &[]);
     let landing = Layout { dir: dir.clone() }.landing().join("landing");
     std::fs::create_dir_all(landing.join("customers")).expect("folder");
     std::fs::write(
@@ -301,16 +322,34 @@ fn dev_loads_files_dropped_into_the_landing_folder() {
          x3,c@example.com,Chloé,FR,2024-03-04,2026-11-24T10:00:00Z\n",
     )
     .expect("drop a file");
-    assert!(wait_for("queued").contains("landing/customers/dropped in.csv"));
-    let loaded = wait_for("loaded sales_customers");
-    assert!(loaded.contains("+2 row(s), +1 rejected"), "{loaded}");
-
+    assert!(
+        dev.wait_for("queued")
+            .contains("landing/customers/dropped in.csv")
+    );
+    let loaded = dev.wait_for("loaded landing/customers/dropped in.csv");
+    assert!(
+        loaded.contains("into sales_customers: 2 row(s), 1 rejected"),
+        "{loaded}"
+    );
+    // A file that cannot load is told with its reason and the fix.
+    std::fs::write(
+        landing.join("customers").join("semicolons.csv"),
+        "customer_id;email;full_name\n4;d@example.com;Dan\n",
+    )
+    .expect("drop a file");
+    let dead = dev.wait_for("dead-lettered landing/customers/semicolons.csv");
+    assert!(dead.contains("semicolon-delimited"), "{dead}");
     std::fs::create_dir_all(landing.join("elsewhere")).expect("folder");
     std::fs::write(landing.join("elsewhere").join("notes.txt"), "not data").expect("drop");
-    assert!(wait_for("skipped").contains("unrouted"));
-    child.kill().expect("stop dev");
-    child.wait().expect("reaped");
+    assert!(dev.wait_for("skipped").contains("unrouted"));
+    dev.stop();
 
+    // A restart queues neither file again: one is loaded, the other waits in the DLQ.
+    let dev = Dev::start(&dir, &[]);
+    dev.wait_for("already loaded landing/customers/dropped in.csv");
+    let again = dev.wait_for("dead-lettered landing/customers/semicolons.csv");
+    assert!(again.contains("earlier; not queued again"), "{again}");
+    dev.stop();
     let rows = query(
         &dir,
         "SELECT customer_id, full_name FROM sales_customers ORDER BY 1",
@@ -319,6 +358,62 @@ fn dev_loads_files_dropped_into_the_landing_folder() {
     assert_eq!(
         rows,
         vec![(1, "Ada".to_owned()), (2, "Brown, Ben".to_owned())]
+    );
+    let ledger = query(&dir, "SELECT count(*) FROM ingest_load_ledger", |r| {
+        r.get::<_, i64>(0)
+    });
+    assert_eq!(ledger, [1], "the loaded file was not loaded again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `dev` and `query` with a catalog of the user's own (no stream, not the example).
+#[test]
+fn dev_and_query_run_a_catalog_of_ones_own() {
+    let dir = temp_dir("own-catalog");
+    let catalog = dir.join("books.toml");
+    std::fs::write(
+        &catalog,
+        r#"
+[datasets.books]
+format = "csv"
+target = "shelf.books"
+key = ["isbn"]
+s3 = { prefix = "incoming/books/" }
+columns = [
+  { name = "isbn", type = "string", nullable = false },
+  { name = "title", type = "string" },
+  { name = "price", type = "decimal(8,2)" },
+]
+"#,
+    )
+    .expect("write catalog");
+    let dev = Dev::start(&dir, &["--catalog", catalog.to_str().expect("utf-8 path")]);
+    let folder = Layout { dir: dir.clone() }
+        .landing()
+        .join("incoming")
+        .join("books");
+    std::fs::create_dir_all(&folder).expect("folder");
+    std::fs::write(
+        folder.join("2026-12.csv"),
+        "isbn,title,price\n978-0,Dune,9.99\n978-1,Emma,4.50\n",
+    )
+    .expect("drop a file");
+    let loaded = dev.wait_for("loaded incoming/books/2026-12.csv");
+    assert!(
+        loaded.contains("into shelf_books: 2 row(s), 0 rejected"),
+        "{loaded}"
+    );
+    dev.stop();
+    let output = Command::new(crate::PROCESSOR)
+        .args(["query", "--dir", dir.to_str().expect("utf-8 path")])
+        .arg("SELECT title, price FROM shelf_books ORDER BY isbn")
+        .output()
+        .expect("run query");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("Dune") && printed.contains("9.99") && printed.contains("Emma"),
+        "{printed}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
