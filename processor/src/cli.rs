@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{backfill, check, demo, dev, healthcheck, prune, query, redrive, replay};
+use crate::commands::{
+    backfill, check, demo, dev, healthcheck, prune, put, query, redrive, replay,
+};
 
 /// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
 #[derive(Debug, Parser)]
@@ -43,9 +45,12 @@ pub enum Command {
     Demo(demo::Args),
     /// Run SQL against the demo's embedded warehouse and print the result.
     Query(query::Args),
-    /// Watch the demo's landing folder and load files dropped into it (like S3 uploads),
-    /// until Ctrl-C.
+    /// Watch the local landing folder and load files dropped into it (like S3 uploads) and
+    /// records put to the local stream, with any catalog, until Ctrl-C.
     Dev(dev::Args),
+    /// Put JSON lines (a file or standard input) into the local platform's stream, as a
+    /// producer puts to Kinesis; `dev` loads them.
+    Put(put::Args),
     /// Exit 0 when the processor running here answers that it is live (the container's
     /// health check; the image has no shell or HTTP client).
     Healthcheck(healthcheck::Args),

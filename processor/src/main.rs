@@ -33,6 +33,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Query(args) => commands::query::run(args),
         Command::Dev(args) => commands::dev::run(args).await,
+        Command::Put(args) => commands::put::run(args).await,
         Command::Healthcheck(args) => commands::healthcheck::run(&config, args).await,
     }
 }

@@ -63,6 +63,13 @@ fn report(event: DevEvent) {
             };
             eprintln!("loaded {key} into {table}: {rows} row(s), {rejected} rejected{rejects}")
         }
+        DevEvent::StreamLoaded {
+            table,
+            rows,
+            rejected,
+        } => {
+            eprintln!("stream records loaded into {table}: {rows:+} row(s), {rejected:+} rejected")
+        }
         DevEvent::DeadLettered { key, reason, again } => eprintln!(
             "dead-lettered {key}{}: {reason}\n  fix: correct the file and drop it again (a changed file is a new load), or fix the catalog and restart dev",
             if again {

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod dev;
 pub mod healthcheck;
 pub mod prune;
+pub mod put;
 pub mod query;
 pub mod redrive;
 pub mod replay;

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ingest_batch::FileIngest;
-use ingest_stream::handler::StreamIngest;
-use ingest_stream::poller::{Checkpoints, ReadProgress, ReadSettings, StopWhen, read_stream};
+use ingest_stream::poller::{Checkpoints, ReadProgress};
 use rusqlite::params;
 use shared::catalog::Catalog;
 use shared::embedded::{EmbeddedDb, sql_error};
@@ -25,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::generate::{DemoSize, Expected, Generated, generate};
 use super::{
     BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform, MAX_RECEIVE_COUNT, PLATFORM, counts,
-    quarantined, step, top,
+    quarantined, spawn_poller, step, top,
 };
 use crate::timefmt::iso_utc_millis;
 
@@ -408,40 +407,6 @@ impl Run {
         });
         Ok(depth.visible == 0 && depth.in_flight == 0)
     }
-}
-
-/// The event-source poller over the embedded stream, resuming at its checkpoints.
-fn spawn_poller(
-    platform: &LocalPlatform,
-    checkpoint_file: PathBuf,
-    stopped: watch::Receiver<bool>,
-    read_tx: watch::Sender<ReadProgress>,
-) -> JoinHandle<Result<ReadProgress, ingest_stream::poller::ReadError>> {
-    let stream = Arc::clone(&platform.stream);
-    let ingest: Arc<StreamIngest> = Arc::clone(&platform.stream_ingest);
-    tokio::spawn(async move {
-        let settings = ReadSettings {
-            // The stack's default batch size; at five reads a second per shard.
-            batch_size: 500,
-            poll_interval: Duration::from_millis(250),
-            stop: StopWhen::Stopped,
-            checkpoint_file: Some(checkpoint_file.clone()),
-            ..ReadSettings::default()
-        };
-        let mut checkpoints = Checkpoints::load(&checkpoint_file)?;
-        let mut report = |read: &ReadProgress| {
-            read_tx.send_replace(read.clone());
-        };
-        read_stream(
-            stream.as_ref(),
-            &ingest,
-            &settings,
-            &mut checkpoints,
-            stopped,
-            &mut report,
-        )
-        .await
-    })
 }
 
 /// Puts the events not in the stream yet at `per_second`, ten puts a second.

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ingest_stream::poller::ReadProgress;
 use shared::catalog::Catalog;
 use tokio::sync::watch;
 
 use super::file_outcomes::{self, Outcome, PendingFile};
-use super::{BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform};
+use super::{BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform, counts, step};
 
 /// Prefixes of the landing bucket the platform writes itself.
 const OWN_PREFIXES: &[&str] = &["quarantine/", "claim-checks/"];
@@ -56,6 +57,13 @@ pub enum DevEvent {
     },
     Loaded {
         key: String,
+        table: String,
+        rows: i64,
+        rejected: i64,
+    },
+    /// Records from the local stream reached a table (rows and rejects since the last
+    /// report).
+    StreamLoaded {
         table: String,
         rows: i64,
         rejected: i64,
@@ -151,6 +159,13 @@ pub async fn run_dev(
         workers.push(tokio::spawn(async move { worker.run(stopped).await }));
     }
 
+    // The stream path: records put to the local stream (`processor put`) are read, packed
+    // and loaded as the Kinesis trigger does in AWS.
+    let (read_tx, _read) = watch::channel(ReadProgress::default());
+    let poller = super::spawn_poller(&platform, layout.checkpoints(), stopped.clone(), read_tx);
+    let streamed = stream_tables(&platform);
+    let mut stream_rows = counts(platform.warehouse.db(), streamed.clone()).await?;
+
     let mut last_seen: BTreeMap<String, (u64, SystemTime)> = BTreeMap::new();
     let mut ingested: HashMap<String, (u64, SystemTime)> = HashMap::new();
     let mut pending: Vec<PendingFile> = Vec::new();
@@ -172,8 +187,16 @@ pub async fn run_dev(
         }
         last_seen = now;
         settle(&platform, &mut pending, report).await?;
+        let rows = counts(platform.warehouse.db(), streamed.clone()).await?;
+        report_stream_loads(&streamed, &stream_rows, &rows, report);
+        stream_rows = rows;
     }
     stop.send_replace(true);
+    match poller.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => return Err(step("reading the stream")(err)),
+        Err(err) => return Err(step("reading the stream")(err)),
+    }
     for worker in workers {
         worker.await.map_err(|err| DemoError::Step {
             what: "running a worker",
@@ -268,6 +291,41 @@ async fn settle(
     }
     *pending = waiting;
     Ok(())
+}
+
+/// (dataset, table) of the datasets a stream feeds.
+fn stream_tables(platform: &LocalPlatform) -> Vec<(String, String)> {
+    platform
+        .tables
+        .iter()
+        .filter(|(name, _)| {
+            platform
+                .catalog
+                .get(name)
+                .is_some_and(|dataset| dataset.stream.is_some())
+        })
+        .cloned()
+        .collect()
+}
+
+/// Tells each stream-fed table whose rows or rejects changed.
+fn report_stream_loads(
+    tables: &[(String, String)],
+    before: &BTreeMap<String, (i64, i64, i64)>,
+    now: &BTreeMap<String, (i64, i64, i64)>,
+    report: &mut (dyn FnMut(DevEvent) + Send),
+) {
+    for (dataset, table) in tables {
+        let (rows, rejected, _) = now.get(dataset).copied().unwrap_or_default();
+        let (rows_before, rejected_before, _) = before.get(dataset).copied().unwrap_or_default();
+        if (rows, rejected) != (rows_before, rejected_before) {
+            report(DevEvent::StreamLoaded {
+                table: table.clone(),
+                rows: rows - rows_before,
+                rejected: rejected - rejected_before,
+            });
+        }
+    }
 }
 
 fn table_of(platform: &LocalPlatform, dataset: &str) -> String {

@@ -17,6 +17,7 @@ mod demo;
 pub mod dev;
 mod file_outcomes;
 pub mod generate;
+pub mod put;
 pub mod query;
 
 pub use demo::{DatasetSummary, DemoOptions, DemoSummary, Progress, render_summary, run_demo};
@@ -38,6 +39,10 @@ use shared::error::BoxError;
 use shared::queue::WorkQueue;
 use shared::queue::{EmbeddedQueue, Redrive};
 use shared::stream::EmbeddedStream;
+
+use ingest_stream::poller::{Checkpoints, ReadProgress, ReadSettings, StopWhen, read_stream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::objects::folder::LocalBuckets;
 use crate::pipeline::Pipeline;
@@ -308,6 +313,40 @@ impl LocalPlatform {
             worker,
         })
     }
+}
+
+/// The event-source poller over the embedded stream, resuming at its checkpoints.
+pub(crate) fn spawn_poller(
+    platform: &LocalPlatform,
+    checkpoint_file: PathBuf,
+    stopped: watch::Receiver<bool>,
+    read_tx: watch::Sender<ReadProgress>,
+) -> JoinHandle<Result<ReadProgress, ingest_stream::poller::ReadError>> {
+    let stream = Arc::clone(&platform.stream);
+    let ingest: Arc<StreamIngest> = Arc::clone(&platform.stream_ingest);
+    tokio::spawn(async move {
+        let settings = ReadSettings {
+            // The stack's default batch size; at five reads a second per shard.
+            batch_size: 500,
+            poll_interval: Duration::from_millis(250),
+            stop: StopWhen::Stopped,
+            checkpoint_file: Some(checkpoint_file.clone()),
+            ..ReadSettings::default()
+        };
+        let mut checkpoints = Checkpoints::load(&checkpoint_file)?;
+        let mut report = |read: &ReadProgress| {
+            read_tx.send_replace(read.clone());
+        };
+        read_stream(
+            stream.as_ref(),
+            &ingest,
+            &settings,
+            &mut checkpoints,
+            stopped,
+            &mut report,
+        )
+        .await
+    })
 }
 
 /// The work queue, which moves a message to the dead-letter queue after

@@ -366,7 +366,8 @@ fn dev_loads_files_dropped_into_the_landing_folder_and_tells_each_outcome_once()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `dev` and `query` with a catalog of the user's own (no stream, not the example).
+/// `dev`, `put` and `query` with a catalog of the user's own (not the example): files
+/// dropped into the folder and records put to the local stream load, and are queried.
 #[test]
 fn dev_and_query_run_a_catalog_of_ones_own() {
     let dir = temp_dir("own-catalog");
@@ -383,6 +384,14 @@ columns = [
   { name = "isbn", type = "string", nullable = false },
   { name = "title", type = "string" },
   { name = "price", type = "decimal(8,2)" },
+]
+
+[datasets.reviews]
+target = "shelf.reviews"
+stream = { name = "reviews" }
+columns = [
+  { name = "isbn", type = "string", nullable = false },
+  { name = "stars", type = "int16" },
 ]
 "#,
     )
@@ -402,6 +411,40 @@ columns = [
     assert!(
         loaded.contains("into shelf_books: 2 row(s), 0 rejected"),
         "{loaded}"
+    );
+    // Records put to the local stream, as a producer puts to Kinesis; a line that is not
+    // JSON is not put, and says so.
+    let reviews = dir.join("reviews.jsonl");
+    std::fs::write(
+        &reviews,
+        "{\"isbn\": \"978-0\", \"stars\": 5}\nnot json\n{\"isbn\": \"978-1\", \"stars\": 3}\n",
+    )
+    .expect("write records");
+    let put = |stream: &str| {
+        Command::new(crate::PROCESSOR)
+            .args(["put", "--dir", dir.to_str().expect("utf-8 path")])
+            .args(["--stream", stream, "--partition-key", "isbn"])
+            .arg(&reviews)
+            .output()
+            .expect("run put")
+    };
+    let output = put("reviews");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a line was not put: {said}");
+    assert!(
+        said.contains("put 2 record(s) into stream reviews")
+            && said.contains("line 2 not put: not JSON"),
+        "{said}"
+    );
+    let streamed = dev.wait_for("stream records loaded into shelf_reviews");
+    assert!(streamed.contains("+2 row(s)"), "{streamed}");
+    let output = put("no-such-stream");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && said.contains("no stream \"no-such-stream\" in this folder (it has: reviews)"),
+        "{said}"
     );
     dev.stop();
     let output = Command::new(crate::PROCESSOR)
