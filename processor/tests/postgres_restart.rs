@@ -94,6 +94,15 @@ async fn postgres_crashes_mid_load_lose_nothing_and_double_nothing() {
         test_support::faults::Sink::Postgres,
     )
     .await;
+    // One load per file, so loads run throughout the crashes: micro-batched, these small
+    // files load in a few transactions within seconds, before a crash can land in one.
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let text = text.replacen(
+        "[processor]\n",
+        "[processor]\nbatch_small_file_bytes = 0\n",
+        1,
+    );
+    std::fs::write(&config, text).expect("write config");
     let (items, expected) = fixture
         .upload_order_items(scale.files * 2, scale.rows_per_file)
         .await;
