@@ -14,6 +14,9 @@ pub struct Args {
     /// Catalog file; defaults to the example catalog (catalog/ecommerce.toml).
     #[arg(long)]
     catalog: Option<PathBuf>,
+    /// Move every dead letter back to the work queue at start, after fixing the catalog.
+    #[arg(long)]
+    redrive: bool,
     /// Processor workers.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -26,6 +29,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = DevOptions {
         dir: args.dir,
         catalog: args.catalog,
+        redrive: args.redrive,
         workers: args.workers,
         visibility_timeout: Duration::from_secs(30),
         scan_interval: Duration::from_secs(args.scan_interval_secs.max(1)),
@@ -42,6 +46,10 @@ fn report(event: DevEvent) {
             folder.display(),
             routes.join(", ")
         ),
+        DevEvent::Redriven { messages } => {
+            eprintln!("moved {messages} dead letter(s) back to the work queue")
+        }
+        DevEvent::Requeued { key } => eprintln!("queued {key} again from the dead-letter queue"),
         DevEvent::Queued { key, work_items } => {
             eprintln!("queued {key}: {work_items} work item(s)")
         }
@@ -71,7 +79,7 @@ fn report(event: DevEvent) {
             eprintln!("stream records loaded into {table}: {rows:+} row(s), {rejected:+} rejected")
         }
         DevEvent::DeadLettered { key, reason, again } => eprintln!(
-            "dead-lettered {key}{}: {reason}\n  fix: correct the file and drop it again (a changed file is a new load), or fix the catalog and restart dev",
+            "dead-lettered {key}{}: {reason}\n  fix: correct the file and drop it again (a changed file is a new load), or fix the catalog and restart with `processor dev --redrive`",
             if again {
                 " (earlier; not queued again)"
             } else {

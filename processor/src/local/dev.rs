@@ -27,6 +27,8 @@ pub struct DevOptions {
     /// The catalog file; `None` runs the example catalog.
     pub catalog: Option<PathBuf>,
     pub workers: usize,
+    /// Moves every dead letter back to the work queue at start (after a catalog fix).
+    pub redrive: bool,
     pub visibility_timeout: Duration,
     pub scan_interval: Duration,
 }
@@ -39,9 +41,17 @@ pub enum DevEvent {
         /// `prefix → dataset` of every S3 route of the catalog.
         routes: Vec<String>,
     },
+    /// Dead letters moved back to the work queue at start (`--redrive`).
+    Redriven {
+        messages: u64,
+    },
     Queued {
         key: String,
         work_items: usize,
+    },
+    /// A file whose dead letters `--redrive` moved back: followed to its outcome.
+    Requeued {
+        key: String,
     },
     /// Every work item of the file is in the ledger: nothing is queued.
     AlreadyLoaded {
@@ -152,6 +162,17 @@ pub async fn run_dev(
         folder: landing.clone(),
         routes,
     });
+    // The keys of the dead letters moved back: their files are followed to an outcome.
+    let mut redriven = std::collections::BTreeSet::new();
+    if options.redrive {
+        redriven.extend(file_outcomes::dead_letters(&platform).await?.into_keys());
+        let messages = platform
+            .queue
+            .move_from(platform.dead_letter.name(), u64::MAX)
+            .await
+            .map_err(|err| step("moving the dead letters back")(err))?;
+        report(DevEvent::Redriven { messages });
+    }
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     for _ in 0..options.workers.max(1) {
@@ -182,7 +203,7 @@ pub async fn run_dev(
             let stable = last_seen.get(key) == Some(state);
             if stable && ingested.get(key) != Some(state) {
                 ingested.insert(key.clone(), *state);
-                report(offer(&platform, key, &mut pending).await?);
+                report(offer(&platform, key, &redriven, &mut pending).await?);
             }
         }
         last_seen = now;
@@ -211,6 +232,7 @@ pub async fn run_dev(
 async fn offer(
     platform: &LocalPlatform,
     key: &str,
+    redriven: &std::collections::BTreeSet<String>,
     pending: &mut Vec<PendingFile>,
 ) -> Result<DevEvent, DemoError> {
     let failed = |reason: String| DevEvent::Failed {
@@ -242,6 +264,12 @@ async fn offer(
             key: key.to_owned(),
             reason: reason.clone(),
             again: true,
+        });
+    }
+    if file.item_keys.iter().any(|k| redriven.contains(k)) {
+        pending.push(file);
+        return Ok(DevEvent::Requeued {
+            key: key.to_owned(),
         });
     }
     if file_outcomes::all_loaded(platform, file.item_keys.clone()).await? {

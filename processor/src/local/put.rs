@@ -17,6 +17,8 @@ use super::{DemoError, Layout, STREAM_RETENTION, STREAM_SHARDS, step};
 const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
 /// The most bytes of one record (data and partition key).
 const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The longest partition key Kinesis takes.
+const MAX_PARTITION_KEY_CHARS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct PutOptions {
@@ -50,13 +52,26 @@ pub async fn put_lines(
         .map_err(|err| step("opening the stream")(err))?;
     let mut summary = PutSummary::default();
     let mut call = Call::default();
-    for (index, line) in lines.lines().enumerate() {
-        let number = index as u64 + 1;
-        let line = line.map_err(|err| step("reading the records")(err))?;
+    let mut lines = lines;
+    let mut bytes = Vec::new();
+    let mut number = 0u64;
+    loop {
+        bytes.clear();
+        let read = lines
+            .read_until(b'\n', &mut bytes)
+            .map_err(|err| step("reading the records")(err))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            summary.refused.push((number, "not UTF-8 text".to_owned()));
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
-        match record_of(&line, number, options.partition_key_field.as_deref()) {
+        match record_of(line, number, options.partition_key_field.as_deref()) {
             Ok(record) => {
                 if !call.fits(&record) {
                     call.send(&stream, &mut summary).await?;
@@ -84,6 +99,11 @@ fn record_of(line: &str, number: u64, key_field: Option<&str>) -> Result<Outgoin
         })
         .filter(|key| !key.is_empty())
         .unwrap_or_else(|| number.to_string());
+    if partition_key.chars().count() > MAX_PARTITION_KEY_CHARS {
+        return Err(format!(
+            "partition key over Kinesis's {MAX_PARTITION_KEY_CHARS}-character limit"
+        ));
+    }
     let record = OutgoingRecord {
         partition_key,
         data: Bytes::from(line.trim().to_owned()),
@@ -150,7 +170,9 @@ impl Call {
                 }
             }
             (records, lines) = again;
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            if !records.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
         }
         Ok(())
     }

@@ -466,6 +466,16 @@ fn header_layout(
         dataset: dataset.name.clone(),
         reason,
     };
+    let matched = names
+        .iter()
+        .any(|name| dataset.columns.iter().any(|c| &c.name == name));
+    if !matched {
+        return Err(shape(format!(
+            "no header name is a column of the catalog; the header has {}{}",
+            names.join(", "),
+            header_hint(dataset, names)
+        )));
+    }
     if !missing.is_empty() {
         return Err(shape(format!(
             "the header lacks required column(s) {}; it has {}{}",
@@ -512,7 +522,7 @@ fn header_hint(dataset: &Dataset, names: &[String]) -> String {
         }
     }
     if !names.iter().any(|n| known(n)) {
-        return ". No header name matches the catalog: if the file has no header row, set csv = { header = false }".to_owned();
+        return ". If the file has no header row, set csv = { header = false }".to_owned();
     }
     String::new()
 }

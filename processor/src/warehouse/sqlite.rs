@@ -675,11 +675,16 @@ impl Warehouse for SqliteWarehouse {
                 if owner != owned.1 || plan.is_refused() {
                     return Ok((owner, plan)); // rolled back: nothing changes
                 }
-                let statements = if plan.create {
+                // The index is made again if it went missing.
+                let quoted = quote_ident(&owned.0);
+                let statements: Vec<String> = if plan.create {
                     create
                 } else {
-                    let quoted = quote_ident(&owned.0);
-                    plan.steps.iter().map(|step| evolution::step_statement(&quoted, step)).collect()
+                    plan.steps
+                        .iter()
+                        .map(|step| evolution::step_statement(&quoted, step))
+                        .chain(create.into_iter().skip(1))
+                        .collect()
                 };
                 for statement in &statements {
                     tx.execute_batch(statement)?;

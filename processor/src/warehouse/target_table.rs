@@ -17,6 +17,8 @@ pub(crate) struct TargetSetup {
     pub lock: String,
     /// The statements that create the table where it is missing.
     pub create: Vec<String>,
+    /// Statements run on an existing table too (the merge-key index, if it went missing).
+    pub keep: Vec<String>,
     pub capabilities: Capabilities,
     /// The table's unique merge-key index, where the sink keeps one.
     pub key_index: Option<String>,
@@ -138,6 +140,7 @@ pub(crate) async fn ensure(
     } else {
         now.iter()
             .map(|step| evolution::step_statement(&table, step))
+            .chain(setup.keep.iter().cloned())
             .collect()
     };
     for statement in &statements {

@@ -411,7 +411,7 @@ async fn poison_messages(fixture: &FaultFixture) -> Vec<(OutgoingMessage, String
         (corrupt, "gzip"),
         (replaced, "overwritten since its event"),
         (unknown, "no_such_dataset"),
-        (wrong_columns, "the header lacks required column(s)"),
+        (wrong_columns, "no header name is a column of the catalog"),
     ] {
         let body = item.to_json(MessageSizeLimit::default()).expect("json");
         poison.push((OutgoingMessage::from(body), reason.to_owned()));

@@ -350,6 +350,28 @@ fn dev_loads_files_dropped_into_the_landing_folder_and_tells_each_outcome_once()
     let again = dev.wait_for("dead-lettered landing/customers/semicolons.csv");
     assert!(again.contains("earlier; not queued again"), "{again}");
     dev.stop();
+
+    // The catalog fixed (semicolons for customers) and the dead letters moved back.
+    let fixed = dir.join("fixed.toml");
+    let catalog = processor::local::EXAMPLE_CATALOG.replacen(
+        "csv = { delimiter = \",\", header = true }",
+        "csv = { delimiter = \";\", header = true }",
+        1,
+    );
+    std::fs::write(&fixed, catalog).expect("write catalog");
+    let dev = Dev::start(
+        &dir,
+        &[
+            "--redrive",
+            "--catalog",
+            fixed.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(dev.wait_for("dead letter(s) back").contains("moved 1 "));
+    dev.wait_for("queued landing/customers/semicolons.csv again");
+    let loaded = dev.wait_for("loaded landing/customers/semicolons.csv into");
+    assert!(loaded.contains("1 row(s), 0 rejected"), "{loaded}");
+    dev.stop();
     let rows = query(
         &dir,
         "SELECT customer_id, full_name FROM sales_customers ORDER BY 1",
@@ -357,12 +379,16 @@ fn dev_loads_files_dropped_into_the_landing_folder_and_tells_each_outcome_once()
     );
     assert_eq!(
         rows,
-        vec![(1, "Ada".to_owned()), (2, "Brown, Ben".to_owned())]
+        vec![
+            (1, "Ada".to_owned()),
+            (2, "Brown, Ben".to_owned()),
+            (4, "Dan".to_owned())
+        ]
     );
     let ledger = query(&dir, "SELECT count(*) FROM ingest_load_ledger", |r| {
         r.get::<_, i64>(0)
     });
-    assert_eq!(ledger, [1], "the loaded file was not loaded again");
+    assert_eq!(ledger, [2], "each file loaded once");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

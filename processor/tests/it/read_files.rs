@@ -265,7 +265,7 @@ async fn empty_files_missing_columns_and_missing_objects_have_defined_outcomes()
         .expect_err("wrong header");
     assert!(
         shared::error::report(&err).contains(
-            "the header lacks required column(s) customer_id; it has id;name. No header name matches the catalog: if the file has no header row, set csv = { header = false }"
+            "no header name is a column of the catalog; the header has id;name. If the file has no header row, set csv = { header = false }"
         ),
         "{err}"
     );

@@ -15,6 +15,10 @@ pub const DEFAULT_REJECT_LIMIT: RejectLimit = RejectLimit {
     share_ppm: Some(10_000),
 };
 
+/// The most rejected rows a share limit lets one work item hold (they wait in memory until
+/// the item loads); a count above it raises it.
+pub const MAX_HELD_REJECTS: u64 = 100_000;
+
 const FORMS: &str = "expected a count (1000), a share (\"2%\") or both (\"2% or 1000\")";
 
 /// Rejected rows allowed per work item: `rows`, or `share` of the rows read if that is more.
@@ -33,9 +37,14 @@ impl RejectLimit {
     }
 
     /// Whether `rejected` is over the limit whatever is read after: a count limit fails an
-    /// item as soon as it is passed; a share only once the item is read to its end.
+    /// item as soon as it is passed; a share once the item is read to its end, or as soon as
+    /// more than [`MAX_HELD_REJECTS`] (and its count) are rejected, since an item's rejects are
+    /// held until it loads.
     pub fn exceeded_already(&self, rejected: u64) -> bool {
-        self.share_ppm.is_none() && rejected > self.rows
+        match self.share_ppm {
+            None => rejected > self.rows,
+            Some(_) => rejected > self.rows.max(MAX_HELD_REJECTS),
+        }
     }
 
     /// The rejects allowed among `read` rows.
@@ -152,7 +161,9 @@ mod tests {
         assert!(!DEFAULT_REJECT_LIMIT.exceeded(1, 5));
         assert!(limit(0, Some(20_000)).exceeded(1, 5));
         assert!(limit(3, None).exceeded_already(4));
-        assert!(!DEFAULT_REJECT_LIMIT.exceeded_already(u64::MAX));
+        assert!(!DEFAULT_REJECT_LIMIT.exceeded_already(MAX_HELD_REJECTS));
+        assert!(DEFAULT_REJECT_LIMIT.exceeded_already(MAX_HELD_REJECTS + 1));
+        assert!(!limit(500_000, Some(10_000)).exceeded_already(MAX_HELD_REJECTS + 1));
     }
 
     #[test]

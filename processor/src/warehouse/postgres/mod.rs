@@ -63,8 +63,9 @@ fn target_setup(dataset: &Dataset, columns: &[ColumnDef]) -> TargetSetup {
         create: vec![
             sql::create_schema(&dataset.target.schema),
             sql::create_target_table(&dataset.target, columns, sql::POSTGRES),
-            index,
+            index.clone(),
         ],
+        keep: vec![index],
         capabilities: Capabilities {
             widen_numbers: true,
             widen_strings: true,

@@ -188,6 +188,7 @@ impl RedshiftWarehouse {
                     statements::table_layout(&dataset.redshift)
                 ),
             ],
+            keep: Vec::new(),
             capabilities: Capabilities {
                 widen_numbers: false,
                 widen_strings: true,
