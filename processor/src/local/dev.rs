@@ -199,11 +199,19 @@ pub async fn run_dev(
             break;
         }
         let now = scan(&landing);
-        for (key, state) in &now {
-            let stable = last_seen.get(key) == Some(state);
-            if stable && ingested.get(key) != Some(state) {
-                ingested.insert(key.clone(), *state);
-                report(offer(&platform, key, &redriven, &mut pending).await?);
+        let ready: Vec<&String> = now
+            .iter()
+            .filter(|(key, state)| {
+                last_seen.get(*key) == Some(*state) && ingested.get(*key) != Some(*state)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        if !ready.is_empty() {
+            // One read of the dead-letter queue for every file of this scan.
+            let dead = file_outcomes::dead_letters(&platform).await?;
+            for key in ready {
+                ingested.insert(key.clone(), now[key]);
+                report(offer(&platform, key, &dead, &redriven, &mut pending).await?);
             }
         }
         last_seen = now;
@@ -232,6 +240,7 @@ pub async fn run_dev(
 async fn offer(
     platform: &LocalPlatform,
     key: &str,
+    dead: &BTreeMap<String, String>,
     redriven: &std::collections::BTreeSet<String>,
     pending: &mut Vec<PendingFile>,
 ) -> Result<DevEvent, DemoError> {
@@ -258,7 +267,6 @@ async fn offer(
                 .join(", "),
         });
     };
-    let dead = file_outcomes::dead_letters(platform).await?;
     if let Some(reason) = file.item_keys.iter().find_map(|k| dead.get(k)) {
         return Ok(DevEvent::DeadLettered {
             key: key.to_owned(),

@@ -372,6 +372,27 @@ fn freeze(plan: &mut SchemaPlan) {
     }
 }
 
+/// The statements that apply `plan` to `table` (already quoted) in one transaction: `create`
+/// for a missing table; else the steps `now` admits, then `keep` (statements an existing
+/// table gets too).
+pub(crate) fn apply_statements(
+    plan: &SchemaPlan,
+    table: &str,
+    create: &[String],
+    keep: &[String],
+    now: impl Fn(&Step) -> bool,
+) -> Vec<String> {
+    if plan.create {
+        return create.to_vec();
+    }
+    plan.steps
+        .iter()
+        .filter(|step| now(step))
+        .map(|step| step_statement(table, step))
+        .chain(keep.iter().cloned())
+        .collect()
+}
+
 /// The statement of one step on `table` (already quoted), in the dialect the sinks share.
 pub(crate) fn step_statement(table: &str, step: &Step) -> String {
     match step {

@@ -675,17 +675,10 @@ impl Warehouse for SqliteWarehouse {
                 if owner != owned.1 || plan.is_refused() {
                     return Ok((owner, plan)); // rolled back: nothing changes
                 }
-                // The index is made again if it went missing.
+                // The index (after the table) is made again if it went missing.
                 let quoted = quote_ident(&owned.0);
-                let statements: Vec<String> = if plan.create {
-                    create
-                } else {
-                    plan.steps
-                        .iter()
-                        .map(|step| evolution::step_statement(&quoted, step))
-                        .chain(create.into_iter().skip(1))
-                        .collect()
-                };
+                let statements =
+                    evolution::apply_statements(&plan, &quoted, &create, &create[1..], |_| true);
                 for statement in &statements {
                     tx.execute_batch(statement)?;
                 }

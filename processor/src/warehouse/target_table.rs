@@ -131,18 +131,10 @@ pub(crate) async fn ensure(
         return Err(WarehouseError::SchemaRefused { plans: vec![plan] });
     }
     let table = qualified(&dataset.target);
-    let (later, now): (Vec<&Step>, Vec<&Step>) = plan
-        .steps
-        .iter()
-        .partition(|step| setup.widen_outside_transaction && matches!(step, Step::Widen { .. }));
-    let statements: Vec<String> = if plan.create {
-        setup.create.clone()
-    } else {
-        now.iter()
-            .map(|step| evolution::step_statement(&table, step))
-            .chain(setup.keep.iter().cloned())
-            .collect()
-    };
+    // Redshift alters a column's type only outside a transaction block: after the commit.
+    let later = |step: &Step| setup.widen_outside_transaction && matches!(step, Step::Widen { .. });
+    let statements =
+        evolution::apply_statements(&plan, &table, &setup.create, &setup.keep, |s| !later(s));
     for statement in &statements {
         tx.batch_execute(statement)
             .await
@@ -151,7 +143,7 @@ pub(crate) async fn ensure(
     tx.commit()
         .await
         .map_err(statement_error(&dataset.name, action))?;
-    for step in later {
+    for step in plan.steps.iter().filter(|step| later(step)) {
         client
             .batch_execute(&evolution::step_statement(&table, step))
             .await

@@ -44,10 +44,14 @@ pub(crate) fn column_defs(
     })
 }
 
-/// How PostgreSQL creates a target (schema, table, unique index on the merge key) and
-/// changes it: every safe widening and `DROP NOT NULL`, in one transaction under the DDL
-/// lock.
-fn target_setup(dataset: &Dataset, columns: &[ColumnDef]) -> TargetSetup {
+/// The target's columns, and how PostgreSQL creates it (schema, table, unique index on the
+/// merge key) and changes it: every safe widening and `DROP NOT NULL`, in one transaction
+/// under the DDL lock.
+fn target(
+    dataset: &Dataset,
+    schema: &Schema,
+) -> Result<(Vec<ColumnDef>, TargetSetup), WarehouseError> {
+    let columns = column_defs(&dataset.name, schema)?;
     let keys = merge_keys(dataset);
     let index = format!(
         "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
@@ -58,11 +62,11 @@ fn target_setup(dataset: &Dataset, columns: &[ColumnDef]) -> TargetSetup {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    TargetSetup {
+    let setup = TargetSetup {
         lock: DDL_LOCK.to_owned(),
         create: vec![
             sql::create_schema(&dataset.target.schema),
-            sql::create_target_table(&dataset.target, columns, sql::POSTGRES),
+            sql::create_target_table(&dataset.target, &columns, sql::POSTGRES),
             index.clone(),
         ],
         keep: vec![index],
@@ -73,7 +77,8 @@ fn target_setup(dataset: &Dataset, columns: &[ColumnDef]) -> TargetSetup {
         },
         key_index: Some(merge_key_index(dataset)),
         widen_outside_transaction: false,
-    }
+    };
+    Ok((columns, setup))
 }
 
 /// Serialises the platform's DDL across tasks.
@@ -188,14 +193,8 @@ impl Warehouse for PostgresWarehouse {
         dataset: &Dataset,
         schema: &SchemaRef,
     ) -> Result<SchemaPlan, WarehouseError> {
-        let columns = column_defs(&dataset.name, schema)?;
-        target_table::ensure(
-            &self.connection,
-            dataset,
-            &columns,
-            &target_setup(dataset, &columns),
-        )
-        .await
+        let (columns, setup) = target(dataset, schema)?;
+        target_table::ensure(&self.connection, dataset, &columns, &setup).await
     }
 
     async fn plan_target(
@@ -203,14 +202,8 @@ impl Warehouse for PostgresWarehouse {
         dataset: &Dataset,
         schema: &SchemaRef,
     ) -> Result<SchemaPlan, WarehouseError> {
-        let columns = column_defs(&dataset.name, schema)?;
-        target_table::plan(
-            &self.connection,
-            dataset,
-            &columns,
-            &target_setup(dataset, &columns),
-        )
-        .await
+        let (columns, setup) = target(dataset, schema)?;
+        target_table::plan(&self.connection, dataset, &columns, &setup).await
     }
 
     async fn load(

@@ -173,18 +173,24 @@ impl RedshiftWarehouse {
         })
     }
 
-    /// How Redshift creates a target (with its layout) and changes it: new columns in a
+    /// The target's columns, and how Redshift creates it (with its layout) and changes it: new columns in a
     /// transaction that holds the ledger lock every writer takes first; `VARCHAR` widenings
     /// after it, since Redshift alters a column's type only outside a transaction block and
     /// no other type (`r_ALTER_TABLE.html`); `NOT NULL` stays.
-    fn target_setup(&self, dataset: &Dataset, columns: &[ColumnDef]) -> TargetSetup {
-        TargetSetup {
+    fn target(
+        &self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+    ) -> Result<(Vec<ColumnDef>, TargetSetup), WarehouseError> {
+        let columns = redshift_columns(dataset, schema)?;
+        check_layout(dataset, &columns)?;
+        let setup = TargetSetup {
             lock: statements::lock_ledger(&self.ledger()),
             create: vec![
                 sql::create_schema(&dataset.target.schema),
                 format!(
                     "{} {}",
-                    sql::create_target_table(&dataset.target, columns, REDSHIFT),
+                    sql::create_target_table(&dataset.target, &columns, REDSHIFT),
                     statements::table_layout(&dataset.redshift)
                 ),
             ],
@@ -196,7 +202,8 @@ impl RedshiftWarehouse {
             },
             key_index: None,
             widen_outside_transaction: true,
-        }
+        };
+        Ok((columns, setup))
     }
 
     fn ledger(&self) -> String {
@@ -271,9 +278,7 @@ impl Warehouse for RedshiftWarehouse {
         dataset: &Dataset,
         schema: &SchemaRef,
     ) -> Result<SchemaPlan, WarehouseError> {
-        let columns = redshift_columns(dataset, schema)?;
-        check_layout(dataset, &columns)?;
-        let setup = self.target_setup(dataset, &columns);
+        let (columns, setup) = self.target(dataset, schema)?;
         target_table::ensure(&self.connection, dataset, &columns, &setup).await
     }
 
@@ -282,9 +287,7 @@ impl Warehouse for RedshiftWarehouse {
         dataset: &Dataset,
         schema: &SchemaRef,
     ) -> Result<SchemaPlan, WarehouseError> {
-        let columns = redshift_columns(dataset, schema)?;
-        check_layout(dataset, &columns)?;
-        let setup = self.target_setup(dataset, &columns);
+        let (columns, setup) = self.target(dataset, schema)?;
         target_table::plan(&self.connection, dataset, &columns, &setup).await
     }
 
