@@ -20,6 +20,13 @@ pub struct Args {
     /// Processor workers.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// The loopback port of the Kinesis-compatible endpoint producers put to
+    /// (AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:PORT); 0 picks a free one.
+    #[arg(long, default_value_t = 4567)]
+    kinesis_port: u16,
+    /// Serve no Kinesis-compatible endpoint.
+    #[arg(long)]
+    no_kinesis: bool,
     /// Seconds between two looks at the folder.
     #[arg(long, default_value_t = 1)]
     scan_interval_secs: u64,
@@ -33,6 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         workers: args.workers,
         visibility_timeout: Duration::from_secs(30),
         scan_interval: Duration::from_secs(args.scan_interval_secs.max(1)),
+        kinesis_port: (!args.no_kinesis).then_some(args.kinesis_port),
     };
     let stopped = super::stop_on_signal(|| {});
     run_dev(&options, stopped, &mut report).await?;
@@ -45,6 +53,10 @@ fn report(event: DevEvent) {
             "watching {} — drop files under {} ; Ctrl-C stops",
             folder.display(),
             routes.join(", ")
+        ),
+        DevEvent::KinesisEndpoint { url, streams } => eprintln!(
+            "Kinesis endpoint on {url} for stream(s) {}: point producers at it with AWS_ENDPOINT_URL_KINESIS={url}",
+            streams.join(", ")
         ),
         DevEvent::Redriven { messages } => {
             eprintln!("moved {messages} dead letter(s) back to the work queue")

@@ -16,6 +16,7 @@ use shared::catalog::Catalog;
 use tokio::sync::watch;
 
 use super::file_outcomes::{self, Outcome, PendingFile};
+use super::kinesis::{self, KinesisApi};
 use super::{BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform, counts, step};
 
 /// Prefixes of the landing bucket the platform writes itself.
@@ -31,6 +32,9 @@ pub struct DevOptions {
     pub redrive: bool,
     pub visibility_timeout: Duration,
     pub scan_interval: Duration,
+    /// The loopback port of the Kinesis-compatible endpoint (0: a free one); `None`
+    /// serves none.
+    pub kinesis_port: Option<u16>,
 }
 
 /// What `dev` reports as it goes: each file once, when its outcome is known.
@@ -40,6 +44,11 @@ pub enum DevEvent {
         folder: PathBuf,
         /// `prefix → dataset` of every S3 route of the catalog.
         routes: Vec<String>,
+    },
+    /// The Kinesis-compatible endpoint listens (for `AWS_ENDPOINT_URL_KINESIS`).
+    KinesisEndpoint {
+        url: String,
+        streams: Vec<String>,
     },
     /// Dead letters moved back to the work queue at start (`--redrive`).
     Redriven {
@@ -162,6 +171,10 @@ pub async fn run_dev(
         folder: landing.clone(),
         routes,
     });
+    let _endpoint = match options.kinesis_port {
+        Some(port) => Some(start_kinesis_endpoint(&platform, port, report).await?),
+        None => None,
+    };
     // The keys of the dead letters moved back: their files are followed to an outcome.
     let mut redriven = std::collections::BTreeSet::new();
     if options.redrive {
@@ -233,6 +246,33 @@ pub async fn run_dev(
         })?;
     }
     Ok(())
+}
+
+/// Aborts the task it holds when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the platform's stream on a Kinesis-compatible endpoint on the loopback port.
+async fn start_kinesis_endpoint(
+    platform: &LocalPlatform,
+    port: u16,
+    report: &mut (dyn FnMut(DevEvent) + Send),
+) -> Result<AbortOnDrop, DemoError> {
+    let listener = kinesis::bind(port).await.map_err(DemoError::Setup)?;
+    let address = listener
+        .local_addr()
+        .map_err(|err| step("reading the Kinesis endpoint's address")(err))?;
+    let api = Arc::new(KinesisApi::new([platform.stream.as_ref().clone()]));
+    report(DevEvent::KinesisEndpoint {
+        url: format!("http://{address}"),
+        streams: api.stream_names(),
+    });
+    Ok(AbortOnDrop(tokio::spawn(kinesis::serve(listener, api))))
 }
 
 /// Offers the file under `key` to the batch path, as an S3 notification would, unless the

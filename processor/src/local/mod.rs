@@ -17,6 +17,7 @@ mod demo;
 pub mod dev;
 mod file_outcomes;
 pub mod generate;
+pub mod kinesis;
 pub mod put;
 pub mod query;
 

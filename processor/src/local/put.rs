@@ -7,11 +7,10 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rusqlite::params;
-use shared::embedded::{EmbeddedDb, sql_error};
+use shared::embedded::EmbeddedDb;
 use shared::stream::{EmbeddedStream, KINESIS_MAX_BATCH_RECORDS, OutgoingRecord, RecordStream};
 
-use super::{DemoError, Layout, STREAM_RETENTION, STREAM_SHARDS, step};
+use super::{DemoError, Layout, step};
 
 /// The most bytes one put call carries (Kinesis's `PutRecords` limit).
 const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
@@ -46,10 +45,7 @@ pub async fn put_lines(
 ) -> Result<PutSummary, DemoError> {
     let db = EmbeddedDb::open(&options.layout.database())
         .map_err(|err| step("opening the local database")(err))?;
-    check_stream_exists(&db, &options.stream).await?;
-    let stream = EmbeddedStream::create(db, &options.stream, STREAM_SHARDS, STREAM_RETENTION)
-        .await
-        .map_err(|err| step("opening the stream")(err))?;
+    let stream = existing_stream(db, &options.stream).await?;
     let mut summary = PutSummary::default();
     let mut call = Call::default();
     let mut lines = lines;
@@ -178,30 +174,29 @@ impl Call {
     }
 }
 
-/// Fails when the folder has no stream `name`: records put there would reach nothing.
-async fn check_stream_exists(db: &EmbeddedDb, name: &str) -> Result<(), DemoError> {
-    let wanted = name.to_owned();
-    let streams: Vec<String> = db
-        .call("listing the streams", move |conn| {
-            let mut select = conn
-                .prepare("SELECT name FROM streams ORDER BY name")
-                .map_err(sql_error("listing the streams"))?;
-            select
-                .query_map(params![], |row| row.get(0))
-                .and_then(Iterator::collect)
-                .map_err(sql_error("listing the streams"))
-        })
+/// The stream `name` of the folder; fails when there is none: records put there would
+/// reach nothing.
+async fn existing_stream(db: EmbeddedDb, name: &str) -> Result<EmbeddedStream, DemoError> {
+    if let Some(stream) = EmbeddedStream::open(db.clone(), name)
+        .await
+        .map_err(|err| step("opening the stream")(err))?
+    {
+        return Ok(stream);
+    }
+    Err(DemoError::Setup(no_such_stream(&db, name).await?))
+}
+
+/// Why records cannot go to stream `name`, naming the streams there are.
+pub(crate) async fn no_such_stream(db: &EmbeddedDb, name: &str) -> Result<String, DemoError> {
+    let streams = EmbeddedStream::names(db)
         .await
         .map_err(|err| step("listing the streams")(err))?;
-    if streams.contains(&wanted) {
-        return Ok(());
-    }
-    Err(DemoError::Setup(format!(
-        "no stream {wanted:?} in this folder (it has: {}); start `processor dev` with the catalog that routes it, which creates it",
+    Ok(format!(
+        "no stream {name:?} in this folder (it has: {}); start `processor dev` with the catalog that routes it, which creates it",
         if streams.is_empty() {
             "none".to_owned()
         } else {
             streams.join(", ")
         }
-    )))
+    ))
 }

@@ -5,25 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use processor::local::generate::{DemoSize, generate};
 use processor::local::{DemoOptions, Layout, run_demo};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "demo-test-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use crate::support::local::{Dev, query, temp_dir};
 
 const SIZE: DemoSize = DemoSize {
     customers: 300,
@@ -32,25 +21,6 @@ const SIZE: DemoSize = DemoSize {
     dirty_share: 0.05,
     seed: 11,
 };
-
-fn query<T>(
-    dir: &Path,
-    sql: &str,
-    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Vec<T> {
-    let connection = rusqlite::Connection::open(
-        Layout {
-            dir: dir.to_owned(),
-        }
-        .database(),
-    )
-    .expect("open");
-    let mut statement = connection.prepare(sql).expect("prepare");
-    statement
-        .query_map([], row)
-        .and_then(Iterator::collect)
-        .expect("query")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_loads_exactly_the_clean_rows_and_a_second_run_adds_none() {
@@ -258,54 +228,6 @@ fn a_demo_killed_twice_and_restarted_ends_like_an_uninterrupted_one() {
     }
     let _ = std::fs::remove_dir_all(&reference);
     let _ = std::fs::remove_dir_all(&interrupted);
-}
-
-/// A running `processor dev`, and the lines it prints.
-struct Dev {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Dev {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(crate::PROCESSOR)
-            .args(["dev", "--dir", dir.to_str().expect("utf-8 path")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start dev");
-        let stderr = child.stderr.take().expect("piped");
-        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let dev = Self { child, lines };
-        dev.wait_for("watching");
-        dev
-    }
-
-    /// The first line (from now) that contains `what`.
-    fn wait_for(&self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("dev never said {what:?}");
-    }
-
-    fn stop(mut self) {
-        self.child.kill().expect("stop dev");
-        self.child.wait().expect("reaped");
-    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod check_warehouse;
 mod demo;
 mod file_events;
 mod health;
+mod kinesis_endpoint;
 mod postgres_sink;
 mod read_files;
 mod redrive;

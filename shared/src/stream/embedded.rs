@@ -26,6 +26,7 @@ pub struct EmbeddedStream {
     db: EmbeddedDb,
     name: String,
     shard_count: u32,
+    retention: Duration,
 }
 
 impl EmbeddedStream {
@@ -40,39 +41,124 @@ impl EmbeddedStream {
         let name = name.into();
         let stream = name.clone();
         let shard_count = shard_count.max(1);
-        let count = db
-            .call("creating the stream", move |conn| {
-                conn.execute(
-                    "INSERT INTO streams (name, shard_count, retention_ms) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-                    params![stream, shard_count, millis(retention)],
-                )
-                .map_err(sql_error("creating the stream"))?;
+        db.call("creating the stream", move |conn| {
+            conn.execute(
+                "INSERT INTO streams (name, shard_count, retention_ms) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![stream, shard_count, millis(retention)],
+            )
+            .map_err(sql_error("creating the stream"))
+        })
+        .await
+        .map_err(|err| stream_error(&name, "CreateStream", None, err))?;
+        Self::open(db, &name).await?.ok_or_else(|| StreamError {
+            operation: "CreateStream",
+            stream: name.clone(),
+            shard: None,
+            source: "the stream vanished right after it was created".into(),
+            retryability: Retryability::Retryable,
+        })
+    }
+
+    /// Opens the stream `name` if the database has it (never creates one).
+    pub async fn open(db: EmbeddedDb, name: &str) -> Result<Option<Self>, StreamError> {
+        let stream = name.to_owned();
+        let found = db
+            .call("opening the stream", move |conn| {
                 conn.query_row(
-                    "SELECT shard_count FROM streams WHERE name = ?1",
+                    "SELECT shard_count, retention_ms FROM streams WHERE name = ?1",
                     params![stream],
-                    |row| row.get::<_, u32>(0),
+                    |row| Ok((row.get::<_, u32>(0)?, row.get::<_, i64>(1)?)),
                 )
-                .map_err(sql_error("creating the stream"))
+                .optional()
+                .map_err(sql_error("opening the stream"))
             })
             .await
-            .map_err(|err| stream_error(&name, "CreateStream", None, err))?;
-        Ok(Self {
+            .map_err(|err| stream_error(name, "DescribeStream", None, err))?;
+        Ok(found.map(|(shard_count, retention_ms)| Self {
             db,
-            name,
-            shard_count: count,
+            name: name.to_owned(),
+            shard_count: shard_count.max(1),
+            retention: Duration::from_millis(retention_ms.unsigned_abs()),
+        }))
+    }
+
+    /// The names of every stream in the database, sorted.
+    pub async fn names(db: &EmbeddedDb) -> Result<Vec<String>, StreamError> {
+        db.call("listing the streams", |conn| {
+            let mut select = conn
+                .prepare("SELECT name FROM streams ORDER BY name")
+                .map_err(sql_error("listing the streams"))?;
+            select
+                .query_map(params![], |row| row.get(0))
+                .and_then(Iterator::collect)
+                .map_err(sql_error("listing the streams"))
         })
+        .await
+        .map_err(|err| stream_error("*", "ListStreams", None, err))
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// The hash keys shard `index` takes: equal ranges over the 128-bit key space, as
+    /// Kinesis splits a new stream's.
+    pub fn hash_key_range(&self, index: u32) -> (u128, u128) {
+        let width = self.hash_range_width();
+        let start = width.saturating_mul(u128::from(index));
+        let end = if index + 1 >= self.shard_count {
+            u128::MAX
+        } else {
+            start + width - 1
+        };
+        (start, end)
+    }
+
+    /// The width of each shard's hash key range (the last takes what remains).
+    fn hash_range_width(&self) -> u128 {
+        match self.shard_count {
+            0 | 1 => u128::MAX,
+            count => u128::MAX / u128::from(count) + 1,
+        }
     }
 
     fn shard_id(index: u32) -> String {
         format!("shardId-{index:012}")
     }
 
+    /// The shard of a hash key: the one whose range holds it.
+    fn shard_for_hash(&self, hash: u128) -> String {
+        let index = (hash / self.hash_range_width()).min(u128::from(self.shard_count - 1));
+        Self::shard_id(u32::try_from(index).unwrap_or(self.shard_count - 1))
+    }
+
+    /// The shard of a partition key: by the MD5 of the key, as Kinesis maps it.
     fn shard_for(&self, partition_key: &str) -> String {
         let digest = Md5::digest(partition_key.as_bytes());
-        let hash = u128::from_be_bytes(digest.into());
-        let width = u128::MAX / u128::from(self.shard_count) + 1;
-        let index = u32::try_from(hash / width).expect("below the shard count");
-        Self::shard_id(index)
+        self.shard_for_hash(u128::from_be_bytes(digest.into()))
+    }
+
+    /// Puts records like `put_records`, except that a record with an explicit hash key
+    /// (`hash_keys[i]`, Kinesis's `ExplicitHashKey`) goes to the shard whose range holds
+    /// it rather than the one of its partition key.
+    pub async fn put_records_at(
+        &self,
+        records: &[OutgoingRecord],
+        hash_keys: &[Option<u128>],
+    ) -> PutReport {
+        let shards = records
+            .iter()
+            .enumerate()
+            .map(|(i, record)| match hash_keys.get(i).copied().flatten() {
+                Some(hash) => self.shard_for_hash(hash),
+                None => self.shard_for(&record.partition_key),
+            })
+            .collect();
+        self.put_to_shards(records, shards).await
     }
 
     /// How many records the stream holds.
@@ -114,6 +200,80 @@ impl EmbeddedStream {
             })
             .await
             .map_err(|err| self.error("DescribeStream", None, err))
+    }
+
+    /// Puts each record into the shard named for it, in one transaction.
+    async fn put_to_shards(&self, records: &[OutgoingRecord], shards: Vec<String>) -> PutReport {
+        let (sendable, too_large): (Vec<usize>, Vec<usize>) = (0..records.len()).partition(|&i| {
+            records[i].partition_key.len() + records[i].data.len() <= KINESIS_MAX_RECORD_BYTES
+        });
+        let mut report = EntryReport::all_failed(
+            &too_large,
+            "RecordTooLarge",
+            &format!("record is over the {KINESIS_MAX_RECORD_BYTES}-byte limit"),
+            false,
+        );
+        let rows: Vec<(usize, String, String, Bytes)> = sendable
+            .iter()
+            .map(|&i| {
+                let record = &records[i];
+                (
+                    i,
+                    shards[i].clone(),
+                    record.partition_key.clone(),
+                    record.data.clone(),
+                )
+            })
+            .collect();
+        let stream = self.name.clone();
+        let put = self
+            .db
+            .call("putting records", move |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error("putting records"))?;
+                let now = now_ms();
+                let retention: i64 = tx
+                    .query_row(
+                        "SELECT retention_ms FROM streams WHERE name = ?1",
+                        params![stream],
+                        |row| row.get(0),
+                    )
+                    .map_err(sql_error("putting records"))?;
+                tx.execute(
+                    "DELETE FROM stream_records WHERE stream = ?1 AND arrival_ms < ?2",
+                    params![stream, now.saturating_sub(retention)],
+                )
+                .map_err(sql_error("trimming records past retention"))?;
+                let mut locations = Vec::with_capacity(rows.len());
+                {
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT INTO stream_records (stream, shard_id, partition_key, data, arrival_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
+                        )
+                        .map_err(sql_error("putting records"))?;
+                    for (index, shard_id, partition_key, data) in rows {
+                        let seq: i64 = insert
+                            .query_row(
+                                params![stream, shard_id, partition_key, data.as_ref(), now],
+                                |row| row.get(0),
+                            )
+                            .map_err(sql_error("putting records"))?;
+                        locations.push((
+                            index,
+                            PutLocation {
+                                shard_id,
+                                sequence_number: sequence_text(seq),
+                            },
+                        ));
+                    }
+                }
+                tx.commit().map_err(sql_error("putting records"))?;
+                Ok(locations)
+            })
+            .await;
+        report.merge(entry_report(&sendable, put));
+        report.sort_by_index();
+        report
     }
 
     fn error(
@@ -172,76 +332,7 @@ impl RecordStream for EmbeddedStream {
     }
 
     async fn put_records(&self, records: &[OutgoingRecord]) -> PutReport {
-        let (sendable, too_large): (Vec<usize>, Vec<usize>) = (0..records.len()).partition(|&i| {
-            records[i].partition_key.len() + records[i].data.len() <= KINESIS_MAX_RECORD_BYTES
-        });
-        let mut report = EntryReport::all_failed(
-            &too_large,
-            "RecordTooLarge",
-            &format!("record is over the {KINESIS_MAX_RECORD_BYTES}-byte limit"),
-            false,
-        );
-        let rows: Vec<(usize, String, String, Bytes)> = sendable
-            .iter()
-            .map(|&i| {
-                let record = &records[i];
-                (
-                    i,
-                    self.shard_for(&record.partition_key),
-                    record.partition_key.clone(),
-                    record.data.clone(),
-                )
-            })
-            .collect();
-        let stream = self.name.clone();
-        let put = self
-            .db
-            .call("putting records", move |conn| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql_error("putting records"))?;
-                let now = now_ms();
-                let retention: i64 = tx
-                    .query_row(
-                        "SELECT retention_ms FROM streams WHERE name = ?1",
-                        params![stream],
-                        |row| row.get(0),
-                    )
-                    .map_err(sql_error("putting records"))?;
-                tx.execute(
-                    "DELETE FROM stream_records WHERE stream = ?1 AND arrival_ms < ?2",
-                    params![stream, now.saturating_sub(retention)],
-                )
-                .map_err(sql_error("trimming records past retention"))?;
-                let mut locations = Vec::with_capacity(rows.len());
-                {
-                    let mut insert = tx
-                        .prepare_cached(
-                            "INSERT INTO stream_records (stream, shard_id, partition_key, data, arrival_ms)
-                             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
-                        )
-                        .map_err(sql_error("putting records"))?;
-                    for (index, shard_id, partition_key, data) in rows {
-                        let seq: i64 = insert
-                            .query_row(
-                                params![stream, shard_id, partition_key, data.as_ref(), now],
-                                |row| row.get(0),
-                            )
-                            .map_err(sql_error("putting records"))?;
-                        locations.push((
-                            index,
-                            PutLocation {
-                                shard_id,
-                                sequence_number: sequence_text(seq),
-                            },
-                        ));
-                    }
-                }
-                tx.commit().map_err(sql_error("putting records"))?;
-                Ok(locations)
-            })
-            .await;
-        report.merge(entry_report(&sendable, put));
-        report.sort_by_index();
-        report
+        self.put_records_at(records, &[]).await
     }
 
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {

@@ -1,0 +1,92 @@
+//! The local platform's processes in tests: a folder per test, `processor dev` with the
+//! lines it prints, and queries of its database.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use processor::local::Layout;
+
+/// A fresh folder under the system's temporary directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "demo-test-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The rows `sql` selects from the local platform's database in `dir`.
+pub fn query<T>(
+    dir: &Path,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    let connection = rusqlite::Connection::open(
+        Layout {
+            dir: dir.to_owned(),
+        }
+        .database(),
+    )
+    .expect("open");
+    let mut statement = connection.prepare(sql).expect("prepare");
+    statement
+        .query_map([], row)
+        .and_then(Iterator::collect)
+        .expect("query")
+}
+
+/// A running `processor dev`, and the lines it prints.
+pub struct Dev {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Dev {
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(crate::PROCESSOR)
+            .args(["dev", "--dir", dir.to_str().expect("utf-8 path")])
+            .args(["--kinesis-port", "0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dev");
+        let stderr = child.stderr.take().expect("piped");
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let dev = Self { child, lines };
+        dev.wait_for("watching");
+        dev
+    }
+
+    /// The first line (from now) that contains `what`.
+    pub fn wait_for(&self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("dev never said {what:?}");
+    }
+
+    pub fn stop(mut self) {
+        self.child.kill().expect("stop dev");
+        self.child.wait().expect("reaped");
+    }
+}
