@@ -456,3 +456,49 @@ async fn an_unknown_queue_name_is_an_empty_queue_not_an_error() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn embedded_shards_split_the_hash_key_space_and_take_explicit_hash_keys() {
+    let file = temp_db();
+    let db = EmbeddedDb::open(file.path()).expect("open");
+    assert!(
+        EmbeddedStream::open(db.clone(), "events")
+            .await
+            .expect("look up")
+            .is_none(),
+        "open never creates a stream"
+    );
+    for shards in [1u32, 2, 3] {
+        let name = format!("s{shards}");
+        let stream = EmbeddedStream::create(db.clone(), &name, shards, Duration::from_secs(60))
+            .await
+            .expect("stream");
+        let ranges: Vec<(u128, u128)> = (0..shards).map(|i| stream.hash_key_range(i)).collect();
+        assert_eq!(ranges[0].0, 0);
+        assert_eq!(ranges[ranges.len() - 1].1, u128::MAX);
+        for pair in ranges.windows(2) {
+            assert_eq!(
+                pair[0].1 + 1,
+                pair[1].0,
+                "{shards} shards: contiguous ranges"
+            );
+        }
+        // The last hash key lands in the last shard, the first in the first.
+        let records = [record("a", 1), record("b", 2)];
+        let put = stream
+            .put_records_at(&records, &[Some(u128::MAX), Some(0)])
+            .await;
+        assert!(put.all_succeeded());
+        let shard_of = |index: usize| {
+            put.succeeded
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, at)| at.shard_id.clone())
+                .expect("put")
+        };
+        assert_eq!(shard_of(0), format!("shardId-{:012}", shards - 1));
+        assert_eq!(shard_of(1), "shardId-000000000000");
+    }
+    let names = EmbeddedStream::names(&db).await.expect("names");
+    assert_eq!(names, ["s1", "s2", "s3"]);
+}
