@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backfill, check, demo, dev, healthcheck, prune, put, query, redrive, replay,
+    backfill, catalog, check, demo, dev, healthcheck, prune, put, query, redrive, replay,
 };
 
 /// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
@@ -25,6 +25,11 @@ pub struct Cli {
 pub enum Command {
     /// Validate the config and the dataset catalog, planning every transform.
     Check(check::Args),
+    /// Work on catalogs: `catalog draft FILES…` drafts a dataset's entry from its files.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog::Command,
+    },
     /// Consume the work queue and load the warehouse until SIGTERM or Ctrl-C.
     Serve,
     /// Enqueue work items for the objects under a prefix (loads history, re-runs a

@@ -2,6 +2,7 @@
 //! warehouse; also what the operator commands do (catalog check, backfill, replay,
 //! redrive) and the local platform. `docs/architecture.md` maps the modules.
 
+pub mod drafting;
 pub mod local;
 pub mod objects;
 pub mod operations;

@@ -25,6 +25,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = PlatformConfig::load(cli.config.as_deref(), std::env::vars())?;
     match cli.command {
         Command::Check(args) => commands::check::run(&config, args).await,
+        Command::Catalog { command } => commands::catalog::run(&config, command).await,
         Command::Serve => commands::serve::run(&config).await,
         Command::Backfill(args) => commands::backfill::run(&config, args).await,
         Command::Replay(args) => commands::replay::run(&config, args).await,

@@ -2,6 +2,7 @@
 //! command does lives in the library (`operations`, `serve`, `local`), where tests reach it.
 
 pub mod backfill;
+pub mod catalog;
 pub mod check;
 pub mod demo;
 pub mod dev;

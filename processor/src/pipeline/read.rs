@@ -689,11 +689,7 @@ async fn read_parquet(
         source_url: url.clone(),
         source,
     };
-    let reader = ParquetObject {
-        store,
-        path,
-        item: item.clone(),
-    };
+    let reader = parquet_reader(StoredObject { store, path }, item.clone());
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|err| {
@@ -826,6 +822,15 @@ fn parquet_columns(
         return Err(shape(format!("column {}", unconvertible.join("; column "))));
     }
     Ok(column_indices)
+}
+
+/// The Parquet object of `item`, read by ranges and pinned to its entity tag (a load's
+/// reads, and `catalog draft`'s).
+pub(crate) fn parquet_reader(
+    StoredObject { store, path }: StoredObject,
+    item: FileItem,
+) -> impl AsyncFileReader + Unpin + 'static {
+    ParquetObject { store, path, item }
 }
 
 /// A Parquet file in an object store, read by ranges for the parquet crate's async

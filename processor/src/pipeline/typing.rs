@@ -223,15 +223,7 @@ fn type_column(
         ) as ArrayRef,
         _ => source,
     };
-    let typed = if source.data_type() == &column.data_type {
-        Arc::clone(&source)
-    } else {
-        let cast_options = CastOptions {
-            safe: true,
-            format_options: FormatOptions::default(),
-        };
-        cast_with_options(&source, &column.data_type, &cast_options)?
-    };
+    let typed = cast_cells(&source, &column.data_type)?;
     let formatter = ArrayFormatter::try_new(source.as_ref(), &FormatOptions::default())?;
     for (row, reason) in reasons.iter_mut().enumerate() {
         if reason.is_some() || !typed.is_null(row) {
@@ -256,6 +248,20 @@ fn type_column(
         }
     }
     Ok(typed)
+}
+
+/// Cells converted to `to` the way a load converts them: a value that does not convert
+/// becomes NULL (the caller tells why). `catalog draft` proposes only types its sample
+/// converts to by this same rule.
+pub(crate) fn cast_cells(source: &ArrayRef, to: &DataType) -> Result<ArrayRef, ArrowError> {
+    if source.data_type() == to {
+        return Ok(Arc::clone(source));
+    }
+    let cast_options = CastOptions {
+        safe: true,
+        format_options: FormatOptions::default(),
+    };
+    cast_with_options(source, to, &cast_options)
 }
 
 /// The text cells of a JSON object for the dataset's columns: strings as they are,

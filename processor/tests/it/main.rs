@@ -7,6 +7,7 @@ mod backfill;
 mod bad_inputs;
 mod check_warehouse;
 mod demo;
+mod draft;
 mod file_events;
 mod health;
 mod kinesis_endpoint;

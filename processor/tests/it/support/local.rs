@@ -85,6 +85,31 @@ impl Dev {
         panic!("dev never said {what:?}");
     }
 
+    /// For each of `whats`, the first line (from now) that contains it, in whatever order
+    /// the lines come.
+    pub fn wait_for_each(&self, whats: &[String]) -> Vec<String> {
+        let mut found: Vec<Option<String>> = vec![None; whats.len()];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while found.iter().any(Option::is_none) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            if let Some(at) =
+                (0..whats.len()).find(|&i| found[i].is_none() && line.contains(&whats[i]))
+            {
+                found[at] = Some(line);
+            }
+        }
+        whats
+            .iter()
+            .zip(found)
+            .map(|(what, line)| line.unwrap_or_else(|| panic!("dev never said {what:?}")))
+            .collect()
+    }
+
     pub fn stop(mut self) {
         self.child.kill().expect("stop dev");
         self.child.wait().expect("reaped");
