@@ -30,6 +30,10 @@ pub struct DraftArgs {
     /// The warehouse table, schema.table; by default public.<name>.
     #[arg(long)]
     target: Option<String>,
+    /// Route the dataset from this Kinesis stream instead of S3 (draft from sample records
+    /// as JSON lines).
+    #[arg(long)]
+    stream: Option<String>,
     /// Rows sampled over all files (the first rows of the first files).
     #[arg(long, default_value_t = DEFAULT_SAMPLE_ROWS)]
     sample_rows: usize,
@@ -44,6 +48,7 @@ pub async fn run(config: &PlatformConfig, command: Command) -> anyhow::Result<Ex
         inputs: args.inputs,
         name: args.name,
         target: args.target,
+        stream: args.stream,
         sample_rows: args.sample_rows,
     };
     let sdk_config = load_sdk_config(&config.aws).await;

@@ -37,6 +37,8 @@ pub struct DraftOptions {
     pub name: Option<String>,
     /// `schema.table`; by default `public.<name>`.
     pub target: Option<String>,
+    /// Route the dataset from this stream (its records are JSON) rather than from S3.
+    pub stream: Option<String>,
     pub sample_rows: usize,
 }
 
@@ -64,6 +66,8 @@ pub struct Draft {
     pub s3_prefix: String,
     /// The prefix is a suggestion (the inputs were local files), not the files' own.
     pub s3_prefix_guessed: bool,
+    /// The stream the dataset is routed from instead (`--stream`).
+    pub stream: Option<String>,
     pub columns: Vec<(String, Inferred)>,
     pub key: KeyProposal,
     /// Every file found, and how many of them were sampled.
@@ -100,6 +104,12 @@ pub async fn draft(options: &DraftOptions, stores: &dyn ObjectStores) -> Result<
         samples.push((file.display.clone(), sample));
     }
     let combined = combine(&samples)?;
+    if options.stream.is_some() && combined.format != FileFormat::Jsonl {
+        return Err(DraftError::Input(format!(
+            "--stream: stream records are JSON, and the sample is {}; draft from JSON lines, one record per line",
+            combined.format.as_str()
+        )));
+    }
     if combined.rows.is_empty() {
         return Err(DraftError::Input(format!(
             "{} hold(s) no data rows: a draft needs rows to tell the columns' types",
@@ -118,6 +128,7 @@ pub async fn draft(options: &DraftOptions, stores: &dyn ObjectStores) -> Result<
     Ok(Draft {
         key: key::propose_key(&typed, &combined.rows),
         s3_prefix_guessed: inputs.s3_prefix.is_none(),
+        stream: options.stream.clone(),
         s3_prefix: inputs
             .s3_prefix
             .unwrap_or_else(|| format!("landing/{name}/")),

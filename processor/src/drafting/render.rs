@@ -38,8 +38,16 @@ pub fn render(draft: &Draft) -> String {
         "description = {}",
         quoted(&format!("Drafted from {sources}"))
     );
-    let _ = writeln!(out, "format = {}", quoted(draft.format.as_str()));
-    if let Some(compression) = draft.compression {
+    if let Some(stream) = &draft.stream {
+        let _ = writeln!(
+            out,
+            "# records put to this stream load here\nstream = {{ name = {} }}",
+            quoted(stream)
+        );
+    } else {
+        let _ = writeln!(out, "format = {}", quoted(draft.format.as_str()));
+    }
+    if let Some(compression) = draft.compression.filter(|_| draft.stream.is_none()) {
         let _ = writeln!(
             out,
             "# the file names do not say it, so the catalog must\ncompression = {}",
@@ -59,6 +67,9 @@ pub fn render(draft: &Draft) -> String {
     let _ = writeln!(out, "# {}", draft.key.why);
     let key: Vec<String> = draft.key.columns.iter().map(|c| quoted(c)).collect();
     let _ = writeln!(out, "key = [{}]", key.join(", "));
+    if draft.stream.is_some() {
+        return render_columns(out, draft);
+    }
     let _ = writeln!(
         out,
         "# {}\ns3 = {{ prefix = {} }}",
@@ -69,6 +80,11 @@ pub fn render(draft: &Draft) -> String {
         },
         quoted(&draft.s3_prefix)
     );
+    render_columns(out, draft)
+}
+
+fn render_columns(mut out: String, draft: &Draft) -> String {
+    let name = &draft.name;
     for (column, inferred) in &draft.columns {
         let _ = writeln!(out, "\n# {}", inferred.seen);
         let _ = writeln!(out, "[[datasets.{name}.columns]]");

@@ -118,6 +118,7 @@ async fn draft_of(inputs: &[String]) -> Result<processor::drafting::Draft, Draft
         inputs: inputs.to_vec(),
         name: None,
         target: None,
+        stream: None,
         sample_rows: 10_000,
     };
     let stores = FixedStore(Arc::new(object_store::memory::InMemory::new()));
@@ -223,6 +224,7 @@ async fn files_under_an_s3_prefix_draft_with_their_prefix_as_the_route() {
         inputs: vec![format!("s3://{bucket}/drops/customers/")],
         name: None,
         target: Some("crm.customers".to_owned()),
+        stream: None,
         sample_rows: 10_000,
     };
     let drafted = draft(&options, &stores).await.expect("drafts");
@@ -250,4 +252,115 @@ async fn files_under_an_s3_prefix_draft_with_their_prefix_as_the_route() {
     let drafted = draft(&gzip_only, &stores).await.expect("drafts");
     assert_eq!(drafted.compression, Some(Compression::Gzip));
     assert!(render(&drafted).contains("compression = \"gzip\""));
+}
+
+/// The README's walk-through: a user's own files and sample records drafted into a
+/// catalog, `check`, `dev`, files dropped into its folder and records put by an unchanged
+/// Kinesis producer (the AWS SDK for Rust) through its endpoint, and `query`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_files_and_records_draft_load_and_query_end_to_end() {
+    let dir = temp_dir("walk-through");
+    let books = dir.join("source").join("books");
+    std::fs::create_dir_all(&books).expect("folder");
+    std::fs::write(
+        books.join("2026-12.csv"),
+        "isbn,title,price,published\n\
+         9780000000001,Dune,9.99,1965-08-01\n\
+         9780000000002,Emma,4.50,1815-12-23\n\
+         9780000000003,Ulysses,12.00,1922-02-02\n",
+    )
+    .expect("write");
+    let reviews = dir.join("source").join("reviews.jsonl");
+    std::fs::write(
+        &reviews,
+        "{\"review_id\": \"r1\", \"isbn\": \"9780000000001\", \"stars\": 5, \"at\": \"2026-12-01T10:00:00Z\"}\n\
+         {\"review_id\": \"r2\", \"isbn\": \"9780000000002\", \"stars\": 3, \"at\": \"2026-12-01T11:00:00Z\"}\n",
+    )
+    .expect("write");
+    let drafts = [
+        (vec![path(&books)], dir.join("books.toml")),
+        (
+            vec![path(&reviews), "--stream", "reviews", "--name", "reviews"],
+            dir.join("reviews.toml"),
+        ),
+    ];
+    let mut catalog = String::new();
+    for (args, out) in &drafts {
+        let mut command = vec!["catalog", "draft"];
+        command.extend(args);
+        command.extend(["--output", path(out)]);
+        let (ok, said) = run(&command);
+        assert!(ok, "{said}");
+        catalog += &std::fs::read_to_string(out).expect("the draft");
+    }
+    assert!(
+        catalog.contains("stream = { name = \"reviews\" }"),
+        "{catalog}"
+    );
+    let catalog_file = dir.join("my.toml");
+    std::fs::write(&catalog_file, &catalog).expect("write");
+    let (ok, said) = run(&["check", "--catalog", path(&catalog_file)]);
+    assert!(ok, "{said}\n{catalog}");
+
+    let platform = dir.join("platform");
+    let dev = Dev::start(&platform, &["--catalog", path(&catalog_file)]);
+    let line = dev.wait_for("Kinesis endpoint on");
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://127.0.0.1:"))
+        .expect("the endpoint's URL")
+        .to_owned();
+    let landing = Layout {
+        dir: platform.clone(),
+    }
+    .landing()
+    .join("landing")
+    .join("books");
+    std::fs::create_dir_all(&landing).expect("folder");
+    std::fs::copy(books.join("2026-12.csv"), landing.join("2026-12.csv")).expect("drop");
+    let kinesis = crate::kinesis_endpoint::client(&url);
+    for record in std::fs::read_to_string(&reviews).expect("read").lines() {
+        kinesis
+            .put_record()
+            .stream_name("reviews")
+            .partition_key("isbn")
+            .data(aws_sdk_kinesis::primitives::Blob::new(
+                record.as_bytes().to_vec(),
+            ))
+            .send()
+            .await
+            .expect("PutRecord");
+    }
+    let loaded = dev.wait_for("loaded landing/books/2026-12.csv into public_books");
+    assert!(loaded.contains("3 row(s), 0 rejected"), "{loaded}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let reviewed = || {
+        query(
+            &platform,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'public_reviews'",
+            |r| r.get::<_, i64>(0),
+        ) == [1]
+            && query(&platform, "SELECT count(*) FROM public_reviews", |r| {
+                r.get::<_, i64>(0)
+            }) == [2]
+    };
+    while !reviewed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the records never loaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    dev.stop();
+    let (ok, printed) = run(&[
+        "query",
+        "--dir",
+        path(&platform),
+        "SELECT b.title, r.stars FROM public_books b JOIN public_reviews r ON r.isbn = b.isbn ORDER BY b.title",
+    ]);
+    assert!(ok, "{printed}");
+    let dune = printed.find("Dune").expect("Dune reviewed");
+    let emma = printed.find("Emma").expect("Emma reviewed");
+    assert!(dune < emma && !printed.contains("Ulysses"), "{printed}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -39,7 +39,7 @@ fn start_dev(name: &str) -> (std::path::PathBuf, Dev, String) {
     (dir, dev, url)
 }
 
-fn client(url: &str) -> aws_sdk_kinesis::Client {
+pub(crate) fn client(url: &str) -> aws_sdk_kinesis::Client {
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
