@@ -32,9 +32,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Redrive(args) => commands::redrive::run(&config, args).await,
         Command::Prune(args) => commands::prune::run(&config, args).await,
         Command::Demo(args) => commands::demo::run(args).await,
-        Command::Query(args) => commands::query::run(args),
-        Command::Dev(args) => commands::dev::run(args).await,
-        Command::Put(args) => commands::put::run(args).await,
+        Command::Query(args) => commands::query::run(&config, args),
+        Command::Dev(args) => commands::dev::run(&config, args).await,
+        Command::Put(args) => commands::put::run(&config, args).await,
         Command::Healthcheck(args) => commands::healthcheck::run(&config, args).await,
     }
 }

@@ -31,8 +31,11 @@ use crate::envelope::{MessageSizeLimit, SQS_MAX_MESSAGE_BYTES};
 use crate::error::{Classify, Retryability};
 use crate::toml_walk::{Fields, Issues};
 
+mod local;
 mod retention;
 mod views;
+
+pub use local::{DEFAULT_KINESIS_PORT, LocalSettings};
 
 pub use crate::toml_walk::{Issue, render_issues};
 pub use retention::{MIN_LEDGER_RETENTION_DAYS, RetentionSettings};
@@ -397,6 +400,8 @@ pub struct PlatformConfig {
     pub stream: Option<StreamSettings>,
     pub telemetry: TelemetrySettings,
     pub retention: RetentionSettings,
+    /// The local platform in a folder, in place of AWS and a warehouse.
+    pub local: Option<LocalSettings>,
 }
 
 /// Why the platform config could not be loaded.
@@ -873,6 +878,22 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         .map_or_else(RetentionSettings::default, |section| {
             retention::read_retention(section, issues)
         });
+    let local = root
+        .table("local", issues)
+        .and_then(|section| local::read_local(section, issues));
+    if local.is_some() {
+        for (section, present) in [
+            ("queue", queue.is_some()),
+            ("warehouse", warehouse.is_some()),
+        ] {
+            if present {
+                issues.push(
+                    section,
+                    "the local mode ([local]) has its own queue and warehouse: remove this section, or remove [local] to run against AWS",
+                );
+            }
+        }
+    }
     root.finish(issues);
     PlatformConfig {
         aws,
@@ -885,6 +906,7 @@ fn read_config(document: &Table, issues: &mut Issues) -> PlatformConfig {
         stream,
         telemetry,
         retention,
+        local,
     }
 }
 
@@ -1146,6 +1168,42 @@ mod tests {
     }
 
     #[test]
+    fn the_local_mode_takes_a_folder_and_replaces_queue_and_warehouse() {
+        let config = PlatformConfig::from_toml(
+            "[local]\ndir = \"my-data\"\n[catalog]\npath = \"my.toml\"\n",
+            "test",
+            env(&[("INGEST_LOCAL__KINESIS_PORT", "0")]),
+        )
+        .expect("valid");
+        let local = config.local.expect("[local]");
+        assert_eq!(local.dir, PathBuf::from("my-data"));
+        assert_eq!(local.kinesis_port, 0);
+        let issues = issues_of(
+            "[local]\nkinesis_port = 70000\n[queue]\nurl = \"http://127.0.0.1:1/q\"\n",
+            &[],
+        );
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.contains("local.dir") && i.contains("required")),
+            "{issues:?}"
+        );
+        assert!(
+            issues.iter().any(|i| i.contains("local.kinesis_port")),
+            "{issues:?}"
+        );
+        let both = issues_of(
+            "[local]\ndir = \"d\"\n[queue]\nurl = \"http://127.0.0.1:1/q\"\n",
+            &[],
+        );
+        assert!(
+            both.iter()
+                .any(|i| i.starts_with("queue") && i.contains("has its own queue")),
+            "{both:?}"
+        );
+    }
+
+    #[test]
     fn metrics_export_is_prometheus_unless_emf_is_asked_for() {
         let config = PlatformConfig::from_toml("", "test", env(&[])).expect("valid");
         assert_eq!(config.telemetry.metrics_export, MetricsExport::Prometheus);
@@ -1292,7 +1350,7 @@ log_format = "xml"
                 "aws.attempt_timeout_secs: must be longer than queue.wait_time_secs (20 s), or every long poll times out",
                 "warehouse.url: unsupported scheme \"mysql\"; expected postgres://",
                 "telemetry.log_format: unknown log format \"xml\"; expected json or text",
-                "colour: unknown field; expected one of: aws, catalog, events, files, processor, queue, retention, stream, telemetry, warehouse",
+                "colour: unknown field; expected one of: aws, catalog, events, files, local, processor, queue, retention, stream, telemetry, warehouse",
             ]
         );
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ingest_batch::FileIngest;
+use processor::local::LOCAL_BUCKET;
 use processor::operations::backfill::{BackfillOptions, BackfillProgress, backfill, parse_since};
 use shared::aws::AwsClients;
 use shared::catalog::Catalog;
@@ -12,9 +13,9 @@ use shared::config::PlatformConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The bucket to list.
+    /// The bucket to list (under [local]: the landing folder, `demo`, the default).
     #[arg(long)]
-    bucket: String,
+    bucket: Option<String>,
     /// Only keys starting with this prefix.
     #[arg(long, default_value = "")]
     prefix: String,
@@ -27,28 +28,42 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let view = config.file_ingest()?;
     let since_ms = args
         .since
         .as_deref()
         .map(parse_since)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let catalog = Arc::new(Catalog::from_file(view.catalog_path)?);
-    let clients = AwsClients::new(&config.aws).await;
-    let ingest = FileIngest::new(catalog, &clients, view.queue, config.files, "backfill");
+    let local = super::local_layout(config);
+    let bucket = match (args.bucket, &local) {
+        (Some(bucket), _) => bucket,
+        (None, Some(_)) => LOCAL_BUCKET.to_owned(),
+        (None, None) => anyhow::bail!("--bucket is required: the bucket to list"),
+    };
     let options = BackfillOptions {
-        bucket: args.bucket,
+        bucket,
         prefix: args.prefix,
         since_ms,
         dry_run: args.dry_run,
     };
     let started = Instant::now();
     let mut progress = |p: &BackfillProgress| print_progress(p, started, options.dry_run);
-    let done = backfill(&clients.s3, &ingest, &options, &mut progress).await?;
+    let done = match &local {
+        Some(layout) => {
+            let catalog = super::configured_catalog(config)?;
+            processor::local::operations::backfill(layout, catalog, &options, &mut progress).await?
+        }
+        None => {
+            let view = config.file_ingest()?;
+            let catalog = Arc::new(Catalog::from_file(view.catalog_path)?);
+            let clients = AwsClients::new(&config.aws).await;
+            let ingest = FileIngest::new(catalog, &clients, view.queue, config.files, "backfill");
+            backfill(&clients.s3, &ingest, &options, &mut progress).await?
+        }
+    };
     eprintln!();
     println!(
-        "{} {} work item(s) for {} object(s) under s3://{}/{} ({} split into parts, {} skipped: folder markers, empty, unrouted or gone)",
+        "{} {} work item(s) for {} object(s) under {} ({} split into parts, {} skipped: folder markers, empty, unrouted or gone)",
         if options.dry_run {
             "would enqueue"
         } else {
@@ -56,8 +71,10 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
         },
         done.work_items,
         done.planned,
-        options.bucket,
-        options.prefix,
+        match &local {
+            Some(layout) => layout.landing().join(&options.prefix).display().to_string(),
+            None => format!("s3://{}/{}", options.bucket, options.prefix),
+        },
         done.files_split,
         done.skipped
     );

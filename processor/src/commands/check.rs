@@ -45,9 +45,24 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
 
 /// Prints what start-up would do to each target table; returns how many are refused.
 async fn print_table_plans(config: &PlatformConfig, catalog: &Catalog) -> anyhow::Result<usize> {
-    let settings = config.warehouse()?;
-    let warehouse = connect_warehouse(config, settings).await?;
-    let plans = plan_tables(warehouse.as_ref(), catalog).await?;
+    let plans = match super::local_layout(config) {
+        Some(layout) if !layout.database().exists() => {
+            println!(
+                "warehouse tables: {} holds no local platform yet; `processor serve` creates it and every target table",
+                layout.dir.display()
+            );
+            return Ok(0);
+        }
+        Some(layout) => {
+            let warehouse = processor::local::operations::warehouse(&layout)?;
+            plan_tables(&warehouse, catalog).await?
+        }
+        None => {
+            let settings = config.warehouse()?;
+            let warehouse = connect_warehouse(config, settings).await?;
+            plan_tables(warehouse.as_ref(), catalog).await?
+        }
+    };
     println!("warehouse tables (nothing changed):");
     for plan in &plans {
         println!("  {}", plan.to_string().replace('\n', "\n  "));

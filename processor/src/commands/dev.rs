@@ -5,13 +5,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use processor::local::dev::{DevEvent, DevOptions, run_dev};
+use shared::config::{DEFAULT_KINESIS_PORT, PlatformConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The demo folder; files go under <dir>/objects/demo/landing/<dataset>/.
-    #[arg(long, default_value = "demo-data")]
-    dir: PathBuf,
-    /// Catalog file; defaults to the example catalog (catalog/ecommerce.toml).
+    /// The local platform's folder (default: [local] dir of the config, else demo-data);
+    /// files go under <dir>/objects/demo/<key>.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Catalog file (default: [catalog] path of the config, else the example catalog,
+    /// catalog/ecommerce.toml).
     #[arg(long)]
     catalog: Option<PathBuf>,
     /// Move every dead letter back to the work queue at start, after fixing the catalog.
@@ -21,9 +24,10 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// The loopback port of the Kinesis-compatible endpoint producers put to
-    /// (AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:PORT); 0 picks a free one.
-    #[arg(long, default_value_t = 4567)]
-    kinesis_port: u16,
+    /// (AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:PORT); 0 picks a free one. Default:
+    /// [local] kinesis_port of the config, else 4567.
+    #[arg(long)]
+    kinesis_port: Option<u16>,
     /// Serve no Kinesis-compatible endpoint.
     #[arg(long)]
     no_kinesis: bool,
@@ -32,18 +36,27 @@ pub struct Args {
     scan_interval_secs: u64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let kinesis_port = args
+        .kinesis_port
+        .or_else(|| config.local.as_ref().map(|local| local.kinesis_port))
+        .unwrap_or(DEFAULT_KINESIS_PORT);
     let options = DevOptions {
-        dir: args.dir,
-        catalog: args.catalog,
+        dir: super::local_dir(config, args.dir),
+        catalog: args.catalog.or_else(|| config.catalog_path.clone()),
         redrive: args.redrive,
         workers: args.workers,
         visibility_timeout: Duration::from_secs(30),
         scan_interval: Duration::from_secs(args.scan_interval_secs.max(1)),
-        kinesis_port: (!args.no_kinesis).then_some(args.kinesis_port),
+        kinesis_port: (!args.no_kinesis).then_some(kinesis_port),
     };
+    run_local(&options).await
+}
+
+/// Runs the local platform until SIGTERM or Ctrl-C (`dev`, and `serve` under [local]).
+pub async fn run_local(options: &DevOptions) -> anyhow::Result<ExitCode> {
     let stopped = super::stop_on_signal(|| {});
-    run_dev(&options, stopped, &mut report).await?;
+    run_dev(options, stopped, &mut report).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,6 +14,36 @@ pub mod redrive;
 pub mod replay;
 pub mod serve;
 
+/// The local platform's folder: `--dir` if given, else `[local] dir`, else `demo-data`.
+pub fn local_dir(
+    config: &shared::config::PlatformConfig,
+    dir: Option<std::path::PathBuf>,
+) -> std::path::PathBuf {
+    dir.or_else(|| config.local.as_ref().map(|local| local.dir.clone()))
+        .unwrap_or_else(|| std::path::PathBuf::from("demo-data"))
+}
+
+/// The local platform of `[local]`, when the config runs the local mode.
+pub fn local_layout(config: &shared::config::PlatformConfig) -> Option<processor::local::Layout> {
+    config.local.as_ref().map(|local| processor::local::Layout {
+        dir: local.dir.clone(),
+    })
+}
+
+/// The catalog `[catalog] path` names, read; the local mode needs one as AWS does.
+pub fn configured_catalog(
+    config: &shared::config::PlatformConfig,
+) -> anyhow::Result<std::sync::Arc<shared::catalog::Catalog>> {
+    use anyhow::Context;
+    let path = config
+        .catalog_path
+        .as_deref()
+        .context("no catalog: set [catalog] path in the config (or INGEST_CATALOG__PATH)")?;
+    Ok(std::sync::Arc::new(shared::catalog::Catalog::from_file(
+        path,
+    )?))
+}
+
 /// Completes on SIGTERM (ECS stopping the task) or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use processor::serve::connect_warehouse;
+use processor::warehouse::Warehouse;
 use processor::warehouse::retention::{PruneReport, PruneRequest};
 use shared::config::{PlatformConfig, RetentionSettings};
 
@@ -15,10 +16,19 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let settings = config.warehouse()?;
-    let warehouse = connect_warehouse(config, settings).await?;
     let request = PruneRequest::new(&config.retention, SystemTime::now(), args.dry_run);
-    let report = warehouse.prune(&request).await?;
+    let report = match super::local_layout(config) {
+        Some(layout) => {
+            processor::local::operations::warehouse(&layout)?
+                .prune(&request)
+                .await?
+        }
+        None => {
+            let settings = config.warehouse()?;
+            let warehouse = connect_warehouse(config, settings).await?;
+            warehouse.prune(&request).await?
+        }
+    };
     println!("{}", describe(&config.retention, &report, args.dry_run));
     Ok(ExitCode::SUCCESS)
 }

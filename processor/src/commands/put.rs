@@ -9,12 +9,13 @@ use std::time::Instant;
 use anyhow::Context;
 use processor::local::Layout;
 use processor::local::put::{PutOptions, put_lines};
+use shared::config::PlatformConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The local platform's folder (as given to `dev`).
-    #[arg(long, default_value = "demo-data")]
-    dir: PathBuf,
+    /// The local platform's folder (default: [local] dir of the config, else demo-data).
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// The stream to put to: the `stream` route of a dataset in the catalog `dev` runs.
     #[arg(long)]
     stream: String,
@@ -26,9 +27,11 @@ pub struct Args {
     file: Option<PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
     let options = PutOptions {
-        layout: Layout { dir: args.dir },
+        layout: Layout {
+            dir: super::local_dir(config, args.dir),
+        },
         stream: args.stream,
         partition_key_field: args.partition_key,
     };

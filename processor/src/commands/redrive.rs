@@ -25,6 +25,29 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let options = RedriveOptions {
+        dry_run: args.dry_run,
+        max_messages: args.max,
+        max_per_second: args.rate,
+        max_redrives: args.max_redrives,
+    };
+    let mut progress = |moved: u64, expected: u64| eprint!("\rmoved {moved} of ~{expected}");
+    let outcome = match super::local_layout(config) {
+        Some(layout) => {
+            processor::local::operations::redrive(&layout, options, &mut progress).await?
+        }
+        None => redrive_sqs(config, options, &mut progress).await?,
+    };
+    eprintln!();
+    println!("{}", describe(&outcome));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn redrive_sqs(
+    config: &PlatformConfig,
+    options: RedriveOptions,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> anyhow::Result<RedriveOutcome> {
     let RedriveView {
         queue,
         dead_letter_url,
@@ -36,17 +59,7 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
         queue.max_message_bytes,
     );
     let target = SqsQueue::new(clients.sqs.clone(), &queue.url, queue.max_message_bytes);
-    let options = RedriveOptions {
-        dry_run: args.dry_run,
-        max_messages: args.max,
-        max_per_second: args.rate,
-        max_redrives: args.max_redrives,
-    };
-    let mut progress = |moved: u64, expected: u64| eprint!("\rmoved {moved} of ~{expected}");
-    let outcome = redrive(&dead_letter, &target, options, &mut progress).await?;
-    eprintln!();
-    println!("{}", describe(&outcome));
-    Ok(ExitCode::SUCCESS)
+    Ok(redrive(&dead_letter, &target, options, progress).await?)
 }
 
 fn describe(outcome: &RedriveOutcome) -> String {

@@ -35,12 +35,7 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let view = config.stream_ingest()?;
     let options = window(&args)?;
-    let catalog = Arc::new(Catalog::from_file(view.catalog_path)?);
-    let clients = AwsClients::new(&config.aws).await;
-    let ingest = StreamIngest::new(catalog, &clients, view.queue, view.stream);
-    let kinesis = KinesisStream::new(clients.kinesis.clone(), &args.stream);
     let stopped = super::stop_on_signal(|| {
         eprintln!(
             "\nstopping: checkpoints are saved; run again with the same --checkpoint to resume"
@@ -60,7 +55,28 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
             p.millis_behind_latest as f64 / 1000.0
         );
     };
-    let done = replay(&kinesis, &ingest, &options, stopped, &mut progress).await?;
+    let done = match super::local_layout(config) {
+        Some(layout) => {
+            let catalog = super::configured_catalog(config)?;
+            processor::local::operations::replay(
+                &layout,
+                catalog,
+                stream,
+                &options,
+                stopped,
+                &mut progress,
+            )
+            .await?
+        }
+        None => {
+            let view = config.stream_ingest()?;
+            let catalog = Arc::new(Catalog::from_file(view.catalog_path)?);
+            let clients = AwsClients::new(&config.aws).await;
+            let ingest = StreamIngest::new(catalog, &clients, view.queue, view.stream);
+            let kinesis = KinesisStream::new(clients.kinesis.clone(), stream);
+            replay(&kinesis, &ingest, &options, stopped, &mut progress).await?
+        }
+    };
     eprintln!();
     println!(
         "replayed {} records of {stream} into {} work items ({} quarantined)",

@@ -2,12 +2,31 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 
 use shared::catalog::Catalog;
 use shared::config::PlatformConfig;
 use shared::telemetry::init_tracing;
 
 pub async fn run(config: &PlatformConfig) -> anyhow::Result<ExitCode> {
+    if let Some(local) = &config.local {
+        // No Lambdas locally: the platform watches its landing folder and reads its
+        // stream itself, as `dev` does.
+        let options = processor::local::dev::DevOptions {
+            dir: local.dir.clone(),
+            catalog: Some(config.catalog_path.clone().context(
+                "no catalog: set [catalog] path in the config (or INGEST_CATALOG__PATH)",
+            )?),
+            redrive: false,
+            workers: config.processor.workers,
+            visibility_timeout: Duration::from_secs(30),
+            scan_interval: Duration::from_secs(1),
+            kinesis_port: Some(local.kinesis_port),
+        };
+        return super::dev::run_local(&options).await;
+    }
     let view = config.serve()?;
     init_tracing(&config.telemetry)?;
     let catalog = Arc::new(Catalog::from_file(view.catalog_path)?);

@@ -7,7 +7,7 @@
 //! holds them or the dead-letter queue does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,9 +18,6 @@ use tokio::sync::watch;
 use super::file_outcomes::{self, Outcome, PendingFile};
 use super::kinesis::{self, KinesisApi};
 use super::{BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform, counts, step};
-
-/// Prefixes of the landing bucket the platform writes itself.
-const OWN_PREFIXES: &[&str] = &["quarantine/", "claim-checks/"];
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -94,41 +91,6 @@ pub enum DevEvent {
         reason: String,
         again: bool,
     },
-}
-
-/// Every file under `folder` with its size and modification time, by object key.
-fn scan(folder: &Path) -> BTreeMap<String, (u64, SystemTime)> {
-    let mut found = BTreeMap::new();
-    let mut stack = vec![folder.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let Ok(relative) = path.strip_prefix(folder) else {
-                continue;
-            };
-            let key = relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            if key.ends_with(".partial") || OWN_PREFIXES.iter().any(|p| key.starts_with(p)) {
-                continue;
-            }
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            found.insert(key, (meta.len(), modified));
-        }
-    }
-    found
 }
 
 /// The catalog `dev` runs: the file named, or the example.
@@ -211,7 +173,7 @@ pub async fn run_dev(
         if *shutdown.borrow() {
             break;
         }
-        let now = scan(&landing);
+        let now = super::landed_files(&platform.buckets);
         let ready: Vec<&String> = now
             .iter()
             .filter(|(key, state)| {

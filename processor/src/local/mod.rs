@@ -18,6 +18,7 @@ pub mod dev;
 mod file_outcomes;
 pub mod generate;
 pub mod kinesis;
+pub mod operations;
 pub mod put;
 pub mod query;
 
@@ -55,6 +56,8 @@ use crate::worker::{BatchSettings, Worker, WorkerSettings};
 pub const EXAMPLE_CATALOG: &str = include_str!("../../../catalog/ecommerce.toml");
 /// The bucket the landing files, quarantine and claim checks live in.
 pub(crate) const BUCKET: &str = "demo";
+/// The local platform's one bucket, as commands name it (`backfill --bucket`).
+pub const LOCAL_BUCKET: &str = BUCKET;
 /// The platform tables' prefix in the embedded warehouse.
 pub(crate) const PLATFORM: &str = "ingest";
 const WORK_QUEUE: &str = "work";
@@ -65,6 +68,19 @@ const STREAM_SHARDS: u32 = 2;
 /// The stream of a catalog that routes none.
 const LOCAL_STREAM: &str = "local-events";
 const STREAM_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Prefixes of the landing bucket the platform writes itself.
+const OWN_PREFIXES: &[&str] = &["quarantine/", "claim-checks/"];
+
+/// The files landed in the landing bucket (not the platform's own), with their size and
+/// modification time, by key.
+pub(crate) fn landed_files(
+    buckets: &LocalBuckets,
+) -> BTreeMap<String, (u64, std::time::SystemTime)> {
+    let mut files = buckets.files(BUCKET);
+    files.retain(|key, _| !OWN_PREFIXES.iter().any(|p| key.starts_with(p)));
+    files
+}
 
 /// Where a demo keeps its state.
 #[derive(Debug, Clone)]

@@ -176,7 +176,10 @@ impl Call {
 
 /// The stream `name` of the folder; fails when there is none: records put there would
 /// reach nothing.
-async fn existing_stream(db: EmbeddedDb, name: &str) -> Result<EmbeddedStream, DemoError> {
+pub(crate) async fn existing_stream(
+    db: EmbeddedDb,
+    name: &str,
+) -> Result<EmbeddedStream, DemoError> {
     if let Some(stream) = EmbeddedStream::open(db.clone(), name)
         .await
         .map_err(|err| step("opening the stream")(err))?

@@ -3,8 +3,10 @@
 //! with the same interfaces the S3 paths use: the processor's [`ObjectStores`], the batch
 //! planner's [`ObjectReader`] and the stream handler's [`ObjectWriter`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -37,6 +39,43 @@ impl LocalBuckets {
     /// The folder of a bucket (created on first use).
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.root.join(bucket)
+    }
+
+    /// Every object of `bucket` with its size and modification time, by key (files being
+    /// written, `*.partial`, left out).
+    pub fn files(&self, bucket: &str) -> BTreeMap<String, (u64, SystemTime)> {
+        let folder = self.bucket_dir(bucket);
+        let mut found = BTreeMap::new();
+        let mut stack = vec![folder.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Ok(relative) = path.strip_prefix(&folder) else {
+                    continue;
+                };
+                let key = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if key.ends_with(".partial") {
+                    continue;
+                }
+                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                found.insert(key, (meta.len(), modified));
+            }
+        }
+        found
     }
 
     fn store(&self, bucket: &str) -> Result<LocalFileSystem, object_store::Error> {

@@ -95,47 +95,62 @@ pub async fn backfill(
         })?;
         let mut objects = Vec::new();
         for object in page.contents() {
-            done.listed += 1;
-            let modified_ms = object.last_modified().and_then(|t| t.to_millis().ok());
-            if let (Some(since), Some(modified)) = (options.since_ms, modified_ms)
-                && modified < since
-            {
-                done.older += 1;
-                continue;
-            }
             let (Some(key), Some(etag)) = (object.key(), object.e_tag()) else {
                 // S3 always lists both; count rather than lose track of such an entry.
+                done.listed += 1;
                 done.skipped += 1;
                 continue;
             };
-            let size = object
-                .size()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0);
-            done.bytes += size;
             objects.push(CreatedObject {
                 bucket: options.bucket.clone(),
                 // ListObjectsV2 returns keys as they are (no encoding type requested).
                 key: key.to_owned(),
-                size,
+                size: object
+                    .size()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
                 etag: normalize_etag(etag),
                 version_id: None,
-                event_time_ms: modified_ms,
+                event_time_ms: object.last_modified().and_then(|t| t.to_millis().ok()),
                 undecoded_key: None,
             });
         }
-        done.planned += objects.len() as u64;
-        let (items, report) = ingest.plan_objects(&objects).await?;
-        done.files_split += report.files_split as u64;
-        done.skipped += report.skipped.values().sum::<usize>() as u64;
-        if options.dry_run {
-            done.work_items += items.len() as u64;
-        } else {
-            done.work_items += ingest.send(&items).await? as u64;
-        }
+        enqueue_page(ingest, objects, options, &mut done).await?;
         progress(&done);
     }
     Ok(done)
+}
+
+/// Plans and enqueues (or, in a dry run, counts) one page of listed objects, leaving out
+/// those modified before `since` (their `event_time_ms` is their modification time).
+pub(crate) async fn enqueue_page(
+    ingest: &FileIngest,
+    listed: Vec<CreatedObject>,
+    options: &BackfillOptions,
+    done: &mut BackfillProgress,
+) -> Result<(), IngestError> {
+    done.listed += listed.len() as u64;
+    let mut objects = Vec::with_capacity(listed.len());
+    for object in listed {
+        if let (Some(since), Some(modified)) = (options.since_ms, object.event_time_ms)
+            && modified < since
+        {
+            done.older += 1;
+            continue;
+        }
+        done.bytes += object.size;
+        objects.push(object);
+    }
+    done.planned += objects.len() as u64;
+    let (items, report) = ingest.plan_objects(&objects).await?;
+    done.files_split += report.files_split as u64;
+    done.skipped += report.skipped.values().sum::<usize>() as u64;
+    if options.dry_run {
+        done.work_items += items.len() as u64;
+    } else {
+        done.work_items += ingest.send(&items).await? as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -61,10 +61,7 @@ pub async fn redrive(
     options: RedriveOptions,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<RedriveOutcome, QueueError> {
-    let depth = dead_letter.depth().await?;
-    let expected = options
-        .max_messages
-        .map_or(depth.visible, |max| max.min(depth.visible));
+    let expected = expected_moves(dead_letter, &options).await?;
     if options.dry_run {
         return Ok(RedriveOutcome::WouldMove { messages: expected });
     }
@@ -83,6 +80,33 @@ pub async fn redrive(
         }
     }
     move_messages(dead_letter, target, options, expected, progress).await
+}
+
+/// Redrives between queues without a move task of their own (the local platform's):
+/// receive → send → delete.
+pub async fn redrive_by_moving(
+    dead_letter: &dyn WorkQueue,
+    target: &dyn WorkQueue,
+    options: RedriveOptions,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<RedriveOutcome, QueueError> {
+    let expected = expected_moves(dead_letter, &options).await?;
+    if options.dry_run {
+        return Ok(RedriveOutcome::WouldMove { messages: expected });
+    }
+    move_messages(dead_letter, target, options, expected, progress).await
+}
+
+/// The messages a redrive should move: those visible in the dead-letter queue, at most
+/// `max_messages`.
+async fn expected_moves(
+    dead_letter: &dyn WorkQueue,
+    options: &RedriveOptions,
+) -> Result<u64, QueueError> {
+    let depth = dead_letter.depth().await?;
+    Ok(options
+        .max_messages
+        .map_or(depth.visible, |max| max.min(depth.visible)))
 }
 
 async fn start_move_task(

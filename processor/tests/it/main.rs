@@ -11,6 +11,7 @@ mod draft;
 mod file_events;
 mod health;
 mod kinesis_endpoint;
+mod local_config;
 mod postgres_sink;
 mod read_files;
 mod redrive;

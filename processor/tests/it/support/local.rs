@@ -42,7 +42,8 @@ pub fn query<T>(
         .expect("query")
 }
 
-/// A running `processor dev`, and the lines it prints.
+/// A running local platform (`processor dev`, or `serve` under [local]), and the lines it
+/// prints.
 pub struct Dev {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
@@ -50,10 +51,16 @@ pub struct Dev {
 
 impl Dev {
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["dev", "--dir", dir.to_str().expect("utf-8 path")];
+        args.extend(["--kinesis-port", "0"]);
+        args.extend(extra);
+        Self::run(&args)
+    }
+
+    /// `processor ARGS` that runs the local platform (`dev`, or `serve` under [local]).
+    pub fn run(args: &[&str]) -> Self {
         let mut child = Command::new(crate::PROCESSOR)
-            .args(["dev", "--dir", dir.to_str().expect("utf-8 path")])
-            .args(["--kinesis-port", "0"])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
