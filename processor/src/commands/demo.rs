@@ -75,6 +75,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let summary = run_demo(&options, &mut progress).await?;
     print!("{}", render_summary(&summary));
+    println!(
+        "its catalog and a config naming this folder: {} and {} (copy and edit them; `processor --config {} serve` runs the folder with them)",
+        summary.layout.catalog().display(),
+        summary.layout.config().display(),
+        summary.layout.config().display()
+    );
     Ok(super::exit_code(summary.matches_expectation()))
 }
 

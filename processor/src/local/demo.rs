@@ -101,6 +101,29 @@ impl DemoSummary {
 
 /// Writes a file unless it already holds exactly these bytes (so its entity tag, and
 /// with it every work item's key, stays the same across runs).
+/// The demo's catalog and a config naming its folder, written into the folder so a user
+/// can copy and edit them: `processor --config DIR/local.toml serve` (or `check`,
+/// `backfill`, `replay`, `redrive`, `query`) runs against the folder with them.
+fn write_own_config(layout: &Layout) -> Result<(), DemoError> {
+    let dir = std::fs::canonicalize(&layout.dir).map_err(|err| DemoError::Folder {
+        path: layout.dir.clone(),
+        source: err,
+    })?;
+    let quoted = |path: &Path| serde_json::Value::String(path.display().to_string()).to_string();
+    let absolute = Layout { dir: dir.clone() };
+    write_if_changed(&layout.catalog(), EXAMPLE_CATALOG.as_bytes())?;
+    let config = format!(
+        "# The local platform in this folder, with the demo's catalog (copy and edit both):\n\
+         # processor --config {config} serve | check | backfill | replay | redrive | query | prune\n\
+         [local]\ndir = {dir}\n\n[catalog]\npath = {catalog}\n",
+        config = absolute.config().display(),
+        dir = quoted(&dir),
+        catalog = quoted(&absolute.catalog()),
+    );
+    write_if_changed(&layout.config(), config.as_bytes())?;
+    Ok(())
+}
+
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, DemoError> {
     let folder_error = |err: std::io::Error| DemoError::Folder {
         path: path.to_owned(),
@@ -170,6 +193,7 @@ pub async fn run_demo(
     )?);
     let platform = LocalPlatform::open(&layout, catalog, options.visibility_timeout).await?;
     check_same_data(&platform.db, &options.size, &layout.dir).await?;
+    write_own_config(&layout)?;
     for file in &generated.files {
         write_if_changed(&layout.landing().join(&file.key), &file.bytes)?;
     }

@@ -82,6 +82,11 @@ pub(crate) fn landed_files(
     files
 }
 
+/// The catalog file `demo` writes into its folder.
+const CATALOG_FILE: &str = "catalog.toml";
+/// The config file `demo` writes into its folder.
+const LOCAL_CONFIG: &str = "local.toml";
+
 /// Where a demo keeps its state.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -104,6 +109,16 @@ impl Layout {
 
     pub fn checkpoints(&self) -> PathBuf {
         self.dir.join("stream-checkpoints.json")
+    }
+
+    /// The catalog `demo` writes (the example's), to copy and edit.
+    pub fn catalog(&self) -> PathBuf {
+        self.dir.join(CATALOG_FILE)
+    }
+
+    /// The config `demo` writes: `[local]` naming this folder, `[catalog]` its catalog.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join(LOCAL_CONFIG)
     }
 }
 

@@ -97,6 +97,31 @@ async fn the_demo_loads_exactly_the_clean_rows_and_a_second_run_adds_none() {
         );
     }
     assert!(again.matches_expectation());
+
+    // The folder holds the demo's catalog and a config naming the folder: the commands run
+    // against it with them.
+    let config = Layout { dir: dir.clone() }.config();
+    let output = Command::new(crate::PROCESSOR)
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .args(["check", "--warehouse"])
+        .output()
+        .expect("run check");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("0 to create, 0 to change, 0 refused"),
+        "{said}"
+    );
+    let output = Command::new(crate::PROCESSOR)
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .args(["query", "SELECT count(*) AS n FROM sales_customers"])
+        .output()
+        .expect("run query");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains(&expected["customers"].rows.to_string()),
+        "{printed}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
