@@ -245,3 +245,44 @@ fn a_producer_on_boto3_puts_through_the_endpoint_and_dev_loads_it() {
     dev.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A record the stream cannot take (here: the database locked by another writer past its
+/// busy timeout) comes back in `PutRecords`'s answer with an error code, as Kinesis
+/// reports throttled records, and puts when the producer sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_stream_cannot_take_come_back_as_per_record_failures() {
+    let (dir, dev, url) = start_dev("kinesis-failures");
+    let kinesis = client(&url);
+    let blocker =
+        rusqlite::Connection::open(processor::local::Layout { dir: dir.clone() }.database())
+            .expect("open");
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("hold the write lock");
+    let batch = kinesis
+        .put_records()
+        .stream_name("items")
+        .records(entry(br#"{"id": 7, "name": "seven"}"#.to_vec(), "7"))
+        .records(entry(br#"{"id": 8, "name": "eight"}"#.to_vec(), "8"))
+        .send()
+        .await
+        .expect("PutRecords answers");
+    assert_eq!(batch.failed_record_count(), Some(2));
+    for record in batch.records() {
+        assert_eq!(record.error_code(), Some("InternalFailure"), "{record:?}");
+        assert!(record.sequence_number().is_none());
+    }
+    blocker.execute_batch("ROLLBACK").expect("release");
+    let again = kinesis
+        .put_records()
+        .stream_name("items")
+        .records(entry(br#"{"id": 7, "name": "seven"}"#.to_vec(), "7"))
+        .records(entry(br#"{"id": 8, "name": "eight"}"#.to_vec(), "8"))
+        .send()
+        .await
+        .expect("PutRecords");
+    assert_eq!(again.failed_record_count(), Some(0));
+    wait_for_rows(&dir, 2);
+    dev.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
