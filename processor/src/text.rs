@@ -25,3 +25,8 @@ mod tests {
         assert_eq!(byte_prefix("é", 1), "");
     }
 }
+
+/// `text` as a TOML basic string, quoted and escaped (JSON's escapes are TOML's).
+pub fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}

@@ -28,7 +28,15 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
     let catalog = Catalog::from_file(&path)?;
     let checks = check_catalog(&catalog).await;
     print!("{}", render_report(&catalog, &checks));
-    let failed = checks.iter().filter(|c| !c.is_ok()).count();
+    let mut failed = checks.iter().filter(|c| !c.is_ok()).count();
+    let streams = catalog.streams();
+    if config.local.is_some() && streams.len() > 1 {
+        println!(
+            "local mode: the local platform reads one stream, and this catalog routes {}",
+            streams.join(", ")
+        );
+        failed += 1;
+    }
     println!(
         "catalog {}: {} dataset(s), {} with problems",
         path.display(),

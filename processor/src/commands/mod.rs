@@ -30,15 +30,22 @@ pub fn local_layout(config: &shared::config::PlatformConfig) -> Option<processor
     })
 }
 
-/// The catalog `[catalog] path` names, read; the local mode needs one as AWS does.
+/// The catalog file `[catalog] path` names; the local mode needs one as AWS does.
+pub fn configured_catalog_path(
+    config: &shared::config::PlatformConfig,
+) -> anyhow::Result<&std::path::Path> {
+    use anyhow::Context;
+    config
+        .catalog_path
+        .as_deref()
+        .context("no catalog: set [catalog] path in the config (or INGEST_CATALOG__PATH)")
+}
+
+/// The catalog `[catalog] path` names, read.
 pub fn configured_catalog(
     config: &shared::config::PlatformConfig,
 ) -> anyhow::Result<std::sync::Arc<shared::catalog::Catalog>> {
-    use anyhow::Context;
-    let path = config
-        .catalog_path
-        .as_deref()
-        .context("no catalog: set [catalog] path in the config (or INGEST_CATALOG__PATH)")?;
+    let path = configured_catalog_path(config)?;
     Ok(std::sync::Arc::new(shared::catalog::Catalog::from_file(
         path,
     )?))

@@ -105,7 +105,7 @@ async fn list_s3(
         && let Ok(meta) = store.head(&path).await
     {
         let folder = key.rfind('/').map_or("", |at| &key[..=at]);
-        let file = input_file(store, &url, key, meta.size);
+        let file = input_file(store, &url, path, meta.size);
         return Ok((vec![file], folder.to_owned()));
     }
     let listed: Vec<object_store::ObjectMeta> = store
@@ -117,8 +117,8 @@ async fn list_s3(
         .into_iter()
         .filter(|meta| meta.size > 0 && !hidden(meta.location.as_ref()))
         .map(|meta| {
-            let key = meta.location.to_string();
-            input_file(store, &format!("s3://{bucket}/{key}"), &key, meta.size)
+            let display = format!("s3://{bucket}/{}", meta.location.as_ref());
+            input_file(store, &display, meta.location, meta.size)
         })
         .collect();
     files.sort_by(|a, b| a.display.cmp(&b.display));
@@ -129,13 +129,19 @@ async fn list_s3(
     Ok((files, prefix))
 }
 
-fn input_file(store: &Arc<dyn ObjectStore>, display: &str, key: &str, size: u64) -> InputFile {
+/// An object at `path` (as listed or parsed: never re-encoded, so it names the same key).
+fn input_file(
+    store: &Arc<dyn ObjectStore>,
+    display: &str,
+    path: ObjectPath,
+    size: u64,
+) -> InputFile {
     InputFile {
         display: display.to_owned(),
-        file_name: key.rsplit('/').next().unwrap_or(key).to_owned(),
+        file_name: path.filename().unwrap_or_default().to_owned(),
         object: StoredObject {
             store: Arc::clone(store),
-            path: ObjectPath::from(key),
+            path,
         },
         size,
     }

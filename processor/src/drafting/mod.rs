@@ -92,18 +92,13 @@ pub async fn draft(options: &DraftOptions, stores: &dyn ObjectStores) -> Result<
         .clone()
         .unwrap_or_else(|| format!("public.{name}"));
     check_target(&target)?;
-    let sample_rows = options.sample_rows.max(1);
-    let mut samples = Vec::new();
-    let mut rows_read = 0;
-    for file in inputs.files.iter().take(MAX_SAMPLED_FILES) {
-        if rows_read >= sample_rows {
-            break;
-        }
-        let sample = sample::sample_file(file, sample_rows - rows_read).await?;
-        rows_read += sample.rows.len();
-        samples.push((file.display.clone(), sample));
-    }
-    let combined = combine(&samples)?;
+    let samples = sample_files(&inputs.files, options.sample_rows.max(1)).await?;
+    let mut combined = combine(&samples)?;
+    check_unsampled(
+        &inputs.files[samples.len()..],
+        &samples[0].0,
+        combined.format,
+    )?;
     if options.stream.is_some() && combined.format != FileFormat::Jsonl {
         return Err(DraftError::Input(format!(
             "--stream: stream records are JSON, and the sample is {}; draft from JSON lines, one record per line",
@@ -120,13 +115,19 @@ pub async fn draft(options: &DraftOptions, stores: &dyn ObjectStores) -> Result<
                 .join(", ")
         )));
     }
-    let columns = infer_columns(&combined);
+    let (columns, kept) = infer_columns(&mut combined);
     let typed: Vec<(String, DataType)> = columns
         .iter()
         .map(|(name, inferred)| (name.clone(), inferred.data_type.clone()))
         .collect();
+    // The key is looked for among the columns drafted, in their cells only.
+    let key_rows: Vec<Vec<Option<String>>> = combined
+        .rows
+        .iter()
+        .map(|row| kept.iter().map(|&i| row[i].clone()).collect())
+        .collect();
     Ok(Draft {
-        key: key::propose_key(&typed, &combined.rows),
+        key: key::propose_key(&typed, &key_rows),
         s3_prefix_guessed: inputs.s3_prefix.is_none(),
         stream: options.stream.clone(),
         s3_prefix: inputs
@@ -143,6 +144,47 @@ pub async fn draft(options: &DraftOptions, stores: &dyn ObjectStores) -> Result<
         rows_sampled: combined.rows.len(),
         notes: combined.notes,
     })
+}
+
+/// The first rows of the first files, `sample_rows` in all.
+async fn sample_files(
+    files: &[input::InputFile],
+    sample_rows: usize,
+) -> Result<Vec<(String, Sample)>, DraftError> {
+    let mut samples = Vec::new();
+    let mut rows_read = 0;
+    for file in files.iter().take(MAX_SAMPLED_FILES) {
+        if rows_read >= sample_rows && !samples.is_empty() {
+            break;
+        }
+        let sample =
+            sample::sample_file(file, sample_rows.saturating_sub(rows_read).max(1)).await?;
+        rows_read += sample.rows.len();
+        samples.push((file.display.clone(), sample));
+    }
+    Ok(samples)
+}
+
+/// The files not sampled must not name another format than the sampled ones (a folder of
+/// CSV files with a Parquet file among them is two datasets).
+fn check_unsampled(
+    unsampled: &[input::InputFile],
+    sampled: &str,
+    format: FileFormat,
+) -> Result<(), DraftError> {
+    match unsampled.iter().find_map(|file| {
+        sample::format_named(&file.file_name)
+            .filter(|named| *named != format)
+            .map(|named| (file, named))
+    }) {
+        None => Ok(()),
+        Some((file, named)) => Err(DraftError::Mismatch(format!(
+            "{sampled} is {}, {} is named {}",
+            format.as_str(),
+            file.display,
+            named.as_str()
+        ))),
+    }
 }
 
 /// The samples of every file, as one.
@@ -240,23 +282,32 @@ fn catalog_compression(samples: &[(String, Sample)]) -> Result<Option<Compressio
     }
 }
 
-/// Each column's type: from the file's schema for Parquet, else from its sampled text.
-fn infer_columns(combined: &Combined) -> Vec<(String, Inferred)> {
-    combined
-        .columns
-        .iter()
-        .enumerate()
-        .filter_map(|(i, name)| {
-            let cells: Vec<Option<String>> =
-                combined.rows.iter().map(|row| row[i].clone()).collect();
-            let inferred = infer::infer_column(&cells);
-            let inferred = match &combined.schema_types {
-                Some(types) => from_schema(&types[i], inferred)?,
-                None => inferred,
-            };
-            Some((name.clone(), inferred))
-        })
-        .collect()
+/// Each column's type: from the file's schema for Parquet, else from its sampled text;
+/// and the positions of the columns drafted (Parquet columns the loader cannot read are
+/// left out, with a note).
+fn infer_columns(combined: &mut Combined) -> (Vec<(String, Inferred)>, Vec<usize>) {
+    let mut columns = Vec::new();
+    let mut kept = Vec::new();
+    for (i, name) in combined.columns.iter().enumerate() {
+        let cells: Vec<Option<String>> = combined.rows.iter().map(|row| row[i].clone()).collect();
+        let inferred = infer::infer_column(&cells);
+        let inferred = match &combined.schema_types {
+            Some(types) => match from_schema(&types[i], inferred) {
+                Some(inferred) => inferred,
+                None => {
+                    combined.notes.push(format!(
+                        "column {name} left out: Parquet {} is not a flat column the loader reads",
+                        types[i]
+                    ));
+                    continue;
+                }
+            },
+            None => inferred,
+        };
+        columns.push((name.clone(), inferred));
+        kept.push(i);
+    }
+    (columns, kept)
 }
 
 /// A Parquet column's catalog type (the loader casts it); `None` for nested or binary
@@ -277,12 +328,25 @@ fn from_schema(data_type: &DataType, sampled: Inferred) -> Option<Inferred> {
                 ..sampled
             });
         }
+        DataType::Dictionary(_, values)
+            if matches!(
+                values.as_ref(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) =>
+        {
+            return Some(Inferred {
+                seen: format!("Parquet string: {}", sampled.seen),
+                ..sampled
+            });
+        }
         DataType::Boolean => DataType::Boolean,
         DataType::Date32 | DataType::Date64 => DataType::Date32,
         DataType::Timestamp(_, None) => DataType::Timestamp(TimeUnit::Microsecond, None),
         DataType::Timestamp(_, Some(_)) => {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
         }
+        // Strings written without their UTF-8 annotation (Hive, Impala): loaded as text.
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => DataType::Utf8,
         _ => return None,
     };
     Some(Inferred {

@@ -6,10 +6,7 @@ use shared::catalog::FileFormat;
 
 use super::Draft;
 
-/// A TOML basic string (JSON's escapes are TOML's).
-fn quoted(text: &str) -> String {
-    serde_json::Value::String(text.to_owned()).to_string()
-}
+use crate::text::toml_string as quoted;
 
 /// The draft as a catalog file.
 pub fn render(draft: &Draft) -> String {

@@ -123,6 +123,11 @@ fn strip_compression(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// The format a file's name says (after a compression extension), if it says one.
+pub fn format_named(file_name: &str) -> Option<FileFormat> {
+    format_of_name(strip_compression(&file_name.to_ascii_lowercase()))
+}
+
 fn format_of_name(name: &str) -> Option<FileFormat> {
     let extension = name.rsplit_once('.')?.1;
     match extension {
@@ -174,7 +179,10 @@ fn decompress(
         .and_then(|d| d.take(MAX_TEXT_BYTES).read_to_end(&mut text).map(drop));
     let cut_mid_stream = head.len() as u64 != file.size;
     match reading {
-        Ok(()) => Ok((text.clone(), text.len() as u64 >= MAX_TEXT_BYTES)),
+        Ok(()) => {
+            let cut = text.len() as u64 >= MAX_TEXT_BYTES;
+            Ok((text, cut))
+        }
         // The head ends inside the compressed stream: what came out before is the sample.
         Err(_) if cut_mid_stream && !text.is_empty() => Ok((text, true)),
         Err(err) => Err(DraftError::Layout {
@@ -322,16 +330,26 @@ fn header_columns(first: &[String]) -> Result<Vec<String>, String> {
         .iter()
         .map(|f| f.trim().to_ascii_lowercase())
         .collect();
+    check_names(
+        &names,
+        "header names",
+        "the loader matches header names to column names: rename them in the files' header",
+    )?;
+    Ok(names)
+}
+
+/// Fails, listing them, when names are not names the catalog takes.
+fn check_names(names: &[String], what: &str, fix: &str) -> Result<(), String> {
     let bad: Vec<String> = names
         .iter()
         .filter(|name| check_identifier(name).is_err())
         .map(|name| format!("{name:?}"))
         .collect();
     if bad.is_empty() {
-        return Ok(names);
+        return Ok(());
     }
     Err(format!(
-        "the header names {} are not names the catalog takes (lower-case letters, digits and _, not starting with a digit), and the loader matches header names to column names: rename them in the files' header, then draft again",
+        "the {what} {} are not names the catalog takes (lower-case letters, digits and _, not starting with a digit); {fix}, then draft again",
         bad.join(", ")
     ))
 }
@@ -373,15 +391,7 @@ fn sample_jsonl(file: &InputFile, text: &str, max_rows: usize) -> Result<Sample,
             "holds no JSON object on any line: not JSON lines".to_owned(),
         ));
     }
-    let bad: Vec<&String> = columns
-        .iter()
-        .filter(|c| check_identifier(c).is_err())
-        .collect();
-    if !bad.is_empty() {
-        return Err(layout_error(format!(
-            "the field names {bad:?} are not names the catalog takes (lower-case letters, digits and _, not starting with a digit): rename them at the producer, then draft again"
-        )));
-    }
+    check_names(&columns, "field names", "rename them at the producer").map_err(layout_error)?;
     let rows = objects
         .iter()
         .map(|object| {
@@ -477,18 +487,15 @@ async fn sample_parquet(file: &InputFile, max_rows: usize) -> Result<Sample, Dra
         }
     }
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let bad: Vec<&String> = columns
-        .iter()
-        .filter(|c| check_identifier(c).is_err())
-        .collect();
-    if !bad.is_empty() {
-        return Err(DraftError::Layout {
-            file: file.display.clone(),
-            reason: format!(
-                "the column names {bad:?} are not names the catalog takes (lower-case letters, digits and _, not starting with a digit)"
-            ),
-        });
-    }
+    check_names(
+        &columns,
+        "column names",
+        "rename them where the files are written",
+    )
+    .map_err(|reason| DraftError::Layout {
+        file: file.display.clone(),
+        reason,
+    })?;
     Ok(Sample {
         format: FileFormat::Parquet,
         compression: Compression::None,

@@ -99,8 +99,6 @@ impl DemoSummary {
     }
 }
 
-/// Writes a file unless it already holds exactly these bytes (so its entity tag, and
-/// with it every work item's key, stays the same across runs).
 /// The demo's catalog and a config naming its folder, written into the folder so a user
 /// can copy and edit them: `processor --config DIR/local.toml serve` (or `check`,
 /// `backfill`, `replay`, `redrive`, `query`) runs against the folder with them.
@@ -109,7 +107,7 @@ fn write_own_config(layout: &Layout) -> Result<(), DemoError> {
         path: layout.dir.clone(),
         source: err,
     })?;
-    let quoted = |path: &Path| serde_json::Value::String(path.display().to_string()).to_string();
+    let quoted = |path: &Path| crate::text::toml_string(&path.display().to_string());
     let absolute = Layout { dir: dir.clone() };
     write_if_changed(&layout.catalog(), EXAMPLE_CATALOG.as_bytes())?;
     let config = format!(
@@ -124,6 +122,8 @@ fn write_own_config(layout: &Layout) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// Writes a file unless it already holds exactly these bytes (so its entity tag, and
+/// with it every work item's key, stays the same across runs).
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, DemoError> {
     let folder_error = |err: std::io::Error| DemoError::Folder {
         path: path.to_owned(),

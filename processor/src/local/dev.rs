@@ -225,7 +225,9 @@ async fn start_kinesis_endpoint(
     port: u16,
     report: &mut (dyn FnMut(DevEvent) + Send),
 ) -> Result<AbortOnDrop, DemoError> {
-    let listener = kinesis::bind(port).await.map_err(DemoError::Setup)?;
+    let listener = kinesis::bind(port)
+        .await
+        .map_err(|err| step("starting the Kinesis endpoint")(err))?;
     let address = listener
         .local_addr()
         .map_err(|err| step("reading the Kinesis endpoint's address")(err))?;

@@ -292,12 +292,7 @@ impl LocalPlatform {
         let db = EmbeddedDb::open(&layout.database())
             .map_err(|err| step("opening the demo database")(err))?;
         let (queue, dead_letter) = queues(&db);
-        // A catalog without a stream route still gets a stream (empty until something
-        // puts to it), so every local command finds the same platform.
-        let stream_name = catalog
-            .datasets()
-            .find_map(|d| d.stream.as_ref().map(|s| s.stream.clone()))
-            .unwrap_or_else(|| LOCAL_STREAM.to_owned());
+        let stream_name = local_stream_name(&catalog)?;
         let stream = Arc::new(
             EmbeddedStream::create(db.clone(), &stream_name, STREAM_SHARDS, STREAM_RETENTION)
                 .await
@@ -344,6 +339,20 @@ impl LocalPlatform {
             stream_ingest: Arc::new(stream_ingest),
             worker,
         })
+    }
+}
+
+/// The one stream the local platform reads: the catalog's, or [`LOCAL_STREAM`] for a
+/// catalog without a stream route (so every local command finds the same platform). A
+/// catalog routing several streams is refused rather than half read.
+fn local_stream_name(catalog: &Catalog) -> Result<String, DemoError> {
+    match catalog.streams().as_slice() {
+        [] => Ok(LOCAL_STREAM.to_owned()),
+        [one] => Ok((*one).to_owned()),
+        several => Err(DemoError::Setup(format!(
+            "the local platform reads one stream, and this catalog routes {}: route them from one stream (with a discriminator per dataset), or run a folder per stream",
+            several.join(", ")
+        ))),
     }
 }
 

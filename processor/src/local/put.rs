@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shared::embedded::EmbeddedDb;
-use shared::stream::{EmbeddedStream, KINESIS_MAX_BATCH_RECORDS, OutgoingRecord, RecordStream};
+use shared::stream::{
+    EmbeddedStream, KINESIS_MAX_BATCH_BYTES as MAX_CALL_BYTES, KINESIS_MAX_BATCH_RECORDS,
+    KINESIS_MAX_PARTITION_KEY_CHARS as MAX_PARTITION_KEY_CHARS,
+    KINESIS_MAX_RECORD_BYTES as MAX_RECORD_BYTES, OutgoingRecord, RecordStream,
+};
 
 use super::{DemoError, Layout, step};
-
-/// The most bytes one put call carries (Kinesis's `PutRecords` limit).
-const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
-/// The most bytes of one record (data and partition key).
-const MAX_RECORD_BYTES: usize = 1024 * 1024;
-/// The longest partition key Kinesis takes.
-const MAX_PARTITION_KEY_CHARS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct PutOptions {

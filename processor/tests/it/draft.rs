@@ -304,12 +304,7 @@ async fn own_files_and_records_draft_load_and_query_end_to_end() {
 
     let platform = dir.join("platform");
     let dev = Dev::start(&platform, &["--catalog", path(&catalog_file)]);
-    let line = dev.wait_for("Kinesis endpoint on");
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http://127.0.0.1:"))
-        .expect("the endpoint's URL")
-        .to_owned();
+    let url = dev.kinesis_endpoint();
     let landing = Layout {
         dir: platform.clone(),
     }
@@ -362,5 +357,51 @@ async fn own_files_and_records_draft_load_and_query_end_to_end() {
     let dune = printed.find("Dune").expect("Dune reviewed");
     let emma = printed.find("Emma").expect("Emma reviewed");
     assert!(dune < emma && !printed.contains("Ulysses"), "{printed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Parquet columns the loader cannot read are left out with a note, and the key is looked
+/// for among the columns drafted only (not in the cells of a neighbour).
+#[tokio::test]
+async fn parquet_columns_left_out_are_said_and_do_not_shift_the_key() {
+    use datafusion::arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let mut tags = ListBuilder::new(StringBuilder::new());
+    for n in 0..3 {
+        tags.values().append_value(format!("tag {n}"));
+        tags.append(true);
+    }
+    let tags: ArrayRef = Arc::new(tags.finish());
+    let events: ArrayRef = Arc::new(StringArray::from(vec!["e1", "e1", "e2"]));
+    let batch = RecordBatch::try_from_iter([("tags", tags), ("event_id", events)]).expect("batch");
+    let dir = temp_dir("draft-parquet");
+    let file = dir.join("events.parquet");
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(&file).expect("create"),
+        batch.schema(),
+        None,
+    )
+    .expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+
+    let drafted = draft_of(&[path(&file).to_owned()]).await.expect("drafts");
+    let names: Vec<&str> = drafted.columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["event_id"]);
+    assert!(
+        drafted
+            .notes
+            .iter()
+            .any(|n| n.contains("column tags left out")),
+        "{:?}",
+        drafted.notes
+    );
+    assert!(
+        drafted.key.columns.is_empty(),
+        "event_id repeats: {:?}",
+        drafted.key
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

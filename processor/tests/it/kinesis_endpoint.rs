@@ -29,13 +29,7 @@ fn start_dev(name: &str) -> (std::path::PathBuf, Dev, String) {
     let catalog = dir.join("items.toml");
     std::fs::write(&catalog, CATALOG).expect("write catalog");
     let dev = Dev::start(&dir, &["--catalog", catalog.to_str().expect("utf-8 path")]);
-    let line = dev.wait_for("Kinesis endpoint on");
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http://127.0.0.1:"))
-        .expect("the endpoint's URL")
-        .to_owned();
-    assert!(line.contains("stream(s) items"), "{line}");
+    let url = dev.kinesis_endpoint();
     (dir, dev, url)
 }
 
@@ -199,8 +193,13 @@ async fn a_producer_on_the_aws_sdk_for_rust_puts_through_the_endpoint_and_dev_lo
         "{err:?}"
     );
 
-    // The stream got exactly the four records put: nothing of the refused calls.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The stream holds exactly the four records put: nothing of the refused calls.
+    let held = query(
+        &dir,
+        "SELECT count(*) FROM stream_records WHERE stream = 'items'",
+        |r| r.get::<_, i64>(0),
+    );
+    assert_eq!(held, [4]);
     let rows = query(&dir, "SELECT id, name FROM shop_items ORDER BY id", |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
     });

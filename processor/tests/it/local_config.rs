@@ -187,3 +187,38 @@ fn every_command_works_against_the_folder_a_local_config_names() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The local platform reads one stream: a catalog routing two is refused by `check` and
+/// by `serve`, saying so, rather than half read.
+#[test]
+fn a_catalog_routing_two_streams_is_refused_in_the_local_mode() {
+    let dir = temp_dir("local-two-streams");
+    let catalog = dir.join("two.toml");
+    std::fs::write(
+        &catalog,
+        CATALOG.to_owned()
+            + r#"
+[datasets.likes]
+target = "shelf.likes"
+stream = { name = "likes" }
+columns = [{ name = "isbn", type = "string" }]
+"#,
+    )
+    .expect("write catalog");
+    let config = dir.join("local.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[local]\ndir = {:?}\n\n[catalog]\npath = {:?}\n",
+            path(&dir.join("platform")),
+            path(&catalog)
+        ),
+    )
+    .expect("write config");
+    let (ok, said) = processor(&config, &["check"]);
+    assert!(!ok && said.contains("reads one stream"), "{said}");
+    assert!(said.contains("likes, reviews"), "{said}");
+    let (ok, said) = processor(&config, &["serve"]);
+    assert!(!ok && said.contains("reads one stream"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

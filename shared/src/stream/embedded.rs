@@ -126,7 +126,8 @@ impl EmbeddedStream {
         }
     }
 
-    fn shard_id(index: u32) -> String {
+    /// The id of shard `index` (`shardId-000000000000`), as Kinesis names shards.
+    pub fn shard_id(index: u32) -> String {
         format!("shardId-{index:012}")
     }
 

@@ -21,9 +21,11 @@ pub use kinesis::KinesisStream;
 /// The most records one `PutRecords` call accepts.
 pub const KINESIS_MAX_BATCH_RECORDS: usize = 500;
 /// The most bytes (data plus partition keys) one `PutRecords` call accepts.
-pub(crate) const KINESIS_MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
+pub const KINESIS_MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// The most bytes (data plus partition key) of one record.
-pub(crate) const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The longest partition key, in characters.
+pub const KINESIS_MAX_PARTITION_KEY_CHARS: usize = 256;
 
 /// A record to put.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,14 +10,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::stream::{
-    EmbeddedStream, KINESIS_MAX_BATCH_RECORDS, OutgoingRecord, PutReport, RecordStream,
+    EmbeddedStream, KINESIS_MAX_BATCH_BYTES as MAX_CALL_BYTES, KINESIS_MAX_BATCH_RECORDS,
+    KINESIS_MAX_PARTITION_KEY_CHARS as MAX_PARTITION_KEY_CHARS,
+    KINESIS_MAX_RECORD_BYTES as MAX_RECORD_BYTES, OutgoingRecord, PutReport, RecordStream,
 };
 
-/// The most bytes of one record: data and partition key.
-const MAX_RECORD_BYTES: usize = 1024 * 1024;
-/// The most bytes of one `PutRecords` call: data and partition keys of every record.
-const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
-const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// The account the local streams' ARNs name.
 const ACCOUNT: &str = "000000000000";
 const REGION: &str = "us-east-1";
@@ -32,7 +29,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn client(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn client(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -414,7 +411,7 @@ pub(crate) fn put_records_output(count: usize, report: &PutReport) -> Value {
 fn shards(stream: &EmbeddedStream) -> Vec<(String, Value)> {
     (0..stream.shard_count())
         .map(|index| {
-            let id = format!("shardId-{index:012}");
+            let id = EmbeddedStream::shard_id(index);
             let (start, end) = stream.hash_key_range(index);
             let shard = json!({
                 "ShardId": id,

@@ -29,14 +29,22 @@ const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// The largest body read: a full `PutRecords` call (5 MiB) in base64, with room for JSON.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// The endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {address} for the Kinesis endpoint; pass --kinesis-port (or set local.kinesis_port) with another port, 0 picks a free one"
+)]
+pub struct BindError {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
 /// Binds the endpoint on the loopback interface (`port` 0 picks a free one).
-pub async fn bind(port: u16) -> Result<TcpListener, String> {
+pub async fn bind(port: u16) -> Result<TcpListener, BindError> {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpListener::bind(address).await.map_err(|err| {
-        format!(
-            "cannot listen on {address} for the Kinesis endpoint: {err}; pass --kinesis-port with another port (0 picks a free one)"
-        )
-    })
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| BindError { address, source })
 }
 
 /// Serves `api` on `listener` until the task is aborted.
@@ -99,11 +107,7 @@ async fn answer(
     api: &KinesisApi,
     request: Request<Incoming>,
 ) -> Result<serde_json::Value, ApiError> {
-    let client = |code: &'static str, message: String| ApiError {
-        code,
-        message,
-        server_fault: false,
-    };
+    let client = ApiError::client;
     if request.method() != Method::POST {
         return Err(client(
             "UnknownOperationException",

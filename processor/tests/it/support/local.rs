@@ -92,6 +92,15 @@ impl Dev {
         panic!("dev never said {what:?}");
     }
 
+    /// The URL of the Kinesis-compatible endpoint, from the line that announces it.
+    pub fn kinesis_endpoint(&self) -> String {
+        let line = self.wait_for("Kinesis endpoint on");
+        line.split_whitespace()
+            .find(|word| word.starts_with("http://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned()
+    }
+
     /// For each of `whats`, the first line (from now) that contains it, in whatever order
     /// the lines come.
     pub fn wait_for_each(&self, whats: &[String]) -> Vec<String> {
