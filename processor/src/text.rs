@@ -13,6 +13,11 @@ pub(crate) fn byte_prefix(text: &str, max_bytes: usize) -> &str {
     &text[..end]
 }
 
+/// `text` as a TOML basic string, quoted and escaped (JSON's escapes are TOML's).
+pub fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -24,9 +29,4 @@ mod tests {
         assert_eq!(byte_prefix("short", 10), "short");
         assert_eq!(byte_prefix("é", 1), "");
     }
-}
-
-/// `text` as a TOML basic string, quoted and escaped (JSON's escapes are TOML's).
-pub fn toml_string(text: &str) -> String {
-    serde_json::Value::String(text.to_owned()).to_string()
 }
