@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backfill, catalog, check, demo, dev, healthcheck, prune, put, query, redrive, replay,
+    backfill, catalog, check, demo, dev, dlq, healthcheck, prune, put, query, redrive, replay,
 };
 
 /// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
@@ -40,6 +40,9 @@ pub enum Command {
     Replay(replay::Args),
     /// Move messages from the dead-letter queue back to the work queue.
     Redrive(redrive::Args),
+    /// Show the dead letters without taking them: dataset, the data each names, reason,
+    /// receive and redrive counts, age.
+    Dlq(dlq::Args),
     /// Delete the platform tables' rows older than `[retention]` keeps them (rejects and
     /// completed files after 90 days by default; the ledger is kept unless configured).
     /// Safe to run again, and to schedule.

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod check;
 pub mod demo;
 pub mod dev;
+pub mod dlq;
 pub mod healthcheck;
 pub mod prune;
 pub mod put;

@@ -1,5 +1,5 @@
 //! The operator commands against the local platform (`[local]` in the config): what
-//! `backfill`, `replay`, `redrive`, `check --warehouse` and `prune` do against AWS, done on the
+//! `backfill`, `replay`, `redrive`, `dlq`, `check --warehouse` and `prune` do against AWS, done on the
 //! folder's landing bucket, stream, queues and warehouse with the same code
 //! (`crate::operations`). None of them creates or changes a table: that is `serve`'s.
 
@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::{BUCKET, DemoError, Layout, PLATFORM, ingests, landed_files, queues, step};
 use crate::objects::folder::LocalBuckets;
 use crate::operations::backfill::{BackfillOptions, BackfillProgress, enqueue_page};
+use crate::operations::dlq::DeadLetter;
 use crate::operations::redrive::{RedriveOptions, RedriveOutcome, redrive_by_moving};
 use crate::operations::replay::ReplayOptions;
 use crate::warehouse::sqlite::SqliteWarehouse;
@@ -106,6 +107,15 @@ pub async fn redrive(
     redrive_by_moving(dead_letter.as_ref(), queue.as_ref(), options, progress)
         .await
         .map_err(|err| step("moving the dead letters")(err))
+}
+
+/// Up to `max` of the folder's dead letters, left where they are.
+pub async fn peek_dead_letters(layout: &Layout, max: usize) -> Result<Vec<DeadLetter>, DemoError> {
+    let db = open_db(layout)?;
+    let (_, dead_letter) = queues(&db);
+    crate::operations::dlq::peek_dead_letters(dead_letter.as_ref(), max)
+        .await
+        .map_err(|err| step("reading the dead-letter queue")(err))
 }
 
 /// The folder's warehouse (for `check --warehouse` and `prune`).

@@ -1,7 +1,9 @@
 //! What the operator commands do, apart from printing: checking a catalog, enqueueing a
-//! prefix (backfill), reading a stream window again (replay), moving dead letters back.
+//! prefix (backfill), reading a stream window again (replay), moving dead letters back,
+//! looking at them (dlq).
 
 pub mod backfill;
 pub mod check;
+pub mod dlq;
 pub mod redrive;
 pub mod replay;

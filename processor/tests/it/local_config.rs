@@ -121,6 +121,19 @@ fn every_command_works_against_the_folder_a_local_config_names() {
         said.contains("2 table(s): 0 to create, 0 to change, 0 refused"),
         "{said}"
     );
+    // The dead letter, looked at without taking it.
+    let (ok, said) = processor(&config, &["dlq"]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("books  s3://demo/incoming/books/b.csv")
+            && said.contains("semicolon-delimited")
+            && said.contains("1 dead letter(s) shown"),
+        "{said}"
+    );
+    let (ok, said) = processor(&config, &["dlq", "--json"]);
+    let letter: serde_json::Value =
+        serde_json::from_str(said.lines().next().unwrap_or_default()).expect("a JSON line");
+    assert!(ok && letter["dataset"] == "books", "{said}");
     let (ok, said) = processor(&config, &["redrive", "--dry-run"]);
     assert!(ok && said.contains("holds about 1 message(s)"), "{said}");
 

@@ -261,3 +261,66 @@ async fn a_redrive_limit_leaves_poison_messages_in_the_dead_letter_queue() {
     let (visible, in_flight) = queue_depth(&clients.sqs, &dlq_url).await;
     assert_eq!(visible + in_flight, 1);
 }
+
+/// `processor dlq`'s look at an SQS dead-letter queue: letters come with their dataset,
+/// source, reason and counts, oldest first, at most as many as asked — and stay in the
+/// queue, visible again at once.
+#[tokio::test]
+async fn dead_letters_are_looked_at_without_being_taken() {
+    use processor::operations::dlq::peek_dead_letters;
+    use shared::catalog::{Compression, FileFormat};
+    use shared::envelope::{ByteRange, FileItem, Part, WorkItem};
+    use shared::queue::DATASET_ATTRIBUTE;
+
+    let clients = AwsClients::new(&emulator_settings()).await;
+    let dlq_url = create_queue(&clients.sqs, &[]).await;
+    let dead_letter = SqsQueue::new(clients.sqs.clone(), &dlq_url, MessageSizeLimit::default());
+    let item = WorkItem::File(FileItem {
+        dataset: "orders".to_owned(),
+        bucket: "landing".to_owned(),
+        key: "orders/2026-12-07.csv".to_owned(),
+        version_id: None,
+        etag: "abc".to_owned(),
+        size: 10,
+        range: Some(ByteRange { start: 0, end: 5 }),
+        part: Some(Part { index: 2, count: 3 }),
+        format: FileFormat::Csv,
+        compression: Compression::None,
+        created_at_ms: None,
+    });
+    let body = item.to_json(MessageSizeLimit::default()).expect("json");
+    let messages = vec![
+        OutgoingMessage::from(body)
+            .with_attribute(REASON_ATTRIBUTE, "over the dataset's reject limit")
+            .with_attribute(DATASET_ATTRIBUTE, "orders"),
+        OutgoingMessage::from("not an item".to_owned()),
+        OutgoingMessage::from("neither".to_owned()),
+    ];
+    assert!(dead_letter.send(&messages).await.all_succeeded());
+
+    let two = peek_dead_letters(&dead_letter, 2).await.expect("look");
+    assert_eq!(two.len(), 2, "at most as many as asked");
+    let all = peek_dead_letters(&dead_letter, 10).await.expect("look");
+    assert_eq!(all.len(), 3);
+    let order = all
+        .iter()
+        .find(|l| l.dataset.as_deref() == Some("orders"))
+        .expect("the item's letter");
+    assert_eq!(
+        order.source,
+        "s3://landing/orders/2026-12-07.csv (part 2 of 3)"
+    );
+    assert_eq!(order.reason, "over the dataset's reject limit");
+    assert!(order.receives >= 1 && order.sent_at.is_some(), "{order:?}");
+    let garbage = all
+        .iter()
+        .find(|l| l.dataset.is_none())
+        .expect("a letter that is not an item");
+    assert!(garbage.source.starts_with("not a work item"), "{garbage:?}");
+    assert!(garbage.reason.contains("redrive policy"), "{garbage:?}");
+    assert_eq!(
+        queue_depth(&clients.sqs, &dlq_url).await,
+        (3, 0),
+        "every letter is left, visible"
+    );
+}

@@ -1,0 +1,69 @@
+//! `processor dlq`: the dead letters, looked at without taking them.
+
+use std::process::ExitCode;
+
+use processor::operations::dlq::{DeadLetter, peek_dead_letters};
+use shared::aws::AwsClients;
+use shared::config::{PlatformConfig, RedriveView};
+use shared::queue::SqsQueue;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show at most this many letters (oldest first).
+    #[arg(long, default_value_t = 20)]
+    max: usize,
+    /// One JSON object per letter, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
+    let max = args.max.max(1);
+    let letters = match super::local_layout(config) {
+        Some(layout) => processor::local::operations::peek_dead_letters(&layout, max).await?,
+        None => {
+            let RedriveView {
+                queue,
+                dead_letter_url,
+            } = config.redrive()?;
+            let clients = AwsClients::new(&config.aws).await;
+            let dead_letter = SqsQueue::new(
+                clients.sqs.clone(),
+                dead_letter_url,
+                queue.max_message_bytes,
+            );
+            peek_dead_letters(&dead_letter, max).await?
+        }
+    };
+    if args.json {
+        for letter in &letters {
+            println!("{}", serde_json::to_string(letter)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for letter in &letters {
+        println!("{}", describe(letter));
+    }
+    println!(
+        "{} dead letter(s) shown{}; `processor redrive` moves them back once their cause is fixed",
+        letters.len(),
+        if letters.len() >= max {
+            format!(" (the oldest {max}; --max shows more)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(letter: &DeadLetter) -> String {
+    format!(
+        "{}  {}  {}\n  received {}×, redriven {}×: {}",
+        letter.sent_at.as_deref().unwrap_or("(time unknown)"),
+        letter.dataset.as_deref().unwrap_or("(no dataset)"),
+        letter.source,
+        letter.receives,
+        letter.redrives,
+        letter.reason
+    )
+}
