@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backfill, catalog, check, demo, dev, dlq, healthcheck, prune, put, query, redrive, replay,
+    backfill, catalog, check, demo, dev, dlq, healthcheck, prune, put, query, redrive, rejects,
+    replay,
 };
 
 /// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
@@ -40,6 +41,9 @@ pub enum Command {
     Replay(replay::Args),
     /// Move messages from the dead-letter queue back to the work queue.
     Redrive(redrive::Args),
+    /// Show rejected rows (row number, reason, the raw row) by dataset, file, reason and
+    /// time, newest first, a page at a time.
+    Rejects(rejects::Args),
     /// Show the dead letters without taking them: dataset, the data each names, reason,
     /// receive and redrive counts, age.
     Dlq(dlq::Args),

@@ -12,6 +12,7 @@ pub mod prune;
 pub mod put;
 pub mod query;
 pub mod redrive;
+pub mod rejects;
 pub mod replay;
 pub mod serve;
 

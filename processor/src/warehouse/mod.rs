@@ -13,6 +13,7 @@ mod iam;
 pub mod postgres;
 mod protocol;
 pub mod redshift;
+pub mod rejects;
 pub mod retention;
 pub mod sql;
 pub mod sqlite;
@@ -314,6 +315,12 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         &self,
         request: &retention::PruneRequest,
     ) -> Result<retention::PruneReport, WarehouseError>;
+
+    /// The rejected rows `query` asks for, newest first (`processor rejects`).
+    async fn find_rejects(
+        &self,
+        query: &rejects::RejectQuery,
+    ) -> Result<Vec<rejects::FoundReject>, WarehouseError>;
 
     /// [`Warehouse::load`] for rows already in memory.
     async fn load_rows(

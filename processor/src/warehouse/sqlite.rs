@@ -28,6 +28,7 @@ use shared::error::Classify;
 use super::evolution::{self, Capabilities, ExistingTable, SchemaPlan, TableColumn};
 use super::files::{self, Claim, FileCompletion};
 use super::protocol::{LoadSteps, LoadedPart, Staged, WriteSteps, run_load};
+use super::rejects::{self, Bound, FoundReject, RejectQuery};
 use super::retention::{PlatformTable, PruneReport, PruneRequest, prune_statement};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, STAGING_TABLE, quote_ident};
 use super::{
@@ -773,6 +774,34 @@ impl Warehouse for SqliteWarehouse {
                 report.add(table, rows);
             }
             Ok(report)
+        })
+        .await
+    }
+
+    async fn find_rejects(&self, query: &RejectQuery) -> Result<Vec<FoundReject>, WarehouseError> {
+        let (sql, bound) = rejects::statement(&self.rejects(), query, &rejects::SQLITE);
+        let values: Vec<Value> = bound
+            .into_iter()
+            .map(|value| match value {
+                Bound::Text(text) => Value::Text(text),
+                // Timestamps are ISO 8601 text in UTC: a bound in the same form compares.
+                Bound::Time(time) => Value::Text(iso_utc_millis(epoch_millis(time))),
+            })
+            .collect();
+        self.step("(platform)", "reading the rejects", move |conn| {
+            let mut select = conn.prepare(&sql)?;
+            select
+                .query_map(rusqlite::params_from_iter(values), |row| {
+                    Ok(FoundReject {
+                        dataset: row.get(0)?,
+                        source: row.get(1)?,
+                        row_number: row.get(2)?,
+                        raw: row.get(3)?,
+                        reason: row.get(4)?,
+                        rejected_at: row.get(5)?,
+                    })
+                })?
+                .collect()
         })
         .await
     }

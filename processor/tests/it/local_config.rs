@@ -89,13 +89,17 @@ fn every_command_works_against_the_folder_a_local_config_names() {
     .join("incoming")
     .join("books");
     std::fs::create_dir_all(&landing).expect("folder");
-    std::fs::write(landing.join("a.csv"), "isbn,title\n1,Dune\n2,Emma\n").expect("drop");
+    std::fs::write(
+        landing.join("a.csv"),
+        "isbn,title\n1,Dune\n,Nameless\n2,Emma\n",
+    )
+    .expect("drop");
     std::fs::write(landing.join("b.csv"), "isbn;title\n3;Ulysses\n").expect("drop");
     let told = serve.wait_for_each(&[
         "loaded incoming/books/a.csv".to_owned(),
         "dead-lettered incoming/books/b.csv".to_owned(),
     ]);
-    assert!(told[0].contains("2 row(s), 0 rejected"), "{}", told[0]);
+    assert!(told[0].contains("2 row(s), 1 rejected"), "{}", told[0]);
     assert!(told[1].contains("semicolon-delimited"), "{}", told[1]);
     // A producer puts records through the local stream.
     let records = dir.join("reviews.jsonl");
@@ -121,6 +125,22 @@ fn every_command_works_against_the_folder_a_local_config_names() {
         said.contains("2 table(s): 0 to create, 0 to change, 0 refused"),
         "{said}"
     );
+    // The rejected row, found by dataset and reason, with its row number and raw text.
+    let (ok, said) = processor(
+        &config,
+        &["rejects", "--dataset", "books", "--reason", "required"],
+    );
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("s3://demo/incoming/books/a.csv row 3: column isbn: a value is required")
+            && said.contains("raw: ,Nameless")
+            && said.contains("1 reject(s) shown"),
+        "{said}"
+    );
+    let (ok, said) = processor(&config, &["rejects", "--dataset", "nope"]);
+    assert!(!ok && said.contains("unknown dataset \"nope\""), "{said}");
+    let (ok, said) = processor(&config, &["rejects", "--since", "yesterday"]);
+    assert!(!ok && said.contains("is not a date"), "{said}");
     // The dead letter, looked at without taking it.
     let (ok, said) = processor(&config, &["dlq"]);
     assert!(ok, "{said}");

@@ -145,6 +145,106 @@ async fn rejects_and_ledger_are_written_with_the_rows(harness: &dyn Harness) {
     assert_eq!(harness.platform_rows("load_ledger").await, 1);
 }
 
+/// `processor rejects` finds rejected rows by dataset, source, reason and time, newest
+/// first, a page at a time — the same answers from every sink.
+async fn rejects_are_found_by_dataset_source_reason_and_time(harness: &dyn Harness) {
+    use processor::warehouse::rejects::RejectQuery;
+    let (dataset, warehouse) = harness.with_target(true).await;
+    let reject = |row: u64, reason: &str| Reject {
+        row_number: Some(row),
+        raw: Some(format!("row {row}")),
+        reason: reason.into(),
+    };
+    let mut first = item(1, 3, &[(1, "placed", 1)]);
+    first.source = "s3://landing/orders/a.csv".into();
+    first.rejects = vec![
+        reject(2, "order_id is required"),
+        reject(3, "status: too long"),
+    ];
+    let mut second = item(4, 5, &[(4, "placed", 4)]);
+    second.source = "s3://landing/orders/b.csv".into();
+    second.rejects = vec![reject(5, "order_id is required")];
+    for item in [first, second] {
+        warehouse
+            .load_rows(&dataset, &load_schema(), &[item])
+            .await
+            .expect("load");
+    }
+    let all = RejectQuery {
+        dataset: None,
+        source: None,
+        reason: None,
+        since: None,
+        limit: 50,
+        offset: 0,
+    };
+    let found = |query: RejectQuery| {
+        let warehouse = Arc::clone(&warehouse);
+        async move {
+            let rows = warehouse.find_rejects(&query).await.expect("find");
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.source.rsplit('/').next().unwrap_or_default().to_owned(),
+                        r.row_number,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut every = found(all.clone()).await;
+    every.sort();
+    assert_eq!(
+        every,
+        [
+            ("a.csv".to_owned(), Some(2)),
+            ("a.csv".to_owned(), Some(3)),
+            ("b.csv".to_owned(), Some(5))
+        ]
+    );
+    let page = warehouse.find_rejects(&all).await.expect("find");
+    assert!(
+        page[0].rejected_at >= page[2].rejected_at,
+        "newest first: {page:?}"
+    );
+    assert!(
+        page.iter()
+            .any(|r| r.raw.as_deref() == Some("row 2") && r.dataset == dataset.name),
+        "{page:?}"
+    );
+    let by_file = RejectQuery {
+        source: Some("a.csv".into()),
+        ..all.clone()
+    };
+    assert_eq!(found(by_file).await.len(), 2);
+    let by_reason = RejectQuery {
+        reason: Some("required".into()),
+        ..all.clone()
+    };
+    assert_eq!(found(by_reason).await.len(), 2);
+    let by_dataset = RejectQuery {
+        dataset: Some("payments".into()),
+        ..all.clone()
+    };
+    assert_eq!(found(by_dataset).await.len(), 0);
+    let later = RejectQuery {
+        since: Some(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)),
+        ..all.clone()
+    };
+    assert_eq!(found(later).await.len(), 0);
+    let earlier = RejectQuery {
+        since: Some(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)),
+        ..all.clone()
+    };
+    assert_eq!(found(earlier).await.len(), 3);
+    let second_page = RejectQuery {
+        limit: 2,
+        offset: 2,
+        ..all
+    };
+    assert_eq!(found(second_page).await.len(), 1);
+}
+
 /// Rows that fail after their first batch, like a file that turns out corrupt half-way.
 #[derive(Debug)]
 struct FailsHalfWay(Option<RecordBatch>);
@@ -625,6 +725,7 @@ contract!(
     a_completed_file_is_claimed_once,
     values_that_look_like_sql_are_stored_verbatim,
     prune_deletes_the_rows_older_than_their_cut_off_and_keeps_the_rest,
+    rejects_are_found_by_dataset_source_reason_and_time,
     a_catalog_change_adds_columns_and_refuses_a_type_change,
 );
 

@@ -69,6 +69,12 @@ impl Warehouse for Slow {
         assert!(!self.panics, "the warehouse panics under the load");
         self.inner.load(dataset, schema, items).await
     }
+    async fn find_rejects(
+        &self,
+        query: &processor::warehouse::rejects::RejectQuery,
+    ) -> Result<Vec<processor::warehouse::rejects::FoundReject>, WarehouseError> {
+        self.inner.find_rejects(query).await
+    }
     async fn prune(
         &self,
         request: &processor::warehouse::retention::PruneRequest,

@@ -232,6 +232,14 @@ impl Warehouse for RedshiftWarehouse {
         super::retention::prune(&self.connection, &self.platform_schema, request).await
     }
 
+    async fn find_rejects(
+        &self,
+        query: &super::rejects::RejectQuery,
+    ) -> Result<Vec<super::rejects::FoundReject>, WarehouseError> {
+        let table = super::sql::rejects_table(&self.platform_schema);
+        super::rejects::find(&self.connection, &table, query).await
+    }
+
     async fn claim_file_completion(
         &self,
         file_id: &str,
