@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
-use processor::operations::dlq::{DeadLetter, peek_dead_letters};
+use processor::operations::dlq::{DeadLetter, MAX_LOOK, peek_dead_letters};
 use shared::aws::AwsClients;
 use shared::config::{PlatformConfig, RedriveView};
 use shared::queue::SqsQueue;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Show at most this many letters (oldest first).
+    /// Show at most this many letters (1 to 1000), ordered by when they were sent.
     #[arg(long, default_value_t = 20)]
     max: usize,
     /// One JSON object per letter, for scripts.
@@ -18,7 +18,11 @@ pub struct Args {
 }
 
 pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode> {
-    let max = args.max.max(1);
+    anyhow::ensure!(
+        (1..=MAX_LOOK).contains(&args.max),
+        "--max must be 1 to {MAX_LOOK}"
+    );
+    let max = args.max;
     let letters = match super::local_layout(config) {
         Some(layout) => processor::local::operations::peek_dead_letters(&layout, max).await?,
         None => {
@@ -48,9 +52,9 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
         "{} dead letter(s) shown{}; `processor redrive` moves them back once their cause is fixed",
         letters.len(),
         if letters.len() >= max {
-            format!(" (the oldest {max}; --max shows more)")
+            " (the queue may hold more, in no set order: --max shows more)"
         } else {
-            String::new()
+            ""
         }
     );
     Ok(ExitCode::SUCCESS)

@@ -109,7 +109,7 @@ fn print_page(found: &[FoundReject], query: &RejectQuery, json: bool) -> anyhow:
     let more = if found.len() as u32 >= query.limit {
         format!(
             "; --offset {} shows the next page",
-            query.offset + query.limit
+            query.offset.saturating_add(query.limit)
         )
     } else {
         String::new()

@@ -15,6 +15,10 @@ use super::redrive::REDRIVE_COUNT_ATTRIBUTE;
 
 /// How long a letter stays hidden while the look goes on.
 const LOOK_VISIBILITY: Duration = Duration::from_secs(30);
+/// A look ends well before the first letter it hid shows again (and would be read twice).
+const LOOK_TIME: Duration = Duration::from_secs(20);
+/// The most letters one look shows.
+pub const MAX_LOOK: usize = 1000;
 /// Receives that find nothing before the look ends.
 const EMPTY_POLLS: u32 = 2;
 
@@ -28,22 +32,27 @@ pub struct DeadLetter {
     pub reason: String,
     pub receives: u32,
     pub redrives: u32,
-    /// When it was first sent to the dead-letter queue, milliseconds since the epoch, and
+    /// When it was sent to the dead-letter queue (for a letter the queue's redrive policy
+    /// moved: when it was first sent to the work queue), milliseconds since the epoch, and
     /// as ISO 8601 text.
     pub sent_at_ms: Option<i64>,
     pub sent_at: Option<String>,
 }
 
-/// Up to `max` dead letters, oldest first, left in the queue.
+/// Up to `max` (at most [`MAX_LOOK`]) dead letters, ordered by when they were sent, left
+/// in the queue. SQS hands out letters in no set order: when the queue holds more, they
+/// are some of them, not the oldest.
 pub async fn peek_dead_letters(
     queue: &dyn WorkQueue,
     max: usize,
 ) -> Result<Vec<DeadLetter>, QueueError> {
-    let mut letters = Vec::new();
+    let max = max.min(MAX_LOOK);
+    let started = std::time::Instant::now();
+    let mut letters: Vec<DeadLetter> = Vec::new();
     let mut receipts = Vec::new();
     let mut empty_polls = 0;
     let mut failed = None;
-    while letters.len() < max && empty_polls < EMPTY_POLLS {
+    while letters.len() < max && empty_polls < EMPTY_POLLS && started.elapsed() < LOOK_TIME {
         let want = u8::try_from((max - letters.len()).min(10)).unwrap_or(10);
         match queue
             .receive(want, Duration::from_secs(1), LOOK_VISIBILITY)
@@ -52,7 +61,11 @@ pub async fn peek_dead_letters(
             Ok(got) if got.is_empty() => empty_polls += 1,
             Ok(got) => {
                 receipts.extend(got.iter().map(|m| m.receipt_handle.clone()));
-                letters.extend(got.iter().map(dead_letter));
+                for message in &got {
+                    if !letters.iter().any(|l| l.message_id == message.message_id) {
+                        letters.push(dead_letter(message));
+                    }
+                }
             }
             Err(err) => {
                 failed = Some(err);

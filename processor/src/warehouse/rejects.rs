@@ -100,7 +100,7 @@ pub(crate) fn statement(
         format!(" WHERE {}", conditions.join(" AND "))
     };
     let sql = format!(
-        "SELECT \"dataset\", \"source\", \"row_number\", \"raw\", \"reason\", \"rejected_at\" FROM {table}{filter} ORDER BY \"rejected_at\" DESC, \"source\", \"row_number\" LIMIT {} OFFSET {}",
+        "SELECT \"dataset\", \"source\", \"row_number\", \"raw\", \"reason\", \"rejected_at\" FROM {table}{filter} ORDER BY \"rejected_at\" DESC, \"source\", \"row_number\", \"reason\", \"idempotency_key\" LIMIT {} OFFSET {}",
         query.limit.clamp(1, MAX_PAGE),
         query.offset
     );
@@ -162,7 +162,7 @@ mod tests {
         let (sql, bound) = statement("\"ingest\".\"rejects\"", &query, &WIRE);
         assert_eq!(
             sql,
-            "SELECT \"dataset\", \"source\", \"row_number\", \"raw\", \"reason\", \"rejected_at\" FROM \"ingest\".\"rejects\" WHERE \"dataset\" = $1 AND POSITION($2 IN \"reason\") > 0 ORDER BY \"rejected_at\" DESC, \"source\", \"row_number\" LIMIT 1000 OFFSET 20"
+            "SELECT \"dataset\", \"source\", \"row_number\", \"raw\", \"reason\", \"rejected_at\" FROM \"ingest\".\"rejects\" WHERE \"dataset\" = $1 AND POSITION($2 IN \"reason\") > 0 ORDER BY \"rejected_at\" DESC, \"source\", \"row_number\", \"reason\", \"idempotency_key\" LIMIT 1000 OFFSET 20"
         );
         assert_eq!(bound.len(), 2);
         let (sql, _) = statement(
