@@ -3,7 +3,7 @@
 # stops them on exit (also on failure, printing their log tails).
 #
 # On a fresh Debian machine with Rust it installs what is missing (moto server and sqlfluff
-# from PyPI into virtual environments under ~/.cache, PostgreSQL from Debian packages), starts both
+# from PyPI into virtual environments under ~/.cache, PostgreSQL and Chromium from Debian packages), starts both
 # on free 127.0.0.1 ports with throwaway state, and exports TEST_INGEST_AWS_ENDPOINT and
 # TEST_INGEST_POSTGRES_URL (plus dummy AWS credentials) to the command.
 #
@@ -132,6 +132,11 @@ start_moto() {
   log "moto server $MOTO_VERSION on http://127.0.0.1:$MOTO_PORT"
 }
 
+# Headless Chromium for the status page's browser test (Debian's package).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+}
+
 ensure_openssl() {
   command -v openssl >/dev/null 2>&1 || apt_install openssl
 }
@@ -189,6 +194,7 @@ ensure_moto
 ensure_sqlfluff
 ensure_postgres
 ensure_openssl
+ensure_chromium
 start_moto
 start_postgres
 
@@ -198,6 +204,7 @@ export TEST_INGEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres
 export TEST_INGEST_POSTGRES_CA="$STATE/tls/ca.crt" TEST_INGEST_OTHER_CA="$STATE/tls/other-ca.crt"
 export TEST_INGEST_POSTGRES_CTL="$STATE/pg-ctl"
 export TEST_INGEST_SQLFLUFF="$SQLFLUFF_VENV/bin/sqlfluff"
+export TEST_INGEST_CHROMIUM="$(command -v chromium)"
 # A Python with boto3 (a dependency of moto): producers in the Kinesis endpoint's tests.
 export TEST_INGEST_PYTHON="$VENV/bin/python"
 # Dummy credentials for the emulator; no instance metadata look-ups.

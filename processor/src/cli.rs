@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     backfill, catalog, check, demo, dev, dlq, healthcheck, prune, put, query, redrive, rejects,
-    replay,
+    replay, status,
 };
 
 /// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
@@ -41,6 +41,10 @@ pub enum Command {
     Replay(replay::Args),
     /// Move messages from the dead-letter queue back to the work queue.
     Redrive(redrive::Args),
+    /// Per dataset over a window (default 24 h): files and stream items loaded, rows
+    /// loaded and rejected, dead letters and their reasons, work waiting; `--fail-on`
+    /// exits 1 when a condition holds (for cron and CI alerts).
+    Status(status::Args),
     /// Show rejected rows (row number, reason, the raw row) by dataset, file, reason and
     /// time, newest first, a page at a time.
     Rejects(rejects::Args),

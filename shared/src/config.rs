@@ -35,7 +35,7 @@ mod local;
 mod retention;
 mod views;
 
-pub use local::{DEFAULT_KINESIS_PORT, LocalSettings};
+pub use local::{DEFAULT_KINESIS_PORT, DEFAULT_STATUS_PORT, LocalSettings};
 
 pub use crate::toml_walk::{Issue, render_issues};
 pub use retention::{MIN_LEDGER_RETENTION_DAYS, RetentionSettings};
@@ -1178,8 +1178,9 @@ mod tests {
         let local = config.local.expect("[local]");
         assert_eq!(local.dir, PathBuf::from("my-data"));
         assert_eq!(local.kinesis_port, 0);
+        assert_eq!(local.status_port, DEFAULT_STATUS_PORT);
         let issues = issues_of(
-            "[local]\nkinesis_port = 70000\n[queue]\nurl = \"http://127.0.0.1:1/q\"\n",
+            "[local]\nkinesis_port = 70000\nstatus_port = -1\n[queue]\nurl = \"http://127.0.0.1:1/q\"\n",
             &[],
         );
         assert!(
@@ -1190,6 +1191,10 @@ mod tests {
         );
         assert!(
             issues.iter().any(|i| i.contains("local.kinesis_port")),
+            "{issues:?}"
+        );
+        assert!(
+            issues.iter().any(|i| i.contains("local.status_port")),
             "{issues:?}"
         );
         let both = issues_of(

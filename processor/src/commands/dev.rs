@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use processor::local::dev::{DevEvent, DevOptions, run_dev};
-use shared::config::{DEFAULT_KINESIS_PORT, PlatformConfig};
+use shared::config::{DEFAULT_KINESIS_PORT, DEFAULT_STATUS_PORT, PlatformConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,6 +31,13 @@ pub struct Args {
     /// Serve no Kinesis-compatible endpoint.
     #[arg(long)]
     no_kinesis: bool,
+    /// The loopback port of the status page (http://127.0.0.1:PORT/status); 0 picks a
+    /// free one. Default: [local] status_port of the config, else 4568.
+    #[arg(long)]
+    status_port: Option<u16>,
+    /// Serve no status page.
+    #[arg(long)]
+    no_status: bool,
     /// Seconds between two looks at the folder.
     #[arg(long, default_value_t = 1)]
     scan_interval_secs: u64,
@@ -41,6 +48,10 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
         .kinesis_port
         .or_else(|| config.local.as_ref().map(|local| local.kinesis_port))
         .unwrap_or(DEFAULT_KINESIS_PORT);
+    let status_port = args
+        .status_port
+        .or_else(|| config.local.as_ref().map(|local| local.status_port))
+        .unwrap_or(DEFAULT_STATUS_PORT);
     let options = DevOptions {
         dir: super::local_dir(config, args.dir),
         catalog: args.catalog.or_else(|| config.catalog_path.clone()),
@@ -49,6 +60,7 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
         visibility_timeout: Duration::from_secs(30),
         scan_interval: Duration::from_secs(args.scan_interval_secs.max(1)),
         kinesis_port: (!args.no_kinesis).then_some(kinesis_port),
+        status_port: (!args.no_status).then_some(status_port),
     };
     run_local(&options).await
 }
@@ -71,6 +83,7 @@ fn report(event: DevEvent) {
             "Kinesis endpoint on {url} for stream(s) {}: point producers at it with AWS_ENDPOINT_URL_KINESIS={url}",
             streams.join(", ")
         ),
+        DevEvent::StatusPage { url } => eprintln!("status page on {url}"),
         DevEvent::Redriven { messages } => {
             eprintln!("moved {messages} dead letter(s) back to the work queue")
         }

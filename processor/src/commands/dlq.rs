@@ -3,9 +3,7 @@
 use std::process::ExitCode;
 
 use processor::operations::dlq::{DeadLetter, MAX_LOOK, peek_dead_letters};
-use shared::aws::AwsClients;
-use shared::config::{PlatformConfig, RedriveView};
-use shared::queue::SqsQueue;
+use shared::config::PlatformConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,16 +24,7 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
     let letters = match super::local_layout(config) {
         Some(layout) => processor::local::operations::peek_dead_letters(&layout, max).await?,
         None => {
-            let RedriveView {
-                queue,
-                dead_letter_url,
-            } = config.redrive()?;
-            let clients = AwsClients::new(&config.aws).await;
-            let dead_letter = SqsQueue::new(
-                clients.sqs.clone(),
-                dead_letter_url,
-                queue.max_message_bytes,
-            );
+            let (_, dead_letter) = super::sqs_queue_pair(config).await?;
             peek_dead_letters(&dead_letter, max).await?
         }
     };

@@ -15,6 +15,7 @@ pub mod redrive;
 pub mod rejects;
 pub mod replay;
 pub mod serve;
+pub mod status;
 
 /// The local platform's folder: `--dir` if given, else `[local] dir`, else `demo-data`.
 pub fn local_dir(
@@ -51,6 +52,20 @@ pub fn configured_catalog(
     Ok(std::sync::Arc::new(shared::catalog::Catalog::from_file(
         path,
     )?))
+}
+
+/// The SQS work queue and dead-letter queue, for the commands that need both.
+pub async fn sqs_queue_pair(
+    config: &shared::config::PlatformConfig,
+) -> anyhow::Result<(shared::queue::SqsQueue, shared::queue::SqsQueue)> {
+    let shared::config::RedriveView {
+        queue,
+        dead_letter_url,
+    } = config.redrive()?;
+    let clients = shared::aws::AwsClients::new(&config.aws).await;
+    let queue_at =
+        |url: &str| shared::queue::SqsQueue::new(clients.sqs.clone(), url, queue.max_message_bytes);
+    Ok((queue_at(&queue.url), queue_at(dead_letter_url)))
 }
 
 /// Completes on SIGTERM (ECS stopping the task) or Ctrl-C.

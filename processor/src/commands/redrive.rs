@@ -3,9 +3,7 @@
 use std::process::ExitCode;
 
 use processor::operations::redrive::{RedriveOptions, RedriveOutcome, redrive};
-use shared::aws::AwsClients;
-use shared::config::{PlatformConfig, RedriveView};
-use shared::queue::SqsQueue;
+use shared::config::PlatformConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,17 +46,7 @@ async fn redrive_sqs(
     options: RedriveOptions,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> anyhow::Result<RedriveOutcome> {
-    let RedriveView {
-        queue,
-        dead_letter_url,
-    } = config.redrive()?;
-    let clients = AwsClients::new(&config.aws).await;
-    let dead_letter = SqsQueue::new(
-        clients.sqs.clone(),
-        dead_letter_url,
-        queue.max_message_bytes,
-    );
-    let target = SqsQueue::new(clients.sqs.clone(), &queue.url, queue.max_message_bytes);
+    let (target, dead_letter) = super::sqs_queue_pair(config).await?;
     Ok(redrive(&dead_letter, &target, options, progress).await?)
 }
 

@@ -21,6 +21,7 @@ pub async fn run(config: &PlatformConfig) -> anyhow::Result<ExitCode> {
             visibility_timeout: Duration::from_secs(30),
             scan_interval: Duration::from_secs(1),
             kinesis_port: Some(local.kinesis_port),
+            status_port: Some(local.status_port),
         };
         return super::dev::run_local(&options).await;
     }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::file_outcomes::{self, Outcome, PendingFile};
 use super::kinesis::{self, KinesisApi};
 use super::{BUCKET, DemoError, EXAMPLE_CATALOG, Layout, LocalPlatform, counts, step};
+use crate::serve::status_page::StatusPage;
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -32,6 +33,8 @@ pub struct DevOptions {
     /// The loopback port of the Kinesis-compatible endpoint (0: a free one); `None`
     /// serves none.
     pub kinesis_port: Option<u16>,
+    /// The loopback port of the status page (0: a free one); `None` serves none.
+    pub status_port: Option<u16>,
 }
 
 /// What `dev` reports as it goes: each file once, when its outcome is known.
@@ -46,6 +49,10 @@ pub enum DevEvent {
     KinesisEndpoint {
         url: String,
         streams: Vec<String>,
+    },
+    /// The status page is served (`/status`, `/status.json`).
+    StatusPage {
+        url: String,
     },
     /// Dead letters moved back to the work queue at start (`--redrive`).
     Redriven {
@@ -135,6 +142,10 @@ pub async fn run_dev(
     });
     let _endpoint = match options.kinesis_port {
         Some(port) => Some(start_kinesis_endpoint(&platform, port, report).await?),
+        None => None,
+    };
+    let _status_page = match options.status_port {
+        Some(port) => Some(start_status_page(&platform, port, report).await?),
         None => None,
     };
     // The keys of the dead letters moved back: their files are followed to an outcome.
@@ -237,6 +248,33 @@ async fn start_kinesis_endpoint(
         streams: api.stream_names(),
     });
     Ok(AbortOnDrop(tokio::spawn(kinesis::serve(listener, api))))
+}
+
+/// Serves the status page of the platform on the loopback port.
+async fn start_status_page(
+    platform: &LocalPlatform,
+    port: u16,
+    report: &mut (dyn FnMut(DevEvent) + Send),
+) -> Result<AbortOnDrop, DemoError> {
+    let listener = kinesis::bind(port)
+        .await
+        .map_err(|err| step("starting the status page")(err))?;
+    let address = listener
+        .local_addr()
+        .map_err(|err| step("reading the status page's address")(err))?;
+    let page = StatusPage::new(
+        Arc::clone(&platform.catalog),
+        Arc::clone(&platform.warehouse) as _,
+        Arc::clone(&platform.queue) as _,
+        Some(Arc::clone(&platform.dead_letter) as _),
+    );
+    report(DevEvent::StatusPage {
+        url: format!("http://{address}/status"),
+    });
+    Ok(AbortOnDrop(tokio::spawn(crate::serve::health::serve(
+        listener,
+        Arc::new(page),
+    ))))
 }
 
 /// Offers the file under `key` to the batch path, as an S3 notification would, unless the

@@ -1,5 +1,5 @@
 //! The operator commands against the local platform (`[local]` in the config): what
-//! `backfill`, `replay`, `redrive`, `dlq`, `check --warehouse` and `prune` do against AWS, done on the
+//! `backfill`, `replay`, `redrive`, `dlq`, `status`, `check --warehouse` and `prune` do against AWS, done on the
 //! folder's landing bucket, stream, queues and warehouse with the same code
 //! (`crate::operations`). None of them creates or changes a table: that is `serve`'s.
 
@@ -17,6 +17,7 @@ use crate::operations::backfill::{BackfillOptions, BackfillProgress, enqueue_pag
 use crate::operations::dlq::DeadLetter;
 use crate::operations::redrive::{RedriveOptions, RedriveOutcome, redrive_by_moving};
 use crate::operations::replay::ReplayOptions;
+use crate::operations::status::{StatusReport, StatusSources};
 use crate::warehouse::sqlite::SqliteWarehouse;
 
 /// Objects listed per page, as S3 lists them.
@@ -116,6 +117,27 @@ pub async fn peek_dead_letters(layout: &Layout, max: usize) -> Result<Vec<DeadLe
     crate::operations::dlq::peek_dead_letters(dead_letter.as_ref(), max)
         .await
         .map_err(|err| step("reading the dead-letter queue")(err))
+}
+
+/// The view `processor status` shows of the folder's platform.
+pub async fn status(
+    layout: &Layout,
+    catalog: &Catalog,
+    since: std::time::SystemTime,
+    look: usize,
+) -> Result<StatusReport, DemoError> {
+    let db = open_db(layout)?;
+    let (queue, dead_letter) = queues(&db);
+    let warehouse = warehouse(layout)?;
+    let sources = StatusSources {
+        catalog,
+        warehouse: &warehouse,
+        work_queue: queue.as_ref(),
+        dead_letter: Some(dead_letter.as_ref()),
+    };
+    crate::operations::status::status(&sources, since, look)
+        .await
+        .map_err(|err| step("gathering the status")(err))
 }
 
 /// The folder's warehouse (for `check --warehouse` and `prune`).

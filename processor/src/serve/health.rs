@@ -1,6 +1,6 @@
 //! The processor's HTTP endpoint for ECS health checks and Prometheus scrapers:
 //! `/healthz` (liveness), `/readyz` (readiness: queue and warehouse answer) and
-//! `/metrics` (Prometheus text).
+//! `/metrics` (Prometheus text), and the status page (`/status`, [`super::status_page`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use shared::queue::WorkQueue;
 use tokio::net::TcpListener;
 
+use super::status_page::{PageAnswer, StatusPage};
 use crate::warehouse::Warehouse;
 
 /// How long one readiness check may take before it counts as failed.
@@ -100,10 +101,18 @@ impl ReadinessCheck for WarehouseCheck {
     }
 }
 
+/// What answers the HTTP port's requests.
+#[async_trait]
+pub trait Endpoint: Send + Sync + 'static {
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>>;
+}
+
 /// What the endpoint reports on.
 #[derive(Debug)]
 pub struct Health {
     checks: Vec<Box<dyn ReadinessCheck>>,
+    /// `/status` and `/status.json`, where the processor serves them.
+    status_page: Option<StatusPage>,
     workers_running: AtomicUsize,
     stopping: AtomicBool,
 }
@@ -120,8 +129,17 @@ impl Drop for WorkerGuard {
 
 impl Health {
     pub fn new(checks: Vec<Box<dyn ReadinessCheck>>) -> Arc<Self> {
+        Self::with_status_page(checks, None)
+    }
+
+    /// [`Health::new`], also serving the status page.
+    pub fn with_status_page(
+        checks: Vec<Box<dyn ReadinessCheck>>,
+        status_page: Option<StatusPage>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             checks,
+            status_page,
             workers_running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         })
@@ -155,9 +173,16 @@ impl Health {
         futures::future::join_all(checks).await
     }
 
-    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
+        }
+        if let Some(page) = &self.status_page
+            && let Some(answer) = page
+                .respond(request.uri().path(), request.uri().query())
+                .await
+        {
+            return page_response(answer);
         }
         match request.uri().path() {
             "/healthz" => {
@@ -223,10 +248,43 @@ impl Health {
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz, /readyz or /metrics\n".to_owned(),
+                "not found; try /healthz, /readyz, /metrics or /status\n".to_owned(),
             ),
         }
     }
+}
+
+#[async_trait]
+impl Endpoint for Health {
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        self.answer(request).await
+    }
+}
+
+/// The local mode serves the status page alone.
+#[async_trait]
+impl Endpoint for StatusPage {
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
+        }
+        match StatusPage::respond(self, request.uri().path(), request.uri().query()).await {
+            Some(answer) => page_response(answer),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /status or /status.json\n".to_owned(),
+            ),
+        }
+    }
+}
+
+fn page_response((status, content_type, body): PageAnswer) -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    );
+    set_content_type(&mut response, content_type);
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -252,7 +310,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, HealthError> {
 
 /// Serves the endpoint on `listener` until the task is aborted (it keeps answering while
 /// the workers drain, so the orchestrator sees "stopping" rather than a refused connection).
-pub async fn serve(listener: TcpListener, health: Arc<Health>) {
+pub async fn serve(listener: TcpListener, endpoint: Arc<dyn Endpoint>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -262,11 +320,11 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
                 continue;
             }
         };
-        let health = Arc::clone(&health);
+        let endpoint = Arc::clone(&endpoint);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let health = Arc::clone(&health);
-                async move { Ok::<_, Infallible>(health.respond(&request).await) }
+                let endpoint = Arc::clone(&endpoint);
+                async move { Ok::<_, Infallible>(endpoint.respond(&request).await) }
             });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -2,6 +2,7 @@
 //! down gracefully.
 
 pub mod health;
+pub mod status_page;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::warehouse::{self, Warehouse, WarehouseError};
 use crate::worker::announce::FileEvents;
 use crate::worker::{BatchSettings, Worker, WorkerSettings};
 use health::{Health, HealthError, QueueCheck, WarehouseCheck};
+use status_page::StatusPage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -112,10 +114,19 @@ pub async fn start(
     // This connection creates the tables, then answers readiness checks.
     let control = connect().await?;
     create_tables(control.as_ref(), &catalog, &pipeline).await?;
-    let health = Health::new(vec![
-        Box::new(QueueCheck(Arc::clone(&queue))),
-        Box::new(WarehouseCheck(control)),
-    ]);
+    let status_page = StatusPage::new(
+        Arc::clone(&catalog),
+        Arc::clone(&control),
+        Arc::clone(&queue),
+        dead_letter.clone(),
+    );
+    let health = Health::with_status_page(
+        vec![
+            Box::new(QueueCheck(Arc::clone(&queue))),
+            Box::new(WarehouseCheck(control)),
+        ],
+        Some(status_page),
+    );
     // Install the recorder before the first metric is emitted.
     let emf = install_metrics(config)?;
     let template = Worker {
@@ -141,8 +152,8 @@ pub async fn start(
         spawn_worker(&mut workers, &health, worker, stopped.clone());
     }
     let health_address = listener.as_ref().map(bound_address).transpose()?;
-    let health_server =
-        listener.map(|(_, listener)| tokio::spawn(health::serve(listener, Arc::clone(&health))));
+    let health_server = listener
+        .map(|(_, listener)| tokio::spawn(health::serve(listener, Arc::clone(&health) as _)));
     tracing::info!(
         workers = config.processor.workers,
         queue = %queue_settings.url,
@@ -173,7 +184,8 @@ fn bound_address(
 }
 
 /// The work queue and, when configured, the dead-letter queue.
-fn queues(
+/// The SQS work queue and, if configured, its dead-letter queue.
+pub fn queues(
     clients: &AwsClients,
     settings: &QueueSettings,
 ) -> (Arc<dyn WorkQueue>, Option<Arc<dyn WorkQueue>>) {

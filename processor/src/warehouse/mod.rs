@@ -6,10 +6,12 @@
 //! the others, merges them into the target on the dataset's key (or appends rows whose
 //! lineage is new), writes their rejects and their ledger rows, and commits.
 
+pub mod activity;
 pub mod connection;
 pub mod evolution;
 pub mod files;
 mod iam;
+mod platform_query;
 pub mod postgres;
 mod protocol;
 pub mod redshift;
@@ -321,6 +323,12 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         &self,
         query: &rejects::RejectQuery,
     ) -> Result<Vec<rejects::FoundReject>, WarehouseError>;
+
+    /// What loaded per dataset in a window (`processor status`).
+    async fn activity(
+        &self,
+        query: &activity::ActivityQuery,
+    ) -> Result<Vec<activity::DatasetActivity>, WarehouseError>;
 
     /// [`Warehouse::load`] for rows already in memory.
     async fn load_rows(

@@ -5,10 +5,9 @@
 
 use std::time::SystemTime;
 
-use tokio_postgres::types::ToSql;
-
 use super::WarehouseError;
-use super::connection::{Connection, statement_error};
+use super::connection::Connection;
+use super::platform_query::{Bound, Dialect, WIRE, query_wire};
 use crate::timefmt::iso_utc_millis;
 
 /// The most rows one page holds.
@@ -41,29 +40,6 @@ pub struct FoundReject {
     /// ISO 8601, UTC.
     pub rejected_at: String,
 }
-
-/// A bound value of the WHERE clause.
-#[derive(Debug, Clone)]
-pub(crate) enum Bound {
-    Text(String),
-    Time(SystemTime),
-}
-
-/// How a sink writes a parameter and "`haystack` contains `needle`".
-pub(crate) struct Dialect {
-    pub placeholder: fn(usize) -> String,
-    pub contains: fn(&str, &str) -> String,
-}
-
-pub(crate) const WIRE: Dialect = Dialect {
-    placeholder: |n| format!("${n}"),
-    contains: |haystack, needle| format!("POSITION({needle} IN {haystack}) > 0"),
-};
-
-pub(crate) const SQLITE: Dialect = Dialect {
-    placeholder: |n| format!("?{n}"),
-    contains: |haystack, needle| format!("instr({haystack}, {needle}) > 0"),
-};
 
 /// The SELECT of a query on `table` and its bound values, in placeholder order.
 pub(crate) fn statement(
@@ -114,24 +90,7 @@ pub(crate) async fn find(
     query: &RejectQuery,
 ) -> Result<Vec<FoundReject>, WarehouseError> {
     let (sql, bound) = statement(table, query, &WIRE);
-    let params: Vec<Box<dyn ToSql + Sync + Send>> = bound
-        .into_iter()
-        .map(|value| -> Box<dyn ToSql + Sync + Send> {
-            match value {
-                Bound::Text(text) => Box::new(text),
-                Bound::Time(time) => Box::new(time),
-            }
-        })
-        .collect();
-    let refs: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect();
-    let client = connection.client().await?;
-    let rows = client
-        .query(&sql, &refs)
-        .await
-        .map_err(statement_error("(platform)", "reading the rejects"))?;
+    let rows = query_wire(connection, &sql, bound, "reading the rejects").await?;
     Ok(rows
         .iter()
         .map(|row| FoundReject {
@@ -148,6 +107,7 @@ pub(crate) async fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::warehouse::platform_query::SQLITE;
 
     #[test]
     fn only_the_filters_given_are_bound_and_the_page_is_bounded() {

@@ -25,10 +25,12 @@ use shared::catalog::{Dataset, TableName};
 use shared::embedded::{EmbeddedDb, EmbeddedError, sql_error};
 use shared::error::Classify;
 
+use super::activity;
 use super::evolution::{self, Capabilities, ExistingTable, SchemaPlan, TableColumn};
 use super::files::{self, Claim, FileCompletion};
+use super::platform_query;
 use super::protocol::{LoadSteps, LoadedPart, Staged, WriteSteps, run_load};
-use super::rejects::{self, Bound, FoundReject, RejectQuery};
+use super::rejects::{self, FoundReject, RejectQuery};
 use super::retention::{PlatformTable, PruneReport, PruneRequest, prune_statement};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, STAGING_TABLE, quote_ident};
 use super::{
@@ -778,16 +780,52 @@ impl Warehouse for SqliteWarehouse {
         .await
     }
 
-    async fn find_rejects(&self, query: &RejectQuery) -> Result<Vec<FoundReject>, WarehouseError> {
-        let (sql, bound) = rejects::statement(&self.rejects(), query, &rejects::SQLITE);
-        let values: Vec<Value> = bound
-            .into_iter()
-            .map(|value| match value {
-                Bound::Text(text) => Value::Text(text),
-                // Timestamps are ISO 8601 text in UTC: a bound in the same form compares.
-                Bound::Time(time) => Value::Text(iso_utc_millis(epoch_millis(time))),
+    async fn activity(
+        &self,
+        query: &activity::ActivityQuery,
+    ) -> Result<Vec<activity::DatasetActivity>, WarehouseError> {
+        let statements = activity::statements(
+            &self.ledger(),
+            &self.file_loads(),
+            query,
+            &platform_query::SQLITE,
+        );
+        let values = platform_query::sqlite_values(statements.bound.clone());
+        let (totals, series, files) = self
+            .step("(platform)", "counting loads", move |conn| {
+                let params = || rusqlite::params_from_iter(values.clone());
+                let totals = conn
+                    .prepare(&statements.ledger_totals)?
+                    .query_map(params(), |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<activity::LedgerTotals>, _>>()?;
+                let series = conn
+                    .prepare(&statements.ledger_series)?
+                    .query_map(params(), |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
+                    .collect::<Result<Vec<activity::SeriesRow>, _>>()?;
+                let files = conn
+                    .prepare(&statements.file_totals)?
+                    .query_map(params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<activity::FileTotals>, _>>()?;
+                Ok((totals, series, files))
             })
-            .collect();
+            .await?;
+        Ok(activity::assemble(query, totals, series, files))
+    }
+
+    async fn find_rejects(&self, query: &RejectQuery) -> Result<Vec<FoundReject>, WarehouseError> {
+        let (sql, bound) = rejects::statement(&self.rejects(), query, &platform_query::SQLITE);
+        let values = platform_query::sqlite_values(bound);
         self.step("(platform)", "reading the rejects", move |conn| {
             let mut select = conn.prepare(&sql)?;
             select

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::local::{Dev, query, temp_dir};
+use crate::support::local::{Dev, get, query, temp_dir};
 
 const CATALOG: &str = r#"
 [datasets.books]
@@ -69,7 +69,7 @@ fn every_command_works_against_the_folder_a_local_config_names() {
     std::fs::write(
         &config,
         format!(
-            "[local]\ndir = {:?}\nkinesis_port = 0\n\n[catalog]\npath = {:?}\n",
+            "[local]\ndir = {:?}\nkinesis_port = 0\nstatus_port = 0\n\n[catalog]\npath = {:?}\n",
             path(&platform),
             path(&catalog)
         ),
@@ -82,6 +82,7 @@ fn every_command_works_against_the_folder_a_local_config_names() {
     // serve runs the platform: files dropped into the folder load, a bad one is
     // dead-lettered with its reason.
     let serve = Dev::run(&["--config", path(&config), "serve"]);
+    let status_page = serve.status_page();
     let landing = processor::local::Layout {
         dir: platform.clone(),
     }
@@ -111,7 +112,54 @@ fn every_command_works_against_the_folder_a_local_config_names() {
     let (ok, said) = processor(&config, &["put", "--stream", "reviews", path(&records)]);
     assert!(ok, "{said}");
     wait_for_count(&platform, "SELECT count(*) FROM shelf_reviews", 2);
+    // The status page of the local platform, from the same figures as `processor status`.
+    let (code, body) = get(&format!("{status_page}.json"));
+    let served: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(code, 200, "{body}");
     serve.stop();
+    let (ok, said) = processor(&config, &["status", "--json"]);
+    assert!(ok, "{said}");
+    let report: serde_json::Value = serde_json::from_str(&said).expect("json");
+    let counted = |sql: &str| query(&platform, sql, |r| r.get::<_, i64>(0))[0];
+    for shown in [&report, &served] {
+        let line = |name: &str| {
+            shown["datasets"]
+                .as_array()
+                .and_then(|all| all.iter().find(|d| d["dataset"] == name).cloned())
+                .unwrap_or_else(|| panic!("no {name} in {shown}"))
+        };
+        let (books, reviews) = (line("books"), line("reviews"));
+        assert_eq!(
+            books["rows_loaded"],
+            counted("SELECT count(*) FROM shelf_books")
+        );
+        assert_eq!(
+            books["rows_rejected"],
+            counted("SELECT count(*) FROM ingest_rejects")
+        );
+        assert_eq!(
+            books["files_completed"],
+            counted("SELECT count(*) FROM ingest_file_loads WHERE completed_at IS NOT NULL")
+        );
+        assert_eq!(books["dead_letters"], 1, "{shown}");
+        assert!(
+            books["top_reasons"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("semicolon")),
+            "{shown}"
+        );
+        assert_eq!(
+            reviews["rows_loaded"],
+            counted("SELECT count(*) FROM shelf_reviews")
+        );
+        assert!(reviews["stream_items"].as_u64() >= Some(1), "{shown}");
+        assert_eq!(shown["dead_letters"]["depth"], 1, "{shown}");
+    }
+    let (ok, said) = processor(&config, &["status", "--fail-on", "dlq"]);
+    assert!(
+        !ok && said.contains("the dead-letter queue holds 1 message(s)"),
+        "{said}"
+    );
     let ledger = || {
         query(&platform, "SELECT count(*) FROM ingest_load_ledger", |r| {
             r.get::<_, i64>(0)

@@ -23,6 +23,7 @@ mod serve_e2e;
 mod sigterm;
 mod special_keys;
 mod split_files;
+mod status_view;
 mod stream_e2e;
 mod support;
 mod warehouse_contract;

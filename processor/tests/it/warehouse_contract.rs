@@ -145,6 +145,91 @@ async fn rejects_and_ledger_are_written_with_the_rows(harness: &dyn Harness) {
     assert_eq!(harness.platform_rows("load_ledger").await, 1);
 }
 
+/// `processor status` counts, per dataset and window, the items, rows and files the
+/// ledger and `file_loads` hold — the same answers from every sink.
+async fn activity_counts_items_rows_and_files_of_the_window(harness: &dyn Harness) {
+    use processor::warehouse::activity::ActivityQuery;
+    use std::time::{Duration, SystemTime};
+    let (dataset, warehouse) = harness.with_target(true).await;
+    let started = SystemTime::now() - Duration::from_secs(60);
+    let file_part = |n: u64, file: &str, parts_total: i32| {
+        let mut rows = item(n, n, &[(n as i64, "placed", n)]);
+        rows.source = format!("s3://landing/{file}");
+        if n == 1 {
+            rows.rejects = vec![Reject {
+                row_number: Some(2),
+                raw: None,
+                reason: "order_id is required".into(),
+            }];
+        }
+        let mut source = rows.into_source();
+        source.file = Some(FilePart {
+            file_id: format!("landing/{file}@etag"),
+            dataset: dataset.name.clone(),
+            bucket: "landing".into(),
+            key: file.into(),
+            version_id: None,
+            etag: "etag".into(),
+            parts_total,
+        });
+        source
+    };
+    // a.csv whole, one of b.csv's two parts, and a stream item of two records.
+    let mut records = item(10, 11, &[(10, "placed", 10), (11, "placed", 11)]);
+    records.source = "kinesis://orders-stream".into();
+    for source in [
+        file_part(1, "a.csv", 1),
+        file_part(2, "b.csv", 2),
+        records.into_source(),
+    ] {
+        warehouse
+            .load(&dataset, &load_schema(), vec![source])
+            .await
+            .expect("load");
+    }
+    let query = ActivityQuery {
+        since: started,
+        bucket_ms: 3_600_000,
+    };
+    let found = warehouse.activity(&query).await.expect("activity");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let orders = &found[0];
+    assert_eq!(orders.dataset, dataset.name);
+    assert_eq!((orders.file_items, orders.stream_items), (2, 1));
+    assert_eq!((orders.rows_loaded, orders.rows_rejected), (4, 1));
+    assert_eq!((orders.files_completed, orders.files_incomplete), (1, 1));
+    let last = orders.last_loaded_ms.expect("a last load");
+    let now_ms = shared::stream::epoch_millis(SystemTime::now());
+    assert!(
+        (now_ms - 60_000..=now_ms + 5_000).contains(&last),
+        "last load {last}, now {now_ms}"
+    );
+    let series_rows: u64 = orders.series.iter().map(|p| p.rows_loaded).sum();
+    let series_rejected: u64 = orders.series.iter().map(|p| p.rows_rejected).sum();
+    assert_eq!((series_rows, series_rejected), (4, 1));
+    assert!(
+        orders
+            .series
+            .iter()
+            .all(|p| p.start_ms % 3_600_000 == 0 && p.start_ms <= last)
+    );
+    // A window starting after the loads counts none of them; the incomplete file stays.
+    let later = ActivityQuery {
+        since: SystemTime::now() + Duration::from_secs(60),
+        ..query
+    };
+    let found = warehouse.activity(&later).await.expect("activity");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (
+            found[0].rows_loaded,
+            found[0].files_completed,
+            found[0].files_incomplete
+        ),
+        (0, 0, 1)
+    );
+}
+
 /// `processor rejects` finds rejected rows by dataset, source, reason and time, newest
 /// first, a page at a time — the same answers from every sink.
 async fn rejects_are_found_by_dataset_source_reason_and_time(harness: &dyn Harness) {
@@ -726,6 +811,7 @@ contract!(
     values_that_look_like_sql_are_stored_verbatim,
     prune_deletes_the_rows_older_than_their_cut_off_and_keeps_the_rest,
     rejects_are_found_by_dataset_source_reason_and_time,
+    activity_counts_items_rows_and_files_of_the_window,
     a_catalog_change_adds_columns_and_refuses_a_type_change,
 );
 

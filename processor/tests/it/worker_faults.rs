@@ -69,6 +69,12 @@ impl Warehouse for Slow {
         assert!(!self.panics, "the warehouse panics under the load");
         self.inner.load(dataset, schema, items).await
     }
+    async fn activity(
+        &self,
+        query: &processor::warehouse::activity::ActivityQuery,
+    ) -> Result<Vec<processor::warehouse::activity::DatasetActivity>, WarehouseError> {
+        self.inner.activity(query).await
+    }
     async fn find_rejects(
         &self,
         query: &processor::warehouse::rejects::RejectQuery,

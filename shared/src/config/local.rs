@@ -10,6 +10,8 @@ use crate::toml_walk::{Fields, Issues};
 /// The Kinesis-compatible endpoint's default port (the port of kinesalite, a well-known
 /// local Kinesis).
 pub const DEFAULT_KINESIS_PORT: u16 = 4567;
+/// The status page's default port (the next one).
+pub const DEFAULT_STATUS_PORT: u16 = 4568;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalSettings {
@@ -18,18 +20,24 @@ pub struct LocalSettings {
     /// The loopback port of the Kinesis-compatible endpoint `serve` (and `dev`) serve; 0
     /// picks a free one.
     pub kinesis_port: u16,
+    /// The loopback port of the status page (`/status`) `serve` (and `dev`) serve; 0 picks
+    /// a free one.
+    pub status_port: u16,
 }
 
 pub(super) fn read_local(mut section: Fields<'_>, issues: &mut Issues) -> Option<LocalSettings> {
     let dir = section.required_string("dir", issues).map(PathBuf::from);
-    let kinesis_port = section
-        .integer_in("kinesis_port", 0..=65_535, issues)
-        .map_or(DEFAULT_KINESIS_PORT, |port| {
-            u16::try_from(port).unwrap_or(DEFAULT_KINESIS_PORT)
-        });
+    let mut port = |key: &'static str, default: u16| {
+        section
+            .integer_in(key, 0..=65_535, issues)
+            .map_or(default, |port| u16::try_from(port).unwrap_or(default))
+    };
+    let kinesis_port = port("kinesis_port", DEFAULT_KINESIS_PORT);
+    let status_port = port("status_port", DEFAULT_STATUS_PORT);
     section.finish(issues);
     Some(LocalSettings {
         dir: dir?,
         kinesis_port,
+        status_port,
     })
 }

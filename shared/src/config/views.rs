@@ -113,6 +113,14 @@ impl PlatformConfig {
             .ok_or_else(|| missing.into_error())
     }
 
+    /// The work queue (and its dead-letter queue, if configured), for `status`.
+    pub fn queues(&self) -> Result<&QueueSettings, ConfigError> {
+        let mut missing = Missing::default();
+        missing
+            .check(&self.queue, Section::Queue)
+            .ok_or_else(|| missing.into_error())
+    }
+
     pub fn redrive(&self) -> Result<RedriveView<'_>, ConfigError> {
         let mut missing = Missing::default();
         let Some(queue) = missing.check(&self.queue, Section::Queue) else {

@@ -309,13 +309,14 @@ impl WorkQueue for EmbeddedQueue {
         self.db
             .call("counting messages", move |conn| {
                 conn.query_row(
-                    "SELECT coalesce(sum(visible_at_ms <= ?2), 0), coalesce(sum(visible_at_ms > ?2), 0)
-                     FROM queue_messages WHERE queue = ?1",
+                    "SELECT coalesce(sum(visible_at_ms <= ?2), 0), coalesce(sum(visible_at_ms > ?2), 0),
+                     min(sent_at_ms) FROM queue_messages WHERE queue = ?1",
                     params![queue, now_ms()],
                     |row| {
                         Ok(QueueDepth {
                             visible: row.get::<_, i64>(0)?.unsigned_abs(),
                             in_flight: row.get::<_, i64>(1)?.unsigned_abs(),
+                            oldest_sent_ms: row.get(2)?,
                         })
                     },
                 )

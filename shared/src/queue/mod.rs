@@ -85,6 +85,10 @@ pub struct QueueDepth {
     pub visible: u64,
     /// Messages received and not yet deleted or released.
     pub in_flight: u64,
+    /// When the oldest message (waiting or in flight) was sent, milliseconds since the
+    /// epoch, where the queue tells: the local queue does; SQS reports it only to
+    /// CloudWatch (`ApproximateAgeOfOldestMessage`).
+    pub oldest_sent_ms: Option<i64>,
 }
 
 /// Per-entry outcome of a send: the message id of each sent body.

@@ -299,6 +299,7 @@ impl WorkQueue for SqsQueue {
         Ok(QueueDepth {
             visible: count(QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            oldest_sent_ms: None,
         })
     }
 

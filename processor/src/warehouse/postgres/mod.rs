@@ -148,6 +148,13 @@ impl Warehouse for PostgresWarehouse {
         super::retention::prune(&self.connection, &self.platform_schema, request).await
     }
 
+    async fn activity(
+        &self,
+        query: &super::activity::ActivityQuery,
+    ) -> Result<Vec<super::activity::DatasetActivity>, WarehouseError> {
+        super::activity::count(&self.connection, &self.ledger(), &self.file_loads(), query).await
+    }
+
     async fn find_rejects(
         &self,
         query: &super::rejects::RejectQuery,

@@ -52,7 +52,7 @@ pub struct Dev {
 impl Dev {
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
         let mut args = vec!["dev", "--dir", dir.to_str().expect("utf-8 path")];
-        args.extend(["--kinesis-port", "0"]);
+        args.extend(["--kinesis-port", "0", "--status-port", "0"]);
         args.extend(extra);
         Self::run(&args)
     }
@@ -101,6 +101,15 @@ impl Dev {
             .to_owned()
     }
 
+    /// The URL of the status page, from the line that announces it.
+    pub fn status_page(&self) -> String {
+        let line = self.wait_for("status page on");
+        line.split_whitespace()
+            .find(|word| word.starts_with("http://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned()
+    }
+
     /// For each of `whats`, the first line (from now) that contains it, in whatever order
     /// the lines come.
     pub fn wait_for_each(&self, whats: &[String]) -> Vec<String> {
@@ -130,4 +139,26 @@ impl Dev {
         self.child.kill().expect("stop dev");
         self.child.wait().expect("reaped");
     }
+}
+
+/// A plain HTTP/1.1 GET of `url` (`http://127.0.0.1:PORT/path`), blocking: status and body.
+pub fn get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status");
+    (status, body.to_owned())
 }

@@ -1,0 +1,227 @@
+//! What loaded, per dataset, since a time (`processor status` and the `/status` page):
+//! work items, rows loaded and rejected, and files completed, counted in the ledger and
+//! the `file_loads` table — counted, never estimated. One statement builder serves every
+//! sink; the only bound value is the window's start.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::WarehouseError;
+use super::connection::Connection;
+use super::platform_query::{Bound, Dialect, WIRE, query_wire};
+
+/// What to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityQuery {
+    /// Loads committed at or after this time.
+    pub since: SystemTime,
+    /// The width of one point of the rows-over-time series, in milliseconds.
+    pub bucket_ms: i64,
+}
+
+/// One dataset's loads in the window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DatasetActivity {
+    pub dataset: String,
+    /// Work items of files (whole files or parts of split ones) loaded.
+    pub file_items: u64,
+    /// Work items of stream records loaded.
+    pub stream_items: u64,
+    /// Rows inserted or updated.
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    /// The last load's commit, milliseconds since the epoch.
+    pub last_loaded_ms: Option<i64>,
+    /// Files whose last part loaded in the window.
+    pub files_completed: u64,
+    /// Files with parts loaded and parts still to load, whenever their first part loaded.
+    pub files_incomplete: u64,
+    /// Rows per point of time, oldest first; points without loads are left out.
+    pub series: Vec<ActivityPoint>,
+}
+
+/// Rows loaded and rejected in one bucket of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActivityPoint {
+    /// The bucket's start, milliseconds since the epoch.
+    pub start_ms: i64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+}
+
+/// The statements of one count, each with the window's start as its only parameter.
+pub(crate) struct ActivityStatements {
+    /// dataset, file items, stream items, rows loaded, rows rejected, last load (ms).
+    pub ledger_totals: String,
+    /// dataset, bucket number, rows loaded, rows rejected.
+    pub ledger_series: String,
+    /// dataset, files completed, files incomplete.
+    pub file_totals: String,
+    pub bound: Vec<Bound>,
+}
+
+pub(crate) fn statements(
+    ledger: &str,
+    file_loads: &str,
+    query: &ActivityQuery,
+    dialect: &Dialect,
+) -> ActivityStatements {
+    let since = (dialect.placeholder)(1);
+    let loaded_at = (dialect.epoch_millis)("\"loaded_at\"");
+    let sum = |column: &str| format!("CAST(COALESCE(SUM(\"{column}\"), 0) AS bigint)");
+    let (loaded, rejected) = (sum("rows_loaded"), sum("rows_rejected"));
+    ActivityStatements {
+        ledger_totals: format!(
+            "SELECT \"dataset\", COUNT(CASE WHEN \"source\" LIKE 's3://%' THEN 1 END), COUNT(CASE WHEN \"source\" LIKE 'kinesis://%' THEN 1 END), {loaded}, {rejected}, MAX({loaded_at}) FROM {ledger} WHERE \"loaded_at\" >= {since} GROUP BY \"dataset\""
+        ),
+        ledger_series: format!(
+            "SELECT \"dataset\", {loaded_at} / {}, {loaded}, {rejected} FROM {ledger} WHERE \"loaded_at\" >= {since} GROUP BY 1, 2",
+            query.bucket_ms.max(1)
+        ),
+        file_totals: format!(
+            "SELECT \"dataset\", COUNT(CASE WHEN \"completed_at\" IS NOT NULL THEN 1 END), COUNT(CASE WHEN \"completed_at\" IS NULL THEN 1 END) FROM {file_loads} WHERE \"completed_at\" >= {since} OR \"completed_at\" IS NULL GROUP BY \"dataset\""
+        ),
+        bound: vec![Bound::Time(query.since)],
+    }
+}
+
+/// A row of [`ActivityStatements::ledger_totals`].
+pub(crate) type LedgerTotals = (String, i64, i64, i64, i64, Option<i64>);
+/// A row of [`ActivityStatements::ledger_series`].
+pub(crate) type SeriesRow = (String, i64, i64, i64);
+/// A row of [`ActivityStatements::file_totals`].
+pub(crate) type FileTotals = (String, i64, i64);
+
+/// The statements' rows as one activity per dataset, by name.
+pub(crate) fn assemble(
+    query: &ActivityQuery,
+    totals: Vec<LedgerTotals>,
+    series: Vec<SeriesRow>,
+    files: Vec<FileTotals>,
+) -> Vec<DatasetActivity> {
+    let count = |n: i64| n.unsigned_abs();
+    let mut datasets: BTreeMap<String, DatasetActivity> = BTreeMap::new();
+    for (name, file_items, stream_items, loaded, rejected, last) in totals {
+        let activity = datasets.entry(name.clone()).or_default();
+        activity.dataset = name;
+        activity.file_items = count(file_items);
+        activity.stream_items = count(stream_items);
+        activity.rows_loaded = count(loaded);
+        activity.rows_rejected = count(rejected);
+        activity.last_loaded_ms = last;
+    }
+    for (name, bucket, loaded, rejected) in series {
+        let activity = datasets.entry(name.clone()).or_default();
+        activity.dataset = name;
+        activity.series.push(ActivityPoint {
+            start_ms: bucket.saturating_mul(query.bucket_ms.max(1)),
+            rows_loaded: count(loaded),
+            rows_rejected: count(rejected),
+        });
+    }
+    for (name, completed, incomplete) in files {
+        let activity = datasets.entry(name.clone()).or_default();
+        activity.dataset = name;
+        activity.files_completed = count(completed);
+        activity.files_incomplete = count(incomplete);
+    }
+    let mut list: Vec<DatasetActivity> = datasets.into_values().collect();
+    for activity in &mut list {
+        activity.series.sort_by_key(|point| point.start_ms);
+    }
+    list
+}
+
+/// Counts over the PostgreSQL wire (PostgreSQL, Redshift).
+pub(crate) async fn count(
+    connection: &Connection,
+    ledger: &str,
+    file_loads: &str,
+    query: &ActivityQuery,
+) -> Result<Vec<DatasetActivity>, WarehouseError> {
+    let statements = statements(ledger, file_loads, query, &WIRE);
+    let bound = || statements.bound.clone();
+    let action = "counting loads";
+    let totals = query_wire(connection, &statements.ledger_totals, bound(), action).await?;
+    let series = query_wire(connection, &statements.ledger_series, bound(), action).await?;
+    let files = query_wire(connection, &statements.file_totals, bound(), action).await?;
+    Ok(assemble(
+        query,
+        totals
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect(),
+        series
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect(),
+        files
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warehouse::platform_query::{SQLITE, WIRE};
+
+    #[test]
+    fn the_window_start_is_the_only_bound_value() {
+        let query = ActivityQuery {
+            since: SystemTime::UNIX_EPOCH,
+            bucket_ms: 3_600_000,
+        };
+        let wire = statements(
+            "\"ingest\".\"ledger\"",
+            "\"ingest\".\"file_loads\"",
+            &query,
+            &WIRE,
+        );
+        assert_eq!(wire.bound.len(), 1);
+        assert!(
+            wire.ledger_totals
+                .contains("\"loaded_at\" >= $1 GROUP BY \"dataset\"")
+        );
+        assert!(
+            wire.ledger_series.contains("/ 3600000"),
+            "{}",
+            wire.ledger_series
+        );
+        assert!(wire.file_totals.contains("\"completed_at\" >= $1 OR"));
+        let sqlite = statements("ingest_ledger", "ingest_file_loads", &query, &SQLITE);
+        assert!(
+            sqlite.ledger_totals.contains(">= ?1"),
+            "{}",
+            sqlite.ledger_totals
+        );
+        assert!(sqlite.ledger_series.contains("julianday"));
+    }
+
+    #[test]
+    fn rows_of_the_three_statements_make_one_activity_per_dataset() {
+        let query = ActivityQuery {
+            since: SystemTime::UNIX_EPOCH,
+            bucket_ms: 1000,
+        };
+        let list = assemble(
+            &query,
+            vec![("orders".into(), 2, 1, 30, 3, Some(5_000))],
+            vec![
+                ("orders".into(), 4, 10, 1),
+                ("orders".into(), 3, 20, 2),
+                ("events".into(), 4, 0, 0),
+            ],
+            vec![("orders".into(), 1, 1)],
+        );
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].dataset, "events");
+        let orders = &list[1];
+        assert_eq!((orders.file_items, orders.stream_items), (2, 1));
+        assert_eq!((orders.rows_loaded, orders.rows_rejected), (30, 3));
+        assert_eq!((orders.files_completed, orders.files_incomplete), (1, 1));
+        assert_eq!(orders.series[0].start_ms, 3000);
+        assert_eq!(orders.series[1].rows_loaded, 10);
+    }
+}
