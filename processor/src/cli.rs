@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     backfill, catalog, check, demo, dev, dlq, healthcheck, prune, put, query, redrive, rejects,
-    replay, status,
+    replay, status, trace,
 };
 
 /// Loads data from S3 files and Kinesis streams into Redshift (or PostgreSQL).
@@ -45,6 +45,9 @@ pub enum Command {
     /// loaded and rejected, dead letters and their reasons, work waiting; `--fail-on`
     /// exits 1 when a condition holds (for cron and CI alerts).
     Status(status::Args),
+    /// Where one file is and why: routed or not, its work items loaded (rows, rejects),
+    /// dead-lettered (the reason) or still waiting, its File Loaded event — and the next step.
+    Trace(trace::Args),
     /// Show rejected rows (row number, reason, the raw row) by dataset, file, reason and
     /// time, newest first, a page at a time.
     Rejects(rejects::Args),

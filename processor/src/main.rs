@@ -32,6 +32,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Redrive(args) => commands::redrive::run(&config, args).await,
         Command::Rejects(args) => commands::rejects::run(&config, args).await,
         Command::Status(args) => commands::status::run(&config, args).await,
+        Command::Trace(args) => commands::trace::run(&config, args).await,
         Command::Dlq(args) => commands::dlq::run(&config, args).await,
         Command::Prune(args) => commands::prune::run(&config, args).await,
         Command::Demo(args) => commands::demo::run(args).await,

@@ -16,6 +16,7 @@ pub mod rejects;
 pub mod replay;
 pub mod serve;
 pub mod status;
+pub mod trace;
 
 /// The local platform's folder: `--dir` if given, else `[local] dir`, else `demo-data`.
 pub fn local_dir(

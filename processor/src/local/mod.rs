@@ -55,7 +55,7 @@ use crate::worker::{BatchSettings, Worker, WorkerSettings};
 /// The example catalog the demo loads (the same file the docs describe).
 pub const EXAMPLE_CATALOG: &str = include_str!("../../../catalog/ecommerce.toml");
 /// The bucket the landing files, quarantine and claim checks live in.
-pub(crate) const BUCKET: &str = "demo";
+pub const BUCKET: &str = "demo";
 /// The local platform's one bucket, as commands name it (`backfill --bucket`).
 pub const LOCAL_BUCKET: &str = BUCKET;
 /// The platform tables' prefix in the embedded warehouse.

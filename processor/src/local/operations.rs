@@ -1,5 +1,5 @@
 //! The operator commands against the local platform (`[local]` in the config): what
-//! `backfill`, `replay`, `redrive`, `dlq`, `status`, `check --warehouse` and `prune` do against AWS, done on the
+//! `backfill`, `replay`, `redrive`, `dlq`, `status`, `trace`, `check --warehouse` and `prune` do against AWS, done on the
 //! folder's landing bucket, stream, queues and warehouse with the same code
 //! (`crate::operations`). None of them creates or changes a table: that is `serve`'s.
 
@@ -18,6 +18,7 @@ use crate::operations::dlq::DeadLetter;
 use crate::operations::redrive::{RedriveOptions, RedriveOutcome, redrive_by_moving};
 use crate::operations::replay::ReplayOptions;
 use crate::operations::status::{StatusReport, StatusSources};
+use crate::operations::trace::{FileTrace, TraceSources};
 use crate::warehouse::sqlite::SqliteWarehouse;
 
 /// Objects listed per page, as S3 lists them.
@@ -33,6 +34,16 @@ fn open_db(layout: &Layout) -> Result<EmbeddedDb, DemoError> {
     EmbeddedDb::open(&layout.database()).map_err(|err| step("opening the local database")(err))
 }
 
+fn only_bucket(layout: &Layout, bucket: &str) -> Result<(), DemoError> {
+    if bucket == BUCKET {
+        return Ok(());
+    }
+    Err(DemoError::Setup(format!(
+        "the local platform has one bucket, {BUCKET:?} (its landing folder {}), not {bucket:?}",
+        layout.landing().display(),
+    )))
+}
+
 /// Enqueues the files of the landing bucket under `options.prefix`, as `backfill` does
 /// for an S3 prefix: the same planning, items and idempotency keys as dropping them in.
 pub async fn backfill(
@@ -41,13 +52,7 @@ pub async fn backfill(
     options: &BackfillOptions,
     progress: &mut dyn FnMut(&BackfillProgress),
 ) -> Result<BackfillProgress, DemoError> {
-    if options.bucket != BUCKET {
-        return Err(DemoError::Setup(format!(
-            "the local platform has one bucket, {BUCKET:?} (its landing folder {}), not {:?}",
-            layout.landing().display(),
-            options.bucket
-        )));
-    }
+    only_bucket(layout, &options.bucket)?;
     let db = open_db(layout)?;
     let (queue, _) = queues(&db);
     let buckets = Arc::new(LocalBuckets::new(layout.objects()));
@@ -138,6 +143,37 @@ pub async fn status(
     crate::operations::status::status(&sources, since, look)
         .await
         .map_err(|err| step("gathering the status")(err))
+}
+
+/// Where the file at `bucket`/`key` of the folder is (`processor trace`).
+pub async fn trace_file(
+    layout: &Layout,
+    catalog: Arc<Catalog>,
+    bucket: &str,
+    key: &str,
+) -> Result<FileTrace, DemoError> {
+    only_bucket(layout, bucket)?;
+    let db = open_db(layout)?;
+    let (queue, dead_letter) = queues(&db);
+    let buckets = Arc::new(LocalBuckets::new(layout.objects()));
+    let work_queue = Arc::clone(&queue) as Arc<dyn WorkQueue>;
+    let (file_ingest, _) = ingests(&catalog, &buckets, &work_queue);
+    let object = match buckets.created_object(BUCKET, key).await {
+        Ok(object) => Some(object),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(err) => return Err(step("reading the file")(err)),
+    };
+    let warehouse = warehouse(layout)?;
+    let sources = TraceSources {
+        catalog: &catalog,
+        planner: &file_ingest.planner,
+        warehouse: &warehouse,
+        work_queue: queue.as_ref(),
+        dead_letter: Some(dead_letter.as_ref()),
+    };
+    crate::operations::trace::trace_file(&sources, &format!("s3://{BUCKET}/{key}"), object)
+        .await
+        .map_err(|err| step("tracing the file")(err))
 }
 
 /// The folder's warehouse (for `check --warehouse` and `prune`).

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod evolution;
 pub mod files;
 mod iam;
+pub mod load_trace;
 mod platform_query;
 pub mod postgres;
 mod protocol;
@@ -329,6 +330,20 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         &self,
         query: &activity::ActivityQuery,
     ) -> Result<Vec<activity::DatasetActivity>, WarehouseError>;
+
+    /// The ledger entries of `keys` and the `file_loads` row of `file_id`
+    /// (`processor trace`).
+    async fn trace_file(
+        &self,
+        keys: &[String],
+        file_id: &str,
+    ) -> Result<
+        (
+            Vec<load_trace::LedgerEntry>,
+            Option<load_trace::FileLoadRow>,
+        ),
+        WarehouseError,
+    >;
 
     /// [`Warehouse::load`] for rows already in memory.
     async fn load_rows(

@@ -28,6 +28,7 @@ use shared::error::Classify;
 use super::activity;
 use super::evolution::{self, Capabilities, ExistingTable, SchemaPlan, TableColumn};
 use super::files::{self, Claim, FileCompletion};
+use super::load_trace;
 use super::platform_query;
 use super::protocol::{LoadSteps, LoadedPart, Staged, WriteSteps, run_load};
 use super::rejects::{self, FoundReject, RejectQuery};
@@ -821,6 +822,62 @@ impl Warehouse for SqliteWarehouse {
             })
             .await?;
         Ok(activity::assemble(query, totals, series, files))
+    }
+
+    async fn trace_file(
+        &self,
+        keys: &[String],
+        file_id: &str,
+    ) -> Result<
+        (
+            Vec<load_trace::LedgerEntry>,
+            Option<load_trace::FileLoadRow>,
+        ),
+        WarehouseError,
+    > {
+        let dialect = &platform_query::SQLITE;
+        let lookups: Vec<(String, Vec<rusqlite::types::Value>)> = keys
+            .chunks(load_trace::MAX_KEYS)
+            .map(|chunk| {
+                let (sql, bound) = load_trace::ledger_statement(&self.ledger(), chunk, dialect);
+                (sql, platform_query::sqlite_values(bound))
+            })
+            .collect();
+        let (file_sql, file_bound) =
+            load_trace::file_statement(&self.file_loads(), file_id, dialect);
+        let file_values = platform_query::sqlite_values(file_bound);
+        self.step("(platform)", "reading the file's loads", move |conn| {
+            let mut entries = Vec::new();
+            for (sql, values) in lookups {
+                let mut select = conn.prepare(&sql)?;
+                let rows = select.query_map(rusqlite::params_from_iter(values), |r| {
+                    Ok(load_trace::LedgerEntry {
+                        idempotency_key: r.get(0)?,
+                        rows_loaded: r.get(1)?,
+                        rows_rejected: r.get(2)?,
+                        loaded_at_ms: r.get(3)?,
+                    })
+                })?;
+                for row in rows {
+                    entries.push(row?);
+                }
+            }
+            let file = conn
+                .query_row(&file_sql, rusqlite::params_from_iter(file_values), |r| {
+                    Ok(load_trace::FileLoadRow {
+                        parts_total: r.get(0)?,
+                        parts_loaded: r.get(1)?,
+                        rows_loaded: r.get(2)?,
+                        rows_rejected: r.get(3)?,
+                        first_loaded_at_ms: r.get(4)?,
+                        completed_at_ms: r.get(5)?,
+                        published_at_ms: r.get(6)?,
+                    })
+                })
+                .optional()?;
+            Ok((entries, file))
+        })
+        .await
     }
 
     async fn find_rejects(&self, query: &RejectQuery) -> Result<Vec<FoundReject>, WarehouseError> {

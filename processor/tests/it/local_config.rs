@@ -155,6 +155,19 @@ fn every_command_works_against_the_folder_a_local_config_names() {
         assert!(reviews["stream_items"].as_u64() >= Some(1), "{shown}");
         assert_eq!(shown["dead_letters"]["depth"], 1, "{shown}");
     }
+    // Where each file is, by its key in the local bucket.
+    let (ok, said) = processor(&config, &["trace", "incoming/books/a.csv"]);
+    assert!(
+        ok && said.contains("=> loaded into books: 2 row(s), 1 rejected"),
+        "{said}"
+    );
+    let (ok, said) = processor(&config, &["trace", "s3://demo/incoming/books/b.csv"]);
+    assert!(
+        ok && said.contains("=> dead-lettered") && said.contains("semicolon"),
+        "{said}"
+    );
+    let (ok, said) = processor(&config, &["trace", "s3://other/incoming/books/b.csv"]);
+    assert!(!ok && said.contains("has one bucket"), "{said}");
     let (ok, said) = processor(&config, &["status", "--fail-on", "dlq"]);
     assert!(
         !ok && said.contains("the dead-letter queue holds 1 message(s)"),

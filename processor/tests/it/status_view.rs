@@ -273,6 +273,83 @@ async fn status_shows_what_the_warehouse_holds_on_the_command_line_and_the_page(
         );
     }
 
+    // Where each file is: loaded, dead-lettered with its next step, not routed, absent.
+    let trace = |url: String| {
+        let output = processor(&config_path, &["trace", &url, "--json"]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("json")
+    };
+    let loaded = trace(format!("s3://{bucket}/landing/order_items/good.csv"));
+    assert_eq!(loaded["dataset"], ITEMS, "{loaded}");
+    assert_eq!(loaded["parts"][0]["state"], "loaded", "{loaded}");
+    assert_eq!(loaded["parts"][0]["rows_loaded"], items.rows, "{loaded}");
+    assert_eq!(loaded["rejects"], items.rejected, "{loaded}");
+    assert_eq!(loaded["file_load"]["parts_loaded"], 1, "{loaded}");
+    assert!(
+        loaded["verdict"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("loaded into order_items: 3 row(s), 1 rejected")),
+        "{loaded}"
+    );
+    let dead = trace(format!("s3://{bucket}/landing/order_items/bad.csv"));
+    assert_eq!(dead["parts"][0]["state"], "dead_lettered", "{dead}");
+    assert!(dead["file_load"].is_null(), "{dead}");
+    let next = dead["next_step"].as_str().expect("a next step");
+    assert!(
+        next.contains("raise reject_limit of order_items") && next.contains("processor redrive"),
+        "{next}"
+    );
+    clients
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("elsewhere/notes.csv")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"a,b\n1,2\n",
+        ))
+        .send()
+        .await
+        .expect("put");
+    let unrouted = trace(format!("s3://{bucket}/elsewhere/notes.csv"));
+    assert_eq!(unrouted["skipped"], "unrouted", "{unrouted}");
+    assert!(
+        unrouted["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("landing/order_items/* → order_items")),
+        "{unrouted}"
+    );
+    let absent = trace(format!("s3://{bucket}/landing/order_items/none.csv"));
+    assert!(
+        absent["object"].is_null()
+            && absent["verdict"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("no object")),
+        "{absent}"
+    );
+    let output = processor(
+        &config_path,
+        &[
+            "trace",
+            &format!("s3://{bucket}/landing/order_items/bad.csv"),
+        ],
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("=> dead-lettered: 1 of 1 work item(s)")
+            && said.contains("next: raise reject_limit"),
+        "{said}"
+    );
+    let output = processor(&config_path, &["trace", "landing/x.csv"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("is not an S3 URL"),
+        "{said}"
+    );
+
     // The page's data, and the page as a browser shows it.
     let (status, body) = http_get(health, "/status.json").await;
     assert_eq!(status, 200, "{body}");

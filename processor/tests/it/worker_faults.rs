@@ -75,6 +75,19 @@ impl Warehouse for Slow {
     ) -> Result<Vec<processor::warehouse::activity::DatasetActivity>, WarehouseError> {
         self.inner.activity(query).await
     }
+    async fn trace_file(
+        &self,
+        keys: &[String],
+        file_id: &str,
+    ) -> Result<
+        (
+            Vec<processor::warehouse::load_trace::LedgerEntry>,
+            Option<processor::warehouse::load_trace::FileLoadRow>,
+        ),
+        WarehouseError,
+    > {
+        self.inner.trace_file(keys, file_id).await
+    }
     async fn find_rejects(
         &self,
         query: &processor::warehouse::rejects::RejectQuery,

@@ -155,6 +155,27 @@ impl Warehouse for PostgresWarehouse {
         super::activity::count(&self.connection, &self.ledger(), &self.file_loads(), query).await
     }
 
+    async fn trace_file(
+        &self,
+        keys: &[String],
+        file_id: &str,
+    ) -> Result<
+        (
+            Vec<super::load_trace::LedgerEntry>,
+            Option<super::load_trace::FileLoadRow>,
+        ),
+        WarehouseError,
+    > {
+        super::load_trace::find(
+            &self.connection,
+            &self.ledger(),
+            &self.file_loads(),
+            keys,
+            file_id,
+        )
+        .await
+    }
+
     async fn find_rejects(
         &self,
         query: &super::rejects::RejectQuery,
