@@ -230,18 +230,30 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A listener on the loopback `port` (0: a free one) and the address it took.
+async fn listen(
+    port: u16,
+    what: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), DemoError> {
+    let listener = kinesis::bind(port).await.map_err(|err| {
+        DemoError::Setup(format!("starting {what}: {}", shared::error::report(&err)))
+    })?;
+    let address = listener.local_addr().map_err(|err| {
+        DemoError::Setup(format!(
+            "reading the address of {what}: {}",
+            shared::error::report(&err)
+        ))
+    })?;
+    Ok((listener, address))
+}
+
 /// Serves the platform's stream on a Kinesis-compatible endpoint on the loopback port.
 async fn start_kinesis_endpoint(
     platform: &LocalPlatform,
     port: u16,
     report: &mut (dyn FnMut(DevEvent) + Send),
 ) -> Result<AbortOnDrop, DemoError> {
-    let listener = kinesis::bind(port)
-        .await
-        .map_err(|err| step("starting the Kinesis endpoint")(err))?;
-    let address = listener
-        .local_addr()
-        .map_err(|err| step("reading the Kinesis endpoint's address")(err))?;
+    let (listener, address) = listen(port, "the Kinesis endpoint").await?;
     let api = Arc::new(KinesisApi::new([platform.stream.as_ref().clone()]));
     report(DevEvent::KinesisEndpoint {
         url: format!("http://{address}"),
@@ -256,12 +268,7 @@ async fn start_status_page(
     port: u16,
     report: &mut (dyn FnMut(DevEvent) + Send),
 ) -> Result<AbortOnDrop, DemoError> {
-    let listener = kinesis::bind(port)
-        .await
-        .map_err(|err| step("starting the status page")(err))?;
-    let address = listener
-        .local_addr()
-        .map_err(|err| step("reading the status page's address")(err))?;
+    let (listener, address) = listen(port, "the status page").await?;
     let page = StatusPage::new(
         Arc::clone(&platform.catalog),
         Arc::clone(&platform.warehouse) as _,

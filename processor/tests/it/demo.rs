@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use processor::local::generate::{DemoSize, generate};
 use processor::local::{DemoOptions, Layout, run_demo};
 
-use crate::support::local::{Dev, query, temp_dir};
+use crate::support::local::{Dev, processor_output, query, temp_dir};
 
 const SIZE: DemoSize = DemoSize {
     customers: 300,
@@ -101,22 +101,17 @@ async fn the_demo_loads_exactly_the_clean_rows_and_a_second_run_adds_none() {
     // The folder holds the demo's catalog and a config naming the folder: the commands run
     // against it with them.
     let config = Layout { dir: dir.clone() }.config();
-    let output = Command::new(crate::PROCESSOR)
-        .args(["--config", config.to_str().expect("utf-8 path")])
-        .args(["check", "--warehouse"])
-        .output()
-        .expect("run check");
+    let output = processor_output(Some(&config), &["check", "--warehouse"]);
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{said}");
     assert!(
         said.contains("0 to create, 0 to change, 0 refused"),
         "{said}"
     );
-    let output = Command::new(crate::PROCESSOR)
-        .args(["--config", config.to_str().expect("utf-8 path")])
-        .args(["query", "SELECT count(*) AS n FROM sales_customers"])
-        .output()
-        .expect("run query");
+    let output = processor_output(
+        Some(&config),
+        &["query", "SELECT count(*) AS n FROM sales_customers"],
+    );
     let printed = String::from_utf8_lossy(&output.stdout);
     let rows = expected["customers"].rows.to_string();
     assert!(printed.lines().any(|line| line.trim() == rows), "{printed}");

@@ -4,7 +4,6 @@
 //! the bad-input corpus that cannot be drafted says why instead of giving a wrong draft.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use processor::drafting::{DraftError, DraftOptions, draft, render};
@@ -20,13 +19,7 @@ use crate::support::local::{Dev, query, temp_dir};
 const DATASETS: [&str; 4] = ["customers", "orders", "order_items", "payments"];
 
 fn run(args: &[&str]) -> (bool, String) {
-    let output = Command::new(crate::PROCESSOR)
-        .args(args)
-        .output()
-        .expect("run processor");
-    let said = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), said)
+    crate::support::local::run_processor(None, args)
 }
 
 fn path(path: &Path) -> &str {

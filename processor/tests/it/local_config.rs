@@ -4,7 +4,6 @@
 //! every reload and replay from adding a row.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::local::{Dev, get, query, temp_dir};
@@ -36,14 +35,7 @@ fn path(path: &Path) -> &str {
 
 /// `processor --config CONFIG ARGS`: whether it succeeded, and what it said.
 fn processor(config: &Path, args: &[&str]) -> (bool, String) {
-    let output = Command::new(crate::PROCESSOR)
-        .args(["--config", path(config)])
-        .args(args)
-        .output()
-        .expect("run processor");
-    let said = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), said)
+    crate::support::local::run_processor(Some(config), args)
 }
 
 /// Waits until `sql` (a count) returns `want` from the folder's database.

@@ -4,7 +4,7 @@
 //! figure shown is checked against the warehouse's own tables, on the command line, in
 //! `/status.json` and in the page as headless Chromium renders it.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,12 +53,7 @@ fn records_item() -> WorkItem {
 }
 
 fn processor(config: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(crate::PROCESSOR)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run processor")
+    crate::support::local::processor_output(Some(config), args)
 }
 
 /// What the warehouse's tables say about a dataset, to hold the view against.
@@ -68,6 +63,19 @@ struct Counted {
     files_completed: i64,
     file_items: i64,
     stream_items: i64,
+}
+
+impl Counted {
+    /// Each figure with the name the view gives it.
+    fn fields(&self) -> [(&'static str, i64); 5] {
+        [
+            ("rows_loaded", self.rows),
+            ("rows_rejected", self.rejected),
+            ("files_completed", self.files_completed),
+            ("file_items", self.file_items),
+            ("stream_items", self.stream_items),
+        ]
+    }
 }
 
 async fn counted(dataset: &str, table: &str, platform: &str) -> Counted {
@@ -97,25 +105,13 @@ fn assert_json_matches(report: &serde_json::Value, dataset: &str, expected: &Cou
         .iter()
         .find(|d| d["dataset"] == dataset)
         .unwrap_or_else(|| panic!("no {dataset} in {report}"));
-    for (field, value) in [
-        ("rows_loaded", expected.rows),
-        ("rows_rejected", expected.rejected),
-        ("files_completed", expected.files_completed),
-        ("file_items", expected.file_items),
-        ("stream_items", expected.stream_items),
-    ] {
+    for (field, value) in expected.fields() {
         assert_eq!(line[field], value, "{dataset} {field} in {line}");
     }
 }
 
 fn assert_page_matches(dom: &str, dataset: &str, expected: &Counted) {
-    for (field, value) in [
-        ("rows_loaded", expected.rows),
-        ("rows_rejected", expected.rejected),
-        ("files_completed", expected.files_completed),
-        ("file_items", expected.file_items),
-        ("stream_items", expected.stream_items),
-    ] {
+    for (field, value) in expected.fields() {
         assert_eq!(
             browser::cell(dom, dataset, field),
             value.to_string(),

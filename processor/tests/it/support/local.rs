@@ -162,3 +162,21 @@ pub fn get(url: &str) -> (u16, String) {
         .expect("a status");
     (status, body.to_owned())
 }
+
+/// `processor [--config CONFIG] ARGS`, run to its end.
+pub fn processor_output(config: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(crate::PROCESSOR);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command.args(args).output().expect("run processor")
+}
+
+/// `processor [--config CONFIG] ARGS`: whether it succeeded, and what it said (standard
+/// output, then standard error).
+pub fn run_processor(config: Option<&Path>, args: &[&str]) -> (bool, String) {
+    let output = processor_output(config, args);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), said)
+}
