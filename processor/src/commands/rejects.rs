@@ -66,6 +66,7 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
         dataset: args.dataset,
         source: args.file,
         reason: args.reason,
+        keys: Vec::new(),
         since,
         limit: args.max,
         offset: args.offset,

@@ -36,6 +36,18 @@ pub async fn run(config: &PlatformConfig, args: Args) -> anyhow::Result<ExitCode
     let since = parse_window(&args.since, SystemTime::now())
         .map_err(anyhow::Error::msg)
         .context("--since")?;
+    let window = SystemTime::now().duration_since(since).unwrap_or_default();
+    for condition in &args.fail_on {
+        if let FailOn::Idle(idle) = condition {
+            // The last load is looked for in the window only.
+            anyhow::ensure!(
+                *idle <= window,
+                "--fail-on idle={}s needs a window at least as long: --since {}s or more",
+                idle.as_secs(),
+                idle.as_secs()
+            );
+        }
+    }
     anyhow::ensure!(
         args.dead_letters <= MAX_LOOK,
         "--dead-letters must be 0 to {MAX_LOOK}"
@@ -104,11 +116,13 @@ pub fn render(report: &StatusReport) -> String {
             ]
         })
         .collect();
+    let window = match report.window_seconds {
+        s if s >= 3600 => format!("{} h", s / 3600),
+        s => format!("{} min", s / 60),
+    };
     let mut out = format!(
-        "since {} ({} h), at {}\n\n",
-        report.since,
-        report.window_seconds / 3600,
-        report.generated_at
+        "since {} ({window}), at {}\n\n",
+        report.since, report.generated_at
     );
     out.push_str(&table(&header, &rows));
     let queue = &report.work_queue;
@@ -131,7 +145,7 @@ pub fn render(report: &StatusReport) -> String {
     }
     if dead.depth > 0 {
         out.push_str(&format!(
-            "; {} read for their reasons — `processor dlq` shows them, `processor redrive` moves them back once fixed\n",
+            "; {} read for their dataset and reason (the dead letters column counts those) — `processor dlq` shows them, `processor redrive` moves them back once fixed\n",
             dead.looked_at
         ));
     } else if dead.configured {

@@ -26,6 +26,8 @@ const EMPTY_POLLS: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
     pub message_id: String,
+    /// The work item's idempotency key (what the ledger records once it loads).
+    pub idempotency_key: Option<String>,
     pub dataset: Option<String>,
     /// The data the work item names, or what is wrong with its body.
     pub source: String,
@@ -90,6 +92,7 @@ fn dead_letter(message: &ReceivedMessage) -> DeadLetter {
     let item = WorkItem::from_json(&message.body);
     DeadLetter {
         message_id: message.message_id.clone(),
+        idempotency_key: item.as_ref().ok().map(|i| i.idempotency_key().to_string()),
         dataset: message
             .attributes
             .get(DATASET_ATTRIBUTE)

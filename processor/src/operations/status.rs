@@ -15,6 +15,8 @@ use crate::timefmt::iso_utc_millis;
 use crate::warehouse::activity::{ActivityQuery, DatasetActivity};
 use crate::warehouse::{Warehouse, WarehouseError};
 
+/// How long after its first part a file with parts still to load counts as incomplete.
+pub const INCOMPLETE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// The most reasons listed per dataset.
 const TOP_REASONS: usize = 3;
 
@@ -94,7 +96,7 @@ pub struct DeadLetterStatus {
     pub depth: u64,
     /// How many were looked at for their dataset and reason (at most the look's cap).
     pub looked_at: u64,
-    /// Letters looked at that name no dataset of the catalog (bodies that are not items).
+    /// Letters looked at that belong to no dataset shown (bodies that are not items).
     pub without_dataset: u64,
 }
 
@@ -110,6 +112,7 @@ pub async fn status(
     let query = ActivityQuery {
         since,
         bucket_ms: bucket_ms(window),
+        incomplete_before: now.checked_sub(INCOMPLETE_AFTER).unwrap_or(since),
     };
     let activity = sources
         .warehouse
@@ -177,7 +180,7 @@ fn assemble(
     for found in activity {
         by_name.insert(found.dataset.clone(), found);
     }
-    let datasets = by_name
+    let datasets: Vec<DatasetStatus> = by_name
         .into_values()
         .map(|activity| dataset_status(catalog, activity, letters))
         .collect();
@@ -189,7 +192,7 @@ fn assemble(
         since_ms: epoch_millis(since),
         bucket_ms: 0,
         window_seconds: now.duration_since(since).unwrap_or_default().as_secs(),
-        datasets,
+        datasets: datasets.clone(),
         work_queue: QueueStatus {
             waiting: work.visible,
             in_flight: work.in_flight,
@@ -203,7 +206,11 @@ fn assemble(
             looked_at: letters.len() as u64,
             without_dataset: letters
                 .iter()
-                .filter(|l| l.dataset.as_deref().and_then(|d| catalog.get(d)).is_none())
+                .filter(|l| {
+                    !datasets
+                        .iter()
+                        .any(|d| l.dataset.as_deref() == Some(d.activity.dataset.as_str()))
+                })
                 .count() as u64,
         },
     }
@@ -246,16 +253,24 @@ fn dataset_status(
 }
 
 /// A reason with its values masked, so that reasons of the same kind group together and
-/// no row value (personal data, perhaps) is shown: quoted text becomes `"…"`, digits `N`.
+/// no row value (personal data, perhaps) is shown: quoted text (`"…"`, `'…'`) becomes `…`,
+/// digits `N`, data URLs `s3://…`, and a database's `DETAIL` (which lists a failing row's
+/// values) is cut off.
 pub fn mask_values(reason: &str) -> String {
+    let reason = ["DETAIL", "Failing row contains"]
+        .iter()
+        .filter_map(|cut| reason.find(cut))
+        .min()
+        .map_or(reason, |at| &reason[..at]);
     let mut masked = String::with_capacity(reason.len());
-    let mut quoted = false;
+    let mut quote: Option<char> = None;
     let mut in_number = false;
     let mut escaped = false;
+    let mut previous = ' ';
     let mut rest = reason;
     while let Some(c) = rest.chars().next() {
         // A data URL names a file or stream: up to the ": " that ends it.
-        if !quoted
+        if quote.is_none()
             && let Some(scheme) = ["s3://", "kinesis://"]
                 .iter()
                 .find(|s| rest.starts_with(**s))
@@ -267,22 +282,28 @@ pub fn mask_values(reason: &str) -> String {
             continue;
         }
         rest = &rest[c.len_utf8()..];
-        if quoted {
+        if let Some(open) = quote {
             if escaped {
                 escaped = false;
             } else if c == '\\' {
                 escaped = true;
-            } else if c == '"' {
-                quoted = false;
-                masked.push_str("…\"");
+            } else if c == open {
+                quote = None;
+                masked.push('…');
+                masked.push(c);
             }
             continue;
         }
-        if c == '"' {
-            quoted = true;
+        // An apostrophe inside a word ("dataset's") opens nothing.
+        let opens = c == '"' || (c == '\'' && !previous.is_alphanumeric());
+        // Digits inside a word ("Int64", "shardId-0001" aside) are names, not values.
+        let in_word = previous.is_alphabetic() || (previous.is_ascii_digit() && !in_number);
+        previous = c;
+        if opens {
+            quote = Some(c);
             in_number = false;
-            masked.push('"');
-        } else if c.is_ascii_digit() {
+            masked.push(c);
+        } else if c.is_ascii_digit() && !in_word {
             if !in_number {
                 masked.push('N');
             }
@@ -292,10 +313,10 @@ pub fn mask_values(reason: &str) -> String {
             masked.push(c);
         }
     }
-    if quoted {
+    if quote.is_some() {
         masked.push('…');
     }
-    masked
+    masked.trim_end().to_owned()
 }
 
 /// A length of time: a count and a unit (`30s`, `90m`, `24h`, `7d`), more than zero.
@@ -434,6 +455,16 @@ mod tests {
             r#"column "…": "…" is not a valid decimal; N of N rows"#
         );
         assert_eq!(mask_values("unterminated \"abc"), "unterminated \"…");
+        assert_eq!(
+            mask_values("the dataset's transform: Cannot cast string 'alice@x.com' to Int64"),
+            "the dataset's transform: Cannot cast string '…' to Int64"
+        );
+        assert_eq!(
+            mask_values(
+                "duplicate key value violates unique constraint DETAIL: Key (email)=(a@b.c) already exists."
+            ),
+            "duplicate key value violates unique constraint"
+        );
         assert_eq!(
             mask_values("s3://b/landing/a 1.csv: 3 rows rejected of 3 read"),
             "s3://…: N rows rejected of N read"

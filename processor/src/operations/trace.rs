@@ -57,7 +57,7 @@ pub struct FileTrace {
     pub skipped: Option<String>,
     pub parts: Vec<PartTrace>,
     pub file_load: Option<FileLoadRow>,
-    /// Rejected rows of this file (up to 1000 counted) and their first reasons.
+    /// Rejected rows of this file's work items (up to 1000 counted) and their first reasons.
     pub rejects: u64,
     pub reject_reasons: Vec<String>,
     /// Where it is, in one sentence.
@@ -203,14 +203,14 @@ pub async fn trace_file(
         .trace_file(&keys, &file_id)
         .await
         .map_err(TraceError::Warehouse)?;
-    let letters = dead_letters_of(sources.dead_letter, url).await?;
+    let (letters, all_letters_seen) = dead_letters_of(sources.dead_letter, &keys).await?;
     trace.parts = items
         .iter()
         .zip(&keys)
         .map(|(item, key)| part_trace(item, key, &ledger, &letters))
         .collect();
     trace.file_load = file_load;
-    count_rejects(&mut trace, sources.warehouse, &first.dataset).await?;
+    count_rejects(&mut trace, sources.warehouse, &keys).await?;
     let depth = sources
         .work_queue
         .depth()
@@ -220,6 +220,11 @@ pub async fn trace_file(
             source,
         })?;
     conclude(&mut trace, &object.key, depth.visible + depth.in_flight);
+    if !all_letters_seen {
+        trace.verdict.push_str(&format!(
+            " (the dead-letter queue holds more than {MAX_LOOK} letters: not all were looked at)"
+        ));
+    }
     Ok(trace)
 }
 
@@ -257,13 +262,14 @@ fn skip(trace: &mut FileTrace, catalog: &Catalog, key: &str, reason: SkipReason)
     trace.next_step = next;
 }
 
-/// The dead letters naming this file (`s3://bucket/key`, or one of its parts).
+/// The dead letters of the file's work items (by idempotency key: a letter of an earlier
+/// upload of the same key is not this file's), and whether every letter was looked at.
 async fn dead_letters_of(
     queue: Option<&dyn WorkQueue>,
-    url: &str,
-) -> Result<Vec<DeadLetter>, TraceError> {
+    keys: &[String],
+) -> Result<(Vec<DeadLetter>, bool), TraceError> {
     let Some(queue) = queue else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), true));
     };
     let letters = peek_dead_letters(queue, MAX_LOOK)
         .await
@@ -271,15 +277,12 @@ async fn dead_letters_of(
             which: "dead-letter queue",
             source,
         })?;
-    Ok(letters
+    let all_seen = letters.len() < MAX_LOOK;
+    let mine = letters
         .into_iter()
-        .filter(|l| {
-            l.source == url
-                || l.source
-                    .strip_prefix(url)
-                    .is_some_and(|rest| rest.starts_with(" (part "))
-        })
-        .collect())
+        .filter(|l| l.idempotency_key.as_ref().is_some_and(|k| keys.contains(k)))
+        .collect();
+    Ok((mine, all_seen))
 }
 
 fn part_trace(
@@ -297,7 +300,7 @@ fn part_trace(
         }
     } else if let Some(letter) = letters
         .iter()
-        .find(|l| of == 1 || l.source.ends_with(&format!(" (part {part} of {of})")))
+        .find(|l| l.idempotency_key.as_deref() == Some(key))
     {
         PartState::DeadLettered {
             reason: letter.reason.clone(),
@@ -318,12 +321,13 @@ fn part_trace(
 async fn count_rejects(
     trace: &mut FileTrace,
     warehouse: &dyn Warehouse,
-    dataset: &str,
+    keys: &[String],
 ) -> Result<(), TraceError> {
     let query = RejectQuery {
-        dataset: Some(dataset.to_owned()),
-        source: Some(trace.url.clone()),
+        dataset: None,
+        source: None,
         reason: None,
+        keys: keys.to_vec(),
         since: None,
         limit: MAX_PAGE,
         offset: 0,
@@ -332,18 +336,9 @@ async fn count_rejects(
         .find_rejects(&query)
         .await
         .map_err(TraceError::Warehouse)?;
-    let mine: Vec<_> = found
-        .iter()
-        .filter(|r| {
-            r.source == trace.url
-                || r.source
-                    .strip_prefix(trace.url.as_str())
-                    .is_some_and(|rest| rest.starts_with(" part "))
-        })
-        .collect();
-    trace.rejects = mine.len() as u64;
+    trace.rejects = found.len() as u64;
     let mut reasons: Vec<String> = Vec::new();
-    for reject in &mine {
+    for reject in &found {
         if reasons.len() < 3 && !reasons.contains(&reject.reason) {
             reasons.push(reject.reason.clone());
         }

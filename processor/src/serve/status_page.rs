@@ -19,8 +19,9 @@ use crate::warehouse::Warehouse;
 const CACHE_FOR: Duration = Duration::from_secs(30);
 /// Dead letters read for their reasons per gathering.
 const DEAD_LETTER_LOOK: usize = 100;
-/// The window when the page asks for none.
-const DEFAULT_WINDOW: &str = "24h";
+/// The windows the page offers; the first is the default. A fixed set keeps the cache
+/// (one view per window) and the dead-letter looks bounded.
+const WINDOWS: [&str; 3] = ["24h", "1h", "7d"];
 
 /// What the page reads.
 pub struct StatusPage {
@@ -28,7 +29,7 @@ pub struct StatusPage {
     warehouse: Arc<dyn Warehouse>,
     work_queue: Arc<dyn WorkQueue>,
     dead_letter: Option<Arc<dyn WorkQueue>>,
-    cache: tokio::sync::Mutex<Option<(Instant, String, StatusReport)>>,
+    cache: tokio::sync::Mutex<std::collections::HashMap<&'static str, (Instant, StatusReport)>>,
 }
 
 impl std::fmt::Debug for StatusPage {
@@ -52,25 +53,34 @@ impl StatusPage {
             warehouse,
             work_queue,
             dead_letter,
-            cache: tokio::sync::Mutex::new(None),
+            cache: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
     /// Answers `/status` (HTML) and `/status.json`; `None` for any other path.
-    /// `query` may hold `since=` (a window as `processor status --since` takes it).
+    /// `query` may hold `since=` with one of [`WINDOWS`].
     pub async fn respond(&self, path: &str, query: Option<&str>) -> Option<PageAnswer> {
         let json = match path {
             "/status" | "/status/" => false,
             "/status.json" => true,
             _ => return None,
         };
-        let window = query
+        let asked = query
             .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("since=")))
-            .filter(|w| !w.is_empty())
-            .unwrap_or(DEFAULT_WINDOW);
+            .unwrap_or(WINDOWS[0]);
+        let Some(window) = WINDOWS.iter().copied().find(|w| *w == asked) else {
+            let choices = WINDOWS.join(", ");
+            return Some((
+                400,
+                "text/plain; charset=utf-8",
+                format!(
+                    "since= takes one of {choices}; `processor status --since` takes any window\n"
+                ),
+            ));
+        };
         let report = match self.report(window).await {
             Ok(report) => report,
-            Err(reason) => return Some((400, "text/plain; charset=utf-8", format!("{reason}\n"))),
+            Err(reason) => return Some((503, "text/plain; charset=utf-8", format!("{reason}\n"))),
         };
         Some(if json {
             let body = serde_json::to_string(&report).unwrap_or_default();
@@ -80,11 +90,10 @@ impl StatusPage {
         })
     }
 
-    async fn report(&self, window: &str) -> Result<StatusReport, String> {
+    async fn report(&self, window: &'static str) -> Result<StatusReport, String> {
         let since = parse_window(window, SystemTime::now())?;
         let mut cache = self.cache.lock().await;
-        if let Some((at, cached_window, report)) = cache.as_ref()
-            && cached_window == window
+        if let Some((at, report)) = cache.get(window)
             && at.elapsed() < CACHE_FOR
         {
             return Ok(report.clone());
@@ -98,7 +107,7 @@ impl StatusPage {
         let report = status(&sources, since, DEAD_LETTER_LOOK)
             .await
             .map_err(|err| shared::error::report(&err))?;
-        *cache = Some((Instant::now(), window.to_owned(), report.clone()));
+        cache.insert(window, (Instant::now(), report.clone()));
         Ok(report)
     }
 }
@@ -147,6 +156,7 @@ pub fn render(report: &StatusReport, window: &str) -> String {
         CACHE_FOR.as_secs()
     );
     for choice in ["1h", "24h", "7d"] {
+        debug_assert!(WINDOWS.contains(&choice));
         let mark = if choice == window {
             " aria-current=\"page\""
         } else {

@@ -17,6 +17,9 @@ pub struct ActivityQuery {
     pub since: SystemTime,
     /// The width of one point of the rows-over-time series, in milliseconds.
     pub bucket_ms: i64,
+    /// A file counts as incomplete once its first part loaded before this and others have
+    /// not (parts of a file being loaded are not yet a problem).
+    pub incomplete_before: SystemTime,
 }
 
 /// One dataset's loads in the window.
@@ -34,7 +37,8 @@ pub struct DatasetActivity {
     pub last_loaded_ms: Option<i64>,
     /// Files whose last part loaded in the window.
     pub files_completed: u64,
-    /// Files with parts loaded and parts still to load, whenever their first part loaded.
+    /// Files whose first part loaded in the window, before
+    /// [`ActivityQuery::incomplete_before`], with parts still to load.
     pub files_incomplete: u64,
     /// Rows per point of time, oldest first; points without loads are left out.
     pub series: Vec<ActivityPoint>,
@@ -49,7 +53,8 @@ pub struct ActivityPoint {
     pub rows_rejected: u64,
 }
 
-/// The statements of one count, each with the window's start as its only parameter.
+/// The statements of one count: the ledger's with the window's start as their parameter,
+/// `file_totals` with the window's start and the incomplete cut-off.
 pub(crate) struct ActivityStatements {
     /// dataset, file items, stream items, rows loaded, rows rejected, last load (ms).
     pub ledger_totals: String,
@@ -57,7 +62,8 @@ pub(crate) struct ActivityStatements {
     pub ledger_series: String,
     /// dataset, files completed, files incomplete.
     pub file_totals: String,
-    pub bound: Vec<Bound>,
+    pub ledger_bound: Vec<Bound>,
+    pub file_bound: Vec<Bound>,
 }
 
 pub(crate) fn statements(
@@ -79,9 +85,14 @@ pub(crate) fn statements(
             query.bucket_ms.max(1)
         ),
         file_totals: format!(
-            "SELECT \"dataset\", COUNT(CASE WHEN \"completed_at\" IS NOT NULL THEN 1 END), COUNT(CASE WHEN \"completed_at\" IS NULL THEN 1 END) FROM {file_loads} WHERE \"completed_at\" >= {since} OR \"completed_at\" IS NULL GROUP BY \"dataset\""
+            "SELECT \"dataset\", COUNT(CASE WHEN \"completed_at\" IS NOT NULL THEN 1 END), COUNT(CASE WHEN \"completed_at\" IS NULL AND \"first_loaded_at\" < {cutoff} THEN 1 END) FROM {file_loads} WHERE \"completed_at\" >= {since} OR (\"completed_at\" IS NULL AND \"first_loaded_at\" >= {since}) GROUP BY \"dataset\"",
+            cutoff = (dialect.placeholder)(2)
         ),
-        bound: vec![Bound::Time(query.since)],
+        ledger_bound: vec![Bound::Time(query.since)],
+        file_bound: vec![
+            Bound::Time(query.since),
+            Bound::Time(query.incomplete_before),
+        ],
     }
 }
 
@@ -140,11 +151,12 @@ pub(crate) async fn count(
     query: &ActivityQuery,
 ) -> Result<Vec<DatasetActivity>, WarehouseError> {
     let statements = statements(ledger, file_loads, query, &WIRE);
-    let bound = || statements.bound.clone();
+    let bound = || statements.ledger_bound.clone();
     let action = "counting loads";
     let totals = query_wire(connection, &statements.ledger_totals, bound(), action).await?;
     let series = query_wire(connection, &statements.ledger_series, bound(), action).await?;
-    let files = query_wire(connection, &statements.file_totals, bound(), action).await?;
+    let file_bound = statements.file_bound.clone();
+    let files = query_wire(connection, &statements.file_totals, file_bound, action).await?;
     Ok(assemble(
         query,
         totals
@@ -172,6 +184,7 @@ mod tests {
         let query = ActivityQuery {
             since: SystemTime::UNIX_EPOCH,
             bucket_ms: 3_600_000,
+            incomplete_before: SystemTime::UNIX_EPOCH,
         };
         let wire = statements(
             "\"ingest\".\"ledger\"",
@@ -179,7 +192,7 @@ mod tests {
             &query,
             &WIRE,
         );
-        assert_eq!(wire.bound.len(), 1);
+        assert_eq!((wire.ledger_bound.len(), wire.file_bound.len()), (1, 2));
         assert!(
             wire.ledger_totals
                 .contains("\"loaded_at\" >= $1 GROUP BY \"dataset\"")
@@ -190,6 +203,7 @@ mod tests {
             wire.ledger_series
         );
         assert!(wire.file_totals.contains("\"completed_at\" >= $1 OR"));
+        assert!(wire.file_totals.contains("\"first_loaded_at\" < $2"));
         let sqlite = statements("ingest_ledger", "ingest_file_loads", &query, &SQLITE);
         assert!(
             sqlite.ledger_totals.contains(">= ?1"),
@@ -204,6 +218,7 @@ mod tests {
         let query = ActivityQuery {
             since: SystemTime::UNIX_EPOCH,
             bucket_ms: 1000,
+            incomplete_before: SystemTime::UNIX_EPOCH,
         };
         let list = assemble(
             &query,

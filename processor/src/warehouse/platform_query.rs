@@ -29,11 +29,19 @@ pub(crate) struct Dialect {
     pub epoch_millis: fn(&str) -> String,
 }
 
-/// PostgreSQL and Redshift (whose `TIMESTAMP` columns hold UTC).
+/// PostgreSQL and Redshift (whose `TIMESTAMP` columns hold UTC). Redshift's
+/// `EXTRACT(EPOCH …)` of a `TIMESTAMP` is an `INTEGER` of whole seconds and its
+/// `MILLISECOND` the milliseconds alone; PostgreSQL's are fractional, its `MILLISECOND`
+/// counts the seconds too: whole seconds × 1000 in `bigint`, plus milliseconds modulo
+/// 1000, is the same on both (r_EXTRACT_function.html).
 pub(crate) const WIRE: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
     contains: |haystack, needle| format!("POSITION({needle} IN {haystack}) > 0"),
-    epoch_millis: |column| format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column}) * 1000) AS bigint)"),
+    epoch_millis: |column| {
+        format!(
+            "(CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS bigint) * 1000 + CAST(FLOOR(EXTRACT(MILLISECOND FROM {column})) AS bigint) % 1000)"
+        )
+    },
 };
 
 /// SQLite, whose times are ISO 8601 text in UTC.

@@ -21,6 +21,8 @@ pub struct RejectQuery {
     pub source: Option<String>,
     /// A part of the reason.
     pub reason: Option<String>,
+    /// Only rejects of these work items (by idempotency key); empty: any.
+    pub keys: Vec<String>,
     /// Rejected at or after this time.
     pub since: Option<SystemTime>,
     /// At most this many rows (up to [`MAX_PAGE`]), after skipping `offset`.
@@ -66,6 +68,17 @@ pub(crate) fn statement(
     if let Some(reason) = &query.reason {
         let needle = next(Bound::Text(reason.clone()));
         conditions.push((dialect.contains)("\"reason\"", &needle));
+    }
+    if !query.keys.is_empty() {
+        let placeholders: Vec<String> = query
+            .keys
+            .iter()
+            .map(|key| next(Bound::Text(key.clone())))
+            .collect();
+        conditions.push(format!(
+            "\"idempotency_key\" IN ({})",
+            placeholders.join(", ")
+        ));
     }
     if let Some(since) = query.since {
         conditions.push(format!("\"rejected_at\" >= {}", next(Bound::Time(since))));
@@ -115,6 +128,7 @@ mod tests {
             dataset: Some("orders".into()),
             source: None,
             reason: Some("'; DROP TABLE x; --".into()),
+            keys: Vec::new(),
             since: None,
             limit: 5000,
             offset: 20,

@@ -791,7 +791,8 @@ impl Warehouse for SqliteWarehouse {
             query,
             &platform_query::SQLITE,
         );
-        let values = platform_query::sqlite_values(statements.bound.clone());
+        let values = platform_query::sqlite_values(statements.ledger_bound.clone());
+        let file_values = platform_query::sqlite_values(statements.file_bound.clone());
         let (totals, series, files) = self
             .step("(platform)", "counting loads", move |conn| {
                 let params = || rusqlite::params_from_iter(values.clone());
@@ -816,7 +817,9 @@ impl Warehouse for SqliteWarehouse {
                     .collect::<Result<Vec<activity::SeriesRow>, _>>()?;
                 let files = conn
                     .prepare(&statements.file_totals)?
-                    .query_map(params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .query_map(rusqlite::params_from_iter(file_values), |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
                     .collect::<Result<Vec<activity::FileTotals>, _>>()?;
                 Ok((totals, series, files))
             })

@@ -1,6 +1,7 @@
 //! The grammar gate: every statement the Redshift sink sent while it created its tables and
 //! loaded a dataset of every column type (keyed and not, with rejects, file parts and a
-//! file claim) is parsed by `sqlfluff` with the Redshift dialect, passes the deny-list of
+//! file claim), and the operator's reads (status counts, a file's trace, rejects), is
+//! parsed by `sqlfluff` with the Redshift dialect, passes the deny-list of
 //! PostgreSQL-only forms, and stays under Redshift's 16 MB statement limit. The stand-in
 //! refuses denied forms as they are sent, so every other Redshift test stands behind the
 //! same list.
@@ -181,6 +182,31 @@ async fn run_every_statement(warehouse: &dyn Warehouse, schemas: &TestSchemas) {
             panic!("the completed file is claimed: {claim:?}");
         }
     }
+    // The operator's reads: status counts, a file's trace, rejects with every filter.
+    let now = std::time::SystemTime::now();
+    let hour_ago = now - std::time::Duration::from_secs(3600);
+    let activity = processor::warehouse::activity::ActivityQuery {
+        since: hour_ago,
+        bucket_ms: 60_000,
+        incomplete_before: now,
+    };
+    let counted = warehouse.activity(&activity).await.expect("activity");
+    assert!(counted.iter().any(|d| d.rows_loaded > 0), "{counted:?}");
+    let keys = vec!["file-a".to_owned(), "file-b".to_owned()];
+    warehouse
+        .trace_file(&keys, "load-x")
+        .await
+        .expect("trace lookups");
+    let query = processor::warehouse::rejects::RejectQuery {
+        dataset: Some("kinds".into()),
+        source: Some("kinds/".into()),
+        reason: Some("required".into()),
+        keys,
+        since: Some(hour_ago),
+        limit: 10,
+        offset: 0,
+    };
+    warehouse.find_rejects(&query).await.expect("rejects");
     // Schema evolution: a column added in the transaction, `label` widened after it.
     let evolved = dataset_with_label(&schemas.sales, true, ", max_length = 1000");
     let mut fields: Vec<Field> = load_schema()
