@@ -46,6 +46,13 @@ fn describe(retention: &RetentionSettings, report: &PruneReport, dry_run: bool) 
         line("rejects", retention.rejects, report.rejects),
         line("file_loads", retention.file_loads, report.file_loads),
         line("ledger", retention.ledger, report.ledger),
+        match retention.ledger {
+            Some(_) => format!(
+                "stream_loads: {verb} {} row(s), as the ledger",
+                report.stream_loads
+            ),
+            None => "stream_loads: kept for ever, as the ledger".to_owned(),
+        },
     ]
     .join("\n")
 }

@@ -20,7 +20,8 @@ pub struct Args {
     since: String,
     /// Exit 1 when a condition holds: dlq (dead letters waiting), rejects (rows rejected
     /// in the window), incomplete (a file with parts still to load), idle=DURATION (a
-    /// dataset loaded nothing for that long), queue-age=DURATION (local queue only).
+    /// dataset loaded nothing for that long), lag=DURATION (a stream's newest loaded
+    /// record arrived longer ago), queue-age=DURATION (local queue only).
     /// Repeatable.
     #[arg(long = "fail-on", value_name = "CONDITION")]
     fail_on: Vec<FailOn>,
@@ -95,6 +96,7 @@ pub fn render(report: &StatusReport) -> String {
         "rejected",
         "incomplete",
         "dead letters",
+        "lag",
         "last load",
     ];
     let rows: Vec<Vec<String>> = report
@@ -112,6 +114,9 @@ pub fn render(report: &StatusReport) -> String {
                 a.rows_rejected.to_string(),
                 a.files_incomplete.to_string(),
                 d.dead_letters.to_string(),
+                d.lag_seconds
+                    .map(|s| format!("{s} s"))
+                    .unwrap_or_else(|| "—".to_owned()),
                 d.last_loaded_at.clone().unwrap_or_else(|| "—".to_owned()),
             ]
         })

@@ -68,6 +68,11 @@ pub struct DatasetStatus {
     /// the catalog no longer has.
     pub routes: &'static str,
     pub last_loaded_at: Option<String>,
+    /// For a dataset loaded from a stream: when the newest record committed in the window
+    /// arrived in the stream, and how long ago that is (the stream's lag; it grows also
+    /// while nothing arrives).
+    pub last_arrival_at: Option<String>,
+    pub lag_seconds: Option<u64>,
     /// Dead letters of this dataset among those looked at.
     pub dead_letters: u64,
     /// Their most common reasons, values masked (`"…"`, `N`), most frequent first.
@@ -182,7 +187,7 @@ fn assemble(
     }
     let datasets: Vec<DatasetStatus> = by_name
         .into_values()
-        .map(|activity| dataset_status(catalog, activity, letters))
+        .map(|activity| dataset_status(catalog, activity, letters, epoch_millis(now)))
         .collect();
     let now_ms = epoch_millis(now);
     StatusReport {
@@ -220,6 +225,7 @@ fn dataset_status(
     catalog: &Catalog,
     activity: DatasetActivity,
     letters: &[DeadLetter],
+    now_ms: i64,
 ) -> DatasetStatus {
     let routes = match catalog.get(&activity.dataset) {
         None => "removed",
@@ -245,6 +251,10 @@ fn dataset_status(
     top_reasons.truncate(TOP_REASONS);
     DatasetStatus {
         last_loaded_at: activity.last_loaded_ms.map(iso_utc_millis),
+        last_arrival_at: activity.last_arrival_ms.map(iso_utc_millis),
+        lag_seconds: activity
+            .last_arrival_ms
+            .map(|arrived| (now_ms.saturating_sub(arrived).max(0) / 1000).unsigned_abs()),
         activity,
         routes,
         dead_letters: mine.len() as u64,
@@ -365,6 +375,9 @@ pub enum FailOn {
     Idle(Duration),
     /// The oldest work-queue message is older than this (local queue only).
     QueueAge(Duration),
+    /// A stream dataset's newest committed record arrived longer ago than this, or none
+    /// was committed in the window.
+    Lag(Duration),
 }
 
 impl std::str::FromStr for FailOn {
@@ -381,8 +394,9 @@ impl std::str::FromStr for FailOn {
             None if text == "incomplete" => Ok(FailOn::Incomplete),
             Some(("idle", value)) => duration(value).map(FailOn::Idle),
             Some(("queue-age", value)) => duration(value).map(FailOn::QueueAge),
+            Some(("lag", value)) => duration(value).map(FailOn::Lag),
             _ => Err(format!(
-                "{text:?} is not a condition: dlq, rejects, incomplete, idle=DURATION (2h) or queue-age=DURATION (15m)"
+                "{text:?} is not a condition: dlq, rejects, incomplete, idle=DURATION (2h), lag=DURATION (5m) or queue-age=DURATION (15m)"
             )),
         }
     }
@@ -427,6 +441,23 @@ pub fn failures(report: &StatusReport, conditions: &[FailOn]) -> Vec<String> {
                     .map(|d| match &d.last_loaded_at {
                         Some(at) => format!("{}: nothing loaded since {at}", d.activity.dataset),
                         None => format!("{}: nothing loaded in the window", d.activity.dataset),
+                    }),
+            ),
+            FailOn::Lag(limit) => failed.extend(
+                report
+                    .datasets
+                    .iter()
+                    .filter(|d| d.routes.contains("stream"))
+                    .filter_map(|d| match (d.lag_seconds, &d.last_arrival_at) {
+                        (Some(lag), Some(at)) if lag > limit.as_secs() => Some(format!(
+                            "{}: the newest record loaded arrived at {at}, {lag} s ago",
+                            d.activity.dataset
+                        )),
+                        (None, _) => Some(format!(
+                            "{}: no stream record loaded in the window",
+                            d.activity.dataset
+                        )),
+                        _ => None,
                     }),
             ),
             FailOn::QueueAge(limit) => match report.work_queue.oldest_age_seconds {
@@ -509,6 +540,10 @@ mod tests {
         assert_eq!(
             "queue-age=15m".parse::<FailOn>(),
             Ok(FailOn::QueueAge(Duration::from_secs(900)))
+        );
+        assert_eq!(
+            "lag=5m".parse::<FailOn>(),
+            Ok(FailOn::Lag(Duration::from_secs(300)))
         );
         for bad in [
             "lag",

@@ -18,6 +18,7 @@ use shared::error::{Classify, Retryability};
 
 use crate::objects::{ObjectStores, StoredObject};
 use crate::warehouse::files::FilePart;
+use crate::warehouse::streams::StreamPart;
 use crate::warehouse::{ItemSource, RowSource};
 use read::{ReadError, source_url};
 use sources::{FileRows, RecordsRows};
@@ -155,6 +156,10 @@ impl Pipeline {
             file: match item {
                 WorkItem::File(file) => Some(FilePart::of(file)),
                 WorkItem::Records(_) => None,
+            },
+            stream: match item {
+                WorkItem::File(_) => None,
+                WorkItem::Records(records) => Some(StreamPart::of(records)),
             },
         };
         Ok((item_source, dataset, schema))

@@ -205,7 +205,7 @@ fn dataset_table(datasets: &[DatasetStatus]) -> String {
     let mut table = String::from(
         "<div class=\"scroll\"><table><thead><tr><th>Dataset</th><th>Routes</th><th>Files</th>\
 <th>File items</th><th>Stream items</th><th>Rows loaded</th><th>Rejected</th><th>Incomplete</th>\
-<th>Dead letters</th><th>Last load</th></tr></thead><tbody>",
+<th>Dead letters</th><th>Lag</th><th>Last load</th></tr></thead><tbody>",
     );
     for d in datasets {
         let a = &d.activity;
@@ -215,7 +215,7 @@ fn dataset_table(datasets: &[DatasetStatus]) -> String {
         };
         let _ = write!(
             table,
-            "<tr data-dataset=\"{name}\"><td>{name}</td><td class=\"text\" data-label=\"Routes\">{}</td>{}{}{}{}{}{}{}<td class=\"text\" data-label=\"Last load\">{}</td></tr>",
+            "<tr data-dataset=\"{name}\"><td>{name}</td><td class=\"text\" data-label=\"Routes\">{}</td>{}{}{}{}{}{}{}<td class=\"text\" data-field=\"lag\" data-label=\"Lag\">{}</td><td class=\"text\" data-label=\"Last load\">{}</td></tr>",
             d.routes,
             cell("files_completed", "Files", a.files_completed, false),
             cell("file_items", "File items", a.file_items, false),
@@ -224,6 +224,9 @@ fn dataset_table(datasets: &[DatasetStatus]) -> String {
             cell("rows_rejected", "Rejected", a.rows_rejected, true),
             cell("files_incomplete", "Incomplete", a.files_incomplete, true),
             cell("dead_letters", "Dead letters", d.dead_letters, true),
+            d.lag_seconds
+                .map(|s| format!("{s} s"))
+                .unwrap_or_else(|| "—".to_owned()),
             escape(&short_time(d.last_loaded_at.as_deref())),
             name = escape(&a.dataset),
         );

@@ -35,6 +35,9 @@ pub struct DatasetActivity {
     pub rows_rejected: u64,
     /// The last load's commit, milliseconds since the epoch.
     pub last_loaded_ms: Option<i64>,
+    /// When the newest stream record loaded in the window arrived in its stream
+    /// (`stream_loads`), milliseconds since the epoch.
+    pub last_arrival_ms: Option<i64>,
     /// Files whose last part loaded in the window.
     pub files_completed: u64,
     /// Files whose first part loaded in the window, before
@@ -62,13 +65,14 @@ pub(crate) struct ActivityStatements {
     pub ledger_series: String,
     /// dataset, files completed, files incomplete.
     pub file_totals: String,
+    /// dataset, newest arrival (ms).
+    pub stream_totals: String,
     pub ledger_bound: Vec<Bound>,
     pub file_bound: Vec<Bound>,
 }
 
 pub(crate) fn statements(
-    ledger: &str,
-    file_loads: &str,
+    (ledger, file_loads, stream_loads): (&str, &str, &str),
     query: &ActivityQuery,
     dialect: &Dialect,
 ) -> ActivityStatements {
@@ -88,6 +92,10 @@ pub(crate) fn statements(
             "SELECT \"dataset\", COUNT(CASE WHEN \"completed_at\" IS NOT NULL THEN 1 END), COUNT(CASE WHEN \"completed_at\" IS NULL AND \"first_loaded_at\" < {cutoff} THEN 1 END) FROM {file_loads} WHERE \"completed_at\" >= {since} OR (\"completed_at\" IS NULL AND \"first_loaded_at\" >= {since}) GROUP BY \"dataset\"",
             cutoff = (dialect.placeholder)(2)
         ),
+        stream_totals: format!(
+            "SELECT \"dataset\", MAX({}) FROM {stream_loads} WHERE \"loaded_at\" >= {since} GROUP BY \"dataset\"",
+            (dialect.epoch_millis)("\"newest_arrival_at\"")
+        ),
         ledger_bound: vec![Bound::Time(query.since)],
         file_bound: vec![
             Bound::Time(query.since),
@@ -102,14 +110,26 @@ pub(crate) type LedgerTotals = (String, i64, i64, i64, i64, Option<i64>);
 pub(crate) type SeriesRow = (String, i64, i64, i64);
 /// A row of [`ActivityStatements::file_totals`].
 pub(crate) type FileTotals = (String, i64, i64);
+/// A row of [`ActivityStatements::stream_totals`].
+pub(crate) type StreamTotals = (String, Option<i64>);
+
+/// The rows of the four statements.
+#[derive(Debug, Default)]
+pub(crate) struct ActivityRows {
+    pub totals: Vec<LedgerTotals>,
+    pub series: Vec<SeriesRow>,
+    pub files: Vec<FileTotals>,
+    pub streams: Vec<StreamTotals>,
+}
 
 /// The statements' rows as one activity per dataset, by name.
-pub(crate) fn assemble(
-    query: &ActivityQuery,
-    totals: Vec<LedgerTotals>,
-    series: Vec<SeriesRow>,
-    files: Vec<FileTotals>,
-) -> Vec<DatasetActivity> {
+pub(crate) fn assemble(query: &ActivityQuery, rows: ActivityRows) -> Vec<DatasetActivity> {
+    let ActivityRows {
+        totals,
+        series,
+        files,
+        streams,
+    } = rows;
     let count = |n: i64| n.unsigned_abs();
     let mut datasets: BTreeMap<String, DatasetActivity> = BTreeMap::new();
     for (name, file_items, stream_items, loaded, rejected, last) in totals {
@@ -136,6 +156,11 @@ pub(crate) fn assemble(
         activity.files_completed = count(completed);
         activity.files_incomplete = count(incomplete);
     }
+    for (name, newest) in streams {
+        let activity = datasets.entry(name.clone()).or_default();
+        activity.dataset = name;
+        activity.last_arrival_ms = newest;
+    }
     let mut list: Vec<DatasetActivity> = datasets.into_values().collect();
     for activity in &mut list {
         activity.series.sort_by_key(|point| point.start_ms);
@@ -143,35 +168,37 @@ pub(crate) fn assemble(
     list
 }
 
-/// Counts over the PostgreSQL wire (PostgreSQL, Redshift).
+/// Counts over the PostgreSQL wire (PostgreSQL, Redshift); `tables`: the ledger,
+/// `file_loads` and `stream_loads`.
 pub(crate) async fn count(
     connection: &Connection,
-    ledger: &str,
-    file_loads: &str,
+    tables: (&str, &str, &str),
     query: &ActivityQuery,
 ) -> Result<Vec<DatasetActivity>, WarehouseError> {
-    let statements = statements(ledger, file_loads, query, &WIRE);
+    let statements = statements(tables, query, &WIRE);
     let bound = || statements.ledger_bound.clone();
     let action = "counting loads";
     let totals = query_wire(connection, &statements.ledger_totals, bound(), action).await?;
     let series = query_wire(connection, &statements.ledger_series, bound(), action).await?;
     let file_bound = statements.file_bound.clone();
     let files = query_wire(connection, &statements.file_totals, file_bound, action).await?;
-    Ok(assemble(
-        query,
-        totals
+    let streams = query_wire(connection, &statements.stream_totals, bound(), action).await?;
+    let rows = ActivityRows {
+        totals: totals
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
             .collect(),
-        series
+        series: series
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect(),
-        files
+        files: files
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect(),
-    ))
+        streams: streams.iter().map(|r| (r.get(0), r.get(1))).collect(),
+    };
+    Ok(assemble(query, rows))
 }
 
 #[cfg(test)]
@@ -186,12 +213,12 @@ mod tests {
             bucket_ms: 3_600_000,
             incomplete_before: SystemTime::UNIX_EPOCH,
         };
-        let wire = statements(
+        let tables = (
             "\"ingest\".\"ledger\"",
             "\"ingest\".\"file_loads\"",
-            &query,
-            &WIRE,
+            "\"ingest\".\"stream_loads\"",
         );
+        let wire = statements(tables, &query, &WIRE);
         assert_eq!((wire.ledger_bound.len(), wire.file_bound.len()), (1, 2));
         assert!(
             wire.ledger_totals
@@ -204,38 +231,47 @@ mod tests {
         );
         assert!(wire.file_totals.contains("\"completed_at\" >= $1 OR"));
         assert!(wire.file_totals.contains("\"first_loaded_at\" < $2"));
-        let sqlite = statements("ingest_ledger", "ingest_file_loads", &query, &SQLITE);
+        assert!(wire.stream_totals.contains("\"loaded_at\" >= $1"));
+        let tables = ("ingest_ledger", "ingest_file_loads", "ingest_stream_loads");
+        let sqlite = statements(tables, &query, &SQLITE);
         assert!(
             sqlite.ledger_totals.contains(">= ?1"),
             "{}",
             sqlite.ledger_totals
         );
         assert!(sqlite.ledger_series.contains("julianday"));
+        assert!(
+            sqlite
+                .stream_totals
+                .contains("FROM ingest_stream_loads WHERE")
+        );
     }
 
     #[test]
-    fn rows_of_the_three_statements_make_one_activity_per_dataset() {
+    fn rows_of_the_four_statements_make_one_activity_per_dataset() {
         let query = ActivityQuery {
             since: SystemTime::UNIX_EPOCH,
             bucket_ms: 1000,
             incomplete_before: SystemTime::UNIX_EPOCH,
         };
-        let list = assemble(
-            &query,
-            vec![("orders".into(), 2, 1, 30, 3, Some(5_000))],
-            vec![
+        let rows = ActivityRows {
+            totals: vec![("orders".into(), 2, 1, 30, 3, Some(5_000))],
+            series: vec![
                 ("orders".into(), 4, 10, 1),
                 ("orders".into(), 3, 20, 2),
                 ("events".into(), 4, 0, 0),
             ],
-            vec![("orders".into(), 1, 1)],
-        );
+            files: vec![("orders".into(), 1, 1)],
+            streams: vec![("orders".into(), Some(4_000))],
+        };
+        let list = assemble(&query, rows);
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].dataset, "events");
         let orders = &list[1];
         assert_eq!((orders.file_items, orders.stream_items), (2, 1));
         assert_eq!((orders.rows_loaded, orders.rows_rejected), (30, 3));
         assert_eq!((orders.files_completed, orders.files_incomplete), (1, 1));
+        assert_eq!(orders.last_arrival_ms, Some(4_000));
         assert_eq!(orders.series[0].start_ms, 3000);
         assert_eq!(orders.series[1].rows_loaded, 10);
     }

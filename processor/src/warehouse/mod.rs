@@ -20,6 +20,7 @@ pub mod rejects;
 pub mod retention;
 pub mod sql;
 pub mod sqlite;
+pub mod streams;
 mod target_table;
 
 pub use protocol::Drained;
@@ -107,6 +108,8 @@ pub struct ItemSource {
     pub rows: Box<dyn RowSource>,
     /// The file this item is (a part of), for completion tracking; `None` for records.
     pub file: Option<files::FilePart>,
+    /// The stream records this item holds, for stream progress; `None` for files.
+    pub stream: Option<streams::StreamPart>,
 }
 
 /// Rows already in memory.
@@ -166,6 +169,7 @@ impl ItemRows {
             source: self.source,
             rows: Box::new(MemoryRows::new(self.batches, self.rejects)),
             file: None,
+            stream: None,
         }
     }
 }

@@ -23,6 +23,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::files::FilePart;
+use super::streams::{LoadedStream, StreamPart};
 use super::{ItemSource, LoadReport, Reject, WarehouseError, sql};
 use crate::pipeline::lineage;
 
@@ -301,6 +302,7 @@ struct LoadedItem {
     pub key: String,
     pub source: String,
     pub file: Option<FilePart>,
+    pub stream: Option<StreamPart>,
 }
 
 impl LoadedItem {
@@ -309,6 +311,7 @@ impl LoadedItem {
             key: item.key.as_str().to_owned(),
             source: item.source.clone(),
             file: item.file.clone(),
+            stream: item.stream.clone(),
         }
     }
 }
@@ -346,6 +349,8 @@ pub(crate) struct LoadRecord {
     pub rejects: Vec<RejectRow>,
     pub ledger: Vec<LedgerRow>,
     pub parts: Vec<LoadedPart>,
+    /// The stream records of the loaded items (`stream_loads`).
+    pub streams: Vec<LoadedStream>,
 }
 
 impl LoadRecord {
@@ -383,6 +388,12 @@ impl LoadRecord {
                     rejected,
                 });
             }
+            if let Some(part) = &item.stream {
+                record.streams.push(LoadedStream {
+                    key: item.key.clone(),
+                    part: part.clone(),
+                });
+            }
         }
         record
     }
@@ -410,6 +421,7 @@ mod tests {
             key: key.to_owned(),
             source: format!("s3://b/{key}"),
             file,
+            stream: None,
         }
     }
 

@@ -11,6 +11,7 @@ use super::WarehouseError;
 use super::connection::{Connection, statement_error};
 use super::files::file_loads_table;
 use super::sql::{ledger_table, rejects_table};
+use super::streams::stream_loads_table;
 
 /// What to prune: the cut-off time of each table (rows older go), `None` keeps the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,12 +35,13 @@ impl PruneRequest {
         }
     }
 
-    /// Each table with its cut-off.
-    pub(crate) fn tables(&self) -> [(PlatformTable, Option<SystemTime>); 3] {
+    /// Each table with its cut-off; stream progress goes with the ledger.
+    pub(crate) fn tables(&self) -> [(PlatformTable, Option<SystemTime>); 4] {
         [
             (PlatformTable::Rejects, self.rejects_before),
             (PlatformTable::FileLoads, self.file_loads_before),
             (PlatformTable::Ledger, self.ledger_before),
+            (PlatformTable::StreamLoads, self.ledger_before),
         ]
     }
 }
@@ -50,6 +52,7 @@ pub(crate) enum PlatformTable {
     Rejects,
     FileLoads,
     Ledger,
+    StreamLoads,
 }
 
 impl PlatformTable {
@@ -59,7 +62,7 @@ impl PlatformTable {
         match self {
             PlatformTable::Rejects => "rejected_at",
             PlatformTable::FileLoads => "completed_at",
-            PlatformTable::Ledger => "loaded_at",
+            PlatformTable::Ledger | PlatformTable::StreamLoads => "loaded_at",
         }
     }
 
@@ -69,6 +72,7 @@ impl PlatformTable {
             PlatformTable::Rejects => rejects_table(schema),
             PlatformTable::FileLoads => file_loads_table(schema),
             PlatformTable::Ledger => ledger_table(schema),
+            PlatformTable::StreamLoads => stream_loads_table(schema),
         }
     }
 }
@@ -79,6 +83,7 @@ pub struct PruneReport {
     pub rejects: u64,
     pub file_loads: u64,
     pub ledger: u64,
+    pub stream_loads: u64,
 }
 
 impl PruneReport {
@@ -87,6 +92,7 @@ impl PruneReport {
             PlatformTable::Rejects => self.rejects += rows,
             PlatformTable::FileLoads => self.file_loads += rows,
             PlatformTable::Ledger => self.ledger += rows,
+            PlatformTable::StreamLoads => self.stream_loads += rows,
         }
     }
 }
@@ -165,6 +171,17 @@ mod tests {
         assert_eq!(
             prune_statement(&ledger.quoted_name("ingest"), ledger, "$1", true),
             "SELECT count(*) FROM \"ingest\".\"load_ledger\" WHERE \"loaded_at\" < $1"
+        );
+        let streams = PlatformTable::StreamLoads;
+        assert_eq!(
+            prune_statement(&streams.quoted_name("ingest"), streams, "$1", false),
+            "DELETE FROM \"ingest\".\"stream_loads\" WHERE \"loaded_at\" < $1"
+        );
+        assert!(
+            request
+                .tables()
+                .contains(&(PlatformTable::StreamLoads, request.ledger_before)),
+            "stream progress goes with the ledger"
         );
     }
 }

@@ -261,6 +261,7 @@ pub(crate) fn platform_tables(schema: &str, dialect: Dialect) -> Vec<String> {
             platform_sort_key(dialect, "loaded_at")
         ),
         super::files::create_file_loads(schema, dialect),
+        super::streams::create_stream_loads(schema, dialect),
         format!(
             "CREATE TABLE IF NOT EXISTS {rejects} (\n  \"idempotency_key\" {text_type} NOT NULL,\n  \"dataset\" {text_type} NOT NULL,\n  \"source\" {text_type} NOT NULL,\n  \"row_number\" bigint,\n  \"raw\" {text_type},\n  \"reason\" {text_type} NOT NULL,\n  \"rejected_at\" {timestamp_type} NOT NULL DEFAULT {now}\n){}",
             platform_sort_key(dialect, "rejected_at")

@@ -193,6 +193,10 @@ impl SqliteWarehouse {
         quote_ident(&format!("{}_file_loads", self.platform))
     }
 
+    pub fn stream_loads(&self) -> String {
+        quote_ident(&format!("{}_stream_loads", self.platform))
+    }
+
     fn targets(&self) -> String {
         quote_ident(&format!("{}_targets", self.platform))
     }
@@ -360,8 +364,12 @@ impl WriteSteps for SqliteLoad<'_> {
 impl SqliteWarehouse {
     /// Writes the load's rejects, ledger rows and file parts.
     async fn record(&self, name: &str, record: LoadRecord) -> Result<(), WarehouseError> {
-        let (rejects_table, ledger, file_loads) =
-            (self.rejects(), self.ledger(), self.file_loads());
+        let (rejects_table, ledger, file_loads, stream_loads) = (
+            self.rejects(),
+            self.ledger(),
+            self.file_loads(),
+            self.stream_loads(),
+        );
         let dataset_name = name.to_owned();
         self.step(name, "writing rejects, ledger and file progress", move |conn| {
             let mut insert_reject = conn.prepare_cached(&format!(
@@ -387,6 +395,22 @@ impl SqliteWarehouse {
                     row.source,
                     row.rows_loaded,
                     row.rows_rejected
+                ])?;
+            }
+            let mut insert_stream = conn.prepare_cached(&format!(
+                "INSERT INTO {stream_loads} (idempotency_key, dataset, stream, shard_id, first_sequence, last_sequence, records, newest_arrival_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?;
+            for loaded in &record.streams {
+                let part = &loaded.part;
+                insert_stream.execute(params![
+                    loaded.key,
+                    dataset_name,
+                    part.stream,
+                    part.shard_id,
+                    part.first_sequence,
+                    part.last_sequence,
+                    part.records,
+                    part.newest_arrival_ms.map(iso_utc_millis)
                 ])?;
             }
             record_parts(conn, &file_loads, &record.parts)
@@ -590,10 +614,11 @@ impl Warehouse for SqliteWarehouse {
     }
 
     async fn ensure_platform_tables(&self) -> Result<(), WarehouseError> {
-        let (ledger, rejects, file_loads, targets) = (
+        let (ledger, rejects, file_loads, stream_loads, targets) = (
             self.ledger(),
             self.rejects(),
             self.file_loads(),
+            self.stream_loads(),
             self.targets(),
         );
         let statements = vec![
@@ -635,6 +660,19 @@ impl Warehouse for SqliteWarehouse {
   claimed_at TEXT,
   claim_token TEXT,
   published_at TEXT
+)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {stream_loads} (
+  idempotency_key TEXT NOT NULL PRIMARY KEY,
+  dataset TEXT NOT NULL,
+  stream TEXT NOT NULL,
+  shard_id TEXT NOT NULL,
+  first_sequence TEXT NOT NULL,
+  last_sequence TEXT NOT NULL,
+  records INTEGER NOT NULL,
+  newest_arrival_at TEXT,
+  loaded_at TEXT NOT NULL DEFAULT ({NOW})
 )"
             ),
             // Which dataset owns each target table: `a_b.c` and `a.b_c` would share one.
@@ -758,6 +796,7 @@ impl Warehouse for SqliteWarehouse {
                     PlatformTable::Rejects => self.rejects(),
                     PlatformTable::FileLoads => self.file_loads(),
                     PlatformTable::Ledger => self.ledger(),
+                    PlatformTable::StreamLoads => self.stream_loads(),
                 };
                 Some((table, name, iso_utc_millis(epoch_millis(before?))))
             })
@@ -785,15 +824,15 @@ impl Warehouse for SqliteWarehouse {
         &self,
         query: &activity::ActivityQuery,
     ) -> Result<Vec<activity::DatasetActivity>, WarehouseError> {
+        let tables = (self.ledger(), self.file_loads(), self.stream_loads());
         let statements = activity::statements(
-            &self.ledger(),
-            &self.file_loads(),
+            (&tables.0, &tables.1, &tables.2),
             query,
             &platform_query::SQLITE,
         );
         let values = platform_query::sqlite_values(statements.ledger_bound.clone());
         let file_values = platform_query::sqlite_values(statements.file_bound.clone());
-        let (totals, series, files) = self
+        let rows = self
             .step("(platform)", "counting loads", move |conn| {
                 let params = || rusqlite::params_from_iter(values.clone());
                 let totals = conn
@@ -821,10 +860,19 @@ impl Warehouse for SqliteWarehouse {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })?
                     .collect::<Result<Vec<activity::FileTotals>, _>>()?;
-                Ok((totals, series, files))
+                let streams = conn
+                    .prepare(&statements.stream_totals)?
+                    .query_map(params(), |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<activity::StreamTotals>, _>>()?;
+                Ok(activity::ActivityRows {
+                    totals,
+                    series,
+                    files,
+                    streams,
+                })
             })
             .await?;
-        Ok(activity::assemble(query, totals, series, files))
+        Ok(activity::assemble(query, rows))
     }
 
     async fn trace_file(

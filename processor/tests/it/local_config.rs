@@ -145,6 +145,7 @@ fn every_command_works_against_the_folder_a_local_config_names() {
             counted("SELECT count(*) FROM shelf_reviews")
         );
         assert!(reviews["stream_items"].as_u64() >= Some(1), "{shown}");
+        assert!(reviews["lag_seconds"].as_u64().is_some(), "{shown}");
         assert_eq!(shown["dead_letters"]["depth"], 1, "{shown}");
     }
     // Where each file is, by its key in the local bucket.

@@ -140,6 +140,7 @@ fn file_item(n: u64) -> ItemSource {
             etag: "\"etag\"".to_owned(),
             parts_total: 1,
         }),
+        stream: None,
     }
 }
 

@@ -342,6 +342,7 @@ async fn a_failed_read_leaves_no_staged_files() {
             source: "s3://landing/broken.csv".into(),
             rows: Box::new(FailingRows { sent: false }),
             file: None,
+            stream: None,
         },
     ];
     let err = stager

@@ -31,9 +31,11 @@ fn records_item() -> WorkItem {
         sub_sequence_number: 0,
     };
     let event = |id: &str, order: serde_json::Value| serde_json::json!({"event_type": "order_status_changed", "event_id": id, "order_id": order, "status": "shipped", "occurred_at": "2024-06-01T10:00:00Z"});
+    // The newest record arrived in the stream five minutes ago: the stream's lag.
+    let five_minutes_ago = shared::stream::epoch_millis(std::time::SystemTime::now()) - 300_000;
     let record = |n: &str, order: serde_json::Value| StreamRecord {
         position: position(n),
-        arrival_ms: None,
+        arrival_ms: Some(five_minutes_ago - 1000 + n.parse::<i64>().unwrap_or(0)),
         data: event(&format!("e{n}"), order),
     };
     WorkItem::Records(RecordsItem {
@@ -224,6 +226,15 @@ async fn status_shows_what_the_warehouse_holds_on_the_command_line_and_the_page(
         !reason.contains("bad.csv") && !reason.contains("\"x\""),
         "values masked: {reason}"
     );
+    let events_line = report["datasets"]
+        .as_array()
+        .expect("datasets")
+        .iter()
+        .find(|d| d["dataset"] == EVENTS)
+        .expect("events");
+    let lag = events_line["lag_seconds"].as_u64().expect("a lag");
+    assert!((295..400).contains(&lag), "{events_line}");
+    assert!(items_line["lag_seconds"].is_null(), "{items_line}");
     assert_eq!(
         report["datasets"].as_array().expect("datasets").len(),
         5,
@@ -245,6 +256,19 @@ async fn status_shows_what_the_warehouse_holds_on_the_command_line_and_the_page(
         [ITEMS, "files", "1", "1", "0", "3", "1", "0"],
         "{table}"
     );
+    let output = processor(&config_path, &["status", "--fail-on", "lag=10m"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = processor(&config_path, &["status", "--fail-on", "lag=2m"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.code() == Some(1)
+            && said.contains("order_status_events: the newest record loaded arrived at"),
+        "{said}"
+    );
     let output = processor(
         &config_path,
         &["status", "--fail-on", "dlq", "--fail-on", "rejects"],
@@ -258,7 +282,8 @@ async fn status_shows_what_the_warehouse_holds_on_the_command_line_and_the_page(
     assert!(said.contains("order_items: 1 row(s) rejected"), "{said}");
     for (bad, expected) in [
         (vec!["status", "--since", "yesterday"], "is not a window"),
-        (vec!["status", "--fail-on", "lag=5m"], "is not a condition"),
+        (vec!["status", "--fail-on", "lag"], "is not a condition"),
+        (vec!["status", "--fail-on", "lag=soon"], "is not a length"),
         (vec!["status", "--since", "2999-01-01"], "in the future"),
     ] {
         let output = processor(&config_path, &bad);

@@ -177,11 +177,17 @@ async fn activity_counts_items_rows_and_files_of_the_window(harness: &dyn Harnes
     // a.csv whole, one of b.csv's two parts, and a stream item of two records.
     let mut records = item(10, 11, &[(10, "placed", 10), (11, "placed", 11)]);
     records.source = "kinesis://orders-stream".into();
-    for source in [
-        file_part(1, "a.csv", 1),
-        file_part(2, "b.csv", 2),
-        records.into_source(),
-    ] {
+    let arrived_ms = shared::stream::epoch_millis(SystemTime::now()) - 300_123;
+    let mut records = records.into_source();
+    records.stream = Some(processor::warehouse::streams::StreamPart {
+        stream: "orders-stream".into(),
+        shard_id: "shardId-000000000000".into(),
+        first_sequence: "10".into(),
+        last_sequence: "11".into(),
+        records: 2,
+        newest_arrival_ms: Some(arrived_ms),
+    });
+    for source in [file_part(1, "a.csv", 1), file_part(2, "b.csv", 2), records] {
         warehouse
             .load(&dataset, &load_schema(), vec![source])
             .await
@@ -209,6 +215,11 @@ async fn activity_counts_items_rows_and_files_of_the_window(harness: &dyn Harnes
     assert_eq!((orders.file_items, orders.stream_items), (2, 1));
     assert_eq!((orders.rows_loaded, orders.rows_rejected), (4, 1));
     assert_eq!((orders.files_completed, orders.files_incomplete), (1, 1));
+    assert_eq!(
+        orders.last_arrival_ms,
+        Some(arrived_ms),
+        "the stream's newest arrival"
+    );
     let last = orders.last_loaded_ms.expect("a last load");
     let now_ms = shared::stream::epoch_millis(SystemTime::now());
     assert!(
@@ -370,6 +381,7 @@ async fn a_failed_load_leaves_nothing_behind_and_can_be_retried(harness: &dyn Ha
             source: "kinesis://orders".into(),
             rows: Box::new(FailsHalfWay(Some(batch(&[(2, "placed", 2)])))),
             file: None,
+            stream: None,
         },
     ];
     let err = warehouse
@@ -389,6 +401,7 @@ async fn a_failed_load_leaves_nothing_behind_and_can_be_retried(harness: &dyn Ha
                 Vec::new(),
             )),
             file: None,
+            stream: None,
         },
     ];
     let report = warehouse
@@ -641,6 +654,7 @@ async fn prune_deletes_the_rows_older_than_their_cut_off_and_keeps_the_rest(harn
         rejects: 1,
         file_loads: 1,
         ledger: 1,
+        ..PruneReport::default()
     };
     let counted = warehouse
         .prune(&before(between, true))
@@ -1131,6 +1145,7 @@ async fn redshift_writes_many_large_rejects_in_statements_under_16_mb() {
         source: "kinesis://orders".into(),
         rows: Box::new(MemoryRows::new(vec![batch(&[(1, "placed", 0)])], rejects)),
         file: None,
+        stream: None,
     };
     let report = warehouse
         .load(&dataset, &load_schema(), vec![item])

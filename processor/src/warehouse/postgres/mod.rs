@@ -17,6 +17,7 @@ use super::evolution::{Capabilities, SchemaPlan};
 use super::files;
 use super::protocol::{LoadSteps, Staged, WriteSteps, run_load};
 use super::sql::{self, ColumnDef, SEQUENCE_COLUMN, quote_ident};
+use super::streams::{self, StreamPart};
 use super::target_table::{self, TargetSetup};
 use super::{
     Drained, ItemSource, LoadRecord, LoadReport, StagedRowsSink, Warehouse, WarehouseError,
@@ -133,6 +134,10 @@ impl PostgresWarehouse {
     fn file_loads(&self) -> String {
         files::file_loads_table(&self.platform_schema)
     }
+
+    fn stream_loads(&self) -> String {
+        streams::stream_loads_table(&self.platform_schema)
+    }
 }
 
 #[async_trait]
@@ -152,7 +157,12 @@ impl Warehouse for PostgresWarehouse {
         &self,
         query: &super::activity::ActivityQuery,
     ) -> Result<Vec<super::activity::DatasetActivity>, WarehouseError> {
-        super::activity::count(&self.connection, &self.ledger(), &self.file_loads(), query).await
+        super::activity::count(
+            &self.connection,
+            (&self.ledger(), &self.file_loads(), &self.stream_loads()),
+            query,
+        )
+        .await
     }
 
     async fn trace_file(
@@ -399,6 +409,37 @@ impl WriteSteps for PostgresLoad<'_> {
         )
         .await
         .map_err(statement_error(name, "writing the load ledger"))?;
+        if !record.streams.is_empty() {
+            let streams = &record.streams;
+            let keys: Vec<&str> = streams.iter().map(|s| s.key.as_str()).collect();
+            let text = |field: fn(&StreamPart) -> &str| -> Vec<&str> {
+                streams.iter().map(|s| field(&s.part)).collect()
+            };
+            let names = text(|p| p.stream.as_str());
+            let shards = text(|p| p.shard_id.as_str());
+            let firsts = text(|p| p.first_sequence.as_str());
+            let lasts = text(|p| p.last_sequence.as_str());
+            let records: Vec<i64> = streams.iter().map(|s| s.part.records).collect();
+            let arrivals: Vec<Option<std::time::SystemTime>> = streams
+                .iter()
+                .map(|s| {
+                    s.part
+                        .newest_arrival_ms
+                        .map(shared::stream::from_epoch_millis)
+                })
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} ({})
+                     SELECT k, $2, s, h, f, l, n, a FROM unnest($1::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[]) AS t(k, s, h, f, l, n, a)",
+                    self.warehouse.stream_loads(),
+                    streams::COLUMNS.map(sql::quote_ident).join(", ")
+                ),
+                &[&keys, &name, &names, &shards, &firsts, &lasts, &records, &arrivals],
+            )
+            .await
+            .map_err(statement_error(name, "writing the stream progress"))?;
+        }
         files::record_parts(
             tx,
             &self.warehouse.file_loads(),

@@ -16,7 +16,7 @@ use super::{RedshiftWarehouse, StagedFiles, fit_varchar, statements, varchar_lim
 use crate::warehouse::connection::statement_error;
 use crate::warehouse::protocol::{LoadRecord, LoadSteps, Staged, WriteSteps};
 use crate::warehouse::sql::{self, ColumnDef, REDSHIFT};
-use crate::warehouse::{ItemSource, WarehouseError, files, merge_keys};
+use crate::warehouse::{ItemSource, WarehouseError, files, merge_keys, streams};
 
 /// Rows per multi-row `INSERT` of rejects or ledger rows, and keys per ledger lookup
 /// (bind parameters are limited to 32767 per statement by the protocol).
@@ -308,6 +308,31 @@ impl WriteSteps for RedshiftWrite<'_> {
         let (table, action) = (self.warehouse.ledger(), "writing the load ledger");
         let rows = (&ledger[..], &sizes[..]);
         insert_chunked(&self.tx, &table, &columns, rows, name, action).await?;
+        let progress: Vec<ParameterRow<8>> = (record.streams.iter())
+            .map(|loaded| {
+                let part = &loaded.part;
+                [
+                    Box::new(loaded.key.clone()) as Box<dyn ToSql + Sync + Send>,
+                    Box::new(name.to_owned()),
+                    Box::new(fit_varchar(&part.stream)),
+                    Box::new(fit_varchar(&part.shard_id)),
+                    Box::new(fit_varchar(&part.first_sequence)),
+                    Box::new(fit_varchar(&part.last_sequence)),
+                    Box::new(part.records),
+                    Box::new(
+                        part.newest_arrival_ms
+                            .map(shared::stream::from_epoch_millis),
+                    ),
+                ]
+            })
+            .collect();
+        let sizes: Vec<usize> = (record.streams.iter())
+            .map(|s| s.key.len() + s.part.first_sequence.len() + s.part.last_sequence.len())
+            .collect();
+        let table = self.warehouse.stream_loads();
+        let rows = (&progress[..], &sizes[..]);
+        let action = "writing the stream progress";
+        insert_chunked(&self.tx, &table, &streams::COLUMNS, rows, name, action).await?;
         let file_loads = self.warehouse.file_loads();
         files::record_parts(&self.tx, &file_loads, REDSHIFT, &record.parts).await
     }

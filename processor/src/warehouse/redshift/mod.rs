@@ -214,6 +214,10 @@ impl RedshiftWarehouse {
         files::file_loads_table(&self.platform_schema)
     }
 
+    fn stream_loads(&self) -> String {
+        super::streams::stream_loads_table(&self.platform_schema)
+    }
+
     fn rejects(&self) -> String {
         sql::rejects_table(&self.platform_schema)
     }
@@ -236,7 +240,12 @@ impl Warehouse for RedshiftWarehouse {
         &self,
         query: &super::activity::ActivityQuery,
     ) -> Result<Vec<super::activity::DatasetActivity>, WarehouseError> {
-        super::activity::count(&self.connection, &self.ledger(), &self.file_loads(), query).await
+        super::activity::count(
+            &self.connection,
+            (&self.ledger(), &self.file_loads(), &self.stream_loads()),
+            query,
+        )
+        .await
     }
 
     async fn trace_file(
@@ -564,7 +573,7 @@ columns = [
             ddl[1]
         );
         // The platform tables sort on their time column (Redshift only).
-        let sorted_on = ["loaded_at", "first_loaded_at", "rejected_at"];
+        let sorted_on = ["loaded_at", "first_loaded_at", "loaded_at", "rejected_at"];
         for (ddl, column) in ddl[1..].iter().zip(sorted_on) {
             assert!(
                 ddl.ends_with(&format!("\n) COMPOUND SORTKEY(\"{column}\")")),
