@@ -133,7 +133,7 @@ pub async fn status(
 ) -> Result<StatusReport, DemoError> {
     let db = open_db(layout)?;
     let (queue, dead_letter) = queues(&db);
-    let warehouse = warehouse(layout)?;
+    let warehouse = open_warehouse(layout)?;
     let sources = StatusSources {
         catalog,
         warehouse: &warehouse,
@@ -163,7 +163,7 @@ pub async fn trace_file(
         Err(object_store::Error::NotFound { .. }) => None,
         Err(err) => return Err(step("reading the file")(err)),
     };
-    let warehouse = warehouse(layout)?;
+    let warehouse = open_warehouse(layout)?;
     let sources = TraceSources {
         catalog: &catalog,
         planner: &file_ingest.planner,
@@ -176,9 +176,14 @@ pub async fn trace_file(
         .map_err(|err| step("tracing the file")(err))
 }
 
-/// The folder's warehouse (for `check --warehouse` and `prune`).
+/// The folder's warehouse (for `check --warehouse`, `prune` and `rejects`).
 pub fn warehouse(layout: &Layout) -> Result<SqliteWarehouse, DemoError> {
     open_db(layout)?;
+    open_warehouse(layout)
+}
+
+/// The warehouse of a folder already opened with [`open_db`].
+fn open_warehouse(layout: &Layout) -> Result<SqliteWarehouse, DemoError> {
     SqliteWarehouse::open(&layout.database(), PLATFORM)
         .map_err(|err| step("opening the warehouse")(err))
 }

@@ -189,6 +189,14 @@ fn assemble(
         .into_values()
         .map(|activity| dataset_status(catalog, activity, letters, epoch_millis(now)))
         .collect();
+    let without_dataset = letters
+        .iter()
+        .filter(|l| {
+            !datasets
+                .iter()
+                .any(|d| l.dataset.as_deref() == Some(d.activity.dataset.as_str()))
+        })
+        .count() as u64;
     let now_ms = epoch_millis(now);
     StatusReport {
         generated_at: iso_utc_millis(now_ms),
@@ -197,7 +205,7 @@ fn assemble(
         since_ms: epoch_millis(since),
         bucket_ms: 0,
         window_seconds: now.duration_since(since).unwrap_or_default().as_secs(),
-        datasets: datasets.clone(),
+        datasets,
         work_queue: QueueStatus {
             waiting: work.visible,
             in_flight: work.in_flight,
@@ -209,14 +217,7 @@ fn assemble(
             configured: dead.is_some(),
             depth: dead.map_or(0, |d| d.visible + d.in_flight),
             looked_at: letters.len() as u64,
-            without_dataset: letters
-                .iter()
-                .filter(|l| {
-                    !datasets
-                        .iter()
-                        .any(|d| l.dataset.as_deref() == Some(d.activity.dataset.as_str()))
-                })
-                .count() as u64,
+            without_dataset,
         },
     }
 }

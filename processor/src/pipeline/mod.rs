@@ -17,9 +17,9 @@ use shared::envelope::{FileItem, RecordsPayload, WorkItem};
 use shared::error::{Classify, Retryability};
 
 use crate::objects::{ObjectStores, StoredObject};
+use crate::warehouse::ItemSource;
 use crate::warehouse::files::FilePart;
 use crate::warehouse::streams::StreamPart;
-use crate::warehouse::{ItemSource, RowSource};
 use read::{ReadError, source_url};
 use sources::{FileRows, RecordsRows};
 use transform::{TransformError, Transformer};
@@ -127,15 +127,21 @@ impl Pipeline {
                 .ok_or_else(|| PipelineError::UnknownDataset {
                     dataset: dataset.name.clone(),
                 })?;
-        let (source, rows): (String, Box<dyn RowSource>) = match item {
+        let key = item.idempotency_key();
+        let item_source = match item {
             WorkItem::File(file) => {
                 let object = self.object(&file.bucket, &file.key)?;
                 let rows =
                     FileRows::new(object, file.clone(), dataset.clone(), transformer.clone());
-                (item_source_name(file), Box::new(rows))
+                ItemSource {
+                    key,
+                    source: item_source_name(file),
+                    rows: Box::new(rows),
+                    file: Some(FilePart::of(file)),
+                    stream: None,
+                }
             }
             WorkItem::Records(records) => {
-                let source = format!("kinesis://{}", records.stream);
                 let claim_store = match &records.payload {
                     RecordsPayload::S3(claim) => Some(self.object(&claim.bucket, &claim.key)?),
                     RecordsPayload::Inline(_) => None,
@@ -146,21 +152,14 @@ impl Pipeline {
                     dataset.clone(),
                     transformer.clone(),
                 );
-                (source, Box::new(rows))
+                ItemSource {
+                    key,
+                    source: format!("kinesis://{}", records.stream),
+                    rows: Box::new(rows),
+                    file: None,
+                    stream: Some(StreamPart::of(records)),
+                }
             }
-        };
-        let item_source = ItemSource {
-            key: item.idempotency_key(),
-            source,
-            rows,
-            file: match item {
-                WorkItem::File(file) => Some(FilePart::of(file)),
-                WorkItem::Records(_) => None,
-            },
-            stream: match item {
-                WorkItem::File(_) => None,
-                WorkItem::Records(records) => Some(StreamPart::of(records)),
-            },
         };
         Ok((item_source, dataset, schema))
     }
